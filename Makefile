@@ -1,0 +1,57 @@
+# One command per job. See README.md.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint fmt psql stop migrate schema bench deps venv
+
+## run: local PostgreSQL (unless DATABASE_URL), migrate, seed demo data, serve on :8000
+run: deps venv
+	@$(PY) -m dbctl run
+
+## test: the whole test suite against private PostgreSQL clusters
+test: deps venv
+	$(PY) -m pytest
+
+## lint: ruff (lint + format check) and mypy on the gateway
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy gateway dbctl
+
+fmt: venv
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+## psql: psql on the database in use, as the owner/DBA role (works with piped input)
+psql: deps venv
+	@$(PY) -m dbctl psql
+
+## migrate: apply migrations and reload functions on the database in use
+migrate: deps venv
+	@$(PY) -m dbctl migrate
+
+## stop: stop the local PostgreSQL cluster (data is kept)
+stop: venv
+	@$(PY) -m dbctl stop
+
+## schema: regenerate sql/schema.sql from a fresh build (commit the result)
+schema: deps venv
+	@$(PY) -m dbctl schema
+
+## bench: pgbench scenarios and HTTP load (bounded, 127.0.0.1 only)
+bench: venv
+	@scripts/install-system-deps wrk
+	$(PY) -m bench
+
+deps:
+	@scripts/install-system-deps
+
+venv: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)

@@ -1,0 +1,117 @@
+"""Migrations: yoyo for tables (forward only), then the functions loader, every time.
+
+The loader (re)applies `sql/functions/*.sql` in file-name order and then `sql/cron_jobs.sql`,
+all in one transaction, drops any api/internal function the files no longer define, and
+re-grants EXECUTE. A database built from zero and one migrated step by step end up equal
+(tests compare both against the committed `sql/schema.sql`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+
+import psycopg
+from psycopg import sql
+from yoyo import get_backend, read_migrations
+
+ROOT = Path(__file__).resolve().parent.parent
+SQL = ROOT / "sql"
+MIGRATIONS = SQL / "migrations"
+FUNCTIONS = SQL / "functions"
+CRON_JOBS = SQL / "cron_jobs.sql"
+BOOTSTRAP = SQL / "bootstrap.sql"
+
+OWNER_ROLE = "booking_owner"
+GATEWAY_ROLE = "booking_gateway"
+LOADED_SCHEMAS = ("api", "internal")
+
+
+def with_query(url: str, **params: str) -> str:
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.update(params)
+    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+
+
+def as_owner(url: str) -> str:
+    """Connect with the given login but act as the owner role (SET ROLE at login)."""
+    return with_query(url, options=f"-c role={OWNER_ROLE}")
+
+
+def yoyo_url(url: str) -> str:
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgres", "postgresql"):
+        scheme = "postgresql+psycopg"
+    return f"{scheme}://{rest}"
+
+
+def is_superuser(url: str) -> bool:
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user").fetchone()
+        return bool(row and row[0])
+
+
+def bootstrap(superuser_url: str) -> None:
+    """Roles, database owner, pg_cron (superuser only; idempotent).
+
+    GATEWAY_DB_PASSWORD, when set, becomes the gateway role's password (servers that do not
+    trust local connections need one).
+    """
+    with psycopg.connect(superuser_url, autocommit=True) as conn:
+        conn.execute(BOOTSTRAP.read_text())
+        password = os.environ.get("GATEWAY_DB_PASSWORD")
+        if password:
+            conn.execute(
+                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(GATEWAY_ROLE), sql.Literal(password))
+            )
+
+
+def apply_migrations(url: str, source: Path = MIGRATIONS) -> list[str]:
+    """Apply pending yoyo migrations, each in its own transaction. Returns their ids."""
+    backend = get_backend(yoyo_url(as_owner(url)))
+    migrations = read_migrations(str(source))
+    with backend.lock():
+        pending = backend.to_apply(migrations)
+        backend.apply_migrations(pending)
+    return [m.id for m in pending]
+
+
+def load_functions(url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JOBS) -> None:
+    """Re-apply every function file and the pg_cron jobs in one transaction."""
+    with psycopg.connect(as_owner(url)) as conn:
+        for path in sorted(source.glob("*.sql")):
+            try:
+                conn.execute(path.read_text())
+            except psycopg.Error as exc:
+                raise RuntimeError(f"{path.name}: {exc}") from exc
+        # Functions defined or replaced in this transaction carry its xid in pg_proc.xmin;
+        # anything else in the loaded schemas is no longer in the files.
+        orphans = conn.execute(
+            """
+            SELECT p.oid::regprocedure::text
+              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+             WHERE n.nspname = ANY(%s)
+               AND p.xmin::text <> (pg_current_xact_id()::text::bigint %% 4294967296)::text
+            """,
+            (list(LOADED_SCHEMAS),),
+        ).fetchall()
+        for (signature,) in orphans:
+            conn.execute(f"DROP FUNCTION {signature}")
+        for schema in LOADED_SCHEMAS:
+            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC")
+        conn.execute(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO {GATEWAY_ROLE}")
+        if cron_jobs.exists():
+            conn.execute(cron_jobs.read_text())
+
+
+def migrate(url: str, superuser_url: str | None = None, source: Path = MIGRATIONS) -> list[str]:
+    """Everything a deploy does to a database: bootstrap (when we can), tables, functions."""
+    if superuser_url is None and is_superuser(url):
+        superuser_url = url
+    if superuser_url is not None:
+        bootstrap(superuser_url)
+    applied = apply_migrations(url, source)
+    load_functions(url)
+    return applied

@@ -1,0 +1,15 @@
+# The gateway and the migration tooling (dbctl) share one image.
+FROM python:3.11-slim
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends postgresql-client \
+ && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY requirements.txt .
+RUN pip install --no-cache-dir -r requirements.txt
+COPY dbctl/ dbctl/
+COPY gateway/ gateway/
+COPY sql/ sql/
+RUN useradd --system --no-create-home booking
+USER booking
+EXPOSE 8000
+CMD ["uvicorn", "gateway.app:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]

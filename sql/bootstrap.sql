@@ -1,0 +1,41 @@
+-- One-time, superuser-only setup of a database for the booking system.
+-- `make run` and the tests run it for you; on a server you manage, a superuser runs it
+-- once per database (psql -d booking -f sql/bootstrap.sql). It is idempotent.
+--
+-- booking_owner   owns every object; migrations run as this role.
+-- booking_gateway the HTTP gateway's login: USAGE on schema api and EXECUTE on its
+--                 functions, nothing else (granted by the migrations).
+
+DO $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'booking_owner') THEN
+    CREATE ROLE booking_owner LOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'booking_gateway') THEN
+    CREATE ROLE booking_gateway LOGIN;
+  END IF;
+  EXECUTE format('ALTER DATABASE %I OWNER TO booking_owner', current_database());
+END
+$$;
+
+-- The gateway never waits long: a stuck lock or a runaway statement becomes a 503 `busy`.
+-- The api functions set tighter lock timeouts of their own.
+ALTER ROLE booking_gateway SET statement_timeout = '5s';
+ALTER ROLE booking_gateway SET lock_timeout = '2s';
+ALTER ROLE booking_gateway SET idle_in_transaction_session_timeout = '10s';
+ALTER ROLE booking_gateway SET timezone = 'UTC';
+ALTER ROLE booking_owner SET timezone = 'UTC';
+
+-- pg_cron lives only in the database named by cron.database_name; elsewhere this is a no-op.
+DO $$
+BEGIN
+  IF current_database() = current_setting('cron.database_name', true)
+     AND EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'pg_cron')
+     AND current_setting('shared_preload_libraries') LIKE '%pg_cron%' THEN
+    CREATE EXTENSION IF NOT EXISTS pg_cron;
+    GRANT USAGE ON SCHEMA cron TO booking_owner;
+    -- Lets migrations read cron.database_name (superuser-only otherwise).
+    GRANT pg_read_all_settings TO booking_owner;
+  END IF;
+END
+$$;

@@ -1,0 +1,98 @@
+-- Users: registration, login lookup, profile, roles.
+-- Passwords are hashed in the gateway (argon2); the database only stores the hash.
+
+CREATE OR REPLACE FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_email text := lower(btrim(p_email));
+  v_user users;
+BEGIN
+  IF v_email IS NULL OR length(v_email) > 255
+     OR v_email !~* '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'email is not a valid address';
+  END IF;
+  IF p_password_hash IS NULL OR length(p_password_hash) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'password_hash is required';
+  END IF;
+  IF p_full_name IS NULL OR length(btrim(p_full_name)) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'full_name must be 1 to 255 characters';
+  END IF;
+
+  INSERT INTO users (email, password_hash, full_name)
+  VALUES (v_email, p_password_hash, btrim(p_full_name))
+  ON CONFLICT (email) DO NOTHING
+  RETURNING * INTO v_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKEML', MESSAGE = 'a user with this email exists';
+  END IF;
+  RETURN internal.user_json(v_user);
+END;
+$$;
+COMMENT ON FUNCTION api.register_user(text, text, text) IS
+  'Creates a user with role "user" and returns it as JSON. The e-mail is trimmed and '
+  'lower-cased. Pass a password HASH (the gateway uses argon2). Locks nothing beyond the new '
+  'row. Raises BKVAL (bad e-mail/name), BKEML (e-mail taken).';
+
+
+CREATE OR REPLACE FUNCTION api.get_user_credentials(p_email text)
+RETURNS json
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+  SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash)
+    FROM users u
+   WHERE u.email = lower(btrim(p_email))
+$$;
+COMMENT ON FUNCTION api.get_user_credentials(text) IS
+  'Login lookup: {id, role, password_hash} for an e-mail, or NULL when there is no such user '
+  '(the gateway then verifies against a dummy hash so timing does not tell). Locks nothing.';
+
+
+CREATE OR REPLACE FUNCTION api.get_user(p_user_id uuid)
+RETURNS json
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_user users;
+BEGIN
+  SELECT * INTO v_user FROM users WHERE id = p_user_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  RETURN internal.user_json(v_user);
+END;
+$$;
+COMMENT ON FUNCTION api.get_user(uuid) IS
+  'A user as JSON {id, email, full_name, role, created_at}. Locks nothing. Raises BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION api.set_user_role(p_email text, p_role text)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_user users;
+BEGIN
+  IF p_role IS NULL OR p_role NOT IN ('admin', 'user') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'role must be admin or user';
+  END IF;
+  UPDATE users SET role = p_role WHERE email = lower(btrim(p_email)) RETURNING * INTO v_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  RETURN internal.user_json(v_user);
+END;
+$$;
+COMMENT ON FUNCTION api.set_user_role(text, text) IS
+  '(DBA-only) Sets a user''s role (admin | user): SELECT api.set_user_role(''a@b.co'', ''admin''). '
+  'Takes effect at the user''s next login (tokens carry the role). Locks the user row. '
+  'Raises BKVAL, BKNTF.';

@@ -1,0 +1,377 @@
+-- Events and ticket types: the public catalogue and its administration.
+-- Every change fires the catalogue NOTIFY (triggers in migration 0002) so gateways drop
+-- their cached lists at once.
+
+CREATE OR REPLACE FUNCTION internal.check_event(e events)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+  IF e.slug IS NULL OR e.slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(e.slug) > 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'slug must be 1-255 lower-case letters, digits and single hyphens';
+  END IF;
+  IF e.name IS NULL OR length(btrim(e.name)) NOT BETWEEN 1 AND 500 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 500 characters';
+  END IF;
+  IF e.location IS NULL OR length(btrim(e.location)) NOT BETWEEN 1 AND 500 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'location must be 1 to 500 characters';
+  END IF;
+  IF length(e.banner_url) > 500 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'banner_url must be at most 500 characters';
+  END IF;
+  IF e.start_time IS NULL OR e.end_time IS NULL OR e.end_time <= e.start_time THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_time must be after start_time';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION internal.check_event(events) IS 'Field checks for an event row. Raises BKVAL.';
+
+
+CREATE OR REPLACE FUNCTION internal.check_ticket_type(tt ticket_types)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+BEGIN
+  IF tt.name IS NULL OR length(btrim(tt.name)) NOT BETWEEN 1 AND 100 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 100 characters';
+  END IF;
+  IF tt.price IS NULL OR tt.price < 0 OR tt.price > 99999999.99 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'price must be between 0 and 99999999.99';
+  END IF;
+  IF tt.initial_quantity IS NULL OR tt.initial_quantity < 0 OR tt.initial_quantity > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'initial_quantity must be between 0 and 1000000';
+  END IF;
+  IF tt.start_sale_time IS NOT NULL AND tt.end_sale_time IS NOT NULL
+     AND tt.end_sale_time <= tt.start_sale_time THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_sale_time must be after start_sale_time';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION internal.check_ticket_type(ticket_types) IS 'Field checks for a ticket type row. Raises BKVAL.';
+
+
+CREATE OR REPLACE FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[])
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+  v_unknown text;
+BEGIN
+  IF p_changes IS NULL OR jsonb_typeof(p_changes) <> 'object' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'changes must be a JSON object';
+  END IF;
+  SELECT string_agg(k, ', ') INTO v_unknown
+    FROM jsonb_object_keys(p_changes) k WHERE k <> ALL (p_allowed);
+  IF v_unknown IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('unknown fields: %s', v_unknown),
+      HINT = format('allowed: %s', array_to_string(p_allowed, ', '));
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION internal.check_change_keys(jsonb, text[]) IS
+  'Rejects a patch that is not an object or names fields outside p_allowed. Raises BKVAL.';
+
+
+CREATE OR REPLACE FUNCTION api.list_published_events(p_query text DEFAULT NULL)
+RETURNS json
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_query text := nullif(btrim(p_query), '');
+  v_like text;
+BEGIN
+  IF length(v_query) > 200 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'query must be at most 200 characters';
+  END IF;
+  v_like := '%' || replace(replace(replace(v_query, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+  RETURN coalesce((
+    SELECT json_agg(internal.event_json(e, false) ORDER BY e.start_time, e.id)
+      FROM events e
+     WHERE e.status = 'PUBLISHED'
+       AND e.end_time > now()
+       AND (v_query IS NULL
+            OR to_tsvector('english', e.name) @@ websearch_to_tsquery('english', v_query)
+            OR e.name ILIKE v_like)), '[]'::json);
+END;
+$$;
+COMMENT ON FUNCTION api.list_published_events(text) IS
+  'Published events that have not ended, by start_time, each with its ticket types (no live '
+  'stock: this list is cached by gateways). p_query searches names: full-text (seed index) or '
+  'a partial word (trigram index). Locks nothing. Raises BKVAL (query over 200 characters).';
+
+
+CREATE OR REPLACE FUNCTION api.get_event(p_id_or_slug text)
+RETURNS json
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_event events;
+BEGIN
+  IF p_id_or_slug ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    SELECT * INTO v_event FROM events WHERE id = p_id_or_slug::uuid;
+  ELSE
+    SELECT * INTO v_event FROM events WHERE slug = p_id_or_slug;
+  END IF;
+  IF NOT FOUND OR v_event.status = 'DRAFT' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION api.get_event(text) IS
+  'One event by id or slug with its ticket types and LIVE available_quantity / on_sale. '
+  'Drafts are not found. Locks nothing. Raises BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION api.admin_get_event(p_event_id uuid)
+RETURNS json
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_event events;
+BEGIN
+  SELECT * INTO v_event FROM events WHERE id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION api.admin_get_event(uuid) IS
+  'Admin view of one event in any status (drafts included), with live stock. Locks nothing. '
+  'Raises BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION api.create_event(
+  p_slug text, p_name text, p_location text, p_start_time timestamptz, p_end_time timestamptz,
+  p_description text DEFAULT NULL, p_banner_url text DEFAULT NULL)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_event events;
+BEGIN
+  v_event.slug := p_slug;
+  v_event.name := btrim(p_name);
+  v_event.location := btrim(p_location);
+  v_event.start_time := p_start_time;
+  v_event.end_time := p_end_time;
+  v_event.description := p_description;
+  v_event.banner_url := p_banner_url;
+  PERFORM internal.check_event(v_event);
+
+  INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status)
+  VALUES (v_event.slug, v_event.name, v_event.description, v_event.banner_url, v_event.location,
+          v_event.start_time, v_event.end_time, 'DRAFT')
+  ON CONFLICT (slug) DO NOTHING
+  RETURNING * INTO v_event;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
+  END IF;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION api.create_event(text, text, text, timestamptz, timestamptz, text, text) IS
+  'Creates an event in status DRAFT and returns it. Raises BKVAL (fields), BKSLG (slug taken).';
+
+
+CREATE OR REPLACE FUNCTION api.update_event(p_event_id uuid, p_changes jsonb)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+  v_event events;
+BEGIN
+  PERFORM internal.check_change_keys(p_changes,
+    ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time']);
+  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_event.status IN ('CANCELLED', 'ENDED') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIST', MESSAGE = format('a %s event cannot be edited', v_event.status);
+  END IF;
+
+  IF p_changes ? 'slug' THEN v_event.slug := p_changes->>'slug'; END IF;
+  IF p_changes ? 'name' THEN v_event.name := btrim(p_changes->>'name'); END IF;
+  IF p_changes ? 'description' THEN v_event.description := p_changes->>'description'; END IF;
+  IF p_changes ? 'banner_url' THEN v_event.banner_url := p_changes->>'banner_url'; END IF;
+  IF p_changes ? 'location' THEN v_event.location := btrim(p_changes->>'location'); END IF;
+  IF p_changes ? 'start_time' THEN v_event.start_time := (p_changes->>'start_time')::timestamptz; END IF;
+  IF p_changes ? 'end_time' THEN v_event.end_time := (p_changes->>'end_time')::timestamptz; END IF;
+  PERFORM internal.check_event(v_event);
+
+  IF v_event.slug <> (SELECT slug FROM events WHERE id = p_event_id)
+     AND EXISTS (SELECT 1 FROM events WHERE slug = v_event.slug) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
+  END IF;
+
+  UPDATE events
+     SET slug = v_event.slug, name = v_event.name, description = v_event.description,
+         banner_url = v_event.banner_url, location = v_event.location,
+         start_time = v_event.start_time, end_time = v_event.end_time
+   WHERE id = p_event_id
+  RETURNING * INTO v_event;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION api.update_event(uuid, jsonb) IS
+  'Patches an event: p_changes is a JSON object with any of slug, name, description, '
+  'banner_url, location, start_time, end_time. Locks the event row. Raises BKVAL, BKNTF, '
+  'BKSLG, BKIST (cancelled or ended events are frozen).';
+
+
+CREATE OR REPLACE FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[])
+RETURNS json
+LANGUAGE plpgsql
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_event events;
+BEGIN
+  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_event.status = p_to THEN
+    RETURN internal.event_json(v_event, true);  -- idempotent: a retried request succeeds
+  END IF;
+  IF v_event.status <> ALL (p_from) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIST',
+      MESSAGE = format('cannot move an event from %s to %s', v_event.status, p_to);
+  END IF;
+  UPDATE events SET status = p_to WHERE id = p_event_id RETURNING * INTO v_event;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION internal.set_event_status(uuid, text, text[]) IS
+  'Moves an event to p_to if its status is one of p_from (same status: no-op). Locks the event row.';
+
+
+CREATE OR REPLACE FUNCTION api.publish_event(p_event_id uuid)
+RETURNS json
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+  SELECT internal.set_event_status(p_event_id, 'PUBLISHED', ARRAY['DRAFT'])
+$$;
+COMMENT ON FUNCTION api.publish_event(uuid) IS
+  'DRAFT -> PUBLISHED (already published: returns it unchanged). Locks the event row. '
+  'Raises BKNTF, BKIST.';
+
+
+CREATE OR REPLACE FUNCTION api.cancel_event(p_event_id uuid)
+RETURNS json
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+  SELECT internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED'])
+$$;
+COMMENT ON FUNCTION api.cancel_event(uuid) IS
+  'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed '
+  'and return to stock when they expire; sold tickets are kept (refunds are a later process). '
+  'Locks the event row. Raises BKNTF, BKIST.';
+
+
+CREATE OR REPLACE FUNCTION api.create_ticket_type(
+  p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer,
+  p_start_sale_time timestamptz DEFAULT NULL, p_end_sale_time timestamptz DEFAULT NULL)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+  v_event events;
+  v_tt ticket_types;
+BEGIN
+  v_tt.name := btrim(p_name);
+  v_tt.price := p_price;
+  v_tt.initial_quantity := p_initial_quantity;
+  v_tt.start_sale_time := p_start_sale_time;
+  v_tt.end_sale_time := p_end_sale_time;
+  PERFORM internal.check_ticket_type(v_tt);
+
+  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_event.status IN ('CANCELLED', 'ENDED') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIST',
+      MESSAGE = format('cannot add ticket types to a %s event', v_event.status);
+  END IF;
+
+  INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity,
+                            start_sale_time, end_sale_time)
+  VALUES (p_event_id, v_tt.name, p_price, p_initial_quantity, p_initial_quantity,
+          p_start_sale_time, p_end_sale_time)
+  RETURNING * INTO v_tt;
+  RETURN internal.ticket_type_json(v_tt, v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION api.create_ticket_type(uuid, text, numeric, integer, timestamptz, timestamptz) IS
+  'Adds a ticket type to an event with available_quantity = initial_quantity. NULL sale '
+  'times mean open from publication / until the event ends. Raises BKVAL, BKNTF, BKIST.';
+
+
+CREATE OR REPLACE FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+  v_tt ticket_types;
+  v_event events;
+BEGIN
+  PERFORM internal.check_change_keys(p_changes,
+    ARRAY['name', 'price', 'start_sale_time', 'end_sale_time']);
+  SELECT * INTO v_tt FROM ticket_types WHERE id = p_ticket_type_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
+  END IF;
+
+  IF p_changes ? 'name' THEN v_tt.name := btrim(p_changes->>'name'); END IF;
+  IF p_changes ? 'price' THEN v_tt.price := (p_changes->>'price')::numeric; END IF;
+  IF p_changes ? 'start_sale_time' THEN
+    v_tt.start_sale_time := (p_changes->>'start_sale_time')::timestamptz;
+  END IF;
+  IF p_changes ? 'end_sale_time' THEN
+    v_tt.end_sale_time := (p_changes->>'end_sale_time')::timestamptz;
+  END IF;
+  PERFORM internal.check_ticket_type(v_tt);
+
+  UPDATE ticket_types
+     SET name = v_tt.name, price = v_tt.price,
+         start_sale_time = v_tt.start_sale_time, end_sale_time = v_tt.end_sale_time
+   WHERE id = p_ticket_type_id
+  RETURNING * INTO v_tt;
+  SELECT * INTO v_event FROM events WHERE id = v_tt.event_id;
+  RETURN internal.ticket_type_json(v_tt, v_event, true);
+END;
+$$;
+COMMENT ON FUNCTION api.update_ticket_type(uuid, jsonb) IS
+  'Patches a ticket type: p_changes with any of name, price, start_sale_time, end_sale_time '
+  '(stock is changed only by bookings). Locks the ticket type row (same lock reserve takes). '
+  'Raises BKVAL, BKNTF.';

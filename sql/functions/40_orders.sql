@@ -1,0 +1,89 @@
+-- Orders: completing a hold into a paid order with tickets, and a user's bookings.
+
+CREATE OR REPLACE FUNCTION api.complete_booking(
+  p_user_id uuid, p_reservation_id uuid, p_payment_method text)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+  v_reservation order_reservations;
+  v_price numeric(10,2);
+  v_event_status text;
+  v_order orders;
+  v_email text;
+BEGIN
+  IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'payment_method must be one of MOMO, ZALOPAY, BANKING, CARD';
+  END IF;
+
+  -- Only the reservation row is locked. Inserting rows that reference the ticket type takes
+  -- FOR KEY SHARE on it, which never waits for reserve's FOR NO KEY UPDATE: no lock cycle.
+  SELECT * INTO v_reservation FROM order_reservations WHERE id = p_reservation_id FOR UPDATE;
+  IF NOT FOUND OR v_reservation.user_id IS DISTINCT FROM p_user_id THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'reservation not found';
+  END IF;
+  IF v_reservation.status = 'EXPIRED'
+     OR (v_reservation.status = 'ACTIVE' AND v_reservation.expires_at <= clock_timestamp()) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKREX', MESSAGE = 'reservation hold ran out';
+  END IF;
+  IF v_reservation.status <> 'ACTIVE' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKRNA',
+      MESSAGE = format('reservation is %s', lower(v_reservation.status)),
+      DETAIL = coalesce('order ' || (SELECT id FROM orders WHERE reservation_id = p_reservation_id), '');
+  END IF;
+
+  SELECT tt.price, e.status INTO v_price, v_event_status
+    FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+   WHERE tt.id = v_reservation.ticket_type_id;
+  IF v_event_status <> 'PUBLISHED' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSNO',
+      MESSAGE = format('the event is not on sale (it is %s)', v_event_status);
+  END IF;
+
+  -- Everything below commits together: a paid order always has its payment and tickets.
+  INSERT INTO orders (user_id, total_amount, status, reservation_id)
+  VALUES (p_user_id, v_price * v_reservation.quantity, 'PAID', p_reservation_id)
+  RETURNING * INTO v_order;
+  INSERT INTO order_items (order_id, ticket_type_id, quantity, unit_price)
+  VALUES (v_order.id, v_reservation.ticket_type_id, v_reservation.quantity, v_price);
+  INSERT INTO payments (order_id, transaction_id, payment_method, amount, status, payment_time)
+  VALUES (v_order.id, 'TXN-' || upper(encode(gen_random_bytes(12), 'hex')), p_payment_method,
+          v_order.total_amount, 'SUCCESS', now());
+  INSERT INTO tickets (order_id, ticket_type_id, ticket_code, status)
+  SELECT v_order.id, v_reservation.ticket_type_id, internal.new_ticket_code(), 'UNUSED'
+    FROM generate_series(1, v_reservation.quantity);
+  UPDATE order_reservations SET status = 'COMPLETED' WHERE id = p_reservation_id;
+
+  SELECT email INTO v_email FROM users WHERE id = p_user_id;
+  INSERT INTO outbox (topic, payload)
+  VALUES ('order_confirmation_email',
+          jsonb_build_object('order_id', v_order.id, 'user_id', p_user_id, 'email', v_email));
+
+  RETURN internal.order_json(v_order);
+END;
+$$;
+COMMENT ON FUNCTION api.complete_booking(uuid, uuid, text) IS
+  'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, '
+  'item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique '
+  'transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a '
+  'confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. '
+  'Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or '
+  'cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile).';
+
+
+CREATE OR REPLACE FUNCTION api.my_bookings(p_user_id uuid)
+RETURNS json
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+  SELECT coalesce(json_agg(internal.order_json(o) ORDER BY o.created_at DESC, o.id), '[]'::json)
+    FROM orders o
+   WHERE o.user_id = p_user_id
+$$;
+COMMENT ON FUNCTION api.my_bookings(uuid) IS
+  'The user''s orders, newest first, each with items, payment and tickets. Locks nothing.';

@@ -1,0 +1,2489 @@
+--
+-- PostgreSQL database dump
+--
+
+
+
+
+
+
+SET statement_timeout = 0;
+SET lock_timeout = 0;
+SET idle_in_transaction_session_timeout = 0;
+SET client_encoding = 'UTF8';
+SET standard_conforming_strings = on;
+SELECT pg_catalog.set_config('search_path', '', false);
+SET check_function_bodies = false;
+SET xmloption = content;
+SET client_min_messages = warning;
+SET row_security = off;
+
+--
+-- Name: api; Type: SCHEMA; Schema: -; Owner: booking_owner
+--
+
+CREATE SCHEMA api;
+
+
+ALTER SCHEMA api OWNER TO booking_owner;
+
+--
+-- Name: internal; Type: SCHEMA; Schema: -; Owner: booking_owner
+--
+
+CREATE SCHEMA internal;
+
+
+ALTER SCHEMA internal OWNER TO booking_owner;
+
+--
+-- Name: pg_trgm; Type: EXTENSION; Schema: -; Owner: -
+--
+
+CREATE EXTENSION IF NOT EXISTS pg_trgm WITH SCHEMA public;
+
+
+--
+-- Name: EXTENSION pg_trgm; Type: COMMENT; Schema: -; Owner: 
+--
+
+COMMENT ON EXTENSION pg_trgm IS 'text similarity measurement and index searching based on trigrams';
+
+
+--
+-- Name: pgcrypto; Type: EXTENSION; Schema: -; Owner: -
+--
+
+CREATE EXTENSION IF NOT EXISTS pgcrypto WITH SCHEMA public;
+
+
+--
+-- Name: EXTENSION pgcrypto; Type: COMMENT; Schema: -; Owner: 
+--
+
+COMMENT ON EXTENSION pgcrypto IS 'cryptographic functions';
+
+
+--
+-- Name: admin_get_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.admin_get_event(p_event_id uuid) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_event events;
+BEGIN
+  SELECT * INTO v_event FROM events WHERE id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+
+
+ALTER FUNCTION api.admin_get_event(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION admin_get_event(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.admin_get_event(p_event_id uuid) IS 'Admin view of one event in any status (drafts included), with live stock. Locks nothing. Raises BKNTF.';
+
+
+--
+-- Name: cancel_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.cancel_event(p_event_id uuid) RETURNS json
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+  SELECT internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED'])
+$$;
+
+
+ALTER FUNCTION api.cancel_event(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION cancel_event(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.cancel_event(p_event_id uuid) IS 'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed and return to stock when they expire; sold tickets are kept (refunds are a later process). Locks the event row. Raises BKNTF, BKIST.';
+
+
+--
+-- Name: cancel_reservation(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.cancel_reservation(p_user_id uuid, p_reservation_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_ticket_type_id uuid;
+  v_reservation order_reservations;
+BEGIN
+  SELECT ticket_type_id INTO v_ticket_type_id
+    FROM order_reservations WHERE id = p_reservation_id AND user_id = p_user_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'reservation not found';
+  END IF;
+
+  -- Lock order: the ticket type first, then the reservation.
+  PERFORM 1 FROM ticket_types WHERE id = v_ticket_type_id FOR NO KEY UPDATE;
+  SELECT * INTO v_reservation FROM order_reservations WHERE id = p_reservation_id FOR UPDATE;
+  IF v_reservation.status <> 'ACTIVE' THEN
+    RAISE EXCEPTION USING ERRCODE = CASE v_reservation.status WHEN 'EXPIRED' THEN 'BKREX' ELSE 'BKRNA' END,
+      MESSAGE = format('reservation is %s', lower(v_reservation.status));
+  END IF;
+
+  UPDATE order_reservations SET status = 'CANCELLED' WHERE id = p_reservation_id
+  RETURNING * INTO v_reservation;
+  UPDATE ticket_types
+     SET available_quantity = available_quantity + v_reservation.quantity, version = version + 1
+   WHERE id = v_ticket_type_id;
+  RETURN internal.reservation_json(v_reservation);
+END;
+$$;
+
+
+ALTER FUNCTION api.cancel_reservation(p_user_id uuid, p_reservation_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION cancel_reservation(p_user_id uuid, p_reservation_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.cancel_reservation(p_user_id uuid, p_reservation_id uuid) IS 'The owner gives an ACTIVE hold back: it becomes CANCELLED and its seats return to stock. Locks the ticket_types row, then the reservation row. Raises BKNTF (unknown or not yours), BKREX (already expired), BKRNA (completed or cancelled).';
+
+
+--
+-- Name: check_in(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.check_in(p_ticket_code text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_ticket tickets;
+BEGIN
+  -- Two scanners at once: the second UPDATE waits, re-reads CHECKED_IN and matches nothing.
+  UPDATE tickets SET status = 'CHECKED_IN', checkin_time = now()
+   WHERE ticket_code = p_ticket_code AND status = 'UNUSED'
+  RETURNING * INTO v_ticket;
+  IF NOT FOUND THEN
+    SELECT * INTO v_ticket FROM tickets WHERE ticket_code = p_ticket_code;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket not found';
+    ELSIF v_ticket.status = 'CHECKED_IN' THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKACI', MESSAGE = 'ticket already checked in',
+        DETAIL = format('checked in at %s', v_ticket.checkin_time);
+    ELSE
+      RAISE EXCEPTION USING ERRCODE = 'BKTCN', MESSAGE = 'ticket is cancelled';
+    END IF;
+  END IF;
+  RETURN json_build_object('ticket_code', v_ticket.ticket_code, 'ticket_type_id', v_ticket.ticket_type_id,
+                           'status', v_ticket.status, 'checkin_time', v_ticket.checkin_time);
+END;
+$$;
+
+
+ALTER FUNCTION api.check_in(p_ticket_code text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_in(p_ticket_code text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.check_in(p_ticket_code text) IS 'Marks an UNUSED ticket CHECKED_IN with the time. Locks the ticket row. Raises BKNTF, BKACI (checked in before; DETAIL has when), BKTCN (cancelled ticket).';
+
+
+--
+-- Name: check_invariants(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.check_invariants() RETURNS TABLE(check_name text, subject_id uuid, detail text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  WITH held AS (
+    SELECT ticket_type_id, sum(quantity) AS seats
+      FROM order_reservations WHERE status = 'ACTIVE' GROUP BY ticket_type_id
+  ), sold AS (
+    SELECT i.ticket_type_id, sum(i.quantity) AS seats
+      FROM order_items i JOIN orders o ON o.id = i.order_id
+     WHERE o.status IN ('PENDING', 'PAID')
+     GROUP BY i.ticket_type_id
+  ), issued AS (
+    SELECT order_id, count(*) AS tickets FROM tickets GROUP BY order_id
+  ), ordered AS (
+    SELECT order_id, sum(quantity) AS seats, sum(quantity * unit_price) AS amount
+      FROM order_items GROUP BY order_id
+  )
+  SELECT 'stock_balance', tt.id,
+         format('available %s + held %s + sold %s <> initial %s', tt.available_quantity,
+                coalesce(h.seats, 0), coalesce(s.seats, 0), tt.initial_quantity)
+    FROM ticket_types tt
+    LEFT JOIN held h ON h.ticket_type_id = tt.id
+    LEFT JOIN sold s ON s.ticket_type_id = tt.id
+   WHERE tt.available_quantity + coalesce(h.seats, 0) + coalesce(s.seats, 0) <> tt.initial_quantity
+  UNION ALL
+  SELECT 'stock_range', tt.id,
+         format('available %s outside 0..%s', tt.available_quantity, tt.initial_quantity)
+    FROM ticket_types tt
+   WHERE tt.available_quantity < 0 OR tt.available_quantity > tt.initial_quantity
+  UNION ALL
+  SELECT 'tickets_issued', o.id,
+         format('order has %s tickets for %s seats', coalesce(t.tickets, 0), coalesce(x.seats, 0))
+    FROM orders o
+    LEFT JOIN issued t ON t.order_id = o.id
+    LEFT JOIN ordered x ON x.order_id = o.id
+   WHERE o.status = 'PAID' AND coalesce(t.tickets, 0) <> coalesce(x.seats, 0)
+  UNION ALL
+  SELECT 'order_total', o.id,
+         format('total %s, items %s, payment %s', o.total_amount, x.amount, p.amount)
+    FROM orders o
+    LEFT JOIN ordered x ON x.order_id = o.id
+    LEFT JOIN payments p ON p.order_id = o.id
+   WHERE o.status = 'PAID'
+     AND (o.total_amount IS DISTINCT FROM x.amount OR p.amount IS DISTINCT FROM o.total_amount
+          OR p.status IS DISTINCT FROM 'SUCCESS')
+$$;
+
+
+ALTER FUNCTION api.check_invariants() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_invariants(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.check_invariants() IS '(DBA-only) One row per violation, none when consistent: stock_balance (available + ACTIVE holds + sold <> initial), stock_range, tickets_issued (PAID order whose tickets <> seats), order_total (order, items and SUCCESS payment disagree). One snapshot; locks nothing.';
+
+
+--
+-- Name: cleanup_reservations(interval); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.cleanup_reservations(p_older_than interval DEFAULT '30 days'::interval) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_batch integer;
+  v_deleted integer := 0;
+BEGIN
+  IF p_older_than IS NULL OR p_older_than < interval '1 day' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_older_than must be at least 1 day';
+  END IF;
+  -- Batches keep each statement short; finished holds are cold rows nobody else locks, and
+  -- SKIP LOCKED makes sure of it. Orders keep their data (reservation_id becomes NULL).
+  LOOP
+    DELETE FROM order_reservations
+     WHERE id IN (SELECT id FROM order_reservations
+                   WHERE status IN ('COMPLETED', 'EXPIRED', 'CANCELLED')
+                     AND created_at < now() - p_older_than
+                   LIMIT 5000
+                     FOR UPDATE SKIP LOCKED);
+    GET DIAGNOSTICS v_batch = ROW_COUNT;
+    v_deleted := v_deleted + v_batch;
+    EXIT WHEN v_batch < 5000;
+  END LOOP;
+  RETURN v_deleted;
+END;
+$$;
+
+
+ALTER FUNCTION api.cleanup_reservations(p_older_than interval) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION cleanup_reservations(p_older_than interval); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.cleanup_reservations(p_older_than interval) IS '(DBA-only) Deletes COMPLETED, EXPIRED and CANCELLED holds created more than p_older_than (default 30 days) ago, in batches of 5000; orders that pointed to them keep everything else (reservation_id set NULL). pg_cron runs it daily at 02:00. Returns rows deleted. Never touches ACTIVE holds or ticket types. Raises BKVAL.';
+
+
+--
+-- Name: complete_booking(uuid, uuid, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_reservation order_reservations;
+  v_price numeric(10,2);
+  v_event_status text;
+  v_order orders;
+  v_email text;
+BEGIN
+  IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'payment_method must be one of MOMO, ZALOPAY, BANKING, CARD';
+  END IF;
+
+  -- Only the reservation row is locked. Inserting rows that reference the ticket type takes
+  -- FOR KEY SHARE on it, which never waits for reserve's FOR NO KEY UPDATE: no lock cycle.
+  SELECT * INTO v_reservation FROM order_reservations WHERE id = p_reservation_id FOR UPDATE;
+  IF NOT FOUND OR v_reservation.user_id IS DISTINCT FROM p_user_id THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'reservation not found';
+  END IF;
+  IF v_reservation.status = 'EXPIRED'
+     OR (v_reservation.status = 'ACTIVE' AND v_reservation.expires_at <= clock_timestamp()) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKREX', MESSAGE = 'reservation hold ran out';
+  END IF;
+  IF v_reservation.status <> 'ACTIVE' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKRNA',
+      MESSAGE = format('reservation is %s', lower(v_reservation.status)),
+      DETAIL = coalesce('order ' || (SELECT id FROM orders WHERE reservation_id = p_reservation_id), '');
+  END IF;
+
+  SELECT tt.price, e.status INTO v_price, v_event_status
+    FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+   WHERE tt.id = v_reservation.ticket_type_id;
+  IF v_event_status <> 'PUBLISHED' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSNO',
+      MESSAGE = format('the event is not on sale (it is %s)', v_event_status);
+  END IF;
+
+  -- Everything below commits together: a paid order always has its payment and tickets.
+  INSERT INTO orders (user_id, total_amount, status, reservation_id)
+  VALUES (p_user_id, v_price * v_reservation.quantity, 'PAID', p_reservation_id)
+  RETURNING * INTO v_order;
+  INSERT INTO order_items (order_id, ticket_type_id, quantity, unit_price)
+  VALUES (v_order.id, v_reservation.ticket_type_id, v_reservation.quantity, v_price);
+  INSERT INTO payments (order_id, transaction_id, payment_method, amount, status, payment_time)
+  VALUES (v_order.id, 'TXN-' || upper(encode(gen_random_bytes(12), 'hex')), p_payment_method,
+          v_order.total_amount, 'SUCCESS', now());
+  INSERT INTO tickets (order_id, ticket_type_id, ticket_code, status)
+  SELECT v_order.id, v_reservation.ticket_type_id, internal.new_ticket_code(), 'UNUSED'
+    FROM generate_series(1, v_reservation.quantity);
+  UPDATE order_reservations SET status = 'COMPLETED' WHERE id = p_reservation_id;
+
+  SELECT email INTO v_email FROM users WHERE id = p_user_id;
+  INSERT INTO outbox (topic, payload)
+  VALUES ('order_confirmation_email',
+          jsonb_build_object('order_id', v_order.id, 'user_id', p_user_id, 'email', v_email));
+
+  RETURN internal.order_json(v_order);
+END;
+$$;
+
+
+ALTER FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile).';
+
+
+--
+-- Name: create_event(text, text, text, timestamp with time zone, timestamp with time zone, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text DEFAULT NULL::text, p_banner_url text DEFAULT NULL::text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_event events;
+BEGIN
+  v_event.slug := p_slug;
+  v_event.name := btrim(p_name);
+  v_event.location := btrim(p_location);
+  v_event.start_time := p_start_time;
+  v_event.end_time := p_end_time;
+  v_event.description := p_description;
+  v_event.banner_url := p_banner_url;
+  PERFORM internal.check_event(v_event);
+
+  INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status)
+  VALUES (v_event.slug, v_event.name, v_event.description, v_event.banner_url, v_event.location,
+          v_event.start_time, v_event.end_time, 'DRAFT')
+  ON CONFLICT (slug) DO NOTHING
+  RETURNING * INTO v_event;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
+  END IF;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+
+
+ALTER FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) IS 'Creates an event in status DRAFT and returns it. Raises BKVAL (fields), BKSLG (slug taken).';
+
+
+--
+-- Name: create_ticket_type(uuid, text, numeric, integer, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone DEFAULT NULL::timestamp with time zone, p_end_sale_time timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_event events;
+  v_tt ticket_types;
+BEGIN
+  v_tt.name := btrim(p_name);
+  v_tt.price := p_price;
+  v_tt.initial_quantity := p_initial_quantity;
+  v_tt.start_sale_time := p_start_sale_time;
+  v_tt.end_sale_time := p_end_sale_time;
+  PERFORM internal.check_ticket_type(v_tt);
+
+  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR KEY SHARE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_event.status IN ('CANCELLED', 'ENDED') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIST',
+      MESSAGE = format('cannot add ticket types to a %s event', v_event.status);
+  END IF;
+
+  INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity,
+                            start_sale_time, end_sale_time)
+  VALUES (p_event_id, v_tt.name, p_price, p_initial_quantity, p_initial_quantity,
+          p_start_sale_time, p_end_sale_time)
+  RETURNING * INTO v_tt;
+  RETURN internal.ticket_type_json(v_tt, v_event, true);
+END;
+$$;
+
+
+ALTER FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) IS 'Adds a ticket type to an event with available_quantity = initial_quantity. NULL sale times mean open from publication / until the event ends. Raises BKVAL, BKNTF, BKIST.';
+
+
+--
+-- Name: expire_reservations(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.expire_reservations() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_ticket_type_id uuid;
+  v_released integer := 0;
+BEGIN
+  -- Ticket types in id order (the project's lock order), skipping any that live traffic
+  -- holds right now: such a type is retried on the next run, and its own reserves reclaim
+  -- dead holds when short. Nothing here ever waits, so it can neither deadlock nor block.
+  FOR v_ticket_type_id IN
+    SELECT tt.id
+      FROM ticket_types tt
+     WHERE tt.id IN (SELECT r.ticket_type_id FROM order_reservations r
+                      WHERE r.status = 'ACTIVE' AND r.expires_at <= now())
+     ORDER BY tt.id
+     LIMIT 1000
+       FOR NO KEY UPDATE SKIP LOCKED
+  LOOP
+    v_released := v_released + internal.reclaim_expired_holds(v_ticket_type_id);
+  END LOOP;
+  RETURN v_released;
+END;
+$$;
+
+
+ALTER FUNCTION api.expire_reservations() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION expire_reservations(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.expire_reservations() IS '(DBA-only) Releases expired ACTIVE holds back to stock (status EXPIRED) and returns how many holds it released. pg_cron runs it every minute. Locks ticket_types rows in id order and reservation rows with SKIP LOCKED: never waits, never deadlocks with live traffic; what it skips it releases on a later run. At most 1000 ticket types per call.';
+
+
+--
+-- Name: get_event(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.get_event(p_id_or_slug text) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+DECLARE
+  v_event events;
+BEGIN
+  IF p_id_or_slug ~* '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$' THEN
+    SELECT * INTO v_event FROM events WHERE id = p_id_or_slug::uuid;
+  ELSE
+    SELECT * INTO v_event FROM events WHERE slug = p_id_or_slug;
+  END IF;
+  IF NOT FOUND OR v_event.status = 'DRAFT' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  RETURN internal.event_json(v_event, true);
+END;
+$_$;
+
+
+ALTER FUNCTION api.get_event(p_id_or_slug text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION get_event(p_id_or_slug text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.get_event(p_id_or_slug text) IS 'One event by id or slug with its ticket types and LIVE available_quantity / on_sale. Drafts are not found. Locks nothing. Raises BKNTF.';
+
+
+--
+-- Name: get_user(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.get_user(p_user_id uuid) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_user users;
+BEGIN
+  SELECT * INTO v_user FROM users WHERE id = p_user_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  RETURN internal.user_json(v_user);
+END;
+$$;
+
+
+ALTER FUNCTION api.get_user(p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION get_user(p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.get_user(p_user_id uuid) IS 'A user as JSON {id, email, full_name, role, created_at}. Locks nothing. Raises BKNTF.';
+
+
+--
+-- Name: get_user_credentials(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.get_user_credentials(p_email text) RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash)
+    FROM users u
+   WHERE u.email = lower(btrim(p_email))
+$$;
+
+
+ALTER FUNCTION api.get_user_credentials(p_email text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION get_user_credentials(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.get_user_credentials(p_email text) IS 'Login lookup: {id, role, password_hash} for an e-mail, or NULL when there is no such user (the gateway then verifies against a dummy hash so timing does not tell). Locks nothing.';
+
+
+--
+-- Name: list_published_events(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.list_published_events(p_query text DEFAULT NULL::text) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_query text := nullif(btrim(p_query), '');
+  v_like text;
+BEGIN
+  IF length(v_query) > 200 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'query must be at most 200 characters';
+  END IF;
+  v_like := '%' || replace(replace(replace(v_query, '\', '\\'), '%', '\%'), '_', '\_') || '%';
+  RETURN coalesce((
+    SELECT json_agg(internal.event_json(e, false) ORDER BY e.start_time, e.id)
+      FROM events e
+     WHERE e.status = 'PUBLISHED'
+       AND e.end_time > now()
+       AND (v_query IS NULL
+            OR to_tsvector('english', e.name) @@ websearch_to_tsquery('english', v_query)
+            OR e.name ILIKE v_like)), '[]'::json);
+END;
+$$;
+
+
+ALTER FUNCTION api.list_published_events(p_query text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION list_published_events(p_query text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.list_published_events(p_query text) IS 'Published events that have not ended, by start_time, each with its ticket types (no live stock: this list is cached by gateways). p_query searches names: full-text (seed index) or a partial word (trigram index). Locks nothing. Raises BKVAL (query over 200 characters).';
+
+
+--
+-- Name: my_bookings(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.my_bookings(p_user_id uuid) RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT coalesce(json_agg(internal.order_json(o) ORDER BY o.created_at DESC, o.id), '[]'::json)
+    FROM orders o
+   WHERE o.user_id = p_user_id
+$$;
+
+
+ALTER FUNCTION api.my_bookings(p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION my_bookings(p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.my_bookings(p_user_id uuid) IS 'The user''s orders, newest first, each with items, payment and tickets. Locks nothing.';
+
+
+--
+-- Name: publish_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.publish_event(p_event_id uuid) RETURNS json
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+  SELECT internal.set_event_status(p_event_id, 'PUBLISHED', ARRAY['DRAFT'])
+$$;
+
+
+ALTER FUNCTION api.publish_event(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION publish_event(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.publish_event(p_event_id uuid) IS 'DRAFT -> PUBLISHED (already published: returns it unchanged). Locks the event row. Raises BKNTF, BKIST.';
+
+
+--
+-- Name: register_user(text, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+DECLARE
+  v_email text := lower(btrim(p_email));
+  v_user users;
+BEGIN
+  IF v_email IS NULL OR length(v_email) > 255
+     OR v_email !~* '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'email is not a valid address';
+  END IF;
+  IF p_password_hash IS NULL OR length(p_password_hash) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'password_hash is required';
+  END IF;
+  IF p_full_name IS NULL OR length(btrim(p_full_name)) NOT BETWEEN 1 AND 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'full_name must be 1 to 255 characters';
+  END IF;
+
+  INSERT INTO users (email, password_hash, full_name)
+  VALUES (v_email, p_password_hash, btrim(p_full_name))
+  ON CONFLICT (email) DO NOTHING
+  RETURNING * INTO v_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKEML', MESSAGE = 'a user with this email exists';
+  END IF;
+  RETURN internal.user_json(v_user);
+END;
+$_$;
+
+
+ALTER FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION register_user(p_email text, p_password_hash text, p_full_name text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) IS 'Creates a user with role "user" and returns it as JSON. The e-mail is trimmed and lower-cased. Pass a password HASH (the gateway uses argon2). Locks nothing beyond the new row. Raises BKVAL (bad e-mail/name), BKEML (e-mail taken).';
+
+
+--
+-- Name: reserve_tickets(uuid, uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_available integer;
+  v_problem text;
+  v_reservation order_reservations;
+BEGIN
+  PERFORM internal.check_reserve_args(p_user_id, p_ticket_type_id, p_quantity);
+
+  -- Seed method 1. NO KEY UPDATE, not UPDATE: completes insert rows that reference this
+  -- ticket type (FOR KEY SHARE) and must not queue behind the onsale crowd.
+  SELECT tt.available_quantity,
+         internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time)
+    INTO v_available, v_problem
+    FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+   WHERE tt.id = p_ticket_type_id
+     FOR NO KEY UPDATE OF tt;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
+  END IF;
+  IF v_problem IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = v_problem;
+  END IF;
+
+  IF v_available < p_quantity THEN
+    -- No seat stays stuck behind a dead hold: reclaim them under the lock we hold.
+    IF internal.reclaim_expired_holds(p_ticket_type_id) > 0 THEN
+      SELECT available_quantity INTO v_available FROM ticket_types WHERE id = p_ticket_type_id;
+    END IF;
+    IF v_available < p_quantity THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKSLD',
+        MESSAGE = format('only %s tickets left', v_available);
+    END IF;
+  END IF;
+
+  UPDATE ticket_types
+     SET available_quantity = available_quantity - p_quantity, version = version + 1
+   WHERE id = p_ticket_type_id;
+  INSERT INTO order_reservations (user_id, ticket_type_id, quantity, status, expires_at)
+  VALUES (p_user_id, p_ticket_type_id, p_quantity, 'ACTIVE', now() + internal.hold_period())
+  RETURNING * INTO v_reservation;
+  RETURN internal.reservation_json(v_reservation);
+END;
+$$;
+
+
+ALTER FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). Raises BKVAL, BKNTF (unknown type), BKSNO (not on sale), BKSLD (sold out).';
+
+
+--
+-- Name: reserve_tickets_optimistic(uuid, uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  c_attempts CONSTANT integer := 6;
+  v_attempt integer;
+  v_available integer;
+  v_version integer;
+  v_problem text;
+  v_reservation order_reservations;
+BEGIN
+  PERFORM internal.check_reserve_args(p_user_id, p_ticket_type_id, p_quantity);
+
+  FOR v_attempt IN 1..c_attempts LOOP
+    -- Seed method 2: read without a lock, then compare-and-set on version.
+    SELECT tt.available_quantity, tt.version,
+           internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time)
+      INTO v_available, v_version, v_problem
+      FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+     WHERE tt.id = p_ticket_type_id;
+    IF NOT FOUND THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
+    END IF;
+    IF v_problem IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = v_problem;
+    END IF;
+
+    IF v_available < p_quantity THEN
+      -- Reclaiming dead holds needs the row lock, as in the pessimistic function; it is
+      -- the rare path (stock short), so the lock costs nothing on the common one.
+      PERFORM 1 FROM ticket_types WHERE id = p_ticket_type_id FOR NO KEY UPDATE;
+      PERFORM internal.reclaim_expired_holds(p_ticket_type_id);
+      SELECT available_quantity, version INTO v_available, v_version
+        FROM ticket_types WHERE id = p_ticket_type_id;
+      IF v_available < p_quantity THEN
+        RAISE EXCEPTION USING ERRCODE = 'BKSLD',
+          MESSAGE = format('only %s tickets left', v_available);
+      END IF;
+    END IF;
+
+    UPDATE ticket_types
+       SET available_quantity = available_quantity - p_quantity, version = version + 1
+     WHERE id = p_ticket_type_id AND version = v_version;
+    IF FOUND THEN
+      INSERT INTO order_reservations (user_id, ticket_type_id, quantity, status, expires_at)
+      VALUES (p_user_id, p_ticket_type_id, p_quantity, 'ACTIVE', now() + internal.hold_period())
+      RETURNING * INTO v_reservation;
+      RETURN internal.reservation_json(v_reservation);
+    END IF;
+
+    -- Lost the race: back off (exponential, jittered, capped at 50 ms) and re-read.
+    PERFORM pg_sleep(least(0.001 * power(2, v_attempt), 0.05) * (0.5 + random()));
+  END LOOP;
+
+  RAISE EXCEPTION USING ERRCODE = 'BKBSY',
+    MESSAGE = format('ticket type is busy: %s attempts lost the race', c_attempts),
+    HINT = 'Retry, or use the pessimistic api.reserve_tickets.';
+END;
+$$;
+
+
+ALTER FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Same checks and results as api.reserve_tickets, but seed method 2: version compare-and-set with up to 6 attempts and jittered exponential backoff. Takes the ticket_types row lock only to reclaim expired holds when stock is short. Raises BKVAL, BKNTF, BKSNO, BKSLD, BKBSY (retries exhausted).';
+
+
+--
+-- Name: set_user_role(text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.set_user_role(p_email text, p_role text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_user users;
+BEGIN
+  IF p_role IS NULL OR p_role NOT IN ('admin', 'user') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'role must be admin or user';
+  END IF;
+  UPDATE users SET role = p_role WHERE email = lower(btrim(p_email)) RETURNING * INTO v_user;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  RETURN internal.user_json(v_user);
+END;
+$$;
+
+
+ALTER FUNCTION api.set_user_role(p_email text, p_role text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION set_user_role(p_email text, p_role text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.set_user_role(p_email text, p_role text) IS '(DBA-only) Sets a user''s role (admin | user): SELECT api.set_user_role(''a@b.co'', ''admin''). Takes effect at the user''s next login (tokens carry the role). Locks the user row. Raises BKVAL, BKNTF.';
+
+
+--
+-- Name: update_event(uuid, jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_event events;
+BEGIN
+  PERFORM internal.check_change_keys(p_changes,
+    ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time']);
+  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_event.status IN ('CANCELLED', 'ENDED') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIST', MESSAGE = format('a %s event cannot be edited', v_event.status);
+  END IF;
+
+  IF p_changes ? 'slug' THEN v_event.slug := p_changes->>'slug'; END IF;
+  IF p_changes ? 'name' THEN v_event.name := btrim(p_changes->>'name'); END IF;
+  IF p_changes ? 'description' THEN v_event.description := p_changes->>'description'; END IF;
+  IF p_changes ? 'banner_url' THEN v_event.banner_url := p_changes->>'banner_url'; END IF;
+  IF p_changes ? 'location' THEN v_event.location := btrim(p_changes->>'location'); END IF;
+  IF p_changes ? 'start_time' THEN v_event.start_time := (p_changes->>'start_time')::timestamptz; END IF;
+  IF p_changes ? 'end_time' THEN v_event.end_time := (p_changes->>'end_time')::timestamptz; END IF;
+  PERFORM internal.check_event(v_event);
+
+  IF v_event.slug <> (SELECT slug FROM events WHERE id = p_event_id)
+     AND EXISTS (SELECT 1 FROM events WHERE slug = v_event.slug) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
+  END IF;
+
+  UPDATE events
+     SET slug = v_event.slug, name = v_event.name, description = v_event.description,
+         banner_url = v_event.banner_url, location = v_event.location,
+         start_time = v_event.start_time, end_time = v_event.end_time
+   WHERE id = p_event_id
+  RETURNING * INTO v_event;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+
+
+ALTER FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION update_event(p_event_id uuid, p_changes jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) IS 'Patches an event: p_changes is a JSON object with any of slug, name, description, banner_url, location, start_time, end_time. Locks the event row. Raises BKVAL, BKNTF, BKSLG, BKIST (cancelled or ended events are frozen).';
+
+
+--
+-- Name: update_ticket_type(uuid, jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_tt ticket_types;
+  v_event events;
+BEGIN
+  PERFORM internal.check_change_keys(p_changes,
+    ARRAY['name', 'price', 'start_sale_time', 'end_sale_time']);
+  SELECT * INTO v_tt FROM ticket_types WHERE id = p_ticket_type_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
+  END IF;
+
+  IF p_changes ? 'name' THEN v_tt.name := btrim(p_changes->>'name'); END IF;
+  IF p_changes ? 'price' THEN v_tt.price := (p_changes->>'price')::numeric; END IF;
+  IF p_changes ? 'start_sale_time' THEN
+    v_tt.start_sale_time := (p_changes->>'start_sale_time')::timestamptz;
+  END IF;
+  IF p_changes ? 'end_sale_time' THEN
+    v_tt.end_sale_time := (p_changes->>'end_sale_time')::timestamptz;
+  END IF;
+  PERFORM internal.check_ticket_type(v_tt);
+
+  UPDATE ticket_types
+     SET name = v_tt.name, price = v_tt.price,
+         start_sale_time = v_tt.start_sale_time, end_sale_time = v_tt.end_sale_time
+   WHERE id = p_ticket_type_id
+  RETURNING * INTO v_tt;
+  SELECT * INTO v_event FROM events WHERE id = v_tt.event_id;
+  RETURN internal.ticket_type_json(v_tt, v_event, true);
+END;
+$$;
+
+
+ALTER FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION update_ticket_type(p_ticket_type_id uuid, p_changes jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) IS 'Patches a ticket type: p_changes with any of name, price, start_sale_time, end_sale_time (stock is changed only by bookings). Locks the ticket type row (same lock reserve takes). Raises BKVAL, BKNTF.';
+
+
+--
+-- Name: check_change_keys(jsonb, text[]); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+DECLARE
+  v_unknown text;
+BEGIN
+  IF p_changes IS NULL OR jsonb_typeof(p_changes) <> 'object' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'changes must be a JSON object';
+  END IF;
+  SELECT string_agg(k, ', ') INTO v_unknown
+    FROM jsonb_object_keys(p_changes) k WHERE k <> ALL (p_allowed);
+  IF v_unknown IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('unknown fields: %s', v_unknown),
+      HINT = format('allowed: %s', array_to_string(p_allowed, ', '));
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_change_keys(p_changes jsonb, p_allowed text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) IS 'Rejects a patch that is not an object or names fields outside p_allowed. Raises BKVAL.';
+
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: events; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.events (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    slug character varying(255) NOT NULL,
+    name character varying(500) NOT NULL,
+    description text,
+    banner_url character varying(500),
+    location character varying(500) NOT NULL,
+    start_time timestamp with time zone NOT NULL,
+    end_time timestamp with time zone NOT NULL,
+    status character varying(20) DEFAULT 'DRAFT'::character varying NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_events_status CHECK (((status)::text = ANY ((ARRAY['DRAFT'::character varying, 'PUBLISHED'::character varying, 'CANCELLED'::character varying, 'ENDED'::character varying])::text[]))),
+    CONSTRAINT chk_events_time CHECK ((end_time > start_time))
+);
+
+
+ALTER TABLE public.events OWNER TO booking_owner;
+
+--
+-- Name: check_event(public.events); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_event(e public.events) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+BEGIN
+  IF e.slug IS NULL OR e.slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(e.slug) > 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'slug must be 1-255 lower-case letters, digits and single hyphens';
+  END IF;
+  IF e.name IS NULL OR length(btrim(e.name)) NOT BETWEEN 1 AND 500 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 500 characters';
+  END IF;
+  IF e.location IS NULL OR length(btrim(e.location)) NOT BETWEEN 1 AND 500 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'location must be 1 to 500 characters';
+  END IF;
+  IF length(e.banner_url) > 500 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'banner_url must be at most 500 characters';
+  END IF;
+  IF e.start_time IS NULL OR e.end_time IS NULL OR e.end_time <= e.start_time THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_time must be after start_time';
+  END IF;
+END;
+$_$;
+
+
+ALTER FUNCTION internal.check_event(e public.events) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_event(e public.events); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_event(e public.events) IS 'Field checks for an event row. Raises BKVAL.';
+
+
+--
+-- Name: check_reserve_args(uuid, uuid, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF p_user_id IS NULL OR p_ticket_type_id IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'user_id and ticket_type_id are required';
+  END IF;
+  IF p_quantity IS NULL OR p_quantity < 1 OR p_quantity > 10 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = format('quantity must be between 1 and 10, got %s', coalesce(p_quantity::text, 'null'));
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Argument checks shared by the reserve functions. Raises BKVAL.';
+
+
+--
+-- Name: ticket_types; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.ticket_types (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    event_id uuid NOT NULL,
+    name character varying(100) NOT NULL,
+    price numeric(10,2) NOT NULL,
+    initial_quantity integer NOT NULL,
+    available_quantity integer NOT NULL,
+    start_sale_time timestamp with time zone,
+    end_sale_time timestamp with time zone,
+    version integer DEFAULT 1 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_ticket_types_available_lte_initial CHECK ((available_quantity <= initial_quantity)),
+    CONSTRAINT chk_ticket_types_price CHECK ((price >= (0)::numeric)),
+    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0)))
+);
+
+
+ALTER TABLE public.ticket_types OWNER TO booking_owner;
+
+--
+-- Name: check_ticket_type(public.ticket_types); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_ticket_type(tt public.ticket_types) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+  IF tt.name IS NULL OR length(btrim(tt.name)) NOT BETWEEN 1 AND 100 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 100 characters';
+  END IF;
+  IF tt.price IS NULL OR tt.price < 0 OR tt.price > 99999999.99 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'price must be between 0 and 99999999.99';
+  END IF;
+  IF tt.initial_quantity IS NULL OR tt.initial_quantity < 0 OR tt.initial_quantity > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'initial_quantity must be between 0 and 1000000';
+  END IF;
+  IF tt.start_sale_time IS NOT NULL AND tt.end_sale_time IS NOT NULL
+     AND tt.end_sale_time <= tt.start_sale_time THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_sale_time must be after start_sale_time';
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_ticket_type(tt public.ticket_types) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_ticket_type(tt public.ticket_types); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_ticket_type(tt public.ticket_types) IS 'Field checks for a ticket type row. Raises BKVAL.';
+
+
+--
+-- Name: event_json(public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS json
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+    'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
+    'banner_url', e.banner_url, 'location', e.location,
+    'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
+    'ticket_types', coalesce((
+      SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
+        FROM ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
+$$;
+
+
+ALTER FUNCTION internal.event_json(e public.events, p_live boolean) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION event_json(e public.events, p_live boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.event_json(e public.events, p_live boolean) IS 'An event with its ticket types as API JSON; p_live adds available_quantity and on_sale.';
+
+
+--
+-- Name: hold_period(); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.hold_period() RETURNS interval
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT coalesce(nullif(current_setting('booking.hold_period', true), ''), '10 minutes')::interval
+$$;
+
+
+ALTER FUNCTION internal.hold_period() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION hold_period(); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.hold_period() IS 'How long a reservation holds seats: setting booking.hold_period (default 10 minutes). Change without code: ALTER DATABASE booking SET booking.hold_period = ''15 minutes''.';
+
+
+--
+-- Name: new_ticket_code(); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.new_ticket_code() RETURNS text
+    LANGUAGE sql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- 80 bits from pgcrypto's CSPRNG: unguessable, and collisions are not a practical concern
+  -- (the UNIQUE constraint would turn one into an error, never a shared ticket).
+  SELECT 'TKT-' || upper(encode(gen_random_bytes(10), 'hex'))
+$$;
+
+
+ALTER FUNCTION internal.new_ticket_code() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION new_ticket_code(); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.new_ticket_code() IS 'A fresh ticket code: TKT- and 20 hex digits from a CSPRNG.';
+
+
+--
+-- Name: orders; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.orders (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    total_amount numeric(10,2) NOT NULL,
+    status character varying(20) DEFAULT 'PENDING'::character varying NOT NULL,
+    reservation_id uuid,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_orders_amount CHECK ((total_amount >= (0)::numeric)),
+    CONSTRAINT chk_orders_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'PAID'::character varying, 'CANCELLED'::character varying, 'TIMEOUT'::character varying])::text[])))
+);
+
+
+ALTER TABLE public.orders OWNER TO booking_owner;
+
+--
+-- Name: order_json(public.orders); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+    'id', o.id,
+    'status', o.status,
+    'total_amount', o.total_amount::text,
+    'created_at', o.created_at,
+    'reservation_id', o.reservation_id,
+    'items', coalesce((
+      SELECT json_agg(json_build_object(
+               'ticket_type_id', i.ticket_type_id, 'ticket_type_name', tt.name,
+               'event_id', e.id, 'event_name', e.name, 'event_start_time', e.start_time,
+               'quantity', i.quantity, 'unit_price', i.unit_price::text) ORDER BY i.id)
+        FROM order_items i
+        JOIN ticket_types tt ON tt.id = i.ticket_type_id
+        JOIN events e ON e.id = tt.event_id
+       WHERE i.order_id = o.id), '[]'::json),
+    'payment', (
+      SELECT json_build_object(
+               'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
+               'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
+        FROM payments p WHERE p.order_id = o.id),
+    'tickets', coalesce((
+      SELECT json_agg(json_build_object(
+               'ticket_code', t.ticket_code, 'ticket_type_id', t.ticket_type_id,
+               'status', t.status, 'checkin_time', t.checkin_time) ORDER BY t.ticket_code)
+        FROM tickets t WHERE t.order_id = o.id), '[]'::json))
+$$;
+
+
+ALTER FUNCTION internal.order_json(o public.orders) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION order_json(o public.orders); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.order_json(o public.orders) IS 'An order with items, payment and tickets as API JSON (the shape of complete_booking and my_bookings).';
+
+
+--
+-- Name: reclaim_expired_holds(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_holds integer;
+  v_seats integer;
+BEGIN
+  -- The caller holds the ticket type's row lock. Holds someone is completing or cancelling
+  -- right now are locked by them: skip those rather than wait (no lock-order inversion).
+  WITH expired AS (
+    UPDATE order_reservations r
+       SET status = 'EXPIRED'
+     WHERE r.id IN (SELECT x.id
+                      FROM order_reservations x
+                     WHERE x.ticket_type_id = p_ticket_type_id
+                       AND x.status = 'ACTIVE'
+                       AND x.expires_at <= now()
+                       FOR UPDATE SKIP LOCKED)
+    RETURNING r.quantity
+  )
+  SELECT count(*), coalesce(sum(quantity), 0) INTO v_holds, v_seats FROM expired;
+
+  IF v_seats > 0 THEN
+    UPDATE ticket_types
+       SET available_quantity = available_quantity + v_seats, version = version + 1
+     WHERE id = p_ticket_type_id;
+  END IF;
+  RETURN v_holds;
+END;
+$$;
+
+
+ALTER FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reclaim_expired_holds(p_ticket_type_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) IS 'Marks the expired ACTIVE holds of one ticket type EXPIRED and returns their seats to stock. Caller must hold the ticket_types row lock. Skips holds locked by others. Returns holds released.';
+
+
+--
+-- Name: order_reservations; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.order_reservations (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    ticket_type_id uuid NOT NULL,
+    quantity integer NOT NULL,
+    status character varying(20) DEFAULT 'ACTIVE'::character varying NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_reservations_quantity CHECK ((quantity > 0)),
+    CONSTRAINT chk_reservations_status CHECK (((status)::text = ANY ((ARRAY['ACTIVE'::character varying, 'COMPLETED'::character varying, 'EXPIRED'::character varying, 'CANCELLED'::character varying])::text[])))
+);
+
+
+ALTER TABLE public.order_reservations OWNER TO booking_owner;
+
+--
+-- Name: reservation_json(public.order_reservations); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.reservation_json(r public.order_reservations) RETURNS json
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+    'id', r.id,
+    'ticket_type_id', r.ticket_type_id,
+    'quantity', r.quantity,
+    'status', r.status,
+    'expires_at', r.expires_at,
+    'created_at', r.created_at)
+$$;
+
+
+ALTER FUNCTION internal.reservation_json(r public.order_reservations) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reservation_json(r public.order_reservations); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.reservation_json(r public.order_reservations) IS 'A reservation as API JSON.';
+
+
+--
+-- Name: sale_problem(text, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT CASE
+    WHEN p_event_status <> 'PUBLISHED' THEN format('the event is not on sale (it is %s)', p_event_status)
+    WHEN p_sale_start IS NOT NULL AND now() < p_sale_start THEN format('sale opens at %s', p_sale_start)
+    WHEN p_sale_end IS NOT NULL AND now() >= p_sale_end THEN format('sale closed at %s', p_sale_end)
+    WHEN now() >= p_event_end THEN 'the event has ended'
+  END
+$$;
+
+
+ALTER FUNCTION internal.sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone) IS 'Why a ticket type cannot be sold now (NULL when it can): event not PUBLISHED, outside the sale window, or the event is over.';
+
+
+--
+-- Name: set_event_status(uuid, text, text[]); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) RETURNS json
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_event events;
+BEGIN
+  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_event.status = p_to THEN
+    RETURN internal.event_json(v_event, true);  -- idempotent: a retried request succeeds
+  END IF;
+  IF v_event.status <> ALL (p_from) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIST',
+      MESSAGE = format('cannot move an event from %s to %s', v_event.status, p_to);
+  END IF;
+  UPDATE events SET status = p_to WHERE id = p_event_id RETURNING * INTO v_event;
+  RETURN internal.event_json(v_event, true);
+END;
+$$;
+
+
+ALTER FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION set_event_status(p_event_id uuid, p_to text, p_from text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) IS 'Moves an event to p_to if its status is one of p_from (same status: no-op). Locks the event row.';
+
+
+--
+-- Name: ticket_type_json(public.ticket_types, public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.events, p_live boolean) RETURNS json
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT CASE WHEN p_live THEN
+    json_build_object(
+      'id', tt.id, 'event_id', tt.event_id, 'name', tt.name, 'price', tt.price::text,
+      'initial_quantity', tt.initial_quantity,
+      'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time,
+      'available_quantity', tt.available_quantity,
+      'on_sale', internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) IS NULL)
+  ELSE
+    json_build_object(
+      'id', tt.id, 'event_id', tt.event_id, 'name', tt.name, 'price', tt.price::text,
+      'initial_quantity', tt.initial_quantity,
+      'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time)
+  END
+$$;
+
+
+ALTER FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.events, p_live boolean) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION ticket_type_json(tt public.ticket_types, e public.events, p_live boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.events, p_live boolean) IS 'A ticket type as API JSON; money as a decimal string.';
+
+
+--
+-- Name: users; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.users (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    email character varying(255) NOT NULL,
+    password_hash character varying(255) NOT NULL,
+    full_name character varying(255) NOT NULL,
+    profile_data jsonb DEFAULT '{}'::jsonb,
+    role character varying(20) DEFAULT 'user'::character varying NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_users_email_format CHECK (((email)::text ~* '^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$'::text)),
+    CONSTRAINT chk_users_role CHECK (((role)::text = ANY ((ARRAY['admin'::character varying, 'user'::character varying])::text[])))
+);
+
+
+ALTER TABLE public.users OWNER TO booking_owner;
+
+--
+-- Name: user_json(public.users); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.user_json(u public.users) RETURNS json
+    LANGUAGE sql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+    'id', u.id, 'email', u.email, 'full_name', u.full_name, 'role', u.role,
+    'created_at', u.created_at)
+$$;
+
+
+ALTER FUNCTION internal.user_json(u public.users) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION user_json(u public.users); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.user_json(u public.users) IS 'A user as API JSON (never the password hash).';
+
+
+--
+-- Name: notify_catalog_change(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.notify_catalog_change() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM pg_notify('booking_catalog', TG_TABLE_NAME);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.notify_catalog_change() OWNER TO booking_owner;
+
+--
+-- Name: update_updated_at_column(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.update_updated_at_column() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  NEW.updated_at = NOW();
+  RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.update_updated_at_column() OWNER TO booking_owner;
+
+--
+-- Name: order_items; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.order_items (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    order_id uuid NOT NULL,
+    ticket_type_id uuid NOT NULL,
+    quantity integer NOT NULL,
+    unit_price numeric(10,2) NOT NULL,
+    CONSTRAINT chk_order_items_price CHECK ((unit_price >= (0)::numeric)),
+    CONSTRAINT chk_order_items_quantity CHECK ((quantity > 0))
+);
+
+
+ALTER TABLE public.order_items OWNER TO booking_owner;
+
+--
+-- Name: outbox; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.outbox (
+    id bigint NOT NULL,
+    topic character varying(100) NOT NULL,
+    payload jsonb NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    available_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    processed_at timestamp with time zone,
+    last_error text,
+    CONSTRAINT chk_outbox_attempts CHECK ((attempts >= 0))
+);
+
+
+ALTER TABLE public.outbox OWNER TO booking_owner;
+
+--
+-- Name: outbox_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.outbox_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: payments; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.payments (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    order_id uuid NOT NULL,
+    transaction_id character varying(255),
+    payment_method character varying(50) NOT NULL,
+    amount numeric(10,2) NOT NULL,
+    status character varying(20) DEFAULT 'PENDING'::character varying NOT NULL,
+    payment_time timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_payments_amount CHECK ((amount >= (0)::numeric)),
+    CONSTRAINT chk_payments_method CHECK (((payment_method)::text = ANY ((ARRAY['MOMO'::character varying, 'ZALOPAY'::character varying, 'BANKING'::character varying, 'CARD'::character varying])::text[]))),
+    CONSTRAINT chk_payments_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'SUCCESS'::character varying, 'FAILED'::character varying])::text[])))
+);
+
+
+ALTER TABLE public.payments OWNER TO booking_owner;
+
+--
+-- Name: tickets; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.tickets (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    order_id uuid NOT NULL,
+    ticket_type_id uuid NOT NULL,
+    ticket_code character varying(50) NOT NULL,
+    owner_name character varying(255),
+    status character varying(20) DEFAULT 'UNUSED'::character varying NOT NULL,
+    checkin_time timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_tickets_status CHECK (((status)::text = ANY ((ARRAY['UNUSED'::character varying, 'CHECKED_IN'::character varying, 'CANCELLED'::character varying])::text[])))
+);
+
+
+ALTER TABLE public.tickets OWNER TO booking_owner;
+
+--
+-- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: events events_slug_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.events
+    ADD CONSTRAINT events_slug_key UNIQUE (slug);
+
+
+--
+-- Name: order_items order_items_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_items
+    ADD CONSTRAINT order_items_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: order_reservations order_reservations_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_reservations
+    ADD CONSTRAINT order_reservations_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: orders orders_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.orders
+    ADD CONSTRAINT orders_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: outbox outbox_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.outbox
+    ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: payments payments_order_id_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payments
+    ADD CONSTRAINT payments_order_id_key UNIQUE (order_id);
+
+
+--
+-- Name: payments payments_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payments
+    ADD CONSTRAINT payments_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: payments payments_transaction_id_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payments
+    ADD CONSTRAINT payments_transaction_id_key UNIQUE (transaction_id);
+
+
+--
+-- Name: ticket_types ticket_types_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.ticket_types
+    ADD CONSTRAINT ticket_types_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: tickets tickets_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.tickets
+    ADD CONSTRAINT tickets_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: tickets tickets_ticket_code_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.tickets
+    ADD CONSTRAINT tickets_ticket_code_key UNIQUE (ticket_code);
+
+
+--
+-- Name: users users_email_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_email_key UNIQUE (email);
+
+
+--
+-- Name: users users_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.users
+    ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: idx_events_name_text; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_events_name_text ON public.events USING gin (to_tsvector('english'::regconfig, (name)::text));
+
+
+--
+-- Name: idx_events_name_trgm; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_events_name_trgm ON public.events USING gin (name public.gin_trgm_ops);
+
+
+--
+-- Name: idx_events_slug; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_events_slug ON public.events USING btree (slug);
+
+
+--
+-- Name: idx_events_start_time; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_events_start_time ON public.events USING btree (start_time);
+
+
+--
+-- Name: idx_events_status; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_events_status ON public.events USING btree (status);
+
+
+--
+-- Name: idx_events_status_start_time; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_events_status_start_time ON public.events USING btree (status, start_time);
+
+
+--
+-- Name: idx_order_items_order_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_items_order_id ON public.order_items USING btree (order_id);
+
+
+--
+-- Name: idx_order_items_ticket_type_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_items_ticket_type_id ON public.order_items USING btree (ticket_type_id);
+
+
+--
+-- Name: idx_order_reservations_active_type_expiry; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_reservations_active_type_expiry ON public.order_reservations USING btree (ticket_type_id, expires_at) WHERE ((status)::text = 'ACTIVE'::text);
+
+
+--
+-- Name: idx_order_reservations_expires_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_reservations_expires_at ON public.order_reservations USING btree (expires_at) WHERE ((status)::text = 'ACTIVE'::text);
+
+
+--
+-- Name: idx_order_reservations_finished_created; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_reservations_finished_created ON public.order_reservations USING btree (created_at) WHERE ((status)::text <> 'ACTIVE'::text);
+
+
+--
+-- Name: idx_order_reservations_status; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_reservations_status ON public.order_reservations USING btree (status);
+
+
+--
+-- Name: idx_order_reservations_ticket_type_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_reservations_ticket_type_id ON public.order_reservations USING btree (ticket_type_id);
+
+
+--
+-- Name: idx_order_reservations_user_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_order_reservations_user_id ON public.order_reservations USING btree (user_id);
+
+
+--
+-- Name: idx_orders_created_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_created_at ON public.orders USING btree (created_at);
+
+
+--
+-- Name: idx_orders_reservation_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_reservation_id ON public.orders USING btree (reservation_id);
+
+
+--
+-- Name: idx_orders_status; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_status ON public.orders USING btree (status);
+
+
+--
+-- Name: idx_orders_user_created; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_user_created ON public.orders USING btree (user_id, created_at DESC);
+
+
+--
+-- Name: idx_orders_user_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_user_id ON public.orders USING btree (user_id);
+
+
+--
+-- Name: idx_orders_user_status; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_user_status ON public.orders USING btree (user_id, status);
+
+
+--
+-- Name: idx_outbox_pending; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_outbox_pending ON public.outbox USING btree (available_at) WHERE (processed_at IS NULL);
+
+
+--
+-- Name: idx_payments_order_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payments_order_id ON public.payments USING btree (order_id);
+
+
+--
+-- Name: idx_payments_payment_time; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payments_payment_time ON public.payments USING btree (payment_time);
+
+
+--
+-- Name: idx_payments_status; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payments_status ON public.payments USING btree (status);
+
+
+--
+-- Name: idx_payments_transaction_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payments_transaction_id ON public.payments USING btree (transaction_id);
+
+
+--
+-- Name: idx_ticket_types_available; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_ticket_types_available ON public.ticket_types USING btree (available_quantity) WHERE (available_quantity > 0);
+
+
+--
+-- Name: idx_ticket_types_event_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_ticket_types_event_id ON public.ticket_types USING btree (event_id);
+
+
+--
+-- Name: idx_ticket_types_sale_time; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_ticket_types_sale_time ON public.ticket_types USING btree (start_sale_time, end_sale_time);
+
+
+--
+-- Name: idx_tickets_order_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_tickets_order_id ON public.tickets USING btree (order_id);
+
+
+--
+-- Name: idx_tickets_owner_name; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_tickets_owner_name ON public.tickets USING btree (owner_name);
+
+
+--
+-- Name: idx_tickets_status; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_tickets_status ON public.tickets USING btree (status);
+
+
+--
+-- Name: idx_tickets_ticket_code; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_tickets_ticket_code ON public.tickets USING btree (ticket_code);
+
+
+--
+-- Name: idx_tickets_ticket_type_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_tickets_ticket_type_id ON public.tickets USING btree (ticket_type_id);
+
+
+--
+-- Name: idx_users_created_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_users_created_at ON public.users USING btree (created_at);
+
+
+--
+-- Name: idx_users_email; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_users_email ON public.users USING btree (email);
+
+
+--
+-- Name: idx_users_role; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_users_role ON public.users USING btree (role);
+
+
+--
+-- Name: events notify_events_change; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, name, description, banner_url, location, start_time, end_time, status ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+
+
+--
+-- Name: ticket_types notify_ticket_types_change; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER notify_ticket_types_change AFTER INSERT OR DELETE OR UPDATE OF event_id, name, price, initial_quantity, start_sale_time, end_sale_time ON public.ticket_types FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+
+
+--
+-- Name: events update_events_updated_at; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER update_events_updated_at BEFORE UPDATE ON public.events FOR EACH ROW EXECUTE FUNCTION public.update_updated_at_column();
+
+
+--
+-- Name: orders update_orders_updated_at; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER update_orders_updated_at BEFORE UPDATE ON public.orders FOR EACH ROW EXECUTE FUNCTION public.update_updated_at_column();
+
+
+--
+-- Name: ticket_types update_ticket_types_updated_at; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER update_ticket_types_updated_at BEFORE UPDATE ON public.ticket_types FOR EACH ROW EXECUTE FUNCTION public.update_updated_at_column();
+
+
+--
+-- Name: users update_users_updated_at; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER update_users_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.update_updated_at_column();
+
+
+--
+-- Name: order_items fk_order_items_order; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_items
+    ADD CONSTRAINT fk_order_items_order FOREIGN KEY (order_id) REFERENCES public.orders(id) ON DELETE CASCADE;
+
+
+--
+-- Name: order_items fk_order_items_ticket_type; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_items
+    ADD CONSTRAINT fk_order_items_ticket_type FOREIGN KEY (ticket_type_id) REFERENCES public.ticket_types(id) ON DELETE RESTRICT;
+
+
+--
+-- Name: orders fk_orders_reservation; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.orders
+    ADD CONSTRAINT fk_orders_reservation FOREIGN KEY (reservation_id) REFERENCES public.order_reservations(id) ON DELETE SET NULL;
+
+
+--
+-- Name: orders fk_orders_user; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.orders
+    ADD CONSTRAINT fk_orders_user FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE RESTRICT;
+
+
+--
+-- Name: payments fk_payments_order; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payments
+    ADD CONSTRAINT fk_payments_order FOREIGN KEY (order_id) REFERENCES public.orders(id) ON DELETE CASCADE;
+
+
+--
+-- Name: order_reservations fk_reservations_ticket_type; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_reservations
+    ADD CONSTRAINT fk_reservations_ticket_type FOREIGN KEY (ticket_type_id) REFERENCES public.ticket_types(id) ON DELETE CASCADE;
+
+
+--
+-- Name: order_reservations fk_reservations_user; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_reservations
+    ADD CONSTRAINT fk_reservations_user FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: ticket_types fk_ticket_types_event; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.ticket_types
+    ADD CONSTRAINT fk_ticket_types_event FOREIGN KEY (event_id) REFERENCES public.events(id) ON DELETE CASCADE;
+
+
+--
+-- Name: tickets fk_tickets_order; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.tickets
+    ADD CONSTRAINT fk_tickets_order FOREIGN KEY (order_id) REFERENCES public.orders(id) ON DELETE CASCADE;
+
+
+--
+-- Name: tickets fk_tickets_ticket_type; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.tickets
+    ADD CONSTRAINT fk_tickets_ticket_type FOREIGN KEY (ticket_type_id) REFERENCES public.ticket_types(id) ON DELETE RESTRICT;
+
+
+--
+-- Name: SCHEMA api; Type: ACL; Schema: -; Owner: booking_owner
+--
+
+GRANT USAGE ON SCHEMA api TO booking_gateway;
+
+
+--
+-- Name: SCHEMA public; Type: ACL; Schema: -; Owner: pg_database_owner
+--
+
+REVOKE USAGE ON SCHEMA public FROM PUBLIC;
+GRANT ALL ON SCHEMA public TO booking_owner;
+
+
+--
+-- Name: FUNCTION admin_get_event(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.admin_get_event(p_event_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.admin_get_event(p_event_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION cancel_event(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.cancel_event(p_event_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.cancel_event(p_event_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION cancel_reservation(p_user_id uuid, p_reservation_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.cancel_reservation(p_user_id uuid, p_reservation_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.cancel_reservation(p_user_id uuid, p_reservation_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION check_in(p_ticket_code text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.check_in(p_ticket_code text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.check_in(p_ticket_code text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION check_invariants(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.check_invariants() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.check_invariants() TO booking_gateway;
+
+
+--
+-- Name: FUNCTION cleanup_reservations(p_older_than interval); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.cleanup_reservations(p_older_than interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.cleanup_reservations(p_older_than interval) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION expire_reservations(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.expire_reservations() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.expire_reservations() TO booking_gateway;
+
+
+--
+-- Name: FUNCTION get_event(p_id_or_slug text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.get_event(p_id_or_slug text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.get_event(p_id_or_slug text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION get_user(p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.get_user(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.get_user(p_user_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION get_user_credentials(p_email text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.get_user_credentials(p_email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.get_user_credentials(p_email text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION list_published_events(p_query text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.list_published_events(p_query text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_published_events(p_query text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION my_bookings(p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.my_bookings(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.my_bookings(p_user_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION publish_event(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.publish_event(p_event_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.publish_event(p_event_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION register_user(p_email text, p_password_hash text, p_full_name text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION set_user_role(p_email text, p_role text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.set_user_role(p_email text, p_role text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.set_user_role(p_email text, p_role text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION update_event(p_event_id uuid, p_changes jsonb); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION update_ticket_type(p_ticket_type_id uuid, p_changes jsonb); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION check_change_keys(p_changes jsonb, p_allowed text[]); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_event(e public.events); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_event(e public.events) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_ticket_type(tt public.ticket_types); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_ticket_type(tt public.ticket_types) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION event_json(e public.events, p_live boolean); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.event_json(e public.events, p_live boolean) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION hold_period(); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.hold_period() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION new_ticket_code(); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.new_ticket_code() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION order_json(o public.orders); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.order_json(o public.orders) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION reclaim_expired_holds(p_ticket_type_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION reservation_json(r public.order_reservations); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.reservation_json(r public.order_reservations) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION set_event_status(p_event_id uuid, p_to text, p_from text[]); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION ticket_type_json(tt public.ticket_types, e public.events, p_live boolean); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.events, p_live boolean) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION user_json(u public.users); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.user_json(u public.users) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION notify_catalog_change(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.notify_catalog_change() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION update_updated_at_column(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.update_updated_at_column() FROM PUBLIC;
+
+
+--
+-- Name: DEFAULT PRIVILEGES FOR FUNCTIONS; Type: DEFAULT ACL; Schema: api; Owner: booking_owner
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE booking_owner IN SCHEMA api GRANT ALL ON FUNCTIONS  TO booking_gateway;
+
+
+--
+-- Name: DEFAULT PRIVILEGES FOR FUNCTIONS; Type: DEFAULT ACL; Schema: -; Owner: booking_owner
+--
+
+ALTER DEFAULT PRIVILEGES FOR ROLE booking_owner REVOKE ALL ON FUNCTIONS  FROM PUBLIC;
+
+
+--
+-- PostgreSQL database dump complete
+--
+
+
+

@@ -1,0 +1,225 @@
+"""Foundation: migrations, the schema snapshot, seed constraints, triggers, privileges."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+import yaml
+from yoyo import get_backend, read_migrations
+from yoyo.migrations import MigrationList
+
+from dbctl.migrate import (
+    MIGRATIONS,
+    ROOT,
+    apply_migrations,
+    as_owner,
+    bootstrap,
+    load_functions,
+    migrate,
+    yoyo_url,
+)
+from dbctl.schema import SNAPSHOT, dump_schema
+from tests.conftest import CLUSTER, create_database, url_for
+
+SEED_TABLES = [
+    "users", "events", "ticket_types", "order_reservations",
+    "orders", "order_items", "payments", "tickets",
+]  # fmt: skip
+
+
+def test_migrations_build_every_seed_table_and_extension(owner: psycopg.Connection) -> None:
+    tables = {r[0] for r in owner.execute("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")}
+    assert set(SEED_TABLES) <= tables
+    extensions = {r[0] for r in owner.execute("SELECT extname FROM pg_extension")}
+    assert {"pgcrypto", "pg_trgm"} <= extensions
+    owners = {r[0] for r in owner.execute("SELECT DISTINCT tableowner FROM pg_tables WHERE schemaname = 'public'")}
+    assert owners == {"booking_owner"}
+
+
+def test_fresh_build_equals_committed_snapshot(dbname: str) -> None:
+    assert dump_schema(CLUSTER, dbname) == SNAPSHOT.read_text(), (
+        "sql/schema.sql is stale: run `make schema` and commit it"
+    )
+
+
+def test_migrating_twice_changes_nothing(dbname: str) -> None:
+    before = dump_schema(CLUSTER, dbname)
+    assert migrate(url_for(dbname, "postgres")) == []
+    assert dump_schema(CLUSTER, dbname) == before
+
+
+def test_step_by_step_upgrade_ends_identical_to_fresh_build() -> None:
+    name = "stepwise"
+    create_database(name)
+    url = url_for(name, "postgres")
+    bootstrap(url)
+    migrate_one_by_one = read_migrations(str(MIGRATIONS))
+    backend = get_backend(yoyo_url(as_owner(url)))
+    for migration in migrate_one_by_one:
+        with backend.lock():
+            backend.apply_migrations(backend.to_apply(MigrationList([migration])))
+        load_functions(url)  # an old deploy: its functions loaded on the schema of its day
+    assert dump_schema(CLUSTER, name) == SNAPSHOT.read_text()
+
+
+def test_broken_migration_fails_loudly_and_changes_nothing(dbname: str, tmp_path: Path) -> None:
+    source = tmp_path / "migrations"
+    shutil.copytree(MIGRATIONS, source)
+    (source / "9999_broken.sql").write_text(
+        "-- depends: 0002_booking_core\n"
+        "CREATE TABLE half_done (id int);\n"
+        "ALTER TABLE users ADD COLUMN nickname text;\n"
+        "SELECT no_such_function();\n"
+    )
+    before = dump_schema(CLUSTER, dbname)
+    with pytest.raises(psycopg.errors.UndefinedFunction):
+        apply_migrations(url_for(dbname, "postgres"), source)
+    assert dump_schema(CLUSTER, dbname) == before
+    with psycopg.connect(url_for(dbname, "postgres")) as conn:
+        applied = {r[0] for r in conn.execute("SELECT migration_id FROM _yoyo_migration")}
+    assert "9999_broken" not in applied
+
+
+def test_broken_function_file_keeps_the_old_functions(dbname: str, tmp_path: Path) -> None:
+    source = tmp_path / "functions"
+    shutil.copytree(ROOT / "sql" / "functions", source)
+    (source / "99_broken.sql").write_text("CREATE OR REPLACE FUNCTION api.broken() RETURNS int AS $$ nope $$;")
+    before = dump_schema(CLUSTER, dbname)
+    with pytest.raises(RuntimeError, match="99_broken.sql"):
+        load_functions(url_for(dbname, "postgres"), source)
+    assert dump_schema(CLUSTER, dbname) == before
+
+
+def test_loader_drops_functions_the_files_no_longer_define(dbname: str, owner: psycopg.Connection) -> None:
+    owner.execute("CREATE FUNCTION api.left_over() RETURNS int LANGUAGE sql AS 'SELECT 1'")
+    load_functions(url_for(dbname, "postgres"))
+    assert owner.execute("SELECT to_regprocedure('api.left_over()')").fetchone() == (None,)
+
+
+def _insert_ids(conn: psycopg.Connection) -> dict[str, str]:
+    ids: dict[str, str] = {}
+    ids["user"] = conn.execute(
+        "INSERT INTO users (email, password_hash, full_name) VALUES ('c@x.io','h','C') RETURNING id"
+    ).fetchone()[0]  # type: ignore[index]
+    ids["event"] = conn.execute(
+        "INSERT INTO events (slug, name, location, start_time, end_time)"
+        " VALUES ('e', 'E', 'L', now(), now() + interval '1 hour') RETURNING id"
+    ).fetchone()[0]  # type: ignore[index]
+    ids["tt"] = conn.execute(
+        "INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity)"
+        " VALUES (%s, 'T', 1, 10, 10) RETURNING id",
+        (ids["event"],),
+    ).fetchone()[0]  # type: ignore[index]
+    ids["order"] = conn.execute(
+        "INSERT INTO orders (user_id, total_amount) VALUES (%s, 1) RETURNING id", (ids["user"],)
+    ).fetchone()[0]  # type: ignore[index]
+    return ids
+
+
+BAD_ROWS = {
+    "email format": "INSERT INTO users (email, password_hash, full_name) VALUES ('nope', 'h', 'N')",
+    "user role": "INSERT INTO users (email, password_hash, full_name, role) VALUES ('r@x.io','h','N','root')",
+    "event status": "INSERT INTO events (slug, name, location, start_time, end_time, status)"
+    " VALUES ('s', 'N', 'L', now(), now() + interval '1 hour', 'LIVE')",
+    "event end before start": "INSERT INTO events (slug, name, location, start_time, end_time)"
+    " VALUES ('t', 'N', 'L', now(), now())",
+    "negative price": "INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity)"
+    " VALUES (%(event)s, 'T', -1, 1, 1)",
+    "negative quantity": "INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity)"
+    " VALUES (%(event)s, 'T', 1, -1, 0)",
+    "negative available": "UPDATE ticket_types SET available_quantity = -1 WHERE id = %(tt)s",
+    "available above initial": "UPDATE ticket_types SET available_quantity = 11 WHERE id = %(tt)s",
+    "reservation quantity": "INSERT INTO order_reservations (user_id, ticket_type_id, quantity, expires_at)"
+    " VALUES (%(user)s, %(tt)s, 0, now())",
+    "reservation status": "INSERT INTO order_reservations (user_id, ticket_type_id, quantity, expires_at, status)"
+    " VALUES (%(user)s, %(tt)s, 1, now(), 'HELD')",
+    "order amount": "INSERT INTO orders (user_id, total_amount) VALUES (%(user)s, -1)",
+    "order status": "INSERT INTO orders (user_id, total_amount, status) VALUES (%(user)s, 1, 'SHIPPED')",
+    "item quantity": "INSERT INTO order_items (order_id, ticket_type_id, quantity, unit_price)"
+    " VALUES (%(order)s, %(tt)s, 0, 1)",
+    "item price": "INSERT INTO order_items (order_id, ticket_type_id, quantity, unit_price)"
+    " VALUES (%(order)s, %(tt)s, 1, -1)",
+    "payment method": "INSERT INTO payments (order_id, payment_method, amount) VALUES (%(order)s, 'CASH', 1)",
+    "payment status": "INSERT INTO payments (order_id, payment_method, amount, status)"
+    " VALUES (%(order)s, 'CARD', 1, 'LOST')",
+    "payment amount": "INSERT INTO payments (order_id, payment_method, amount) VALUES (%(order)s, 'CARD', -1)",
+    "ticket status": "INSERT INTO tickets (order_id, ticket_type_id, ticket_code, status)"
+    " VALUES (%(order)s, %(tt)s, 'X1', 'ACTIVE')",
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ROWS))
+def test_seed_constraint_rejects(case: str, owner: psycopg.Connection) -> None:
+    ids = _insert_ids(owner)
+    with pytest.raises(psycopg.errors.CheckViolation):
+        owner.execute(BAD_ROWS[case], ids)
+
+
+def test_tickets_default_to_unused(owner: psycopg.Connection) -> None:
+    ids = _insert_ids(owner)
+    status = owner.execute(
+        "INSERT INTO tickets (order_id, ticket_type_id, ticket_code) VALUES (%(order)s, %(tt)s, 'X2')"
+        " RETURNING status",
+        ids,
+    ).fetchone()
+    assert status == ("UNUSED",)
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "change"),
+    [
+        ("users", "user", "full_name = 'D'"),
+        ("events", "event", "name = 'F'"),
+        ("ticket_types", "tt", "name = 'U'"),
+        ("orders", "order", "status = 'PAID'"),
+    ],
+)
+def test_updated_at_trigger_fires(table: str, key: str, change: str, owner: psycopg.Connection) -> None:
+    ids = _insert_ids(owner)
+    owner.execute(f"UPDATE {table} SET updated_at = '2000-01-01' WHERE id = %s", (ids[key],))
+    # The trigger overwrites whatever the UPDATE sets: even the explicit value above is replaced.
+    stamp = owner.execute(f"SELECT updated_at FROM {table} WHERE id = %s", (ids[key],)).fetchone()
+    assert stamp is not None and stamp[0].year > 2000
+    owner.execute(f"UPDATE {table} SET {change} WHERE id = %s", (ids[key],))
+    after = owner.execute(f"SELECT updated_at FROM {table} WHERE id = %s", (ids[key],)).fetchone()
+    assert after is not None and after[0] >= stamp[0]
+
+
+@pytest.mark.parametrize("table", [*SEED_TABLES, "outbox"])
+def test_gateway_role_cannot_read_tables(table: str, gw: psycopg.Connection) -> None:
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        gw.execute(f"SELECT 1 FROM public.{table} LIMIT 1")
+
+
+def test_gateway_role_has_no_table_privileges_at_all(owner: psycopg.Connection) -> None:
+    rows = owner.execute(
+        """
+        SELECT c.relname, p.priv
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          CROSS JOIN unnest(ARRAY['SELECT','INSERT','UPDATE','DELETE','TRUNCATE']) p(priv)
+         WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND c.relkind IN ('r','v','m','p')
+           AND has_table_privilege('booking_gateway', c.oid, p.priv)
+        """
+    ).fetchall()
+    assert rows == []
+
+
+def test_docker_compose_wires_db_migrate_gateway() -> None:
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    services = compose["services"]
+    assert {"db", "migrate", "gateway"} <= set(services)
+    assert "healthcheck" in services["db"] and "healthcheck" in services["gateway"]
+    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
+    assert services["gateway"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert services["migrate"].get("restart", "no") == "no"
+    for name in ("migrate", "gateway"):
+        env = services[name]["environment"]
+        url = env.get("DATABASE_URL") or env.get("GATEWAY_DATABASE_URL")
+        assert "@db:5432/" in url, f"{name} must reach the db service"
+    db_build = services["db"]["build"]
+    dockerfile = (ROOT / db_build["context"] / db_build.get("dockerfile", "Dockerfile")).read_text()
+    assert "postgresql-15-cron" in dockerfile
+    assert "shared_preload_libraries=pg_cron" in " ".join(services["db"]["command"])
