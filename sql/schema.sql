@@ -396,18 +396,11 @@ CREATE FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_st
 DECLARE
   v_event events;
 BEGIN
-  v_event.slug := p_slug;
-  v_event.name := btrim(p_name);
-  v_event.location := btrim(p_location);
-  v_event.start_time := p_start_time;
-  v_event.end_time := p_end_time;
-  v_event.description := p_description;
-  v_event.banner_url := p_banner_url;
-  PERFORM internal.check_event(v_event);
+  PERFORM internal.check_event(p_slug, p_name, p_location, p_banner_url, p_start_time, p_end_time);
 
   INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status)
-  VALUES (v_event.slug, v_event.name, v_event.description, v_event.banner_url, v_event.location,
-          v_event.start_time, v_event.end_time, 'DRAFT')
+  VALUES (p_slug, btrim(p_name), p_description, p_banner_url, btrim(p_location),
+          p_start_time, p_end_time, 'DRAFT')
   ON CONFLICT (slug) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -440,12 +433,7 @@ DECLARE
   v_event events;
   v_tt ticket_types;
 BEGIN
-  v_tt.name := btrim(p_name);
-  v_tt.price := p_price;
-  v_tt.initial_quantity := p_initial_quantity;
-  v_tt.start_sale_time := p_start_sale_time;
-  v_tt.end_sale_time := p_end_sale_time;
-  PERFORM internal.check_ticket_type(v_tt);
+  PERFORM internal.check_ticket_type(p_name, p_price, p_initial_quantity, p_start_sale_time, p_end_sale_time);
 
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR KEY SHARE;
   IF NOT FOUND THEN
@@ -458,7 +446,7 @@ BEGIN
 
   INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity,
                             start_sale_time, end_sale_time)
-  VALUES (p_event_id, v_tt.name, p_price, p_initial_quantity, p_initial_quantity,
+  VALUES (p_event_id, btrim(p_name), p_price, p_initial_quantity, p_initial_quantity,
           p_start_sale_time, p_end_sale_time)
   RETURNING * INTO v_tt;
   RETURN internal.ticket_type_json(v_tt, v_event, true);
@@ -907,6 +895,13 @@ CREATE FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) RETURNS json
     AS $$
 DECLARE
   v_event events;
+  v_slug text;
+  v_name text;
+  v_description text;
+  v_banner_url text;
+  v_location text;
+  v_start timestamptz;
+  v_end timestamptz;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
     ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time']);
@@ -918,24 +913,22 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKIST', MESSAGE = format('a %s event cannot be edited', v_event.status);
   END IF;
 
-  IF p_changes ? 'slug' THEN v_event.slug := p_changes->>'slug'; END IF;
-  IF p_changes ? 'name' THEN v_event.name := btrim(p_changes->>'name'); END IF;
-  IF p_changes ? 'description' THEN v_event.description := p_changes->>'description'; END IF;
-  IF p_changes ? 'banner_url' THEN v_event.banner_url := p_changes->>'banner_url'; END IF;
-  IF p_changes ? 'location' THEN v_event.location := btrim(p_changes->>'location'); END IF;
-  IF p_changes ? 'start_time' THEN v_event.start_time := (p_changes->>'start_time')::timestamptz; END IF;
-  IF p_changes ? 'end_time' THEN v_event.end_time := (p_changes->>'end_time')::timestamptz; END IF;
-  PERFORM internal.check_event(v_event);
-
-  IF v_event.slug <> (SELECT slug FROM events WHERE id = p_event_id)
-     AND EXISTS (SELECT 1 FROM events WHERE slug = v_event.slug) THEN
+  -- Merge into plain text values first: a too-long value is a BKVAL, not a type error.
+  v_slug := CASE WHEN p_changes ? 'slug' THEN p_changes->>'slug' ELSE v_event.slug END;
+  v_name := CASE WHEN p_changes ? 'name' THEN btrim(p_changes->>'name') ELSE v_event.name END;
+  v_description := CASE WHEN p_changes ? 'description' THEN p_changes->>'description' ELSE v_event.description END;
+  v_banner_url := CASE WHEN p_changes ? 'banner_url' THEN p_changes->>'banner_url' ELSE v_event.banner_url END;
+  v_location := CASE WHEN p_changes ? 'location' THEN btrim(p_changes->>'location') ELSE v_event.location END;
+  v_start := CASE WHEN p_changes ? 'start_time' THEN (p_changes->>'start_time')::timestamptz ELSE v_event.start_time END;
+  v_end := CASE WHEN p_changes ? 'end_time' THEN (p_changes->>'end_time')::timestamptz ELSE v_event.end_time END;
+  PERFORM internal.check_event(v_slug, v_name, v_location, v_banner_url, v_start, v_end);
+  IF v_slug <> v_event.slug AND EXISTS (SELECT 1 FROM events WHERE slug = v_slug) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
   END IF;
 
   UPDATE events
-     SET slug = v_event.slug, name = v_event.name, description = v_event.description,
-         banner_url = v_event.banner_url, location = v_event.location,
-         start_time = v_event.start_time, end_time = v_event.end_time
+     SET slug = v_slug, name = v_name, description = v_description, banner_url = v_banner_url,
+         location = v_location, start_time = v_start, end_time = v_end
    WHERE id = p_event_id
   RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
@@ -964,6 +957,10 @@ CREATE FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) R
 DECLARE
   v_tt ticket_types;
   v_event events;
+  v_name text;
+  v_price numeric;
+  v_start timestamptz;
+  v_end timestamptz;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
     ARRAY['name', 'price', 'start_sale_time', 'end_sale_time']);
@@ -972,19 +969,16 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
   END IF;
 
-  IF p_changes ? 'name' THEN v_tt.name := btrim(p_changes->>'name'); END IF;
-  IF p_changes ? 'price' THEN v_tt.price := (p_changes->>'price')::numeric; END IF;
-  IF p_changes ? 'start_sale_time' THEN
-    v_tt.start_sale_time := (p_changes->>'start_sale_time')::timestamptz;
-  END IF;
-  IF p_changes ? 'end_sale_time' THEN
-    v_tt.end_sale_time := (p_changes->>'end_sale_time')::timestamptz;
-  END IF;
-  PERFORM internal.check_ticket_type(v_tt);
+  v_name := CASE WHEN p_changes ? 'name' THEN btrim(p_changes->>'name') ELSE v_tt.name END;
+  v_price := CASE WHEN p_changes ? 'price' THEN (p_changes->>'price')::numeric ELSE v_tt.price END;
+  v_start := CASE WHEN p_changes ? 'start_sale_time'
+                  THEN (p_changes->>'start_sale_time')::timestamptz ELSE v_tt.start_sale_time END;
+  v_end := CASE WHEN p_changes ? 'end_sale_time'
+                THEN (p_changes->>'end_sale_time')::timestamptz ELSE v_tt.end_sale_time END;
+  PERFORM internal.check_ticket_type(v_name, v_price, v_tt.initial_quantity, v_start, v_end);
 
   UPDATE ticket_types
-     SET name = v_tt.name, price = v_tt.price,
-         start_sale_time = v_tt.start_sale_time, end_sale_time = v_tt.end_sale_time
+     SET name = v_name, price = v_price, start_sale_time = v_start, end_sale_time = v_end
    WHERE id = p_ticket_type_id
   RETURNING * INTO v_tt;
   SELECT * INTO v_event FROM events WHERE id = v_tt.event_id;
@@ -1035,69 +1029,42 @@ ALTER FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) OWN
 COMMENT ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) IS 'Rejects a patch that is not an object or names fields outside p_allowed. Raises BKVAL.';
 
 
-SET default_tablespace = '';
-
-SET default_table_access_method = heap;
-
 --
--- Name: events; Type: TABLE; Schema: public; Owner: booking_owner
+-- Name: check_event(text, text, text, text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE TABLE public.events (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    slug character varying(255) NOT NULL,
-    name character varying(500) NOT NULL,
-    description text,
-    banner_url character varying(500),
-    location character varying(500) NOT NULL,
-    start_time timestamp with time zone NOT NULL,
-    end_time timestamp with time zone NOT NULL,
-    status character varying(20) DEFAULT 'DRAFT'::character varying NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT chk_events_status CHECK (((status)::text = ANY ((ARRAY['DRAFT'::character varying, 'PUBLISHED'::character varying, 'CANCELLED'::character varying, 'ENDED'::character varying])::text[]))),
-    CONSTRAINT chk_events_time CHECK ((end_time > start_time))
-);
-
-
-ALTER TABLE public.events OWNER TO booking_owner;
-
---
--- Name: check_event(public.events); Type: FUNCTION; Schema: internal; Owner: booking_owner
---
-
-CREATE FUNCTION internal.check_event(e public.events) RETURNS void
+CREATE FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 BEGIN
-  IF e.slug IS NULL OR e.slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(e.slug) > 255 THEN
+  IF p_slug IS NULL OR p_slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(p_slug) > 255 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
       MESSAGE = 'slug must be 1-255 lower-case letters, digits and single hyphens';
   END IF;
-  IF e.name IS NULL OR length(btrim(e.name)) NOT BETWEEN 1 AND 500 THEN
+  IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 500 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 500 characters';
   END IF;
-  IF e.location IS NULL OR length(btrim(e.location)) NOT BETWEEN 1 AND 500 THEN
+  IF p_location IS NULL OR length(btrim(p_location)) NOT BETWEEN 1 AND 500 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'location must be 1 to 500 characters';
   END IF;
-  IF length(e.banner_url) > 500 THEN
+  IF length(p_banner_url) > 500 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'banner_url must be at most 500 characters';
   END IF;
-  IF e.start_time IS NULL OR e.end_time IS NULL OR e.end_time <= e.start_time THEN
+  IF p_start_time IS NULL OR p_end_time IS NULL OR p_end_time <= p_start_time THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_time must be after start_time';
   END IF;
 END;
 $_$;
 
 
-ALTER FUNCTION internal.check_event(e public.events) OWNER TO booking_owner;
+ALTER FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION check_event(e public.events); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.check_event(e public.events) IS 'Field checks for an event row. Raises BKVAL.';
+COMMENT ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) IS 'Field checks for an event, before they meet the column types. Raises BKVAL.';
 
 
 --
@@ -1130,63 +1097,67 @@ COMMENT ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id
 
 
 --
--- Name: ticket_types; Type: TABLE; Schema: public; Owner: booking_owner
+-- Name: check_ticket_type(text, numeric, integer, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE TABLE public.ticket_types (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    event_id uuid NOT NULL,
-    name character varying(100) NOT NULL,
-    price numeric(10,2) NOT NULL,
-    initial_quantity integer NOT NULL,
-    available_quantity integer NOT NULL,
-    start_sale_time timestamp with time zone,
-    end_sale_time timestamp with time zone,
-    version integer DEFAULT 1 NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT chk_ticket_types_available_lte_initial CHECK ((available_quantity <= initial_quantity)),
-    CONSTRAINT chk_ticket_types_price CHECK ((price >= (0)::numeric)),
-    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0)))
-);
-
-
-ALTER TABLE public.ticket_types OWNER TO booking_owner;
-
---
--- Name: check_ticket_type(public.ticket_types); Type: FUNCTION; Schema: internal; Owner: booking_owner
---
-
-CREATE FUNCTION internal.check_ticket_type(tt public.ticket_types) RETURNS void
+CREATE FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 BEGIN
-  IF tt.name IS NULL OR length(btrim(tt.name)) NOT BETWEEN 1 AND 100 THEN
+  IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 100 characters';
   END IF;
-  IF tt.price IS NULL OR tt.price < 0 OR tt.price > 99999999.99 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'price must be between 0 and 99999999.99';
+  IF p_price IS NULL OR p_price < 0 OR p_price > 99999999.99 OR p_price <> round(p_price, 2) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'price must be between 0 and 99999999.99 with at most two decimals';
   END IF;
-  IF tt.initial_quantity IS NULL OR tt.initial_quantity < 0 OR tt.initial_quantity > 1000000 THEN
+  IF p_initial_quantity IS NULL OR p_initial_quantity < 0 OR p_initial_quantity > 1000000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'initial_quantity must be between 0 and 1000000';
   END IF;
-  IF tt.start_sale_time IS NOT NULL AND tt.end_sale_time IS NOT NULL
-     AND tt.end_sale_time <= tt.start_sale_time THEN
+  IF p_start_sale_time IS NOT NULL AND p_end_sale_time IS NOT NULL
+     AND p_end_sale_time <= p_start_sale_time THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_sale_time must be after start_sale_time';
   END IF;
 END;
 $$;
 
 
-ALTER FUNCTION internal.check_ticket_type(tt public.ticket_types) OWNER TO booking_owner;
+ALTER FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION check_ticket_type(tt public.ticket_types); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.check_ticket_type(tt public.ticket_types) IS 'Field checks for a ticket type row. Raises BKVAL.';
+COMMENT ON FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) IS 'Field checks for a ticket type, before they meet the column types. Raises BKVAL.';
 
+
+SET default_tablespace = '';
+
+SET default_table_access_method = heap;
+
+--
+-- Name: events; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.events (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    slug character varying(255) NOT NULL,
+    name character varying(500) NOT NULL,
+    description text,
+    banner_url character varying(500),
+    location character varying(500) NOT NULL,
+    start_time timestamp with time zone NOT NULL,
+    end_time timestamp with time zone NOT NULL,
+    status character varying(20) DEFAULT 'DRAFT'::character varying NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_events_status CHECK (((status)::text = ANY ((ARRAY['DRAFT'::character varying, 'PUBLISHED'::character varying, 'CANCELLED'::character varying, 'ENDED'::character varying])::text[]))),
+    CONSTRAINT chk_events_time CHECK ((end_time > start_time))
+);
+
+
+ALTER TABLE public.events OWNER TO booking_owner;
 
 --
 -- Name: event_json(public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
@@ -1477,6 +1448,30 @@ ALTER FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text
 
 COMMENT ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) IS 'Moves an event to p_to if its status is one of p_from (same status: no-op). Locks the event row.';
 
+
+--
+-- Name: ticket_types; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.ticket_types (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    event_id uuid NOT NULL,
+    name character varying(100) NOT NULL,
+    price numeric(10,2) NOT NULL,
+    initial_quantity integer NOT NULL,
+    available_quantity integer NOT NULL,
+    start_sale_time timestamp with time zone,
+    end_sale_time timestamp with time zone,
+    version integer DEFAULT 1 NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_ticket_types_available_lte_initial CHECK ((available_quantity <= initial_quantity)),
+    CONSTRAINT chk_ticket_types_price CHECK ((price >= (0)::numeric)),
+    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0)))
+);
+
+
+ALTER TABLE public.ticket_types OWNER TO booking_owner;
 
 --
 -- Name: ticket_type_json(public.ticket_types, public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
@@ -2363,10 +2358,10 @@ REVOKE ALL ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed tex
 
 
 --
--- Name: FUNCTION check_event(e public.events); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.check_event(e public.events) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) FROM PUBLIC;
 
 
 --
@@ -2377,10 +2372,10 @@ REVOKE ALL ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type
 
 
 --
--- Name: FUNCTION check_ticket_type(tt public.ticket_types); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.check_ticket_type(tt public.ticket_types) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) FROM PUBLIC;
 
 
 --

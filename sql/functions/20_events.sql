@@ -2,55 +2,62 @@
 -- Every change fires the catalogue NOTIFY (triggers in migration 0002) so gateways drop
 -- their cached lists at once.
 
-CREATE OR REPLACE FUNCTION internal.check_event(e events)
+CREATE OR REPLACE FUNCTION internal.check_event(
+  p_slug text, p_name text, p_location text, p_banner_url text,
+  p_start_time timestamptz, p_end_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-  IF e.slug IS NULL OR e.slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(e.slug) > 255 THEN
+  IF p_slug IS NULL OR p_slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(p_slug) > 255 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
       MESSAGE = 'slug must be 1-255 lower-case letters, digits and single hyphens';
   END IF;
-  IF e.name IS NULL OR length(btrim(e.name)) NOT BETWEEN 1 AND 500 THEN
+  IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 500 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 500 characters';
   END IF;
-  IF e.location IS NULL OR length(btrim(e.location)) NOT BETWEEN 1 AND 500 THEN
+  IF p_location IS NULL OR length(btrim(p_location)) NOT BETWEEN 1 AND 500 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'location must be 1 to 500 characters';
   END IF;
-  IF length(e.banner_url) > 500 THEN
+  IF length(p_banner_url) > 500 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'banner_url must be at most 500 characters';
   END IF;
-  IF e.start_time IS NULL OR e.end_time IS NULL OR e.end_time <= e.start_time THEN
+  IF p_start_time IS NULL OR p_end_time IS NULL OR p_end_time <= p_start_time THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_time must be after start_time';
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION internal.check_event(events) IS 'Field checks for an event row. Raises BKVAL.';
+COMMENT ON FUNCTION internal.check_event(text, text, text, text, timestamptz, timestamptz) IS
+  'Field checks for an event, before they meet the column types. Raises BKVAL.';
 
 
-CREATE OR REPLACE FUNCTION internal.check_ticket_type(tt ticket_types)
+CREATE OR REPLACE FUNCTION internal.check_ticket_type(
+  p_name text, p_price numeric, p_initial_quantity integer,
+  p_start_sale_time timestamptz, p_end_sale_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-  IF tt.name IS NULL OR length(btrim(tt.name)) NOT BETWEEN 1 AND 100 THEN
+  IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'name must be 1 to 100 characters';
   END IF;
-  IF tt.price IS NULL OR tt.price < 0 OR tt.price > 99999999.99 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'price must be between 0 and 99999999.99';
+  IF p_price IS NULL OR p_price < 0 OR p_price > 99999999.99 OR p_price <> round(p_price, 2) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'price must be between 0 and 99999999.99 with at most two decimals';
   END IF;
-  IF tt.initial_quantity IS NULL OR tt.initial_quantity < 0 OR tt.initial_quantity > 1000000 THEN
+  IF p_initial_quantity IS NULL OR p_initial_quantity < 0 OR p_initial_quantity > 1000000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'initial_quantity must be between 0 and 1000000';
   END IF;
-  IF tt.start_sale_time IS NOT NULL AND tt.end_sale_time IS NOT NULL
-     AND tt.end_sale_time <= tt.start_sale_time THEN
+  IF p_start_sale_time IS NOT NULL AND p_end_sale_time IS NOT NULL
+     AND p_end_sale_time <= p_start_sale_time THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'end_sale_time must be after start_sale_time';
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION internal.check_ticket_type(ticket_types) IS 'Field checks for a ticket type row. Raises BKVAL.';
+COMMENT ON FUNCTION internal.check_ticket_type(text, numeric, integer, timestamptz, timestamptz) IS
+  'Field checks for a ticket type, before they meet the column types. Raises BKVAL.';
 
 
 CREATE OR REPLACE FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[])
@@ -163,18 +170,11 @@ AS $$
 DECLARE
   v_event events;
 BEGIN
-  v_event.slug := p_slug;
-  v_event.name := btrim(p_name);
-  v_event.location := btrim(p_location);
-  v_event.start_time := p_start_time;
-  v_event.end_time := p_end_time;
-  v_event.description := p_description;
-  v_event.banner_url := p_banner_url;
-  PERFORM internal.check_event(v_event);
+  PERFORM internal.check_event(p_slug, p_name, p_location, p_banner_url, p_start_time, p_end_time);
 
   INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status)
-  VALUES (v_event.slug, v_event.name, v_event.description, v_event.banner_url, v_event.location,
-          v_event.start_time, v_event.end_time, 'DRAFT')
+  VALUES (p_slug, btrim(p_name), p_description, p_banner_url, btrim(p_location),
+          p_start_time, p_end_time, 'DRAFT')
   ON CONFLICT (slug) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -196,6 +196,13 @@ SET lock_timeout = '2s'
 AS $$
 DECLARE
   v_event events;
+  v_slug text;
+  v_name text;
+  v_description text;
+  v_banner_url text;
+  v_location text;
+  v_start timestamptz;
+  v_end timestamptz;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
     ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time']);
@@ -207,24 +214,22 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKIST', MESSAGE = format('a %s event cannot be edited', v_event.status);
   END IF;
 
-  IF p_changes ? 'slug' THEN v_event.slug := p_changes->>'slug'; END IF;
-  IF p_changes ? 'name' THEN v_event.name := btrim(p_changes->>'name'); END IF;
-  IF p_changes ? 'description' THEN v_event.description := p_changes->>'description'; END IF;
-  IF p_changes ? 'banner_url' THEN v_event.banner_url := p_changes->>'banner_url'; END IF;
-  IF p_changes ? 'location' THEN v_event.location := btrim(p_changes->>'location'); END IF;
-  IF p_changes ? 'start_time' THEN v_event.start_time := (p_changes->>'start_time')::timestamptz; END IF;
-  IF p_changes ? 'end_time' THEN v_event.end_time := (p_changes->>'end_time')::timestamptz; END IF;
-  PERFORM internal.check_event(v_event);
-
-  IF v_event.slug <> (SELECT slug FROM events WHERE id = p_event_id)
-     AND EXISTS (SELECT 1 FROM events WHERE slug = v_event.slug) THEN
+  -- Merge into plain text values first: a too-long value is a BKVAL, not a type error.
+  v_slug := CASE WHEN p_changes ? 'slug' THEN p_changes->>'slug' ELSE v_event.slug END;
+  v_name := CASE WHEN p_changes ? 'name' THEN btrim(p_changes->>'name') ELSE v_event.name END;
+  v_description := CASE WHEN p_changes ? 'description' THEN p_changes->>'description' ELSE v_event.description END;
+  v_banner_url := CASE WHEN p_changes ? 'banner_url' THEN p_changes->>'banner_url' ELSE v_event.banner_url END;
+  v_location := CASE WHEN p_changes ? 'location' THEN btrim(p_changes->>'location') ELSE v_event.location END;
+  v_start := CASE WHEN p_changes ? 'start_time' THEN (p_changes->>'start_time')::timestamptz ELSE v_event.start_time END;
+  v_end := CASE WHEN p_changes ? 'end_time' THEN (p_changes->>'end_time')::timestamptz ELSE v_event.end_time END;
+  PERFORM internal.check_event(v_slug, v_name, v_location, v_banner_url, v_start, v_end);
+  IF v_slug <> v_event.slug AND EXISTS (SELECT 1 FROM events WHERE slug = v_slug) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
   END IF;
 
   UPDATE events
-     SET slug = v_event.slug, name = v_event.name, description = v_event.description,
-         banner_url = v_event.banner_url, location = v_event.location,
-         start_time = v_event.start_time, end_time = v_event.end_time
+     SET slug = v_slug, name = v_name, description = v_description, banner_url = v_banner_url,
+         location = v_location, start_time = v_start, end_time = v_end
    WHERE id = p_event_id
   RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
@@ -305,12 +310,7 @@ DECLARE
   v_event events;
   v_tt ticket_types;
 BEGIN
-  v_tt.name := btrim(p_name);
-  v_tt.price := p_price;
-  v_tt.initial_quantity := p_initial_quantity;
-  v_tt.start_sale_time := p_start_sale_time;
-  v_tt.end_sale_time := p_end_sale_time;
-  PERFORM internal.check_ticket_type(v_tt);
+  PERFORM internal.check_ticket_type(p_name, p_price, p_initial_quantity, p_start_sale_time, p_end_sale_time);
 
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR KEY SHARE;
   IF NOT FOUND THEN
@@ -323,7 +323,7 @@ BEGIN
 
   INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity,
                             start_sale_time, end_sale_time)
-  VALUES (p_event_id, v_tt.name, p_price, p_initial_quantity, p_initial_quantity,
+  VALUES (p_event_id, btrim(p_name), p_price, p_initial_quantity, p_initial_quantity,
           p_start_sale_time, p_end_sale_time)
   RETURNING * INTO v_tt;
   RETURN internal.ticket_type_json(v_tt, v_event, true);
@@ -344,6 +344,10 @@ AS $$
 DECLARE
   v_tt ticket_types;
   v_event events;
+  v_name text;
+  v_price numeric;
+  v_start timestamptz;
+  v_end timestamptz;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
     ARRAY['name', 'price', 'start_sale_time', 'end_sale_time']);
@@ -352,19 +356,16 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
   END IF;
 
-  IF p_changes ? 'name' THEN v_tt.name := btrim(p_changes->>'name'); END IF;
-  IF p_changes ? 'price' THEN v_tt.price := (p_changes->>'price')::numeric; END IF;
-  IF p_changes ? 'start_sale_time' THEN
-    v_tt.start_sale_time := (p_changes->>'start_sale_time')::timestamptz;
-  END IF;
-  IF p_changes ? 'end_sale_time' THEN
-    v_tt.end_sale_time := (p_changes->>'end_sale_time')::timestamptz;
-  END IF;
-  PERFORM internal.check_ticket_type(v_tt);
+  v_name := CASE WHEN p_changes ? 'name' THEN btrim(p_changes->>'name') ELSE v_tt.name END;
+  v_price := CASE WHEN p_changes ? 'price' THEN (p_changes->>'price')::numeric ELSE v_tt.price END;
+  v_start := CASE WHEN p_changes ? 'start_sale_time'
+                  THEN (p_changes->>'start_sale_time')::timestamptz ELSE v_tt.start_sale_time END;
+  v_end := CASE WHEN p_changes ? 'end_sale_time'
+                THEN (p_changes->>'end_sale_time')::timestamptz ELSE v_tt.end_sale_time END;
+  PERFORM internal.check_ticket_type(v_name, v_price, v_tt.initial_quantity, v_start, v_end);
 
   UPDATE ticket_types
-     SET name = v_tt.name, price = v_tt.price,
-         start_sale_time = v_tt.start_sale_time, end_sale_time = v_tt.end_sale_time
+     SET name = v_name, price = v_price, start_sale_time = v_start, end_sale_time = v_end
    WHERE id = p_ticket_type_id
   RETURNING * INTO v_tt;
   SELECT * INTO v_event FROM events WHERE id = v_tt.event_id;

@@ -1,0 +1,88 @@
+"""STYLE.md as assertions: documented, search_path-pinned, registered errors, no overloads."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+import psycopg
+
+from dbctl.migrate import ROOT
+
+REGISTRY = tomllib.loads((ROOT / "sql" / "errors.toml").read_text())
+SQL_TEXT = "\n".join(p.read_text() for p in sorted((ROOT / "sql").rglob("*.sql")) if p.name != "schema.sql")
+
+
+def test_every_api_function_documents_itself(owner: psycopg.Connection) -> None:
+    rows = owner.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p"
+        " WHERE p.pronamespace = 'api'::regnamespace AND coalesce(obj_description(p.oid, 'pg_proc'), '') = ''"
+    ).fetchall()
+    assert rows == []
+
+
+def test_every_function_pins_search_path(owner: psycopg.Connection) -> None:
+    rows = owner.execute(
+        "SELECT p.oid::regprocedure::text FROM pg_proc p"
+        " WHERE p.pronamespace IN ('api'::regnamespace, 'internal'::regnamespace)"
+        "   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%pg_temp')"
+    ).fetchall()
+    assert rows == []
+
+
+def test_security_definer_only_in_api_and_owned_by_the_owner(owner: psycopg.Connection) -> None:
+    rows = owner.execute(
+        "SELECT p.oid::regprocedure::text, pg_get_userbyid(p.proowner) FROM pg_proc p"
+        " WHERE p.prosecdef AND p.pronamespace <> 'api'::regnamespace"
+        "    OR (p.pronamespace = 'api'::regnamespace AND (NOT p.prosecdef"
+        "        OR pg_get_userbyid(p.proowner) <> 'booking_owner'))"
+    ).fetchall()
+    assert rows == []
+
+
+def test_no_overloads_in_api(owner: psycopg.Connection) -> None:
+    rows = owner.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'api'::regnamespace GROUP BY proname HAVING count(*) > 1"
+    ).fetchall()
+    assert rows == []
+
+
+def test_every_raised_errcode_is_registered() -> None:
+    used = set(re.findall(r"ERRCODE\s*=\s*'([0-9A-Z]{5})'", SQL_TEXT))
+    used |= set(re.findall(r"'(BK[0-9A-Z]{3})'", SQL_TEXT))  # also codes chosen in CASE expressions
+    assert used, "the pattern found nothing: it is broken"
+    assert used <= set(REGISTRY), used - set(REGISTRY)
+
+
+def test_no_bare_raise_exception() -> None:
+    bare = re.findall(r"RAISE EXCEPTION\s+'", SQL_TEXT)
+    assert bare == [], "RAISE EXCEPTION 'text' is P0001: use ERRCODE from sql/errors.toml"
+
+
+def test_registry_is_well_formed() -> None:
+    codes = [v["code"] for v in REGISTRY.values()]
+    assert len(codes) == len(set(codes))
+    for sqlstate, entry in REGISTRY.items():
+        assert re.fullmatch(r"BK[0-9A-Z]{3}", sqlstate)
+        assert 400 <= entry["status"] <= 599 and entry["meaning"]
+
+
+def test_gateway_role_can_execute_every_api_function_and_nothing_internal(owner: psycopg.Connection) -> None:
+    rows = owner.execute(
+        "SELECT p.oid::regprocedure::text, n.nspname,"
+        "       has_function_privilege('booking_gateway', p.oid, 'EXECUTE')"
+        "  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('api', 'internal')"
+    ).fetchall()
+    assert rows and all(can == (nsp == "api") for _, nsp, can in rows), rows
+    assert not owner.execute("SELECT has_schema_privilege('booking_gateway', 'internal', 'USAGE')").fetchone()[0]  # type: ignore[index]
+
+
+def test_function_files_are_named_by_domain() -> None:
+    files = sorted(p.name for p in (ROOT / "sql" / "functions").glob("*.sql"))
+    assert all(re.fullmatch(r"\d\d_[a-z_]+\.sql", f) for f in files), files
+
+
+def test_migrations_have_no_psql_meta_commands() -> None:
+    for path in Path(ROOT / "sql" / "migrations").glob("*.sql"):
+        assert not re.search(r"^\\", path.read_text(), re.MULTILINE), path
