@@ -1,12 +1,12 @@
 """dbctl: the database side of the Makefile.
 
-  python -m dbctl up       start the local cluster (no DATABASE_URL), migrate, seed demo data
-  python -m dbctl run      up, then serve the gateway with uvicorn
-  python -m dbctl migrate  migrations + functions loader on the database in use
-  python -m dbctl psql     psql as the owner/DBA role (reads stdin when piped)
-  python -m dbctl stop     stop the local cluster
-  python -m dbctl schema   rewrite sql/schema.sql from a fresh build
-  python -m dbctl url      print the owner URL in use
+python -m dbctl up       start the local cluster (no DATABASE_URL), migrate, seed demo data
+python -m dbctl run      up, then serve the gateway with uvicorn
+python -m dbctl migrate  migrations + functions loader on the database in use
+python -m dbctl psql     psql as the owner/DBA role (reads stdin when piped)
+python -m dbctl stop     stop the local cluster
+python -m dbctl schema   rewrite sql/schema.sql from a fresh build
+python -m dbctl url      print the owner URL in use
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def run() -> None:
     print(f"Gateway on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it, `make stop` the database.")
     sys.stdout.flush()
     args = [
-        sys.executable, "-m", "uvicorn", "gateway.app:app",
+        sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app",
         "--host", host, "--port", port, "--workers", workers,
         "--no-access-log", "--timeout-graceful-shutdown", "10",
     ]  # fmt: skip

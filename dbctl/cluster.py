@@ -21,9 +21,7 @@ PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 def pg_tool(name: str) -> str:
     path = PG_BIN / name
     if not path.exists():
-        raise SystemExit(
-            f"{path} not found: install postgresql-15 (make deps) or set PG_BIN to its bin folder"
-        )
+        raise SystemExit(f"{path} not found: install postgresql-15 (make deps) or set PG_BIN to its bin folder")
     return str(path)
 
 
@@ -35,7 +33,8 @@ def _run_as_owner(args: list[str], **kw: object) -> subprocess.CompletedProcess[
     """Run a server binary; as the postgres OS user when we are root."""
     if _as_root():
         args = ["runuser", "-u", "postgres", "--", *args]
-    return subprocess.run(args, text=True, capture_output=True, check=False, **kw)  # type: ignore[call-overload]
+    done: subprocess.CompletedProcess[str] = subprocess.run(args, text=True, capture_output=True, check=False, **kw)  # type: ignore[call-overload]
+    return done
 
 
 def _postgres_can_reach(path: Path) -> bool:
@@ -230,5 +229,5 @@ def local_base(project: Path) -> Path:
         base.parent.mkdir(parents=True, exist_ok=True)
         if not _postgres_can_reach(base.parent):
             digest = hashlib.sha256(str(project.resolve()).encode()).hexdigest()[:10]
-            return Path("/var/tmp") / f"booking-pg-{digest}"
+            return Path("/var/tmp") / f"booking-pg-{digest}"  # noqa: S108  (fixed name, kept across runs)
     return base

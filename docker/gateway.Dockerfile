@@ -12,4 +12,4 @@ COPY sql/ sql/
 RUN useradd --system --no-create-home booking
 USER booking
 EXPOSE 8000
-CMD ["uvicorn", "gateway.app:app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+CMD ["uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]

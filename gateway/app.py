@@ -1,35 +1,280 @@
-"""Placeholder app (replaced by the full gateway)."""
+"""The gateway: Starlette app built from the route table. Run: uvicorn --factory gateway.app:create_app"""
 
 from __future__ import annotations
 
-import os
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
-from psycopg_pool import AsyncConnectionPool
+from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gateway.auth import Auth, Principal
+from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
+from gateway.config import Settings
+from gateway.db import Database, make_pool
+from gateway.errors import ApiError
+from gateway.models import LoginIn, RegisterIn, parse_body, path_text, path_uuid
+from gateway.openapi import openapi_document
+from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, ROUTES, Endpoint
+
+access_log = logging.getLogger("gateway.access")
+JSON = "application/json"
 
 
-@asynccontextmanager
-async def lifespan(app: Starlette) -> AsyncIterator[None]:
-    pool = AsyncConnectionPool(os.environ["GATEWAY_DATABASE_URL"], min_size=1, max_size=5, open=False)
-    await pool.open()
-    app.state.pool = pool
-    yield
-    await pool.close()
+class Gateway:
+    """What the handlers share; lives on app.state.gateway for the app's lifetime."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.pool = make_pool(settings)
+        self.db = Database(self.pool)
+        self.auth = Auth(settings.jwt_secret, settings.token_ttl, settings.hash_concurrency)
+        self.cache = EventsCache(settings.cache_ttl, settings.cache_max_entries)
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        # Do not wait for the database: the app starts and answers 503 busy until it is up.
+        await self.pool.open(wait=False)
+        self.tasks = [
+            asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url)),
+            asyncio.create_task(sweep_forever(self.cache, self.settings.cache_sweep)),
+        ]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        for task in self.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.pool.close()
 
 
-async def healthz(request: Request) -> JSONResponse:
+# ------------------------------------------------------------------ request helpers
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"the body must be at most {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"the body must be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def path_args(request: Request) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    for name, value in request.path_params.items():
+        limit = PATH_TEXT_LIMITS.get(name)
+        args[f"p_{name}"] = path_text(name, value, limit) if limit else path_uuid(name, value)
+    return args
+
+
+def json_response(text: str | None, status: int) -> Response:
+    if status == 204:
+        return Response(status_code=204)
+    return Response(text if text is not None else "null", status_code=status, media_type=JSON)
+
+
+def authenticate(gw: Gateway, request: Request, auth: str) -> Principal | None:
+    if auth == PUBLIC:
+        return None
+    principal = gw.auth.principal(request.headers.get("authorization"))
+    request.state.user_id = principal.user_id
+    if auth == ADMIN and not principal.is_admin:
+        raise ApiError(403, "forbidden", "this needs the admin role")
+    return principal
+
+
+# ------------------------------------------------------------------ special handlers
+
+
+async def register(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
+    body = parse_body(RegisterIn, await read_body(request, gw.settings.max_body_bytes))
+    password_hash = await gw.auth.hash(body.password)
+    user = await gw.db.call(
+        endpoint.function, {"p_email": body.email, "p_password_hash": password_hash, "p_full_name": body.full_name}
+    )
+    return json_response(user, endpoint.status)
+
+
+async def login(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
+    body = parse_body(LoginIn, await read_body(request, gw.settings.max_body_bytes))
+    found = await gw.db.call(endpoint.function, {"p_email": body.email})
+    creds: dict[str, str] = json.loads(found) if found else {}
+    if not await gw.auth.verify(creds.get("password_hash"), body.password):
+        raise ApiError(401, "invalid_credentials", "wrong e-mail or password")
+    request.state.user_id = creds["id"]
+    token = gw.auth.issue(creds["id"], creds["role"])
+    return JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": gw.auth.ttl})
+
+
+async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
+    query = request.query_params.get("q")
+    if query is not None and len(query) > 200:
+        raise ApiError(422, "validation_failed", "q: must be at most 200 characters")
+    key = cache_key(query)
+
+    async def load() -> str:
+        return await gw.db.call(endpoint.function, {"p_query": key or None}) or "[]"
+
+    return json_response(await gw.cache.get(key, load), endpoint.status)
+
+
+SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {
+    "register": register,
+    "login": login,
+    "events": events,
+}
+
+
+def function_for(endpoint: Endpoint, settings: Settings) -> str:
+    return settings.reserve_function if endpoint.function == "reserve" else endpoint.function
+
+
+def make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+    special = SPECIAL.get(endpoint.special or "")
+
+    async def handle(request: Request) -> Response:
+        gw: Gateway = request.app.state.gateway
+        principal = authenticate(gw, request, endpoint.auth)
+        if special is not None:
+            return await special(gw, request, endpoint, principal)
+        args = path_args(request)
+        if principal is not None and endpoint.passes_user:
+            args["p_user_id"] = principal.user_id
+        if endpoint.body is not None:
+            body = parse_body(endpoint.body, await read_body(request, gw.settings.max_body_bytes))
+            if endpoint.patch:
+                args["p_changes"] = Jsonb(body.model_dump(mode="json", exclude_unset=True))
+            else:
+                args.update({f"p_{k}": v for k, v in body.model_dump().items()})
+        result = await gw.db.call(function_for(endpoint, gw.settings), args)
+        return json_response(result, endpoint.status)
+
+    return handle
+
+
+# ------------------------------------------------------------------ operations
+
+
+async def healthz(request: Request) -> Response:
     return JSONResponse({"status": "ok"})
 
 
-async def readyz(request: Request) -> JSONResponse:
-    async with request.app.state.pool.connection() as conn:
-        await conn.execute("SELECT 1")
+async def readyz(request: Request) -> Response:
+    gw: Gateway = request.app.state.gateway
+    await gw.db.ping()
     return JSONResponse({"status": "ready"})
 
 
-app = Starlette(routes=[Route("/healthz", healthz), Route("/readyz", readyz)], lifespan=lifespan)
+async def openapi(request: Request) -> Response:
+    return JSONResponse(request.app.state.openapi)
+
+
+# ------------------------------------------------------------------ errors and logging
+
+
+async def api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiError)
+    return exc.response()
+
+
+async def http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    codes = {404: "not_found", 405: "method_not_allowed"}
+    code = codes.get(exc.status_code, "validation_failed" if exc.status_code < 500 else "internal_error")
+    return ApiError(exc.status_code, code, str(exc.detail)).response()
+
+
+async def unexpected_error(request: Request, exc: Exception) -> Response:
+    logging.getLogger("gateway").error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return ApiError(500, "internal_error", "internal error").response()
+
+
+class AccessLog:
+    """One JSON line per request: method, path, status, latency, user id. No bodies, no tokens."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_and_note(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_and_note)
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                access_log.info(
+                    json.dumps(
+                        {
+                            "method": scope["method"],
+                            "path": scope["path"],
+                            "status": status,
+                            "ms": round((time.perf_counter() - started) * 1000, 2),
+                            "user_id": scope.get("state", {}).get("user_id"),
+                        }
+                    )
+                )
+
+
+def configure_logging() -> None:
+    if not access_log.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        access_log.addHandler(handler)
+        access_log.setLevel(logging.INFO)
+        access_log.propagate = False
+
+
+# ------------------------------------------------------------------ the app
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    settings = settings or Settings.from_env()
+    configure_logging()
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    routes = [Route(e.path, make_handler(e), methods=[e.method]) for e in ROUTES]
+    routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/openapi.json", openapi)]
+    app = Starlette(
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
+        middleware=[Middleware(AccessLog)],
+    )
+    app.state.gateway = gateway
+    app.state.openapi = openapi_document(settings)
+    return app

@@ -13,7 +13,5 @@ from psycopg import sql
 
 
 def api_call(function: str, args: Mapping[str, Any]) -> sql.Composed:
-    named = sql.SQL(", ").join(
-        sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args
-    )
+    named = sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args)
     return sql.SQL("SELECT {}.{}({})").format(sql.Identifier("api"), sql.Identifier(function), named)

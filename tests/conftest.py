@@ -19,6 +19,7 @@ from gateway.sqlcalls import api_call
 
 CRON_DB = "booking_cron"
 CLUSTER = throwaway_cluster(cron_database=CRON_DB)
+CLUSTER.settings["track_functions"] = "pl"  # lets tests see which api function a route called
 
 
 def pytest_configure(config: pytest.Config) -> None:

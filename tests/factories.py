@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -11,7 +11,7 @@ import psycopg
 from tests.conftest import call
 
 _seq = itertools.count(1)
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 def make_user(conn: psycopg.Connection, role: str = "user") -> dict[str, Any]:

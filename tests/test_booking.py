@@ -97,7 +97,10 @@ def test_update_event_and_ticket_type(gw: psycopg.Connection) -> None:
     changed = call(gw, "update_ticket_type", p_ticket_type_id=tt["id"], p_changes='{"price": "10.5", "name": "Early"}')
     assert changed["price"] == "10.50" and changed["name"] == "Early"
     other = make_event(gw)
-    assert sqlstate_of(gw, "update_event", p_event_id=tt["event_id"], p_changes=f'{{"slug": "{other["slug"]}"}}') == "BKSLG"
+    assert (
+        sqlstate_of(gw, "update_event", p_event_id=tt["event_id"], p_changes=f'{{"slug": "{other["slug"]}"}}')
+        == "BKSLG"
+    )
     assert sqlstate_of(gw, "update_event", p_event_id=tt["event_id"], p_changes='{"status": "ENDED"}') == "BKVAL"
     assert sqlstate_of(gw, "update_event", p_event_id=tt["event_id"], p_changes="[]") == "BKVAL"
     end_before = '{"end_time": "2000-01-01T00:00:00Z"}'

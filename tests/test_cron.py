@@ -24,7 +24,13 @@ def test_jobs_are_scheduled_in_the_cron_database(cron_db: str) -> None:
     with psycopg.connect(url_for(cron_db, "postgres")) as conn:
         jobs = conn.execute("SELECT jobname, schedule, command, database, username FROM cron.job ORDER BY jobname")
         assert jobs.fetchall() == [
-            ("booking-cleanup-reservations", "0 2 * * *", "SELECT api.cleanup_reservations()", cron_db, "booking_owner"),
+            (
+                "booking-cleanup-reservations",
+                "0 2 * * *",
+                "SELECT api.cleanup_reservations()",
+                cron_db,
+                "booking_owner",
+            ),
             ("booking-expire-reservations", "* * * * *", "SELECT api.expire_reservations()", cron_db, "booking_owner"),
         ]
     migrate(url_for(cron_db, "postgres"))  # rescheduling is idempotent
@@ -38,9 +44,10 @@ def test_other_databases_get_no_cron(owner: psycopg.Connection) -> None:
 
 @pytest.mark.slow
 def test_pg_cron_really_expires_holds(cron_db: str) -> None:
-    with psycopg.connect(url_for(cron_db, "booking_gateway"), autocommit=True) as gw, psycopg.connect(
-        url_for(cron_db, "booking_owner"), autocommit=True
-    ) as owner:
+    with (
+        psycopg.connect(url_for(cron_db, "booking_gateway"), autocommit=True) as gw,
+        psycopg.connect(url_for(cron_db, "booking_owner"), autocommit=True) as owner,
+    ):
         user, tt = make_user(gw), make_ticket_type(gw, quantity=5)
         res = call(gw, "reserve_tickets", p_user_id=user["id"], p_ticket_type_id=tt["id"], p_quantity=2)
         owner.execute("UPDATE order_reservations SET expires_at = now() - interval '1 s' WHERE id = %s", (res["id"],))

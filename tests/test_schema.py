@@ -88,7 +88,7 @@ def test_broken_function_file_keeps_the_old_functions(dbname: str, tmp_path: Pat
     shutil.copytree(ROOT / "sql" / "functions", source)
     (source / "99_broken.sql").write_text("CREATE OR REPLACE FUNCTION api.broken() RETURNS int AS $$ nope $$;")
     before = dump_schema(CLUSTER, dbname)
-    with pytest.raises(RuntimeError, match="99_broken.sql"):
+    with pytest.raises(RuntimeError, match=r"99_broken\.sql"):
         load_functions(url_for(dbname, "postgres"), source)
     assert dump_schema(CLUSTER, dbname) == before
 
@@ -161,8 +161,7 @@ def test_seed_constraint_rejects(case: str, owner: psycopg.Connection) -> None:
 def test_tickets_default_to_unused(owner: psycopg.Connection) -> None:
     ids = _insert_ids(owner)
     status = owner.execute(
-        "INSERT INTO tickets (order_id, ticket_type_id, ticket_code) VALUES (%(order)s, %(tt)s, 'X2')"
-        " RETURNING status",
+        "INSERT INTO tickets (order_id, ticket_type_id, ticket_code) VALUES (%(order)s, %(tt)s, 'X2') RETURNING status",
         ids,
     ).fetchone()
     assert status == ("UNUSED",)

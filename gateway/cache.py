@@ -1,0 +1,105 @@
+"""The events cache (seed section 1.4): a dict with TTL, dropped at once on change.
+
+Every gateway process LISTENs on the channel the catalogue triggers NOTIFY. While that
+listener is not connected the cache is bypassed (a change could go unnoticed), and it is
+emptied whenever the listener (re)connects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger("gateway.cache")
+
+CHANNEL = "booking_catalog"
+
+
+class EventsCache:
+    def __init__(self, ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, str]] = {}
+        self._loading: dict[str, asyncio.Future[str]] = {}
+        self._generation = 0
+        self.listening = False
+        self.hits = 0
+        self.misses = 0
+
+    def clear(self) -> None:
+        self._generation += 1
+        self._entries.clear()
+
+    def sweep(self) -> int:
+        now = time.monotonic()
+        stale = [k for k, (expiry, _) in self._entries.items() if expiry <= now]
+        for key in stale:
+            del self._entries[key]
+        return len(stale)
+
+    async def get(self, key: str, load: Callable[[], Awaitable[str]]) -> str:
+        if not self.listening:
+            return await load()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] > time.monotonic():
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        pending = self._loading.get(key)
+        if pending is not None:  # one load per key at a time: no stampede on a cold cache
+            return await asyncio.shield(pending)
+        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        self._loading[key] = future
+        generation = self._generation
+        try:
+            value = await load()
+        except BaseException as exc:
+            future.set_exception(exc)
+            future.exception()  # mark retrieved: waiters (if any) get it, nobody else must
+            raise
+        finally:
+            self._loading.pop(key, None)
+        future.set_result(value)
+        if generation == self._generation and self.listening:  # no change since we started
+            if len(self._entries) >= self.max_entries:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (time.monotonic() + self.ttl, value)
+        return value
+
+
+async def listen_for_changes(cache: EventsCache, conninfo: str, retry_delay: float = 1.0) -> None:
+    """Run for ever: LISTEN, drop the cache on every NOTIFY, reconnect after failures."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                cache.clear()  # anything cached before now may have missed a change
+                cache.listening = True
+                log.info("listening for catalogue changes")
+                async for _ in conn.notifies():
+                    cache.clear()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("catalogue listener lost: %s", exc)
+        finally:
+            cache.listening = False
+            cache.clear()
+        await asyncio.sleep(retry_delay)
+
+
+async def sweep_forever(cache: EventsCache, every: float) -> None:
+    while True:
+        await asyncio.sleep(every)
+        removed = cache.sweep()
+        if removed:
+            log.info("swept %s expired cache entries", removed)
+
+
+def cache_key(query: Any) -> str:
+    return " ".join(str(query or "").lower().split())

@@ -1,0 +1,82 @@
+"""The connection pool and the one way the gateway talks to PostgreSQL: call an api function."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import psycopg
+from psycopg.types.string import TextLoader
+from psycopg_pool import AsyncConnectionPool
+
+from gateway.config import Settings
+from gateway.errors import ApiError, from_database, is_connection_problem
+from gateway.sqlcalls import api_call
+
+log = logging.getLogger("gateway.db")
+
+
+async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
+    # JSON built by PostgreSQL is passed to the client as it is: no parse, no re-encode.
+    conn.adapters.register_loader("json", TextLoader)
+    await conn.set_autocommit(True)  # each api function call is its own transaction
+
+
+def make_pool(settings: Settings) -> AsyncConnectionPool:
+    return AsyncConnectionPool(
+        settings.database_url,
+        min_size=settings.pool_min,
+        max_size=settings.pool_max,
+        timeout=settings.pool_timeout,
+        max_idle=settings.pool_max_idle,
+        reconnect_timeout=0,  # keep trying for ever after an outage: never give up the pool
+        configure=_configure,
+        kwargs={"application_name": "booking-gateway"},
+        open=False,
+        name="gateway",
+    )
+
+
+class Database:
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self.pool = pool
+        self._checking: asyncio.Task[None] | None = None
+
+    async def call(self, function: str, args: Mapping[str, Any]) -> str | None:
+        """Run one api function in its own transaction; returns its JSON text (or None)."""
+        query = api_call(function, args)
+        try:
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(query, args)
+                row = await cur.fetchone()
+        except (psycopg.Error, TimeoutError) as exc:
+            if is_connection_problem(exc):
+                self._recheck_idle_connections()
+            raise from_database(exc) from exc
+        return None if row is None or row[0] is None else str(row[0])
+
+    async def ping(self) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, TimeoutError) as exc:
+            if is_connection_problem(exc):
+                self._recheck_idle_connections()
+            raise from_database(exc) from exc
+
+    def _recheck_idle_connections(self) -> None:
+        """After the server went away, the idle connections are dead too: test and replace them
+        in the background so the next requests do not each find one."""
+        if self._checking is None or self._checking.done():
+            self._checking = asyncio.create_task(self._check())
+
+    async def _check(self) -> None:
+        try:
+            await self.pool.check()
+        except Exception:  # the server may still be down; the next failure checks again
+            log.warning("pool check failed", exc_info=True)
+
+
+__all__ = ["ApiError", "Database", "make_pool"]

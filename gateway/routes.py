@@ -1,0 +1,92 @@
+"""The route table: every HTTP route is one call of one api.* function.
+
+An Endpoint says which function, which status on success, who may call it, what body it
+takes and which errors it documents. The generic handler in app.py does the rest: path
+parameters become `p_<name>`, body fields `p_<field>` (a PATCH body becomes `p_changes`),
+the caller's id `p_user_id`. The few routes that need a step of their own (hashing a
+password, checking one, the cached list) name a `special` handler.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from gateway.models import (
+    Body,
+    CompleteIn,
+    EventIn,
+    EventPatch,
+    LoginIn,
+    RegisterIn,
+    ReserveIn,
+    TicketTypeIn,
+    TicketTypePatch,
+)
+
+PUBLIC, USER, ADMIN = "public", "user", "admin"
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    method: str
+    path: str
+    function: str  # api function name; "reserve" resolves to the configured strategy
+    summary: str
+    status: int = 200
+    auth: str = PUBLIC
+    body: type[Body] | None = None
+    patch: bool = False  # the body is a patch: it goes as p_changes (only the fields sent)
+    passes_user: bool = False  # p_user_id from the token
+    special: str | None = None  # a handler of its own in app.py
+    errors: tuple[str, ...] = ()
+
+
+ROUTES: list[Endpoint] = [
+    Endpoint("POST", "/auth/register", "register_user", "Create an account", 201, body=RegisterIn,
+             special="register", errors=("validation_failed", "email_taken")),
+    Endpoint("POST", "/auth/login", "get_user_credentials", "Log in: a bearer token", body=LoginIn,
+             special="login", errors=("validation_failed", "invalid_credentials")),
+    Endpoint("GET", "/me", "get_user", "The current user", auth=USER, passes_user=True,
+             errors=("unauthorized", "not_found")),
+    Endpoint("GET", "/events", "list_published_events", "Published events (cached); ?q= searches names",
+             special="events", errors=("validation_failed",)),
+    Endpoint("GET", "/events/{id_or_slug}", "get_event", "One event with live availability",
+             errors=("not_found",)),
+    Endpoint("POST", "/admin/events", "create_event", "Create an event (DRAFT)", 201, ADMIN, EventIn,
+             errors=("validation_failed", "slug_taken", "unauthorized", "forbidden")),
+    Endpoint("GET", "/admin/events/{event_id}", "admin_get_event", "One event in any status", auth=ADMIN,
+             errors=("not_found", "unauthorized", "forbidden")),
+    Endpoint("PATCH", "/admin/events/{event_id}", "update_event", "Edit an event", auth=ADMIN,
+             body=EventPatch, patch=True,
+             errors=("validation_failed", "not_found", "slug_taken", "invalid_state", "unauthorized", "forbidden")),
+    Endpoint("POST", "/admin/events/{event_id}/publish", "publish_event", "Publish an event", auth=ADMIN,
+             errors=("not_found", "invalid_state", "unauthorized", "forbidden")),
+    Endpoint("POST", "/admin/events/{event_id}/cancel", "cancel_event", "Cancel an event", auth=ADMIN,
+             errors=("not_found", "invalid_state", "unauthorized", "forbidden")),
+    Endpoint("POST", "/admin/events/{event_id}/ticket-types", "create_ticket_type", "Add a ticket type", 201,
+             ADMIN, TicketTypeIn,
+             errors=("validation_failed", "not_found", "invalid_state", "unauthorized", "forbidden")),
+    Endpoint("PATCH", "/admin/ticket-types/{ticket_type_id}", "update_ticket_type", "Edit a ticket type",
+             auth=ADMIN, body=TicketTypePatch, patch=True,
+             errors=("validation_failed", "not_found", "unauthorized", "forbidden")),
+    Endpoint("POST", "/bookings/reserve", "reserve", "Hold seats for 10 minutes", 201, USER, ReserveIn,
+             passes_user=True,
+             errors=("validation_failed", "not_found", "sold_out", "sale_not_open", "busy", "unauthorized")),
+    Endpoint("DELETE", "/bookings/reservations/{reservation_id}", "cancel_reservation", "Give a hold back", 204,
+             USER, passes_user=True,
+             errors=("not_found", "reservation_not_active", "reservation_expired", "busy", "unauthorized")),
+    Endpoint("POST", "/bookings/complete/{reservation_id}", "complete_booking", "Pay: order, payment, tickets",
+             201, USER, CompleteIn, passes_user=True,
+             errors=("validation_failed", "not_found", "reservation_expired", "reservation_not_active",
+                     "sale_not_open", "busy", "unauthorized")),
+    Endpoint("GET", "/bookings/my-bookings", "my_bookings", "My orders, newest first", auth=USER,
+             passes_user=True, errors=("unauthorized",)),
+    Endpoint("POST", "/tickets/{ticket_code}/check-in", "check_in", "Check a ticket in at the door", auth=ADMIN,
+             errors=("not_found", "already_checked_in", "ticket_cancelled", "unauthorized", "forbidden")),
+]  # fmt: skip
+
+# api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
+DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
+
+# Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
+PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}
