@@ -183,7 +183,7 @@ BEGIN
       RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket not found';
     ELSIF v_ticket.status = 'CHECKED_IN' THEN
       RAISE EXCEPTION USING ERRCODE = 'BKACI', MESSAGE = 'ticket already checked in',
-        DETAIL = format('checked in at %s', v_ticket.checkin_time);
+        DETAIL = format('checked in at %s', to_json(v_ticket.checkin_time) #>> '{}');
     ELSE
       RAISE EXCEPTION USING ERRCODE = 'BKTCN', MESSAGE = 'ticket is cancelled';
     END IF;
@@ -1396,8 +1396,8 @@ CREATE FUNCTION internal.sale_problem(p_event_status text, p_event_end timestamp
     AS $$
   SELECT CASE
     WHEN p_event_status <> 'PUBLISHED' THEN format('the event is not on sale (it is %s)', p_event_status)
-    WHEN p_sale_start IS NOT NULL AND now() < p_sale_start THEN format('sale opens at %s', p_sale_start)
-    WHEN p_sale_end IS NOT NULL AND now() >= p_sale_end THEN format('sale closed at %s', p_sale_end)
+    WHEN p_sale_start IS NOT NULL AND now() < p_sale_start THEN format('sale opens at %s', to_json(p_sale_start) #>> '{}')
+    WHEN p_sale_end IS NOT NULL AND now() >= p_sale_end THEN format('sale closed at %s', to_json(p_sale_end) #>> '{}')
     WHEN now() >= p_event_end THEN 'the event has ended'
   END
 $$;

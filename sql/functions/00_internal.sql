@@ -22,8 +22,8 @@ SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE
     WHEN p_event_status <> 'PUBLISHED' THEN format('the event is not on sale (it is %s)', p_event_status)
-    WHEN p_sale_start IS NOT NULL AND now() < p_sale_start THEN format('sale opens at %s', p_sale_start)
-    WHEN p_sale_end IS NOT NULL AND now() >= p_sale_end THEN format('sale closed at %s', p_sale_end)
+    WHEN p_sale_start IS NOT NULL AND now() < p_sale_start THEN format('sale opens at %s', to_json(p_sale_start) #>> '{}')
+    WHEN p_sale_end IS NOT NULL AND now() >= p_sale_end THEN format('sale closed at %s', to_json(p_sale_end) #>> '{}')
     WHEN now() >= p_event_end THEN 'the event has ended'
   END
 $$;

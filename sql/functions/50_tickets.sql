@@ -20,7 +20,7 @@ BEGIN
       RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket not found';
     ELSIF v_ticket.status = 'CHECKED_IN' THEN
       RAISE EXCEPTION USING ERRCODE = 'BKACI', MESSAGE = 'ticket already checked in',
-        DETAIL = format('checked in at %s', v_ticket.checkin_time);
+        DETAIL = format('checked in at %s', to_json(v_ticket.checkin_time) #>> '{}');
     ELSE
       RAISE EXCEPTION USING ERRCODE = 'BKTCN', MESSAGE = 'ticket is cancelled';
     END IF;
