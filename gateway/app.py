@@ -21,10 +21,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gateway.auth import Auth, Principal
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
+from gateway.coalesce import ReserveCoalescer
 from gateway.config import Settings
 from gateway.db import Database, make_pool
 from gateway.errors import ApiError
-from gateway.models import LoginIn, RegisterIn, parse_body, path_text, path_uuid
+from gateway.models import LoginIn, RegisterIn, ReserveIn, parse_body, path_text, path_uuid
 from gateway.openapi import openapi_document
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, ROUTES, Endpoint
 
@@ -41,6 +42,7 @@ class Gateway:
         self.db = Database(self.pool)
         self.auth = Auth(settings.jwt_secret, settings.token_ttl, settings.hash_concurrency)
         self.cache = EventsCache(settings.cache_ttl, settings.cache_max_entries)
+        self.coalescer = ReserveCoalescer(self.db, settings.reserve_batch_max)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -57,6 +59,7 @@ class Gateway:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.coalescer.close()
         await self.pool.close()
 
 
@@ -135,15 +138,36 @@ async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal
     return json_response(await gw.cache.get(key, load), endpoint.status)
 
 
+async def client_gone(request: Request) -> None:
+    """Returns when the client disconnects (the body has been read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    assert principal is not None
+    body = parse_body(ReserveIn, await read_body(request, gw.settings.max_body_bytes))
+    if not gw.settings.coalescing:
+        args = {"p_user_id": principal.user_id, "p_ticket_type_id": body.ticket_type_id, "p_quantity": body.quantity}
+        return json_response(await gw.db.call(gw.settings.reserve_function, args), endpoint.status)
+    granted = gw.coalescer.submit(principal.user_id, str(body.ticket_type_id), body.quantity)
+    gone = asyncio.ensure_future(client_gone(request))
+    try:
+        await asyncio.wait((granted, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if not granted.done():  # the client left: drop the request (or release its hold, see coalesce.py)
+        granted.cancel()
+        return Response(status_code=499)
+    return json_response(granted.result(), endpoint.status)
+
+
 SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {
     "register": register,
     "login": login,
     "events": events,
+    "reserve": reserve,
 }
-
-
-def function_for(endpoint: Endpoint, settings: Settings) -> str:
-    return settings.reserve_function if endpoint.function == "reserve" else endpoint.function
 
 
 def make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
@@ -163,7 +187,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]
                 args["p_changes"] = Jsonb(body.model_dump(mode="json", exclude_unset=True))
             else:
                 args.update({f"p_{k}": v for k, v in body.model_dump().items()})
-        result = await gw.db.call(function_for(endpoint, gw.settings), args)
+        result = await gw.db.call(endpoint.function, args)
         return json_response(result, endpoint.status)
 
     return handle

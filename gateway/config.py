@@ -41,12 +41,19 @@ class Settings:
     cache_sweep: float = 3600.0
     cache_max_entries: int = 1000
     reserve_strategy: str = "pessimistic"
+    reserve_coalesce: bool = True
+    reserve_batch_max: int = 50
     max_body_bytes: int = 65536
     hash_concurrency: int = 4
 
     @property
+    def coalescing(self) -> bool:
+        """Coalescing applies to the pessimistic path (one lock per batch)."""
+        return self.reserve_coalesce and self.reserve_strategy == "pessimistic"
+
+    @property
     def reserve_function(self) -> str:
-        return RESERVE_FUNCTIONS[self.reserve_strategy]
+        return "reserve_tickets_batch" if self.coalescing else RESERVE_FUNCTIONS[self.reserve_strategy]
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -74,5 +81,7 @@ class Settings:
             cache_ttl=_float("EVENTS_CACHE_TTL_SECONDS", 300.0),
             cache_sweep=_float("EVENTS_CACHE_SWEEP_SECONDS", 3600.0),
             reserve_strategy=strategy,
+            reserve_coalesce=os.environ.get("RESERVE_COALESCE", "on").lower() in ("on", "1", "true", "yes"),
+            reserve_batch_max=_int("RESERVE_BATCH_MAX", 50),
             max_body_bytes=_int("MAX_BODY_BYTES", 65536),
         )

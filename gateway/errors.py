@@ -68,20 +68,26 @@ class ApiError(Exception):
         return JSONResponse(body, status_code=self.status, headers=headers)
 
 
+def from_sqlstate(sqlstate: str, message: str, detail: str | None = None, hint: str | None = None) -> ApiError:
+    """An error one of our api functions reported (raised, or answered in a batch)."""
+    if sqlstate in REGISTRY:
+        return ApiError(*REGISTRY[sqlstate], message, detail, hint)
+    mapped = BUILTIN.get(sqlstate) or BUILTIN.get(sqlstate[:2])
+    if mapped:
+        return ApiError(*mapped, GENERIC_MESSAGES[mapped[1]])
+    log.error("unexpected SQLSTATE %s: %s", sqlstate, message)
+    return ApiError(500, "internal_error", GENERIC_MESSAGES["internal_error"])
+
+
 def from_database(exc: Exception) -> ApiError:
     """Translate a psycopg / pool exception into the API's error."""
     if isinstance(exc, PoolTimeout):
         return ApiError(*BUSY, GENERIC_MESSAGES["busy"])
     if isinstance(exc, psycopg.Error):
-        sqlstate = exc.diag.sqlstate or ""
-        if sqlstate in REGISTRY:
-            status, code = REGISTRY[sqlstate]
-            return ApiError(
-                status, code, exc.diag.message_primary or code, exc.diag.message_detail, exc.diag.message_hint
-            )
-        mapped = BUILTIN.get(sqlstate) or BUILTIN.get(sqlstate[:2])
-        if mapped:
-            return ApiError(*mapped, GENERIC_MESSAGES[mapped[1]])
+        diag = exc.diag
+        sqlstate = diag.sqlstate or ""
+        if sqlstate in REGISTRY or BUILTIN.get(sqlstate) or BUILTIN.get(sqlstate[:2]):
+            return from_sqlstate(sqlstate, diag.message_primary or "", diag.message_detail, diag.message_hint)
         if isinstance(exc, psycopg.OperationalError):
             return ApiError(*BUSY, GENERIC_MESSAGES["busy"])  # connection lost, server gone
     log.error("unexpected database error", exc_info=exc)

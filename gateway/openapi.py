@@ -35,6 +35,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     }
     for e in ROUTES:
         function = settings.reserve_function if e.function == "reserve" else e.function
+
         op: dict[str, Any] = {
             "summary": e.summary,
             "operationId": function if e.function != "reserve" else "reserve",

@@ -30,7 +30,7 @@ PUBLIC, USER, ADMIN = "public", "user", "admin"
 class Endpoint:
     method: str
     path: str
-    function: str  # api function name; "reserve" resolves to the configured strategy
+    function: str  # api function name; "reserve" resolves to the configured strategy (Settings.reserve_function)
     summary: str
     status: int = 200
     auth: str = PUBLIC
@@ -70,7 +70,7 @@ ROUTES: list[Endpoint] = [
              auth=ADMIN, body=TicketTypePatch, patch=True,
              errors=("validation_failed", "not_found", "unauthorized", "forbidden")),
     Endpoint("POST", "/bookings/reserve", "reserve", "Hold seats for 10 minutes", 201, USER, ReserveIn,
-             passes_user=True,
+             passes_user=True, special="reserve",
              errors=("validation_failed", "not_found", "sold_out", "sale_not_open", "busy", "unauthorized")),
     Endpoint("DELETE", "/bookings/reservations/{reservation_id}", "cancel_reservation", "Give a hold back", 204,
              USER, passes_user=True,

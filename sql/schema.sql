@@ -777,6 +777,143 @@ COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p
 
 
 --
+-- Name: reserve_tickets_batch(jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.reserve_tickets_batch(p_requests jsonb) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $_$
+DECLARE
+  c_uuid CONSTANT text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
+  v_count integer;
+  v_results json[];
+  v_req record;
+  -- the valid requests, in arrival order
+  v_pos integer[] := '{}';
+  v_users uuid[] := '{}';
+  v_types uuid[] := '{}';
+  v_qty integer[] := '{}';
+  -- the grants, inserted at the end in one statement
+  v_new_ids uuid[] := '{}';
+  v_new_users uuid[] := '{}';
+  v_new_types uuid[] := '{}';
+  v_new_qty integer[] := '{}';
+  v_known_users uuid[];
+  v_tt record;
+  v_available integer;
+  v_taken integer;
+  v_reclaimed boolean;
+  v_id uuid;
+  v_expires timestamptz := now() + internal.hold_period();
+  i integer;
+BEGIN
+  IF p_requests IS NULL OR jsonb_typeof(p_requests) <> 'array' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_requests must be a JSON array';
+  END IF;
+  v_count := jsonb_array_length(p_requests);
+  IF v_count > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per batch';
+  END IF;
+  v_results := array_fill(NULL::json, ARRAY[v_count]);
+
+  -- 1. Per-request argument checks (the same as internal.check_reserve_args, without raising).
+  FOR v_req IN SELECT r.ord::integer AS ord, r.elem FROM jsonb_array_elements(p_requests) WITH ORDINALITY r(elem, ord) LOOP
+    IF jsonb_typeof(v_req.elem) <> 'object'
+       OR coalesce(v_req.elem->>'user_id', '') !~ c_uuid
+       OR coalesce(v_req.elem->>'ticket_type_id', '') !~ c_uuid THEN
+      v_results[v_req.ord] := internal.batch_error('BKVAL', 'user_id and ticket_type_id are required UUIDs');
+    ELSIF jsonb_typeof(v_req.elem->'quantity') IS DISTINCT FROM 'number'
+       OR (v_req.elem->>'quantity') !~ '^[0-9]+$'
+       OR (v_req.elem->>'quantity')::numeric NOT BETWEEN 1 AND 10 THEN
+      v_results[v_req.ord] := internal.batch_error('BKVAL',
+        format('quantity must be between 1 and 10, got %s', coalesce(v_req.elem->>'quantity', 'null')));
+    ELSE
+      v_pos := v_pos || v_req.ord;
+      v_users := v_users || (v_req.elem->>'user_id')::uuid;
+      v_types := v_types || (v_req.elem->>'ticket_type_id')::uuid;
+      v_qty := v_qty || (v_req.elem->>'quantity')::integer;
+    END IF;
+  END LOOP;
+
+  -- A request from a user who no longer exists must not fail the whole batch on the FK.
+  SELECT coalesce(array_agg(u.id), '{}') INTO v_known_users FROM users u WHERE u.id = ANY(v_users);
+
+  -- 2. Ticket types in id order (the project's lock order), each locked once.
+  FOR v_tt IN
+    SELECT tt.id, tt.available_quantity,
+           internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) AS problem
+      FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+     WHERE tt.id = ANY(v_types)
+     ORDER BY tt.id
+       FOR NO KEY UPDATE OF tt
+  LOOP
+    v_available := v_tt.available_quantity;
+    v_taken := 0;
+    v_reclaimed := false;
+    FOR i IN 1..coalesce(array_length(v_pos, 1), 0) LOOP
+      CONTINUE WHEN v_types[i] <> v_tt.id;
+      IF v_tt.problem IS NOT NULL THEN
+        v_results[v_pos[i]] := internal.batch_error('BKSNO', v_tt.problem);
+      ELSIF v_users[i] <> ALL (v_known_users) THEN
+        v_results[v_pos[i]] := internal.batch_error('BKNTF', 'user not found');
+      ELSE
+        IF v_qty[i] > v_available AND NOT v_reclaimed THEN
+          -- Short: reclaim dead holds once, under the lock we hold, as reserve_tickets does.
+          v_reclaimed := true;
+          IF internal.reclaim_expired_holds(v_tt.id) > 0 THEN
+            SELECT available_quantity - v_taken INTO v_available FROM ticket_types WHERE id = v_tt.id;
+          END IF;
+        END IF;
+        IF v_qty[i] <= v_available THEN
+          v_id := gen_random_uuid();
+          v_available := v_available - v_qty[i];
+          v_taken := v_taken + v_qty[i];
+          v_new_ids := v_new_ids || v_id;
+          v_new_users := v_new_users || v_users[i];
+          v_new_types := v_new_types || v_tt.id;
+          v_new_qty := v_new_qty || v_qty[i];
+          v_results[v_pos[i]] := json_build_object('reservation', json_build_object(
+            'id', v_id, 'ticket_type_id', v_tt.id, 'quantity', v_qty[i], 'status', 'ACTIVE',
+            'expires_at', v_expires, 'created_at', now()));
+        ELSE
+          v_results[v_pos[i]] := internal.batch_error('BKSLD', format('only %s tickets left', v_available));
+        END IF;
+      END IF;
+    END LOOP;
+    IF v_taken > 0 THEN
+      UPDATE ticket_types
+         SET available_quantity = available_quantity - v_taken, version = version + 1
+       WHERE id = v_tt.id;
+    END IF;
+  END LOOP;
+
+  INSERT INTO order_reservations (id, user_id, ticket_type_id, quantity, status, expires_at, created_at)
+  SELECT g.id, g.user_id, g.ticket_type_id, g.quantity, 'ACTIVE', v_expires, now()
+    FROM unnest(v_new_ids, v_new_users, v_new_types, v_new_qty) AS g(id, user_id, ticket_type_id, quantity);
+
+  -- 3. Whatever is still unanswered named a ticket type that does not exist.
+  FOR i IN 1..v_count LOOP
+    IF v_results[i] IS NULL THEN
+      v_results[i] := internal.batch_error('BKNTF', 'ticket type not found');
+    END IF;
+  END LOOP;
+  RETURN array_to_json(v_results);
+END;
+$_$;
+
+
+ALTER FUNCTION api.reserve_tickets_batch(p_requests jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reserve_tickets_batch(p_requests jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) IS 'Many reservations in one transaction: p_requests is a JSON array of {user_id, ticket_type_id, quantity}. Returns an array in the same order, each element {"reservation": {...}} (as api.reserve_tickets returns) or {"error": {"sqlstate", "message"}} with the same SQLSTATEs api.reserve_tickets raises (BKVAL, BKNTF, BKSNO, BKSLD). Within a ticket type requests are granted in array order while stock lasts (expired holds reclaimed once when short). Locks each ticket type row once, in id order (lock_timeout 2s). At most 1000 requests. The gateway uses it to coalesce concurrent reserves.';
+
+
+--
 -- Name: reserve_tickets_optimistic(uuid, uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -997,6 +1134,27 @@ COMMENT ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes json
 
 
 --
+-- Name: batch_error(text, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.batch_error(p_sqlstate text, p_message text) RETURNS json
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+  SELECT json_build_object('error', json_build_object('sqlstate', p_sqlstate, 'message', p_message))
+$$;
+
+
+ALTER FUNCTION internal.batch_error(p_sqlstate text, p_message text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION batch_error(p_sqlstate text, p_message text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.batch_error(p_sqlstate text, p_message text) IS 'One refused request in a batch answer.';
+
+
+--
 -- Name: check_change_keys(jsonb, text[]); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -1072,8 +1230,8 @@ COMMENT ON FUNCTION internal.check_event(p_slug text, p_name text, p_location te
 --
 
 CREATE FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS void
-    LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
+    LANGUAGE plpgsql STABLE
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 BEGIN
   IF p_user_id IS NULL OR p_ticket_type_id IS NULL THEN
@@ -1082,6 +1240,10 @@ BEGIN
   IF p_quantity IS NULL OR p_quantity < 1 OR p_quantity > 10 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
       MESSAGE = format('quantity must be between 1 and 10, got %s', coalesce(p_quantity::text, 'null'));
+  END IF;
+  -- A token can outlive its user: answer not_found rather than trip over the foreign key.
+  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
   END IF;
 END;
 $$;
@@ -1093,7 +1255,7 @@ ALTER FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid
 -- Name: FUNCTION check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Argument checks shared by the reserve functions. Raises BKVAL.';
+COMMENT ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Argument checks shared by the reserve functions, and the user exists. Raises BKVAL, BKNTF.';
 
 
 --
@@ -2319,6 +2481,14 @@ GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid,
 
 
 --
+-- Name: FUNCTION reserve_tickets_batch(p_requests jsonb); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) TO booking_gateway;
+
+
+--
 -- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -2348,6 +2518,13 @@ GRANT ALL ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) TO book
 
 REVOKE ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION batch_error(p_sqlstate text, p_message text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.batch_error(p_sqlstate text, p_message text) FROM PUBLIC;
 
 
 --
