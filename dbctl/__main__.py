@@ -43,7 +43,7 @@ def run() -> None:
     env = gateway_env(t)
     host = env.get("GATEWAY_HOST", "127.0.0.1")
     port = env.get("GATEWAY_PORT", "8000")
-    workers = env.get("WEB_CONCURRENCY", "1")
+    workers = env.get("WEB_CONCURRENCY", str(os.cpu_count() or 1))
     print(f"Gateway on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it, `make stop` the database.")
     sys.stdout.flush()
     args = [

@@ -1,8 +1,8 @@
 """Migrations: yoyo for tables (forward only), then the functions loader, every time.
 
-The loader (re)applies `sql/functions/*.sql` in file-name order and then `sql/cron_jobs.sql`,
-all in one transaction, drops any api/internal function the files no longer define, and
-re-grants EXECUTE. A database built from zero and one migrated step by step end up equal
+The loader drops the api/internal functions and re-creates them from `sql/functions/*.sql`
+(file-name order), re-grants EXECUTE, then (re)schedules `sql/cron_jobs.sql`, all in one
+transaction. A database built from zero and one migrated step by step end up equal
 (tests compare both against the committed `sql/schema.sql`).
 """
 
@@ -79,26 +79,26 @@ def apply_migrations(url: str, source: Path = MIGRATIONS) -> list[str]:
 
 
 def load_functions(url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JOBS) -> None:
-    """Re-apply every function file and the pg_cron jobs in one transaction."""
+    """Drop every api/internal function and re-create them from the files, in one transaction.
+
+    Dropping first lets a deploy change a return type (CREATE OR REPLACE cannot) and removes
+    what the files no longer define, so a migrated database equals a fresh one. Sessions that
+    call the functions meanwhile see the old set until commit; their cached plans depend on
+    the dropped functions and are re-planned against the new ones.
+    """
     with psycopg.connect(as_owner(url)) as conn:
+        existing = conn.execute(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = ANY(%s)",
+            (list(LOADED_SCHEMAS),),
+        ).fetchall()
+        for (signature,) in existing:
+            conn.execute(f"DROP FUNCTION {signature}")
         for path in sorted(source.glob("*.sql")):
             try:
                 conn.execute(path.read_text())
             except psycopg.Error as exc:
                 raise RuntimeError(f"{path.name}: {exc}") from exc
-        # Functions defined or replaced in this transaction carry its xid in pg_proc.xmin;
-        # anything else in the loaded schemas is no longer in the files.
-        orphans = conn.execute(
-            """
-            SELECT p.oid::regprocedure::text
-              FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
-             WHERE n.nspname = ANY(%s)
-               AND p.xmin::text <> (pg_current_xact_id()::text::bigint %% 4294967296)::text
-            """,
-            (list(LOADED_SCHEMAS),),
-        ).fetchall()
-        for (signature,) in orphans:
-            conn.execute(f"DROP FUNCTION {signature}")
         for schema in LOADED_SCHEMAS:
             conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC")
         conn.execute(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO {GATEWAY_ROLE}")

@@ -151,15 +151,18 @@ async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: 
         args = {"p_user_id": principal.user_id, "p_ticket_type_id": body.ticket_type_id, "p_quantity": body.quantity}
         return json_response(await gw.db.call(gw.settings.reserve_function, args), endpoint.status)
     granted = gw.coalescer.submit(principal.user_id, str(body.ticket_type_id), body.quantity)
+    # If the client leaves first, cancel: the coalescer then drops the request, or releases its hold.
     gone = asyncio.ensure_future(client_gone(request))
+    gone.add_done_callback(lambda _: granted.cancel())
     try:
-        await asyncio.wait((granted, gone), return_when=asyncio.FIRST_COMPLETED)
+        reservation = await granted
+    except asyncio.CancelledError:
+        if gone.done() and not gone.cancelled():
+            return Response(status_code=499)  # nobody is listening; the status is for the log
+        raise
     finally:
         gone.cancel()
-    if not granted.done():  # the client left: drop the request (or release its hold, see coalesce.py)
-        granted.cancel()
-        return Response(status_code=499)
-    return json_response(granted.result(), endpoint.status)
+    return json_response(reservation, endpoint.status)
 
 
 SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {

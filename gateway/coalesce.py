@@ -89,7 +89,7 @@ class ReserveCoalescer:
         requests = [{"user_id": w.user_id, "ticket_type_id": ticket_type_id, "quantity": w.quantity} for w in batch]
         self.batches += 1
         try:
-            answers = json.loads(await self.db.call(BATCH_FUNCTION, {"p_requests": Jsonb(requests)}) or "[]")
+            answers = await self.db.rows(BATCH_FUNCTION, {"p_requests": Jsonb(requests)})
         except ApiError as exc:
             for waiter in batch:
                 if not waiter.future.done():
@@ -102,16 +102,15 @@ class ReserveCoalescer:
                 if not waiter.future.done():
                     waiter.future.set_exception(failure)
             return failure
-        for waiter, answer in zip(batch, answers, strict=True):
-            reservation = answer.get("reservation")
+        # One row per request, in order: (reservation JSON text | None, sqlstate, message).
+        for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
             if waiter.future.cancelled():
                 if reservation is not None:
-                    self._spawn(self._release(waiter.user_id, reservation["id"]))
+                    self._spawn(self._release(waiter.user_id, json.loads(reservation)["id"]))
             elif reservation is not None:
-                waiter.future.set_result(json.dumps(reservation))
+                waiter.future.set_result(reservation)
             else:
-                error = answer["error"]
-                waiter.future.set_exception(from_sqlstate(error["sqlstate"], error["message"]))
+                waiter.future.set_exception(from_sqlstate(sqlstate, message))
         return None
 
     async def _release(self, user_id: str, reservation_id: str) -> None:

@@ -46,16 +46,22 @@ class Database:
 
     async def call(self, function: str, args: Mapping[str, Any]) -> str | None:
         """Run one api function in its own transaction; returns its JSON text (or None)."""
-        query = api_call(function, args)
+        rows = await self._run(api_call(function, args), args)
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
+    async def rows(self, function: str, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one set-returning api function in its own transaction; returns its rows."""
+        return await self._run(api_call(function, args, rows=True), args)
+
+    async def _run(self, query: Any, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(query, args)
-                row = await cur.fetchone()
+                return await cur.fetchall()
         except (psycopg.Error, TimeoutError) as exc:
             if is_connection_problem(exc):
                 self._recheck_idle_connections()
             raise from_database(exc) from exc
-        return None if row is None or row[0] is None else str(row[0])
 
     async def ping(self) -> None:
         try:

@@ -12,6 +12,8 @@ from typing import Any
 from psycopg import sql
 
 
-def api_call(function: str, args: Mapping[str, Any]) -> sql.Composed:
+def api_call(function: str, args: Mapping[str, Any], rows: bool = False) -> sql.Composed:
+    """`SELECT api.f(...)` for one value, or `SELECT * FROM api.f(...)` for a set-returning one."""
     named = sql.SQL(", ").join(sql.SQL("{} => {}").format(sql.Identifier(name), sql.Placeholder(name)) for name in args)
-    return sql.SQL("SELECT {}.{}({})").format(sql.Identifier("api"), sql.Identifier(function), named)
+    template = "SELECT * FROM {}.{}({})" if rows else "SELECT {}.{}({})"
+    return sql.SQL(template).format(sql.Identifier("api"), sql.Identifier(function), named)

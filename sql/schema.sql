@@ -780,7 +780,7 @@ COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p
 -- Name: reserve_tickets_batch(jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets_batch(p_requests jsonb) RETURNS json
+CREATE FUNCTION api.reserve_tickets_batch(p_requests jsonb) RETURNS TABLE(reservation json, sqlstate text, message text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -788,7 +788,9 @@ CREATE FUNCTION api.reserve_tickets_batch(p_requests jsonb) RETURNS json
 DECLARE
   c_uuid CONSTANT text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
   v_count integer;
-  v_results json[];
+  v_granted json[];  -- per request: the reservation, or NULL when refused
+  v_states text[];
+  v_messages text[];
   v_req record;
   -- the valid requests, in arrival order
   v_pos integer[] := '{}';
@@ -816,19 +818,23 @@ BEGIN
   IF v_count > 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per batch';
   END IF;
-  v_results := array_fill(NULL::json, ARRAY[v_count]);
+  v_granted := array_fill(NULL::json, ARRAY[v_count]);
+  v_states := array_fill(NULL::text, ARRAY[v_count]);
+  v_messages := array_fill(NULL::text, ARRAY[v_count]);
 
   -- 1. Per-request argument checks (the same as internal.check_reserve_args, without raising).
   FOR v_req IN SELECT r.ord::integer AS ord, r.elem FROM jsonb_array_elements(p_requests) WITH ORDINALITY r(elem, ord) LOOP
     IF jsonb_typeof(v_req.elem) <> 'object'
        OR coalesce(v_req.elem->>'user_id', '') !~ c_uuid
        OR coalesce(v_req.elem->>'ticket_type_id', '') !~ c_uuid THEN
-      v_results[v_req.ord] := internal.batch_error('BKVAL', 'user_id and ticket_type_id are required UUIDs');
+      v_states[v_req.ord] := 'BKVAL';
+      v_messages[v_req.ord] := 'user_id and ticket_type_id are required UUIDs';
     ELSIF jsonb_typeof(v_req.elem->'quantity') IS DISTINCT FROM 'number'
        OR (v_req.elem->>'quantity') !~ '^[0-9]+$'
        OR (v_req.elem->>'quantity')::numeric NOT BETWEEN 1 AND 10 THEN
-      v_results[v_req.ord] := internal.batch_error('BKVAL',
-        format('quantity must be between 1 and 10, got %s', coalesce(v_req.elem->>'quantity', 'null')));
+      v_states[v_req.ord] := 'BKVAL';
+      v_messages[v_req.ord] := format('quantity must be between 1 and 10, got %s',
+                                      coalesce(v_req.elem->>'quantity', 'null'));
     ELSE
       v_pos := v_pos || v_req.ord;
       v_users := v_users || (v_req.elem->>'user_id')::uuid;
@@ -855,9 +861,11 @@ BEGIN
     FOR i IN 1..coalesce(array_length(v_pos, 1), 0) LOOP
       CONTINUE WHEN v_types[i] <> v_tt.id;
       IF v_tt.problem IS NOT NULL THEN
-        v_results[v_pos[i]] := internal.batch_error('BKSNO', v_tt.problem);
+        v_states[v_pos[i]] := 'BKSNO';
+        v_messages[v_pos[i]] := v_tt.problem;
       ELSIF v_users[i] <> ALL (v_known_users) THEN
-        v_results[v_pos[i]] := internal.batch_error('BKNTF', 'user not found');
+        v_states[v_pos[i]] := 'BKNTF';
+        v_messages[v_pos[i]] := 'user not found';
       ELSE
         IF v_qty[i] > v_available AND NOT v_reclaimed THEN
           -- Short: reclaim dead holds once, under the lock we hold, as reserve_tickets does.
@@ -874,11 +882,12 @@ BEGIN
           v_new_users := v_new_users || v_users[i];
           v_new_types := v_new_types || v_tt.id;
           v_new_qty := v_new_qty || v_qty[i];
-          v_results[v_pos[i]] := json_build_object('reservation', json_build_object(
-            'id', v_id, 'ticket_type_id', v_tt.id, 'quantity', v_qty[i], 'status', 'ACTIVE',
-            'expires_at', v_expires, 'created_at', now()));
+          v_granted[v_pos[i]] := json_build_object(
+            'id', v_id, 'user_id', v_users[i], 'ticket_type_id', v_tt.id, 'quantity', v_qty[i], 'status', 'ACTIVE',
+            'expires_at', v_expires, 'created_at', now());
         ELSE
-          v_results[v_pos[i]] := internal.batch_error('BKSLD', format('only %s tickets left', v_available));
+          v_states[v_pos[i]] := 'BKSLD';
+          v_messages[v_pos[i]] := format('only %s tickets left', v_available);
         END IF;
       END IF;
     END LOOP;
@@ -893,13 +902,13 @@ BEGIN
   SELECT g.id, g.user_id, g.ticket_type_id, g.quantity, 'ACTIVE', v_expires, now()
     FROM unnest(v_new_ids, v_new_users, v_new_types, v_new_qty) AS g(id, user_id, ticket_type_id, quantity);
 
-  -- 3. Whatever is still unanswered named a ticket type that does not exist.
-  FOR i IN 1..v_count LOOP
-    IF v_results[i] IS NULL THEN
-      v_results[i] := internal.batch_error('BKNTF', 'ticket type not found');
-    END IF;
-  END LOOP;
-  RETURN array_to_json(v_results);
+  -- 3. One row per request, in order; whatever is still unanswered named an unknown ticket type.
+  RETURN QUERY
+    SELECT g.reservation,
+           CASE WHEN g.reservation IS NULL THEN coalesce(g.sqlstate, 'BKNTF') END,
+           CASE WHEN g.reservation IS NULL THEN coalesce(g.message, 'ticket type not found') END
+      FROM unnest(v_granted, v_states, v_messages) WITH ORDINALITY AS g(reservation, sqlstate, message, ord)
+     ORDER BY g.ord;
 END;
 $_$;
 
@@ -910,7 +919,7 @@ ALTER FUNCTION api.reserve_tickets_batch(p_requests jsonb) OWNER TO booking_owne
 -- Name: FUNCTION reserve_tickets_batch(p_requests jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) IS 'Many reservations in one transaction: p_requests is a JSON array of {user_id, ticket_type_id, quantity}. Returns an array in the same order, each element {"reservation": {...}} (as api.reserve_tickets returns) or {"error": {"sqlstate", "message"}} with the same SQLSTATEs api.reserve_tickets raises (BKVAL, BKNTF, BKSNO, BKSLD). Within a ticket type requests are granted in array order while stock lasts (expired holds reclaimed once when short). Locks each ticket type row once, in id order (lock_timeout 2s). At most 1000 requests. The gateway uses it to coalesce concurrent reserves.';
+COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) IS 'Many reservations in one transaction: p_requests is a JSON array of {user_id, ticket_type_id, quantity}. Returns one row per request, in the same order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKSLD). Within a ticket type requests are granted in array order while stock lasts (expired holds reclaimed once when short). Locks each ticket type row once, in id order (lock_timeout 2s). At most 1000 requests. The gateway uses it to coalesce concurrent reserves.';
 
 
 --
@@ -1134,33 +1143,11 @@ COMMENT ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes json
 
 
 --
--- Name: batch_error(text, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
---
-
-CREATE FUNCTION internal.batch_error(p_sqlstate text, p_message text) RETURNS json
-    LANGUAGE sql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
-    AS $$
-  SELECT json_build_object('error', json_build_object('sqlstate', p_sqlstate, 'message', p_message))
-$$;
-
-
-ALTER FUNCTION internal.batch_error(p_sqlstate text, p_message text) OWNER TO booking_owner;
-
---
--- Name: FUNCTION batch_error(p_sqlstate text, p_message text); Type: COMMENT; Schema: internal; Owner: booking_owner
---
-
-COMMENT ON FUNCTION internal.batch_error(p_sqlstate text, p_message text) IS 'One refused request in a batch answer.';
-
-
---
 -- Name: check_change_keys(jsonb, text[]); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
 CREATE FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
 DECLARE
   v_unknown text;
@@ -1193,7 +1180,6 @@ COMMENT ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[]
 
 CREATE FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $_$
 BEGIN
   IF p_slug IS NULL OR p_slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(p_slug) > 255 THEN
@@ -1231,7 +1217,6 @@ COMMENT ON FUNCTION internal.check_event(p_slug text, p_name text, p_location te
 
 CREATE FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS void
     LANGUAGE plpgsql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 BEGIN
   IF p_user_id IS NULL OR p_ticket_type_id IS NULL THEN
@@ -1242,7 +1227,7 @@ BEGIN
       MESSAGE = format('quantity must be between 1 and 10, got %s', coalesce(p_quantity::text, 'null'));
   END IF;
   -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user_id) THEN
+  IF NOT EXISTS (SELECT 1 FROM public.users WHERE id = p_user_id) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
   END IF;
 END;
@@ -1264,7 +1249,6 @@ COMMENT ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id
 
 CREATE FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) RETURNS void
     LANGUAGE plpgsql IMMUTABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 BEGIN
   IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
@@ -1327,7 +1311,6 @@ ALTER TABLE public.events OWNER TO booking_owner;
 
 CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS json
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   SELECT json_build_object(
     'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
@@ -1335,7 +1318,7 @@ CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS jso
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
-        FROM ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
+        FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
 $$;
 
 
@@ -1354,7 +1337,6 @@ COMMENT ON FUNCTION internal.event_json(e public.events, p_live boolean) IS 'An 
 
 CREATE FUNCTION internal.hold_period() RETURNS interval
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
   SELECT coalesce(nullif(current_setting('booking.hold_period', true), ''), '10 minutes')::interval
 $$;
@@ -1375,11 +1357,10 @@ COMMENT ON FUNCTION internal.hold_period() IS 'How long a reservation holds seat
 
 CREATE FUNCTION internal.new_ticket_code() RETURNS text
     LANGUAGE sql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   -- 80 bits from pgcrypto's CSPRNG: unguessable, and collisions are not a practical concern
   -- (the UNIQUE constraint would turn one into an error, never a shared ticket).
-  SELECT 'TKT-' || upper(encode(gen_random_bytes(10), 'hex'))
+  SELECT 'TKT-' || upper(encode(public.gen_random_bytes(10), 'hex'))
 $$;
 
 
@@ -1417,7 +1398,6 @@ ALTER TABLE public.orders OWNER TO booking_owner;
 
 CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   SELECT json_build_object(
     'id', o.id,
@@ -1430,20 +1410,20 @@ CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
                'ticket_type_id', i.ticket_type_id, 'ticket_type_name', tt.name,
                'event_id', e.id, 'event_name', e.name, 'event_start_time', e.start_time,
                'quantity', i.quantity, 'unit_price', i.unit_price::text) ORDER BY i.id)
-        FROM order_items i
-        JOIN ticket_types tt ON tt.id = i.ticket_type_id
-        JOIN events e ON e.id = tt.event_id
+        FROM public.order_items i
+        JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+        JOIN public.events e ON e.id = tt.event_id
        WHERE i.order_id = o.id), '[]'::json),
     'payment', (
       SELECT json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
-        FROM payments p WHERE p.order_id = o.id),
+        FROM public.payments p WHERE p.order_id = o.id),
     'tickets', coalesce((
       SELECT json_agg(json_build_object(
                'ticket_code', t.ticket_code, 'ticket_type_id', t.ticket_type_id,
                'status', t.status, 'checkin_time', t.checkin_time) ORDER BY t.ticket_code)
-        FROM tickets t WHERE t.order_id = o.id), '[]'::json))
+        FROM public.tickets t WHERE t.order_id = o.id), '[]'::json))
 $$;
 
 
@@ -1462,7 +1442,6 @@ COMMENT ON FUNCTION internal.order_json(o public.orders) IS 'An order with items
 
 CREATE FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) RETURNS integer
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
   v_holds integer;
@@ -1471,10 +1450,10 @@ BEGIN
   -- The caller holds the ticket type's row lock. Holds someone is completing or cancelling
   -- right now are locked by them: skip those rather than wait (no lock-order inversion).
   WITH expired AS (
-    UPDATE order_reservations r
+    UPDATE public.order_reservations r
        SET status = 'EXPIRED'
      WHERE r.id IN (SELECT x.id
-                      FROM order_reservations x
+                      FROM public.order_reservations x
                      WHERE x.ticket_type_id = p_ticket_type_id
                        AND x.status = 'ACTIVE'
                        AND x.expires_at <= now()
@@ -1484,7 +1463,7 @@ BEGIN
   SELECT count(*), coalesce(sum(quantity), 0) INTO v_holds, v_seats FROM expired;
 
   IF v_seats > 0 THEN
-    UPDATE ticket_types
+    UPDATE public.ticket_types
        SET available_quantity = available_quantity + v_seats, version = version + 1
      WHERE id = p_ticket_type_id;
   END IF;
@@ -1527,10 +1506,10 @@ ALTER TABLE public.order_reservations OWNER TO booking_owner;
 
 CREATE FUNCTION internal.reservation_json(r public.order_reservations) RETURNS json
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   SELECT json_build_object(
     'id', r.id,
+    'user_id', r.user_id,
     'ticket_type_id', r.ticket_type_id,
     'quantity', r.quantity,
     'status', r.status,
@@ -1554,7 +1533,6 @@ COMMENT ON FUNCTION internal.reservation_json(r public.order_reservations) IS 'A
 
 CREATE FUNCTION internal.sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone) RETURNS text
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'pg_temp'
     AS $$
   SELECT CASE
     WHEN p_event_status <> 'PUBLISHED' THEN format('the event is not on sale (it is %s)', p_event_status)
@@ -1580,12 +1558,11 @@ COMMENT ON FUNCTION internal.sale_problem(p_event_status text, p_event_end times
 
 CREATE FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) RETURNS json
     LANGUAGE plpgsql
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
-  v_event events;
+  v_event public.events;
 BEGIN
-  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
+  SELECT * INTO v_event FROM public.events WHERE id = p_event_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
   END IF;
@@ -1596,7 +1573,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKIST',
       MESSAGE = format('cannot move an event from %s to %s', v_event.status, p_to);
   END IF;
-  UPDATE events SET status = p_to WHERE id = p_event_id RETURNING * INTO v_event;
+  UPDATE public.events SET status = p_to WHERE id = p_event_id RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
 END;
 $$;
@@ -1641,7 +1618,6 @@ ALTER TABLE public.ticket_types OWNER TO booking_owner;
 
 CREATE FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.events, p_live boolean) RETURNS json
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   SELECT CASE WHEN p_live THEN
     json_build_object(
@@ -1694,7 +1670,6 @@ ALTER TABLE public.users OWNER TO booking_owner;
 
 CREATE FUNCTION internal.user_json(u public.users) RETURNS json
     LANGUAGE sql STABLE
-    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   SELECT json_build_object(
     'id', u.id, 'email', u.email, 'full_name', u.full_name, 'role', u.role,
@@ -2518,13 +2493,6 @@ GRANT ALL ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) TO book
 
 REVOKE ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) TO booking_gateway;
-
-
---
--- Name: FUNCTION batch_error(p_sqlstate text, p_message text); Type: ACL; Schema: internal; Owner: booking_owner
---
-
-REVOKE ALL ON FUNCTION internal.batch_error(p_sqlstate text, p_message text) FROM PUBLIC;
 
 
 --

@@ -31,8 +31,8 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 def batch(conn: psycopg.Connection, requests: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    answers = call(conn, "reserve_tickets_batch", p_requests=Jsonb(requests))
-    return [("ok", a["reservation"]) if "reservation" in a else ("error", a["error"]["sqlstate"]) for a in answers]
+    rows = conn.execute("SELECT * FROM api.reserve_tickets_batch(%s)", (Jsonb(requests),)).fetchall()
+    return [("ok", reservation) if reservation is not None else ("error", state) for reservation, state, _ in rows]
 
 
 # ------------------------------------------------------------------ the batch function

@@ -22,13 +22,36 @@ def test_every_api_function_documents_itself(owner: psycopg.Connection) -> None:
     assert rows == []
 
 
-def test_every_function_pins_search_path(owner: psycopg.Connection) -> None:
+def test_every_api_function_pins_search_path(owner: psycopg.Connection) -> None:
     rows = owner.execute(
         "SELECT p.oid::regprocedure::text FROM pg_proc p"
-        " WHERE p.pronamespace IN ('api'::regnamespace, 'internal'::regnamespace)"
+        " WHERE p.pronamespace = 'api'::regnamespace"
         "   AND NOT EXISTS (SELECT 1 FROM unnest(p.proconfig) c WHERE c LIKE 'search_path=%pg_temp')"
     ).fetchall()
     assert rows == []
+
+
+TABLES = "users|events|ticket_types|order_reservations|orders|order_items|payments|tickets|outbox"
+UNQUALIFIED = re.compile(rf"\b(FROM|JOIN|UPDATE|INTO|TABLE)\s+({TABLES})\b|(?<!public\.)gen_random_bytes\(", re.I)
+
+
+def test_internal_helpers_have_no_set_clause_and_qualify_every_table(owner: psycopg.Connection) -> None:
+    """Helpers run inside api functions (search_path pinned there); without a SET clause the
+    planner can inline them, so they must not depend on search_path at all."""
+    rows = owner.execute(
+        "SELECT p.oid::regprocedure::text, p.proconfig, p.prosecdef, p.prosrc FROM pg_proc p"
+        " WHERE p.pronamespace = 'internal'::regnamespace"
+    ).fetchall()
+    assert rows
+    for signature, config, secdef, source in rows:
+        assert config is None and not secdef, signature
+        assert not UNQUALIFIED.search(source), (signature, UNQUALIFIED.search(source))
+
+
+def test_the_unqualified_pattern_catches_what_it_should() -> None:
+    assert UNQUALIFIED.search("UPDATE ticket_types SET") and UNQUALIFIED.search("x FROM users u")
+    assert UNQUALIFIED.search("encode(gen_random_bytes(10), 'hex')")
+    assert not UNQUALIFIED.search("FROM public.users") and not UNQUALIFIED.search("public.gen_random_bytes(1)")
 
 
 def test_security_definer_only_in_api_and_owned_by_the_owner(owner: psycopg.Connection) -> None:

@@ -352,3 +352,12 @@ def test_login_then_token_for_deleted_user_is_404_not_500(client: TestClient, ow
     problem(client.post("/bookings/reserve", headers=headers, json={"ticket_type_id": tt["id"], "quantity": 1}),
             404, "not_found")  # fmt: skip
     assert violations(owner) == []
+
+
+def test_a_verified_token_stops_working_when_it_expires(client: TestClient, user: Any) -> None:
+    me, _ = user
+    headers = forged({"sub": me["id"], "exp": int(time.time()) + 1})
+    assert client.get("/me", headers=headers).status_code == 200  # verified, and remembered
+    assert client.get("/me", headers=headers).status_code == 200
+    time.sleep(1.1)
+    problem(client.get("/me", headers=headers), 401, "unauthorized")

@@ -1,11 +1,14 @@
 -- Helpers shared by the api functions. Not part of the contract; not callable by the gateway.
+-- They run inside api functions (whose search_path is pinned) and carry no SET clause of
+-- their own: a SET costs a GUC save/restore and a search-path recomputation per call and
+-- stops the planner from inlining SQL helpers (measured: reserve 1,730 -> ~2,450 calls/s).
+-- So every table and extension function here is schema-qualified.
 -- Lock order everywhere in this project: a ticket_types row (ids ascending when several)
 -- before any order_reservations row. Reservation rows taken by maintenance use SKIP LOCKED.
 
 CREATE OR REPLACE FUNCTION internal.hold_period()
 RETURNS interval
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT coalesce(nullif(current_setting('booking.hold_period', true), ''), '10 minutes')::interval
 $$;
@@ -18,7 +21,6 @@ CREATE OR REPLACE FUNCTION internal.sale_problem(
   p_event_status text, p_event_end timestamptz, p_sale_start timestamptz, p_sale_end timestamptz)
 RETURNS text
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
   SELECT CASE
     WHEN p_event_status <> 'PUBLISHED' THEN format('the event is not on sale (it is %s)', p_event_status)
@@ -36,7 +38,6 @@ CREATE OR REPLACE FUNCTION internal.check_reserve_args(
   p_user_id uuid, p_ticket_type_id uuid, p_quantity integer)
 RETURNS void
 LANGUAGE plpgsql STABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
   IF p_user_id IS NULL OR p_ticket_type_id IS NULL THEN
@@ -47,7 +48,7 @@ BEGIN
       MESSAGE = format('quantity must be between 1 and 10, got %s', coalesce(p_quantity::text, 'null'));
   END IF;
   -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user_id) THEN
+  IF NOT EXISTS (SELECT 1 FROM public.users WHERE id = p_user_id) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
   END IF;
 END;
@@ -59,7 +60,6 @@ COMMENT ON FUNCTION internal.check_reserve_args(uuid, uuid, integer) IS
 CREATE OR REPLACE FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid)
 RETURNS integer
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
   v_holds integer;
@@ -68,10 +68,10 @@ BEGIN
   -- The caller holds the ticket type's row lock. Holds someone is completing or cancelling
   -- right now are locked by them: skip those rather than wait (no lock-order inversion).
   WITH expired AS (
-    UPDATE order_reservations r
+    UPDATE public.order_reservations r
        SET status = 'EXPIRED'
      WHERE r.id IN (SELECT x.id
-                      FROM order_reservations x
+                      FROM public.order_reservations x
                      WHERE x.ticket_type_id = p_ticket_type_id
                        AND x.status = 'ACTIVE'
                        AND x.expires_at <= now()
@@ -81,7 +81,7 @@ BEGIN
   SELECT count(*), coalesce(sum(quantity), 0) INTO v_holds, v_seats FROM expired;
 
   IF v_seats > 0 THEN
-    UPDATE ticket_types
+    UPDATE public.ticket_types
        SET available_quantity = available_quantity + v_seats, version = version + 1
      WHERE id = p_ticket_type_id;
   END IF;
@@ -93,38 +93,36 @@ COMMENT ON FUNCTION internal.reclaim_expired_holds(uuid) IS
   'Caller must hold the ticket_types row lock. Skips holds locked by others. Returns holds released.';
 
 
-CREATE OR REPLACE FUNCTION internal.reservation_json(r order_reservations)
+CREATE OR REPLACE FUNCTION internal.reservation_json(r public.order_reservations)
 RETURNS json
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
   SELECT json_build_object(
     'id', r.id,
+    'user_id', r.user_id,
     'ticket_type_id', r.ticket_type_id,
     'quantity', r.quantity,
     'status', r.status,
     'expires_at', r.expires_at,
     'created_at', r.created_at)
 $$;
-COMMENT ON FUNCTION internal.reservation_json(order_reservations) IS 'A reservation as API JSON.';
+COMMENT ON FUNCTION internal.reservation_json(public.order_reservations) IS 'A reservation as API JSON.';
 
 
-CREATE OR REPLACE FUNCTION internal.user_json(u users)
+CREATE OR REPLACE FUNCTION internal.user_json(u public.users)
 RETURNS json
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
   SELECT json_build_object(
     'id', u.id, 'email', u.email, 'full_name', u.full_name, 'role', u.role,
     'created_at', u.created_at)
 $$;
-COMMENT ON FUNCTION internal.user_json(users) IS 'A user as API JSON (never the password hash).';
+COMMENT ON FUNCTION internal.user_json(public.users) IS 'A user as API JSON (never the password hash).';
 
 
-CREATE OR REPLACE FUNCTION internal.ticket_type_json(tt ticket_types, e events, p_live boolean)
+CREATE OR REPLACE FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.events, p_live boolean)
 RETURNS json
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
   SELECT CASE WHEN p_live THEN
     json_build_object(
@@ -140,14 +138,13 @@ AS $$
       'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time)
   END
 $$;
-COMMENT ON FUNCTION internal.ticket_type_json(ticket_types, events, boolean) IS
+COMMENT ON FUNCTION internal.ticket_type_json(public.ticket_types, public.events, boolean) IS
   'A ticket type as API JSON; money as a decimal string.';
 
 
-CREATE OR REPLACE FUNCTION internal.event_json(e events, p_live boolean)
+CREATE OR REPLACE FUNCTION internal.event_json(e public.events, p_live boolean)
 RETURNS json
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
   SELECT json_build_object(
     'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
@@ -155,16 +152,15 @@ AS $$
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
-        FROM ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
+        FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
 $$;
-COMMENT ON FUNCTION internal.event_json(events, boolean) IS
+COMMENT ON FUNCTION internal.event_json(public.events, boolean) IS
   'An event with its ticket types as API JSON; p_live adds available_quantity and on_sale.';
 
 
-CREATE OR REPLACE FUNCTION internal.order_json(o orders)
+CREATE OR REPLACE FUNCTION internal.order_json(o public.orders)
 RETURNS json
 LANGUAGE sql STABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
   SELECT json_build_object(
     'id', o.id,
@@ -177,32 +173,31 @@ AS $$
                'ticket_type_id', i.ticket_type_id, 'ticket_type_name', tt.name,
                'event_id', e.id, 'event_name', e.name, 'event_start_time', e.start_time,
                'quantity', i.quantity, 'unit_price', i.unit_price::text) ORDER BY i.id)
-        FROM order_items i
-        JOIN ticket_types tt ON tt.id = i.ticket_type_id
-        JOIN events e ON e.id = tt.event_id
+        FROM public.order_items i
+        JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+        JOIN public.events e ON e.id = tt.event_id
        WHERE i.order_id = o.id), '[]'::json),
     'payment', (
       SELECT json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
-        FROM payments p WHERE p.order_id = o.id),
+        FROM public.payments p WHERE p.order_id = o.id),
     'tickets', coalesce((
       SELECT json_agg(json_build_object(
                'ticket_code', t.ticket_code, 'ticket_type_id', t.ticket_type_id,
                'status', t.status, 'checkin_time', t.checkin_time) ORDER BY t.ticket_code)
-        FROM tickets t WHERE t.order_id = o.id), '[]'::json))
+        FROM public.tickets t WHERE t.order_id = o.id), '[]'::json))
 $$;
-COMMENT ON FUNCTION internal.order_json(orders) IS
+COMMENT ON FUNCTION internal.order_json(public.orders) IS
   'An order with items, payment and tickets as API JSON (the shape of complete_booking and my_bookings).';
 
 
 CREATE OR REPLACE FUNCTION internal.new_ticket_code()
 RETURNS text
 LANGUAGE sql VOLATILE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
   -- 80 bits from pgcrypto's CSPRNG: unguessable, and collisions are not a practical concern
   -- (the UNIQUE constraint would turn one into an error, never a shared ticket).
-  SELECT 'TKT-' || upper(encode(gen_random_bytes(10), 'hex'))
+  SELECT 'TKT-' || upper(encode(public.gen_random_bytes(10), 'hex'))
 $$;
 COMMENT ON FUNCTION internal.new_ticket_code() IS 'A fresh ticket code: TKT- and 20 hex digits from a CSPRNG.';

@@ -7,7 +7,6 @@ CREATE OR REPLACE FUNCTION internal.check_event(
   p_start_time timestamptz, p_end_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
   IF p_slug IS NULL OR p_slug !~ '^[a-z0-9]+(-[a-z0-9]+)*$' OR length(p_slug) > 255 THEN
@@ -37,7 +36,6 @@ CREATE OR REPLACE FUNCTION internal.check_ticket_type(
   p_start_sale_time timestamptz, p_end_sale_time timestamptz)
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
   IF p_name IS NULL OR length(btrim(p_name)) NOT BETWEEN 1 AND 100 THEN
@@ -63,7 +61,6 @@ COMMENT ON FUNCTION internal.check_ticket_type(text, numeric, integer, timestamp
 CREATE OR REPLACE FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[])
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
   v_unknown text;
@@ -244,12 +241,11 @@ COMMENT ON FUNCTION api.update_event(uuid, jsonb) IS
 CREATE OR REPLACE FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[])
 RETURNS json
 LANGUAGE plpgsql
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-  v_event events;
+  v_event public.events;
 BEGIN
-  SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
+  SELECT * INTO v_event FROM public.events WHERE id = p_event_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
   END IF;
@@ -260,7 +256,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKIST',
       MESSAGE = format('cannot move an event from %s to %s', v_event.status, p_to);
   END IF;
-  UPDATE events SET status = p_to WHERE id = p_event_id RETURNING * INTO v_event;
+  UPDATE public.events SET status = p_to WHERE id = p_event_id RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
 END;
 $$;

@@ -2,18 +2,8 @@
 -- On onsale day one hot ticket type allows one commit per reservation with api.reserve_tickets;
 -- granting a whole queue of requests per lock and per commit lifts that ceiling.
 
-CREATE OR REPLACE FUNCTION internal.batch_error(p_sqlstate text, p_message text)
-RETURNS json
-LANGUAGE sql IMMUTABLE
-SET search_path = pg_catalog, pg_temp
-AS $$
-  SELECT json_build_object('error', json_build_object('sqlstate', p_sqlstate, 'message', p_message))
-$$;
-COMMENT ON FUNCTION internal.batch_error(text, text) IS 'One refused request in a batch answer.';
-
-
 CREATE OR REPLACE FUNCTION api.reserve_tickets_batch(p_requests jsonb)
-RETURNS json
+RETURNS TABLE (reservation json, sqlstate text, message text)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
@@ -22,7 +12,9 @@ AS $$
 DECLARE
   c_uuid CONSTANT text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
   v_count integer;
-  v_results json[];
+  v_granted json[];  -- per request: the reservation, or NULL when refused
+  v_states text[];
+  v_messages text[];
   v_req record;
   -- the valid requests, in arrival order
   v_pos integer[] := '{}';
@@ -50,19 +42,23 @@ BEGIN
   IF v_count > 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per batch';
   END IF;
-  v_results := array_fill(NULL::json, ARRAY[v_count]);
+  v_granted := array_fill(NULL::json, ARRAY[v_count]);
+  v_states := array_fill(NULL::text, ARRAY[v_count]);
+  v_messages := array_fill(NULL::text, ARRAY[v_count]);
 
   -- 1. Per-request argument checks (the same as internal.check_reserve_args, without raising).
   FOR v_req IN SELECT r.ord::integer AS ord, r.elem FROM jsonb_array_elements(p_requests) WITH ORDINALITY r(elem, ord) LOOP
     IF jsonb_typeof(v_req.elem) <> 'object'
        OR coalesce(v_req.elem->>'user_id', '') !~ c_uuid
        OR coalesce(v_req.elem->>'ticket_type_id', '') !~ c_uuid THEN
-      v_results[v_req.ord] := internal.batch_error('BKVAL', 'user_id and ticket_type_id are required UUIDs');
+      v_states[v_req.ord] := 'BKVAL';
+      v_messages[v_req.ord] := 'user_id and ticket_type_id are required UUIDs';
     ELSIF jsonb_typeof(v_req.elem->'quantity') IS DISTINCT FROM 'number'
        OR (v_req.elem->>'quantity') !~ '^[0-9]+$'
        OR (v_req.elem->>'quantity')::numeric NOT BETWEEN 1 AND 10 THEN
-      v_results[v_req.ord] := internal.batch_error('BKVAL',
-        format('quantity must be between 1 and 10, got %s', coalesce(v_req.elem->>'quantity', 'null')));
+      v_states[v_req.ord] := 'BKVAL';
+      v_messages[v_req.ord] := format('quantity must be between 1 and 10, got %s',
+                                      coalesce(v_req.elem->>'quantity', 'null'));
     ELSE
       v_pos := v_pos || v_req.ord;
       v_users := v_users || (v_req.elem->>'user_id')::uuid;
@@ -89,9 +85,11 @@ BEGIN
     FOR i IN 1..coalesce(array_length(v_pos, 1), 0) LOOP
       CONTINUE WHEN v_types[i] <> v_tt.id;
       IF v_tt.problem IS NOT NULL THEN
-        v_results[v_pos[i]] := internal.batch_error('BKSNO', v_tt.problem);
+        v_states[v_pos[i]] := 'BKSNO';
+        v_messages[v_pos[i]] := v_tt.problem;
       ELSIF v_users[i] <> ALL (v_known_users) THEN
-        v_results[v_pos[i]] := internal.batch_error('BKNTF', 'user not found');
+        v_states[v_pos[i]] := 'BKNTF';
+        v_messages[v_pos[i]] := 'user not found';
       ELSE
         IF v_qty[i] > v_available AND NOT v_reclaimed THEN
           -- Short: reclaim dead holds once, under the lock we hold, as reserve_tickets does.
@@ -108,11 +106,12 @@ BEGIN
           v_new_users := v_new_users || v_users[i];
           v_new_types := v_new_types || v_tt.id;
           v_new_qty := v_new_qty || v_qty[i];
-          v_results[v_pos[i]] := json_build_object('reservation', json_build_object(
-            'id', v_id, 'ticket_type_id', v_tt.id, 'quantity', v_qty[i], 'status', 'ACTIVE',
-            'expires_at', v_expires, 'created_at', now()));
+          v_granted[v_pos[i]] := json_build_object(
+            'id', v_id, 'user_id', v_users[i], 'ticket_type_id', v_tt.id, 'quantity', v_qty[i], 'status', 'ACTIVE',
+            'expires_at', v_expires, 'created_at', now());
         ELSE
-          v_results[v_pos[i]] := internal.batch_error('BKSLD', format('only %s tickets left', v_available));
+          v_states[v_pos[i]] := 'BKSLD';
+          v_messages[v_pos[i]] := format('only %s tickets left', v_available);
         END IF;
       END IF;
     END LOOP;
@@ -127,20 +126,20 @@ BEGIN
   SELECT g.id, g.user_id, g.ticket_type_id, g.quantity, 'ACTIVE', v_expires, now()
     FROM unnest(v_new_ids, v_new_users, v_new_types, v_new_qty) AS g(id, user_id, ticket_type_id, quantity);
 
-  -- 3. Whatever is still unanswered named a ticket type that does not exist.
-  FOR i IN 1..v_count LOOP
-    IF v_results[i] IS NULL THEN
-      v_results[i] := internal.batch_error('BKNTF', 'ticket type not found');
-    END IF;
-  END LOOP;
-  RETURN array_to_json(v_results);
+  -- 3. One row per request, in order; whatever is still unanswered named an unknown ticket type.
+  RETURN QUERY
+    SELECT g.reservation,
+           CASE WHEN g.reservation IS NULL THEN coalesce(g.sqlstate, 'BKNTF') END,
+           CASE WHEN g.reservation IS NULL THEN coalesce(g.message, 'ticket type not found') END
+      FROM unnest(v_granted, v_states, v_messages) WITH ORDINALITY AS g(reservation, sqlstate, message, ord)
+     ORDER BY g.ord;
 END;
 $$;
 COMMENT ON FUNCTION api.reserve_tickets_batch(jsonb) IS
   'Many reservations in one transaction: p_requests is a JSON array of {user_id, '
-  'ticket_type_id, quantity}. Returns an array in the same order, each element '
-  '{"reservation": {...}} (as api.reserve_tickets returns) or {"error": {"sqlstate", '
-  '"message"}} with the same SQLSTATEs api.reserve_tickets raises (BKVAL, BKNTF, BKSNO, BKSLD). '
+  'ticket_type_id, quantity}. Returns one row per request, in the same order: the reservation '
+  '(as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets '
+  'would raise (BKVAL, BKNTF, BKSNO, BKSLD). '
   'Within a ticket type requests are granted in array order while stock lasts (expired holds '
   'reclaimed once when short). Locks each ticket type row once, in id order (lock_timeout 2s). '
   'At most 1000 requests. The gateway uses it to coalesce concurrent reserves.';

@@ -1,0 +1,374 @@
+"""make bench: pgbench scenarios and wrk HTTP load against a private, durable PostgreSQL and the
+real gateway, all on 127.0.0.1 and bounded in time. Prints one table per part and writes
+bench/RESULTS.md. After every run api.check_invariants() must be empty, or the bench fails.
+
+  python -m bench [--seconds 10] [--http-seconds 10] [--clients 1,8,32,128]
+                  [--connections 64,256,1000] [--huge 10000] [--only pgbench|http] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import os
+import platform
+import re
+import resource
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import jwt
+import psycopg
+
+from dbctl.cluster import Cluster, memory_bytes, pg_tool, tuned_settings
+from dbctl.migrate import migrate
+from dbctl.schema import create_database, free_port
+from gateway.passwords import hash_password
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
+HOT = "10000000-0000-4000-8000-000000000001"
+USERS = 2000
+
+
+@dataclass
+class Row:
+    part: str
+    scenario: str
+    load: int
+    rate: float  # transactions or requests per second
+    reservations: float | None
+    avg_ms: float | None
+    p50_ms: float | None
+    p99_ms: float | None
+    errors: str
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.args = args
+        self.tmp = Path(tempfile.mkdtemp(prefix="booking-bench-"))
+        os.chmod(self.tmp, 0o755)  # noqa: S103  (the postgres OS user must reach its data folder)
+        port = free_port()
+        # Durable settings, as in production (not the tests' fsync=off).
+        self.cluster = Cluster(self.tmp / "pg" / "data", port, {**tuned_settings(port), "max_connections": "300"})
+        self.rows: list[Row] = []
+
+    # ------------------------------------------------------------------ database
+
+    def url(self, role: str = "booking_owner") -> str:
+        return self.cluster.url(role, "booking")
+
+    def setup_database(self) -> None:
+        self.cluster.start()
+        create_database(self.cluster, "booking")
+        migrate(self.cluster.url("postgres", "booking"))
+        subprocess.run(
+            [pg_tool("psql"), "-X", "-q", "-v", "ON_ERROR_STOP=1", "-v", f"hash={hash_password('bench-password')}",
+             "-f", str(HERE / "seed.sql"), self.url()],
+            check=True,
+        )  # fmt: skip
+
+    def check_invariants(self, after: str) -> None:
+        with psycopg.connect(self.url()) as conn:
+            bad = conn.execute("SELECT * FROM api.check_invariants()").fetchall()
+        if bad:
+            raise SystemExit(f"INVARIANT VIOLATED after {after}: {bad[:5]}")
+
+    def reservations(self) -> int:
+        with psycopg.connect(self.url()) as conn:
+            return int(conn.execute("SELECT count(*) FROM order_reservations").fetchone()[0])  # type: ignore[index]
+
+    # ------------------------------------------------------------------ pgbench
+
+    PGBENCH = [
+        # (name, scripts, reservations per transaction of script 1, extra PGOPTIONS)
+        ("reserve_hot (naive, 1/call)", ["reserve_hot.sql"], 1, ""),
+        ("reserve_hot_batch (50/call)", ["reserve_hot_batch.sql"], 50, ""),
+        ("reserve_spread (1000 types)", ["reserve_spread.sql"], 1, ""),
+        ("browse (list + get)", ["browse.sql"], 0, ""),
+        ("purchase (reserve + complete)", ["purchase.sql"], 1, ""),
+        ("reserve_hot + expiry (2 s holds)", ["reserve_expiring.sql@19", "expire.sql@1"], 1,
+         "-c booking.hold_period=2s"),
+    ]  # fmt: skip
+
+    def pgbench(self) -> None:
+        for name, scripts, per_txn, options in self.PGBENCH:
+            for clients in self.args.clients:
+                self.rows.append(self.pgbench_run(name, scripts, per_txn, options, clients))
+                print(self.format_row(self.rows[-1]), flush=True)
+                self.check_invariants(f"pgbench {name} at {clients} clients")
+
+    def pgbench_run(self, name: str, scripts: list[str], per_txn: int, options: str, clients: int) -> Row:
+        prefix = self.tmp / f"pgb-{len(self.rows)}"
+        cmd = [pg_tool("pgbench"), "-n", "-M", "prepared", "-c", str(clients), "-j", str(min(clients, 2)),
+               "-T", str(self.args.seconds), "--log", f"--log-prefix={prefix}"]  # fmt: skip
+        for script in scripts:
+            file, _, weight = script.partition("@")
+            cmd += ["-f", f"{HERE / 'pgbench' / file}" + (f"@{weight}" if weight else "")]
+        cmd.append(self.url())
+        env = {**os.environ, "PGOPTIONS": options}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+        out = done.stdout + done.stderr
+        tps = _float(r"tps = ([\d.]+) \(without initial connection time\)", out)
+        first_script_tps = _float(r"SQL script 1:.*?tps = ([\d.]+)\)", out, re.S) if len(scripts) > 1 else tps
+        aborted = len(re.findall(r"client \d+ aborted", out))
+        failed = int(_float(r"number of failed transactions: (\d+)", out) or 0)
+        latencies = _pgbench_latencies(prefix)
+        for f in glob.glob(f"{prefix}*"):
+            os.unlink(f)
+        if tps is None:
+            raise SystemExit(f"pgbench failed for {name}:\n{out[-2000:]}")
+        return Row("pgbench", name, clients, tps, (first_script_tps or 0) * per_txn if per_txn else None,
+                   _float(r"latency average = ([\d.]+) ms", out), _pct(latencies, 50), _pct(latencies, 99),
+                   f"{aborted} aborted, {failed} failed" if aborted or failed else "0")  # fmt: skip
+
+    # ------------------------------------------------------------------ HTTP
+
+    def tokens_file(self) -> Path:
+        path = self.tmp / "tokens.txt"
+        now = int(time.time())
+        with open(path, "w") as f:
+            for n in range(1, USERS + 1):
+                user = f"00000000-0000-4000-8000-{n:012d}"
+                claims = {"sub": user, "role": "user", "iat": now, "exp": now + 7200, "iss": "booking-gateway"}
+                f.write(f"{user} {jwt.encode(claims, SECRET, algorithm='HS256')}\n")
+        return path
+
+    def start_gateway(self, coalesce: bool) -> tuple[subprocess.Popen[bytes], str]:
+        port = free_port()
+        env = {**os.environ, "GATEWAY_DATABASE_URL": self.url("booking_gateway"), "JWT_SECRET": SECRET,
+               "RESERVE_COALESCE": "on" if coalesce else "off", "BOOKING_ENV": "production"}  # fmt: skip
+        log = open(self.tmp / f"gateway-{port}.log", "wb")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app", "--host", "127.0.0.1",
+             "--port", str(port), "--workers", str(self.args.workers), "--backlog", "65535", "--no-access-log",
+             "--log-level", "warning"],
+            cwd=ROOT, env=env, stdout=log, stderr=log,
+        )  # fmt: skip
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if subprocess.run(["curl", "-sf", f"{url}/readyz"], capture_output=True, check=False).returncode == 0:
+                return proc, url
+            time.sleep(0.2)
+        raise SystemExit("the gateway did not start")
+
+    def wrk(self, url: str, scenario: str, script: str, connections: int, **env: str) -> Row:
+        threads = 2 if connections >= 2 else 1
+        cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{self.args.http_seconds}s",
+               "--timeout", "10s", "--latency", "-s", str(HERE / "wrk" / script), url]  # fmt: skip
+        full_env = {**os.environ, "BENCH_WRK_DIR": str(HERE / "wrk"), "TOKENS_FILE": str(self.tokens), **env}
+        done = subprocess.run(cmd, capture_output=True, text=True, env=full_env, check=False)
+        out = done.stdout + done.stderr
+        rps = _float(r"Requests/sec:\s+([\d.]+)", out)
+        if rps is None:
+            raise SystemExit(f"wrk failed for {scenario}:\n{out[-2000:]}")
+        non2xx = int(_float(r"Non-2xx or 3xx responses: (\d+)", out) or 0)
+        sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+        errors = [f"{non2xx} non-2xx"] if non2xx else []
+        if sock and any(int(x) for x in sock.groups()):
+            errors.append("socket c/r/w/t " + "/".join(sock.groups()))
+        return Row("http", scenario, connections, rps, rps if scenario.startswith("reserve") else None,
+                   _wrk_ms(r"Latency\s+([\d.]+\w+)", out), _wrk_ms(r"50%\s+([\d.]+\w+)", out),
+                   _wrk_ms(r"99%\s+([\d.]+\w+)", out), ", ".join(errors) or "0")  # fmt: skip
+
+    def http(self) -> None:
+        self.tokens = self.tokens_file()
+        _raise_file_limits()
+        gateway, url = self.start_gateway(coalesce=True)
+        try:
+            plan: list[tuple[str, str, dict[str, str]]] = [
+                ("readyz (ceiling: SELECT 1 via the pool)", "get.lua", {"WRK_PATH": "/readyz"}),
+                ("GET /events (cached)", "get.lua", {"WRK_PATH": "/events"}),
+                ("GET /events/{slug} (live)", "get.lua", {"WRK_PATH": "/events/bench-event-1"}),
+                ("reserve hot (coalesced)", "reserve.lua", {"HOT_TICKET_TYPE": HOT}),
+                ("purchase (reserve + complete)", "purchase.lua", {}),
+            ]
+            for connections in self.args.connections:
+                for scenario, script, env in plan:
+                    self.run_http(url, scenario, script, connections, env)
+            for connections in self.args.huge:
+                for scenario, script, env in (plan[0], plan[3]):
+                    self.run_http(url, scenario, script, connections, env)
+        finally:
+            _stop(gateway)
+        gateway, url = self.start_gateway(coalesce=False)
+        try:
+            for connections in self.args.connections:
+                self.run_http(url, "reserve hot (RESERVE_COALESCE=off)", "reserve.lua", connections,
+                              {"HOT_TICKET_TYPE": HOT})  # fmt: skip
+        finally:
+            _stop(gateway)
+
+    def run_http(self, url: str, scenario: str, script: str, connections: int, env: dict[str, str]) -> None:
+        self.rows.append(self.wrk(url, scenario, script, connections, **env))
+        print(self.format_row(self.rows[-1]), flush=True)
+        self.check_invariants(f"http {scenario} at {connections} connections")
+
+    # ------------------------------------------------------------------ report
+
+    @staticmethod
+    def format_row(r: Row) -> str:
+        def f(x: float | None, digits: int = 1) -> str:
+            return "-" if x is None else f"{x:,.{digits}f}"
+
+        return (f"| {r.scenario} | {r.load} | {f(r.rate, 0)} | {f(r.reservations, 0)} | {f(r.avg_ms, 2)} "
+                f"| {f(r.p50_ms, 2)} | {f(r.p99_ms, 2)} | {r.errors} |")  # fmt: skip
+
+    def report(self, started: float) -> str:
+        pg_version = subprocess.run([pg_tool("postgres"), "--version"], capture_output=True, text=True).stdout.strip()
+        wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout.splitlines()[0:1]
+        lines = [
+            "# Bench results",
+            "",
+            f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, {time.time() - started:.0f} s, `make bench` "
+            f"(`python -m bench {' '.join(sys.argv[1:])}`).",
+            f"Machine: {os.cpu_count()} cores, {memory_bytes() / 2**30:.0f} GiB, {platform.platform()}; "
+            f"{pg_version}; {' '.join(wrk_version)}; Python {platform.python_version()}.",
+            "Database: a private cluster with the tuned settings of `dbctl/cluster.py` (durable: fsync and "
+            "synchronous_commit on), seeded by `bench/seed.sql` (2000 users, one hot ticket type, 1000 others).",
+            f"pgbench: `-M prepared -T {self.args.seconds}`, as booking_owner, scripts in `bench/pgbench/`. "
+            f"HTTP: wrk `-t2 --timeout 10s -d {self.args.http_seconds}s`, scripts in `bench/wrk/`, "
+            f"{self.args.workers} uvicorn worker(s), pool 5..20, tokens of 2000 distinct users; the gateway, "
+            "PostgreSQL and the load generator share the machine's cores.",
+            "After every run `api.check_invariants()` was empty (the runner stops otherwise).",
+            "",
+            "Figures are from one run on a noisy 2-core machine: compare ratios within the run, not absolutes.",
+            "",
+        ]
+        header = [
+            "| scenario | clients / connections | tx or req/s | reservations/s | avg ms | p50 ms | p99 ms | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for part, title in (("pgbench", "## pgbench (SQL functions directly)"), ("http", "## HTTP (wrk)")):
+            rows = [r for r in self.rows if r.part == part]
+            if rows:
+                lines += [title, "", *header, *(self.format_row(r) for r in rows), ""]
+        lines += self.summary()
+        return "\n".join(lines) + "\n"
+
+    def summary(self) -> list[str]:
+        out = ["## Ratios (same run)", ""]
+        naive = {r.load: r for r in self.rows if r.scenario.startswith("reserve_hot (naive")}
+        batch = {r.load: r for r in self.rows if r.scenario.startswith("reserve_hot_batch")}
+        for load in sorted(naive):
+            if load in batch and naive[load].reservations and batch[load].reservations:
+                ratio = batch[load].reservations / naive[load].reservations  # type: ignore[operator]
+                out.append(f"- pgbench, {load} clients: batch {batch[load].reservations:,.0f} vs naive "
+                           f"{naive[load].reservations:,.0f} reservations/s = **{ratio:.1f}x**")  # fmt: skip
+        ceiling = {r.load: r for r in self.rows if r.scenario.startswith("readyz")}
+        for name in ("reserve hot (coalesced)", "reserve hot (RESERVE_COALESCE=off)"):
+            for r in (r for r in self.rows if r.scenario == name):
+                if r.load in ceiling:
+                    share = r.rate / ceiling[r.load].rate
+                    out.append(
+                        f"- HTTP, {r.load} connections: {name} {r.rate:,.0f} req/s = **{share:.0%}** of /readyz "
+                        f"{ceiling[r.load].rate:,.0f} req/s; p99 {r.p99_ms} ms; errors {r.errors}"
+                    )
+        return [*out, ""]
+
+    def cleanup(self) -> None:
+        self.cluster.destroy()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------- parsing helpers
+
+
+def _float(pattern: str, text: str, flags: int = 0) -> float | None:
+    m = re.search(pattern, text, flags)
+    return float(m.group(1)) if m else None
+
+
+def _pgbench_latencies(prefix: Path) -> list[float]:
+    values: list[float] = []
+    for path in glob.glob(f"{prefix}*"):
+        with open(path) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 3 and parts[2].isdigit():
+                    values.append(int(parts[2]) / 1000.0)
+    return values
+
+
+def _pct(values: list[float], pct: int) -> float | None:
+    if not values:
+        return None
+    if pct == 50:
+        return statistics.median(values)
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+def _wrk_ms(pattern: str, text: str) -> float | None:
+    m = re.search(pattern, text)
+    if not m:
+        return None
+    value = m.group(1)
+    number = float(re.match(r"[\d.]+", value).group(0))  # type: ignore[union-attr]
+    unit = value[len(re.match(r"[\d.]+", value).group(0)) :]  # type: ignore[union-attr]
+    return number * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}.get(unit, 1.0)
+
+
+def _raise_file_limits() -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else 65536
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, target), hard))
+    if os.geteuid() == 0:  # a deeper accept queue for 10,000 connections arriving at once
+        subprocess.run(["sysctl", "-qw", "net.core.somaxconn=65535"], capture_output=True, check=False)
+        subprocess.run(["sysctl", "-qw", "net.ipv4.tcp_max_syn_backlog=65535"], capture_output=True, check=False)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+def _ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", 10)))
+    parser.add_argument("--http-seconds", type=int, default=int(os.environ.get("BENCH_HTTP_SECONDS", 10)))
+    parser.add_argument("--clients", type=_ints, default=[1, 8, 32, 128])
+    parser.add_argument("--connections", type=_ints, default=[64, 256, 1000])
+    parser.add_argument("--huge", type=_ints, default=[10000])
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)))
+    parser.add_argument("--only", choices=["pgbench", "http"])
+    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    args = parser.parse_args()
+    started = time.time()
+    bench = Bench(args)
+    try:
+        bench.setup_database()
+        print("| scenario | load | rate | reservations/s | avg ms | p50 ms | p99 ms | errors |", flush=True)
+        if args.only in (None, "pgbench"):
+            bench.pgbench()
+        if args.only in (None, "http"):
+            bench.http()
+        report = bench.report(started)
+        print(report)
+        if not args.no_write:
+            (HERE / "RESULTS.md").write_text(report)
+            print(f"wrote {HERE / 'RESULTS.md'} ({bench.reservations():,} reservations made)")
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    main()
