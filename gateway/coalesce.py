@@ -88,30 +88,31 @@ class ReserveCoalescer:
         """One batch call; every waiter gets its answer. Returns the error if the call failed."""
         requests = [{"user_id": w.user_id, "ticket_type_id": ticket_type_id, "quantity": w.quantity} for w in batch]
         self.batches += 1
+        failure: ApiError | None = None
         try:
             answers = await self.db.rows(BATCH_FUNCTION, {"p_requests": Jsonb(requests)})
+            # One row per request, in order: (reservation JSON text | None, sqlstate, message).
+            for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
+                if waiter.future.cancelled():
+                    if reservation is not None:
+                        self._spawn(self._release(waiter.user_id, json.loads(reservation)["id"]))
+                elif reservation is not None:
+                    waiter.future.set_result(reservation)
+                else:
+                    waiter.future.set_exception(from_sqlstate(sqlstate, message))
         except ApiError as exc:
-            for waiter in batch:
-                if not waiter.future.done():
-                    waiter.future.set_exception(exc)
-            return exc
+            failure = exc
         except Exception:
             log.exception("reserve batch failed")
             failure = ApiError(500, "internal_error", "internal error")
+        finally:
+            # Whatever happened (an error, or this task cancelled at shutdown), nobody in the
+            # batch is left waiting.
+            leftover = failure or ApiError(503, "busy", "the service is busy; retry shortly")
             for waiter in batch:
                 if not waiter.future.done():
-                    waiter.future.set_exception(failure)
-            return failure
-        # One row per request, in order: (reservation JSON text | None, sqlstate, message).
-        for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
-            if waiter.future.cancelled():
-                if reservation is not None:
-                    self._spawn(self._release(waiter.user_id, json.loads(reservation)["id"]))
-            elif reservation is not None:
-                waiter.future.set_result(reservation)
-            else:
-                waiter.future.set_exception(from_sqlstate(sqlstate, message))
-        return None
+                    waiter.future.set_exception(leftover)
+        return failure
 
     async def _release(self, user_id: str, reservation_id: str) -> None:
         try:

@@ -84,12 +84,13 @@ BEGIN
     v_reclaimed := false;
     FOR i IN 1..coalesce(array_length(v_pos, 1), 0) LOOP
       CONTINUE WHEN v_types[i] <> v_tt.id;
-      IF v_tt.problem IS NOT NULL THEN
-        v_states[v_pos[i]] := 'BKSNO';
-        v_messages[v_pos[i]] := v_tt.problem;
-      ELSIF v_users[i] <> ALL (v_known_users) THEN
+      -- Checks in the order api.reserve_tickets makes them: user, then sale window, then stock.
+      IF v_users[i] <> ALL (v_known_users) THEN
         v_states[v_pos[i]] := 'BKNTF';
         v_messages[v_pos[i]] := 'user not found';
+      ELSIF v_tt.problem IS NOT NULL THEN
+        v_states[v_pos[i]] := 'BKSNO';
+        v_messages[v_pos[i]] := v_tt.problem;
       ELSE
         IF v_qty[i] > v_available AND NOT v_reclaimed THEN
           -- Short: reclaim dead holds once, under the lock we hold, as reserve_tickets does.
