@@ -13,7 +13,9 @@ import pytest
 from psycopg import sql
 from pytest_postgresql import factories
 
+from dbctl.cluster import Cluster
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, migrate
+from dbctl.schema import create_database as create_cluster_database
 from dbctl.schema import throwaway_cluster
 from gateway.sqlcalls import api_call
 
@@ -98,6 +100,17 @@ def sqlstate_of(conn: psycopg.Connection, function: str, **args: Any) -> str | N
             conn.rollback()
         return exc.diag.sqlstate
     return None
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[Cluster]:
+    """A private, migrated cluster (database `booking`) for tests that stop and start PostgreSQL."""
+    cluster = throwaway_cluster()
+    cluster.start()
+    create_cluster_database(cluster, "booking")
+    migrate(cluster.url("postgres", "booking"))
+    yield cluster
+    cluster.destroy()
 
 
 def create_database(name: str) -> None:

@@ -7,7 +7,6 @@ import asyncio
 import random
 import time
 from collections import Counter
-from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -15,8 +14,6 @@ import psycopg
 import pytest
 from psycopg.types.json import Jsonb
 
-from dbctl.migrate import migrate
-from dbctl.schema import create_database, throwaway_cluster
 from gateway.app import create_app
 from gateway.coalesce import ReserveCoalescer
 from gateway.db import Database, make_pool
@@ -217,16 +214,6 @@ def test_http_race_gets_the_same_kinds_of_answers(
         assert 0 < batches <= 100, f"{batches} calls for 400 requests: coalescing did not happen"
     else:
         assert batches == 0
-
-
-@pytest.fixture
-def own_cluster() -> Iterator[Any]:
-    cluster = throwaway_cluster()
-    cluster.start()
-    create_database(cluster, "booking")
-    migrate(cluster.url("postgres", "booking"))
-    yield cluster
-    cluster.destroy()
 
 
 def test_a_failed_batch_answers_every_waiting_request(own_cluster: Any) -> None:

@@ -7,11 +7,8 @@ from dataclasses import replace
 from typing import Any
 
 import psycopg
-import pytest
 from starlette.testclient import TestClient
 
-from dbctl.migrate import migrate
-from dbctl.schema import create_database, throwaway_cluster
 from gateway.app import create_app
 from tests.factories import make_event, make_ticket_type
 from tests.http import client_for, new_user, settings_for
@@ -90,16 +87,6 @@ def test_get_event_is_live_not_cached(dbname: str, owner: psycopg.Connection) ->
         assert a.get(f"/events/{tt['event_id']}").json()["ticket_types"][0]["available_quantity"] == 5
         a.post("/bookings/reserve", headers=fan, json={"ticket_type_id": tt["id"], "quantity": 2})
         assert a.get(f"/events/{tt['event_id']}").json()["ticket_types"][0]["available_quantity"] == 3
-
-
-@pytest.fixture
-def own_cluster() -> Any:
-    cluster = throwaway_cluster()
-    cluster.start()
-    create_database(cluster, "booking")
-    migrate(cluster.url("postgres", "booking"))
-    yield cluster
-    cluster.destroy()
 
 
 def test_pool_survives_a_database_restart(own_cluster: Any) -> None:
