@@ -12,7 +12,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import Settings
-from gateway.errors import ApiError, from_database, is_connection_problem
+from gateway.errors import from_database, is_connection_problem
 from gateway.sqlcalls import api_call
 
 log = logging.getLogger("gateway.db")
@@ -84,5 +84,3 @@ class Database:
         except Exception:  # the server may still be down; the next failure checks again
             log.warning("pool check failed", exc_info=True)
 
-
-__all__ = ["ApiError", "Database", "make_pool"]
