@@ -83,4 +83,3 @@ class Database:
             await self.pool.check()
         except Exception:  # the server may still be down; the next failure checks again
             log.warning("pool check failed", exc_info=True)
-
