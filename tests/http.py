@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from gateway.app import create_app
 from gateway.config import Settings
 from gateway.passwords import hash_password
-from tests.conftest import call, url_for
+from tests.conftest import url_for
 from tests.factories import make_user
 
 SECRET = "test-secret-that-is-long-enough-for-hs256-0123456789"
@@ -57,5 +57,3 @@ def table_counts(owner: psycopg.Connection) -> dict[str, int]:
     counts["stock"] = owner.execute("SELECT coalesce(sum(available_quantity), 0) FROM ticket_types").fetchone()[0]  # type: ignore[index]
     return counts
 
-
-__all__ = ["call"]
