@@ -56,4 +56,3 @@ def table_counts(owner: psycopg.Connection) -> dict[str, int]:
     counts = {t: owner.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in tables}  # type: ignore[index]
     counts["stock"] = owner.execute("SELECT coalesce(sum(available_quantity), 0) FROM ticket_types").fetchone()[0]  # type: ignore[index]
     return counts
-
