@@ -1,7 +1,8 @@
 """Migrations: yoyo for tables (forward only), then the functions loader, every time.
 
 The loader drops the api/internal functions and re-creates them from `sql/functions/*.sql`
-(file-name order), re-grants EXECUTE, then (re)schedules `sql/cron_jobs.sql`, all in one
+(file-name order), grants the gateway EXECUTE on the functions listed in
+`sql/gateway_grants.sql` (and nothing else), then (re)schedules `sql/cron_jobs.sql`, all in one
 transaction. A database built from zero and one migrated step by step end up equal
 (tests compare both against the committed `sql/schema.sql`).
 """
@@ -21,6 +22,7 @@ SQL = ROOT / "sql"
 MIGRATIONS = SQL / "migrations"
 FUNCTIONS = SQL / "functions"
 CRON_JOBS = SQL / "cron_jobs.sql"
+GATEWAY_GRANTS = SQL / "gateway_grants.sql"
 BOOTSTRAP = SQL / "bootstrap.sql"
 
 OWNER_ROLE = "booking_owner"
@@ -78,7 +80,9 @@ def apply_migrations(url: str, source: Path = MIGRATIONS) -> list[str]:
     return [m.id for m in pending]
 
 
-def load_functions(url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JOBS) -> None:
+def load_functions(
+    url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JOBS, grants: Path = GATEWAY_GRANTS
+) -> None:
     """Drop every api/internal function and re-create them from the files, in one transaction.
 
     Dropping first lets a deploy change a return type (CREATE OR REPLACE cannot) and removes
@@ -100,8 +104,8 @@ def load_functions(url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JO
             except psycopg.Error as exc:
                 raise RuntimeError(f"{path.name}: {exc}") from exc
         for schema in LOADED_SCHEMAS:
-            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC")
-        conn.execute(f"GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA api TO {GATEWAY_ROLE}")
+            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {GATEWAY_ROLE}")
+        conn.execute(grants.read_text())
         if cron_jobs.exists():
             conn.execute(cron_jobs.read_text())
 

@@ -19,10 +19,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from psycopg.types.json import Jsonb
-
 from gateway.db import Database
 from gateway.errors import ApiError, from_sqlstate
+from gateway.sqlcalls import reserve_requests
 
 log = logging.getLogger("gateway.coalesce")
 
@@ -86,11 +85,11 @@ class ReserveCoalescer:
 
     async def _send(self, ticket_type_id: str, batch: list[Waiter]) -> ApiError | None:
         """One batch call; every waiter gets its answer. Returns the error if the call failed."""
-        requests = [{"user_id": w.user_id, "ticket_type_id": ticket_type_id, "quantity": w.quantity} for w in batch]
+        requests = reserve_requests((w.user_id, ticket_type_id, w.quantity) for w in batch)
         self.batches += 1
         failure: ApiError | None = None
         try:
-            answers = await self.db.rows(BATCH_FUNCTION, {"p_requests": Jsonb(requests)})
+            answers = await self.db.rows(BATCH_FUNCTION, {"p_requests": requests})
             # One row per request, in order: (reservation JSON text | None, sqlstate, message).
             for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
                 if waiter.future.cancelled():

@@ -65,6 +65,26 @@ COMMENT ON EXTENSION pgcrypto IS 'cryptographic functions';
 
 
 --
+-- Name: reserve_request; Type: TYPE; Schema: api; Owner: booking_owner
+--
+
+CREATE TYPE api.reserve_request AS (
+	user_id uuid,
+	ticket_type_id uuid,
+	quantity integer
+);
+
+
+ALTER TYPE api.reserve_request OWNER TO booking_owner;
+
+--
+-- Name: TYPE reserve_request; Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON TYPE api.reserve_request IS 'One reservation request (user, ticket type, quantity 1..10) for api.reserve_tickets_batch.';
+
+
+--
 -- Name: admin_get_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -724,45 +744,15 @@ CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_qua
     SET lock_timeout TO '2s'
     AS $$
 DECLARE
-  v_available integer;
-  v_problem text;
-  v_reservation order_reservations;
+  v_answer record;
 BEGIN
-  PERFORM internal.check_reserve_args(p_user_id, p_ticket_type_id, p_quantity);
-
-  -- Seed method 1. NO KEY UPDATE, not UPDATE: completes insert rows that reference this
-  -- ticket type (FOR KEY SHARE) and must not queue behind the onsale crowd.
-  SELECT tt.available_quantity,
-         internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time)
-    INTO v_available, v_problem
-    FROM ticket_types tt JOIN events e ON e.id = tt.event_id
-   WHERE tt.id = p_ticket_type_id
-     FOR NO KEY UPDATE OF tt;
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
+  -- Seed method 1 (pessimistic): the core locks the ticket type row.
+  SELECT * INTO v_answer
+    FROM internal.reserve(ARRAY[ROW(p_user_id, p_ticket_type_id, p_quantity)::api.reserve_request]);
+  IF v_answer.sqlstate IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = v_answer.sqlstate, MESSAGE = v_answer.message;
   END IF;
-  IF v_problem IS NOT NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = v_problem;
-  END IF;
-
-  IF v_available < p_quantity THEN
-    -- No seat stays stuck behind a dead hold: reclaim them under the lock we hold.
-    IF internal.reclaim_expired_holds(p_ticket_type_id) > 0 THEN
-      SELECT available_quantity INTO v_available FROM ticket_types WHERE id = p_ticket_type_id;
-    END IF;
-    IF v_available < p_quantity THEN
-      RAISE EXCEPTION USING ERRCODE = 'BKSLD',
-        MESSAGE = format('only %s tickets left', v_available);
-    END IF;
-  END IF;
-
-  UPDATE ticket_types
-     SET available_quantity = available_quantity - p_quantity, version = version + 1
-   WHERE id = p_ticket_type_id;
-  INSERT INTO order_reservations (user_id, ticket_type_id, quantity, status, expires_at)
-  VALUES (p_user_id, p_ticket_type_id, p_quantity, 'ACTIVE', now() + internal.hold_period())
-  RETURNING * INTO v_reservation;
-  RETURN internal.reservation_json(v_reservation);
+  RETURN v_answer.reservation;
 END;
 $$;
 
@@ -773,154 +763,29 @@ ALTER FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quan
 -- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). Raises BKVAL, BKNTF (unknown type), BKSNO (not on sale), BKSLD (sold out).';
+COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (default 10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Decided by internal.reserve. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). Raises BKVAL, BKNTF (unknown user or type), BKSNO (not on sale), BKSLD (sold out).';
 
 
 --
--- Name: reserve_tickets_batch(jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets_batch(api.reserve_request[]); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets_batch(p_requests jsonb) RETURNS TABLE(reservation json, sqlstate text, message text)
-    LANGUAGE plpgsql SECURITY DEFINER
+CREATE FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) RETURNS TABLE(reservation json, sqlstate text, message text)
+    LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
-    AS $_$
-DECLARE
-  c_uuid CONSTANT text := '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$';
-  v_count integer;
-  v_granted json[];  -- per request: the reservation, or NULL when refused
-  v_states text[];
-  v_messages text[];
-  v_req record;
-  -- the valid requests, in arrival order
-  v_pos integer[] := '{}';
-  v_users uuid[] := '{}';
-  v_types uuid[] := '{}';
-  v_qty integer[] := '{}';
-  -- the grants, inserted at the end in one statement
-  v_new_ids uuid[] := '{}';
-  v_new_users uuid[] := '{}';
-  v_new_types uuid[] := '{}';
-  v_new_qty integer[] := '{}';
-  v_known_users uuid[];
-  v_tt record;
-  v_available integer;
-  v_taken integer;
-  v_reclaimed boolean;
-  v_id uuid;
-  v_expires timestamptz := now() + internal.hold_period();
-  i integer;
-BEGIN
-  IF p_requests IS NULL OR jsonb_typeof(p_requests) <> 'array' THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_requests must be a JSON array';
-  END IF;
-  v_count := jsonb_array_length(p_requests);
-  IF v_count > 1000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per batch';
-  END IF;
-  v_granted := array_fill(NULL::json, ARRAY[v_count]);
-  v_states := array_fill(NULL::text, ARRAY[v_count]);
-  v_messages := array_fill(NULL::text, ARRAY[v_count]);
-
-  -- 1. Per-request argument checks (the same as internal.check_reserve_args, without raising).
-  FOR v_req IN SELECT r.ord::integer AS ord, r.elem FROM jsonb_array_elements(p_requests) WITH ORDINALITY r(elem, ord) LOOP
-    IF jsonb_typeof(v_req.elem) <> 'object'
-       OR coalesce(v_req.elem->>'user_id', '') !~ c_uuid
-       OR coalesce(v_req.elem->>'ticket_type_id', '') !~ c_uuid THEN
-      v_states[v_req.ord] := 'BKVAL';
-      v_messages[v_req.ord] := 'user_id and ticket_type_id are required UUIDs';
-    ELSIF jsonb_typeof(v_req.elem->'quantity') IS DISTINCT FROM 'number'
-       OR (v_req.elem->>'quantity') !~ '^[0-9]+$'
-       OR (v_req.elem->>'quantity')::numeric NOT BETWEEN 1 AND 10 THEN
-      v_states[v_req.ord] := 'BKVAL';
-      v_messages[v_req.ord] := format('quantity must be between 1 and 10, got %s',
-                                      coalesce(v_req.elem->>'quantity', 'null'));
-    ELSE
-      v_pos := v_pos || v_req.ord;
-      v_users := v_users || (v_req.elem->>'user_id')::uuid;
-      v_types := v_types || (v_req.elem->>'ticket_type_id')::uuid;
-      v_qty := v_qty || (v_req.elem->>'quantity')::integer;
-    END IF;
-  END LOOP;
-
-  -- A request from a user who no longer exists must not fail the whole batch on the FK.
-  SELECT coalesce(array_agg(u.id), '{}') INTO v_known_users FROM users u WHERE u.id = ANY(v_users);
-
-  -- 2. Ticket types in id order (the project's lock order), each locked once.
-  FOR v_tt IN
-    SELECT tt.id, tt.available_quantity,
-           internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) AS problem
-      FROM ticket_types tt JOIN events e ON e.id = tt.event_id
-     WHERE tt.id = ANY(v_types)
-     ORDER BY tt.id
-       FOR NO KEY UPDATE OF tt
-  LOOP
-    v_available := v_tt.available_quantity;
-    v_taken := 0;
-    v_reclaimed := false;
-    FOR i IN 1..coalesce(array_length(v_pos, 1), 0) LOOP
-      CONTINUE WHEN v_types[i] <> v_tt.id;
-      -- Checks in the order api.reserve_tickets makes them: user, then sale window, then stock.
-      IF v_users[i] <> ALL (v_known_users) THEN
-        v_states[v_pos[i]] := 'BKNTF';
-        v_messages[v_pos[i]] := 'user not found';
-      ELSIF v_tt.problem IS NOT NULL THEN
-        v_states[v_pos[i]] := 'BKSNO';
-        v_messages[v_pos[i]] := v_tt.problem;
-      ELSE
-        IF v_qty[i] > v_available AND NOT v_reclaimed THEN
-          -- Short: reclaim dead holds once, under the lock we hold, as reserve_tickets does.
-          v_reclaimed := true;
-          IF internal.reclaim_expired_holds(v_tt.id) > 0 THEN
-            SELECT available_quantity - v_taken INTO v_available FROM ticket_types WHERE id = v_tt.id;
-          END IF;
-        END IF;
-        IF v_qty[i] <= v_available THEN
-          v_id := gen_random_uuid();
-          v_available := v_available - v_qty[i];
-          v_taken := v_taken + v_qty[i];
-          v_new_ids := v_new_ids || v_id;
-          v_new_users := v_new_users || v_users[i];
-          v_new_types := v_new_types || v_tt.id;
-          v_new_qty := v_new_qty || v_qty[i];
-          v_granted[v_pos[i]] := json_build_object(
-            'id', v_id, 'user_id', v_users[i], 'ticket_type_id', v_tt.id, 'quantity', v_qty[i], 'status', 'ACTIVE',
-            'expires_at', v_expires, 'created_at', now());
-        ELSE
-          v_states[v_pos[i]] := 'BKSLD';
-          v_messages[v_pos[i]] := format('only %s tickets left', v_available);
-        END IF;
-      END IF;
-    END LOOP;
-    IF v_taken > 0 THEN
-      UPDATE ticket_types
-         SET available_quantity = available_quantity - v_taken, version = version + 1
-       WHERE id = v_tt.id;
-    END IF;
-  END LOOP;
-
-  INSERT INTO order_reservations (id, user_id, ticket_type_id, quantity, status, expires_at, created_at)
-  SELECT g.id, g.user_id, g.ticket_type_id, g.quantity, 'ACTIVE', v_expires, now()
-    FROM unnest(v_new_ids, v_new_users, v_new_types, v_new_qty) AS g(id, user_id, ticket_type_id, quantity);
-
-  -- 3. One row per request, in order; whatever is still unanswered named an unknown ticket type.
-  RETURN QUERY
-    SELECT g.reservation,
-           CASE WHEN g.reservation IS NULL THEN coalesce(g.sqlstate, 'BKNTF') END,
-           CASE WHEN g.reservation IS NULL THEN coalesce(g.message, 'ticket type not found') END
-      FROM unnest(v_granted, v_states, v_messages) WITH ORDINALITY AS g(reservation, sqlstate, message, ord)
-     ORDER BY g.ord;
-END;
-$_$;
+    AS $$
+  SELECT * FROM internal.reserve(p_requests)
+$$;
 
 
-ALTER FUNCTION api.reserve_tickets_batch(p_requests jsonb) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets_batch(p_requests jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[]); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) IS 'Many reservations in one transaction: p_requests is a JSON array of {user_id, ticket_type_id, quantity}. Returns one row per request, in the same order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKSLD). Within a ticket type requests are granted in array order while stock lasts (expired holds reclaimed once when short). Locks each ticket type row once, in id order (lock_timeout 2s). At most 1000 requests. The gateway uses it to coalesce concurrent reserves.';
+COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKSLD). Decided by internal.reserve: within a ticket type, granted in array order while stock lasts; each ticket type row locked once, in id order (lock_timeout 2s). At most 1000 requests (else BKVAL).';
 
 
 --
@@ -934,51 +799,20 @@ CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id 
     AS $$
 DECLARE
   c_attempts CONSTANT integer := 6;
-  v_attempt integer;
-  v_available integer;
   v_version integer;
-  v_problem text;
-  v_reservation order_reservations;
+  v_answer record;
 BEGIN
-  PERFORM internal.check_reserve_args(p_user_id, p_ticket_type_id, p_quantity);
-
   FOR v_attempt IN 1..c_attempts LOOP
-    -- Seed method 2: read without a lock, then compare-and-set on version.
-    SELECT tt.available_quantity, tt.version,
-           internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time)
-      INTO v_available, v_version, v_problem
-      FROM ticket_types tt JOIN events e ON e.id = tt.event_id
-     WHERE tt.id = p_ticket_type_id;
-    IF NOT FOUND THEN
-      RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
+    -- Seed method 2: read the version without a lock; the core takes the row only if the
+    -- version is still the same (compare-and-set), else answers BKBSY and we try again.
+    SELECT version INTO v_version FROM ticket_types WHERE id = p_ticket_type_id;
+    SELECT * INTO v_answer
+      FROM internal.reserve(ARRAY[ROW(p_user_id, p_ticket_type_id, p_quantity)::api.reserve_request], v_version);
+    IF v_answer.sqlstate IS NULL THEN
+      RETURN v_answer.reservation;
+    ELSIF v_answer.sqlstate <> 'BKBSY' THEN
+      RAISE EXCEPTION USING ERRCODE = v_answer.sqlstate, MESSAGE = v_answer.message;
     END IF;
-    IF v_problem IS NOT NULL THEN
-      RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = v_problem;
-    END IF;
-
-    IF v_available < p_quantity THEN
-      -- Reclaiming dead holds needs the row lock, as in the pessimistic function; it is
-      -- the rare path (stock short), so the lock costs nothing on the common one.
-      PERFORM 1 FROM ticket_types WHERE id = p_ticket_type_id FOR NO KEY UPDATE;
-      PERFORM internal.reclaim_expired_holds(p_ticket_type_id);
-      SELECT available_quantity, version INTO v_available, v_version
-        FROM ticket_types WHERE id = p_ticket_type_id;
-      IF v_available < p_quantity THEN
-        RAISE EXCEPTION USING ERRCODE = 'BKSLD',
-          MESSAGE = format('only %s tickets left', v_available);
-      END IF;
-    END IF;
-
-    UPDATE ticket_types
-       SET available_quantity = available_quantity - p_quantity, version = version + 1
-     WHERE id = p_ticket_type_id AND version = v_version;
-    IF FOUND THEN
-      INSERT INTO order_reservations (user_id, ticket_type_id, quantity, status, expires_at)
-      VALUES (p_user_id, p_ticket_type_id, p_quantity, 'ACTIVE', now() + internal.hold_period())
-      RETURNING * INTO v_reservation;
-      RETURN internal.reservation_json(v_reservation);
-    END IF;
-
     -- Lost the race: back off (exponential, jittered, capped at 50 ms) and re-read.
     PERFORM pg_sleep(least(0.001 * power(2, v_attempt), 0.05) * (0.5 + random()));
   END LOOP;
@@ -996,7 +830,7 @@ ALTER FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id u
 -- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Same checks and results as api.reserve_tickets, but seed method 2: version compare-and-set with up to 6 attempts and jittered exponential backoff. Takes the ticket_types row lock only to reclaim expired holds when stock is short. Raises BKVAL, BKNTF, BKSNO, BKSLD, BKBSY (retries exhausted).';
+COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Same checks and results as api.reserve_tickets, but seed method 2: reads the ticket type''s version without a lock, then internal.reserve takes the row only if the version is unchanged (compare-and-set); up to 6 attempts with jittered exponential backoff. lock_timeout 2s. Raises BKVAL, BKNTF, BKSNO, BKSLD, BKBSY (retries exhausted).';
 
 
 --
@@ -1213,38 +1047,6 @@ COMMENT ON FUNCTION internal.check_event(p_slug text, p_name text, p_location te
 
 
 --
--- Name: check_reserve_args(uuid, uuid, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
---
-
-CREATE FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS void
-    LANGUAGE plpgsql STABLE
-    AS $$
-BEGIN
-  IF p_user_id IS NULL OR p_ticket_type_id IS NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'user_id and ticket_type_id are required';
-  END IF;
-  IF p_quantity IS NULL OR p_quantity < 1 OR p_quantity > 10 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
-      MESSAGE = format('quantity must be between 1 and 10, got %s', coalesce(p_quantity::text, 'null'));
-  END IF;
-  -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-  IF NOT EXISTS (SELECT 1 FROM public.users WHERE id = p_user_id) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
-  END IF;
-END;
-$$;
-
-
-ALTER FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
-
---
--- Name: FUNCTION check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: internal; Owner: booking_owner
---
-
-COMMENT ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Argument checks shared by the reserve functions, and the user exists. Raises BKVAL, BKNTF.';
-
-
---
 -- Name: check_ticket_type(text, numeric, integer, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -1300,7 +1102,8 @@ CREATE TABLE public.events (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chk_events_status CHECK (((status)::text = ANY ((ARRAY['DRAFT'::character varying, 'PUBLISHED'::character varying, 'CANCELLED'::character varying, 'ENDED'::character varying])::text[]))),
-    CONSTRAINT chk_events_time CHECK ((end_time > start_time))
+    CONSTRAINT chk_events_time CHECK ((end_time > start_time)),
+    CONSTRAINT chk_events_times_rfc3339 CHECK (((start_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (start_time < '10000-01-01 00:00:00+00'::timestamp with time zone) AND (end_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (end_time < '10000-01-01 00:00:00+00'::timestamp with time zone)))
 );
 
 
@@ -1529,6 +1332,146 @@ COMMENT ON FUNCTION internal.reservation_json(r public.order_reservations) IS 'A
 
 
 --
+-- Name: reserve(api.reserve_request[], integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer DEFAULT NULL::integer) RETURNS TABLE(reservation json, sqlstate text, message text)
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_count integer := coalesce(array_length(p_requests, 1), 0);
+  v_states text[] := array_fill(NULL::text, ARRAY[v_count]);
+  v_messages text[] := array_fill(NULL::text, ARRAY[v_count]);
+  v_types uuid[] := '{}';       -- ticket types and users of the well-formed requests
+  v_users uuid[] := '{}';
+  v_known_users uuid[];
+  v_grant_pos integer[] := '{}'; -- positions granted, and their new reservation ids
+  v_grant_ids uuid[] := '{}';
+  v_expires timestamptz := now() + internal.hold_period();
+  v_req api.reserve_request;
+  v_tt record;
+  v_available integer;
+  v_taken integer;
+  v_reclaimed boolean;
+  i integer;
+BEGIN
+  IF v_count > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
+  END IF;
+
+  -- 1. Arguments, per request (a bad one is answered, it does not fail the others).
+  FOR i IN 1..v_count LOOP
+    v_req := p_requests[i];
+    IF v_req.user_id IS NULL OR v_req.ticket_type_id IS NULL THEN
+      v_states[i] := 'BKVAL';
+      v_messages[i] := 'user_id and ticket_type_id are required';
+    ELSIF v_req.quantity IS NULL OR v_req.quantity NOT BETWEEN 1 AND 10 THEN
+      v_states[i] := 'BKVAL';
+      v_messages[i] := format('quantity must be between 1 and 10, got %s', coalesce(v_req.quantity::text, 'null'));
+    ELSE
+      v_types := v_types || v_req.ticket_type_id;
+      v_users := v_users || v_req.user_id;
+    END IF;
+  END LOOP;
+  -- A token can outlive its user: answer not_found rather than trip over the foreign key.
+  SELECT coalesce(array_agg(u.id), '{}') INTO v_known_users
+    FROM public.users u WHERE u.id = ANY (v_users);
+
+  -- 2. Each ticket type locked once, in id order (the project's lock order). NO KEY UPDATE, not
+  -- UPDATE: completes insert rows referencing the type (FOR KEY SHARE) and must not queue
+  -- behind the onsale crowd. With p_expected_version (the optimistic way in), the row is
+  -- taken only if nobody changed it since the caller read it: compare-and-set.
+  FOR v_tt IN
+    SELECT tt.id, tt.available_quantity,
+           internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) AS problem
+      FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
+     WHERE tt.id = ANY (v_types)
+       AND (p_expected_version IS NULL OR tt.version = p_expected_version)
+     ORDER BY tt.id
+       FOR NO KEY UPDATE OF tt
+  LOOP
+    v_available := v_tt.available_quantity;
+    v_taken := 0;
+    v_reclaimed := false;
+    -- Requests of this type in arrival order; checks in this order: user, sale window, stock.
+    FOR i IN 1..v_count LOOP
+      v_req := p_requests[i];
+      CONTINUE WHEN v_states[i] IS NOT NULL OR v_req.ticket_type_id <> v_tt.id;
+      IF v_req.user_id <> ALL (v_known_users) THEN
+        v_states[i] := 'BKNTF';
+        v_messages[i] := 'user not found';
+      ELSIF v_tt.problem IS NOT NULL THEN
+        v_states[i] := 'BKSNO';
+        v_messages[i] := v_tt.problem;
+      ELSE
+        IF v_req.quantity > v_available AND NOT v_reclaimed THEN
+          -- Short: no seat stays stuck behind a dead hold. Reclaim once, under our lock. The
+          -- row does not count this call's grants yet (written below): subtract them.
+          v_reclaimed := true;
+          IF internal.reclaim_expired_holds(v_tt.id) > 0 THEN
+            SELECT tt.available_quantity - v_taken INTO v_available FROM public.ticket_types tt WHERE tt.id = v_tt.id;
+          END IF;
+        END IF;
+        IF v_req.quantity <= v_available THEN
+          v_available := v_available - v_req.quantity;
+          v_taken := v_taken + v_req.quantity;
+          v_grant_pos := v_grant_pos || i;
+          v_grant_ids := v_grant_ids || gen_random_uuid();
+          v_states[i] := '';  -- granted
+        ELSE
+          v_states[i] := 'BKSLD';
+          v_messages[i] := format('only %s tickets left', v_available);
+        END IF;
+      END IF;
+    END LOOP;
+    IF v_taken > 0 THEN
+      UPDATE public.ticket_types
+         SET available_quantity = available_quantity - v_taken, version = version + 1
+       WHERE id = v_tt.id;
+    END IF;
+  END LOOP;
+
+  -- 3. The holds, in one statement; one answer per request, in order. A request nobody
+  -- answered named a ticket type that does not exist, or (compare-and-set) one that changed.
+  RETURN QUERY
+    WITH granted AS (
+      INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
+      SELECT g.id, (p_requests[g.pos]).user_id, (p_requests[g.pos]).ticket_type_id, (p_requests[g.pos]).quantity,
+             'ACTIVE', v_expires
+        FROM unnest(v_grant_pos, v_grant_ids) AS g(pos, id)
+      RETURNING r.id, internal.reservation_json(r) AS reservation
+    )
+    SELECT granted.reservation,
+           CASE WHEN a.state = '' THEN NULL
+                WHEN a.state IS NOT NULL THEN a.state
+                WHEN p_expected_version IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM public.ticket_types tt WHERE tt.id = (p_requests[a.pos]).ticket_type_id)
+                  THEN 'BKBSY'
+                ELSE 'BKNTF' END,
+           CASE WHEN a.state = '' THEN NULL
+                WHEN a.state IS NOT NULL THEN a.msg
+                WHEN p_expected_version IS NOT NULL
+                 AND EXISTS (SELECT 1 FROM public.ticket_types tt WHERE tt.id = (p_requests[a.pos]).ticket_type_id)
+                  THEN 'the ticket type changed since it was read'
+                ELSE 'ticket type not found' END
+      FROM unnest(v_states, v_messages) WITH ORDINALITY AS a(state, msg, pos)
+      LEFT JOIN unnest(v_grant_pos, v_grant_ids) AS g(pos, id) ON g.pos = a.pos
+      LEFT JOIN granted ON granted.id = g.id
+     ORDER BY a.pos;
+END;
+$$;
+
+
+ALTER FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reserve(p_requests api.reserve_request[], p_expected_version integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer) IS 'The one place a reservation is decided. For each request, in order: arguments (quantity 1..10), the user exists, the ticket type exists and is on sale, stock (reclaiming expired holds of the type once when short); granted requests become ACTIVE holds for booking.hold_period. Locks each ticket_types row once, in id order (FOR NO KEY UPDATE). Returns one row per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKSLD; BKBSY when p_expected_version no longer matches). Raises BKVAL for more than 1000 requests. Callers set lock_timeout.';
+
+
+--
 -- Name: sale_problem(text, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -1607,7 +1550,8 @@ CREATE TABLE public.ticket_types (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chk_ticket_types_available_lte_initial CHECK ((available_quantity <= initial_quantity)),
     CONSTRAINT chk_ticket_types_price CHECK ((price >= (0)::numeric)),
-    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0)))
+    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0))),
+    CONSTRAINT chk_ticket_types_times_rfc3339 CHECK ((((start_sale_time IS NULL) OR ((start_sale_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (start_sale_time < '10000-01-01 00:00:00+00'::timestamp with time zone))) AND ((end_sale_time IS NULL) OR ((end_sale_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (end_sale_time < '10000-01-01 00:00:00+00'::timestamp with time zone)))))
 );
 
 
@@ -2349,7 +2293,6 @@ GRANT ALL ON FUNCTION api.check_in(p_ticket_code text) TO booking_gateway;
 --
 
 REVOKE ALL ON FUNCTION api.check_invariants() FROM PUBLIC;
-GRANT ALL ON FUNCTION api.check_invariants() TO booking_gateway;
 
 
 --
@@ -2357,7 +2300,6 @@ GRANT ALL ON FUNCTION api.check_invariants() TO booking_gateway;
 --
 
 REVOKE ALL ON FUNCTION api.cleanup_reservations(p_older_than interval) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.cleanup_reservations(p_older_than interval) TO booking_gateway;
 
 
 --
@@ -2389,7 +2331,6 @@ GRANT ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_pri
 --
 
 REVOKE ALL ON FUNCTION api.expire_reservations() FROM PUBLIC;
-GRANT ALL ON FUNCTION api.expire_reservations() TO booking_gateway;
 
 
 --
@@ -2457,11 +2398,11 @@ GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid,
 
 
 --
--- Name: FUNCTION reserve_tickets_batch(p_requests jsonb); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[]); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests jsonb) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) TO booking_gateway;
 
 
 --
@@ -2477,7 +2418,6 @@ GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_ty
 --
 
 REVOKE ALL ON FUNCTION api.set_user_role(p_email text, p_role text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.set_user_role(p_email text, p_role text) TO booking_gateway;
 
 
 --
@@ -2508,13 +2448,6 @@ REVOKE ALL ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed tex
 --
 
 REVOKE ALL ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) FROM PUBLIC;
-
-
---
--- Name: FUNCTION check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: internal; Owner: booking_owner
---
-
-REVOKE ALL ON FUNCTION internal.check_reserve_args(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
 
 
 --
@@ -2567,6 +2500,13 @@ REVOKE ALL ON FUNCTION internal.reservation_json(r public.order_reservations) FR
 
 
 --
+-- Name: FUNCTION reserve(p_requests api.reserve_request[], p_expected_version integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -2606,13 +2546,6 @@ REVOKE ALL ON FUNCTION public.notify_catalog_change() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.update_updated_at_column() FROM PUBLIC;
-
-
---
--- Name: DEFAULT PRIVILEGES FOR FUNCTIONS; Type: DEFAULT ACL; Schema: api; Owner: booking_owner
---
-
-ALTER DEFAULT PRIVILEGES FOR ROLE booking_owner IN SCHEMA api GRANT ALL ON FUNCTIONS  TO booking_gateway;
 
 
 --

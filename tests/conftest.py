@@ -91,6 +91,12 @@ def call(conn: psycopg.Connection, function: str, **args: Any) -> Any:
     return row[0]
 
 
+def dba_call(conn: psycopg.Connection, function: str, **args: Any) -> Any:
+    """Call a DBA-only api function on conn's database as the owner (the gateway may not)."""
+    with psycopg.connect(url_for(conn.info.dbname, OWNER_ROLE), autocommit=True) as owner:
+        return call(owner, function, **args)
+
+
 def sqlstate_of(conn: psycopg.Connection, function: str, **args: Any) -> str | None:
     """Call and return the SQLSTATE it raised (None when it succeeded)."""
     try:

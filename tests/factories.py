@@ -8,7 +8,7 @@ from typing import Any
 
 import psycopg
 
-from tests.conftest import call
+from tests.conftest import OWNER_ROLE, call, dba_call, url_for
 
 _seq = itertools.count(1)
 NOW = datetime.now(UTC)
@@ -20,7 +20,7 @@ def make_user(conn: psycopg.Connection, role: str = "user") -> dict[str, Any]:
         conn, "register_user", p_email=f"user{n}@example.com", p_password_hash="$argon2id$x", p_full_name=f"U{n}"
     )
     if role != "user":
-        user = call(conn, "set_user_role", p_email=user["email"], p_role=role)
+        user = dba_call(conn, "set_user_role", p_email=user["email"], p_role=role)
     return user
 
 
@@ -69,4 +69,6 @@ def stock(conn: psycopg.Connection, tt: dict[str, Any]) -> int:
 
 
 def violations(conn: psycopg.Connection) -> list[tuple[Any, ...]]:
-    return conn.execute("SELECT * FROM api.check_invariants()").fetchall()
+    """api.check_invariants() on conn's database (a DBA-only function: run as the owner)."""
+    with psycopg.connect(url_for(conn.info.dbname, OWNER_ROLE), autocommit=True) as owner:
+        return owner.execute("SELECT * FROM api.check_invariants()").fetchall()

@@ -10,7 +10,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import call, sqlstate_of
+from tests.conftest import call, dba_call, sqlstate_of
 from tests.factories import NOW, make_event, make_ticket_type, make_user, reserve, stock, violations
 
 # ---------------------------------------------------------------- users
@@ -44,11 +44,11 @@ def test_register_twice_is_email_taken(gw: psycopg.Connection) -> None:
     assert sqlstate_of(gw, "register_user", p_email="B@X.io", p_password_hash="h", p_full_name="B") == "BKEML"
 
 
-def test_set_user_role(gw: psycopg.Connection) -> None:
+def test_set_user_role(gw: psycopg.Connection, owner: psycopg.Connection) -> None:
     user = make_user(gw)
-    assert call(gw, "set_user_role", p_email=user["email"], p_role="admin")["role"] == "admin"
-    assert sqlstate_of(gw, "set_user_role", p_email=user["email"], p_role="root") == "BKVAL"
-    assert sqlstate_of(gw, "set_user_role", p_email="ghost@x.io", p_role="admin") == "BKNTF"
+    assert call(owner, "set_user_role", p_email=user["email"], p_role="admin")["role"] == "admin"
+    assert sqlstate_of(owner, "set_user_role", p_email=user["email"], p_role="root") == "BKVAL"
+    assert sqlstate_of(owner, "set_user_role", p_email="ghost@x.io", p_role="admin") == "BKNTF"
     assert sqlstate_of(gw, "get_user", p_user_id="00000000-0000-0000-0000-000000000000") == "BKNTF"
 
 
@@ -127,6 +127,26 @@ def test_create_event_rejects(gw: psycopg.Connection, fields: dict[str, Any], sq
     args = {"p_slug": "ok", "p_name": "N", "p_location": "L", "p_start_time": NOW + timedelta(days=1),
             "p_end_time": NOW + timedelta(days=2), **fields}  # fmt: skip
     assert sqlstate_of(gw, "create_event", **args) == sqlstate
+
+
+@pytest.mark.parametrize("when", ["0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-05:00"])
+def test_times_outside_what_rfc_3339_can_write_are_refused(gw: psycopg.Connection, when: str) -> None:
+    """Year 0 ('1 BC') or 10000 in UTC would be stored and come back unreadable: a CHECK
+    (23514) refuses them, or an earlier rule (BKVAL: an end before the start)."""
+    refused = {"23514", "BKVAL"}
+    args = {"p_slug": "ok", "p_name": "N", "p_location": "L", "p_start_time": NOW + timedelta(days=1),
+            "p_end_time": NOW + timedelta(days=2)}  # fmt: skip
+    assert sqlstate_of(gw, "create_event", **(args | {"p_start_time": when, "p_end_time": when})) in refused
+    tt = make_ticket_type(gw)
+    for field in ("start_time", "end_time"):
+        changes = f'{{"{field}": "{when}"}}'
+        assert sqlstate_of(gw, "update_event", p_event_id=tt["event_id"], p_changes=changes) in refused
+    for field in ("start_sale_time", "end_sale_time"):
+        changes = f'{{"{field}": "{when}"}}'
+        assert sqlstate_of(gw, "update_ticket_type", p_ticket_type_id=tt["id"], p_changes=changes) in refused
+        assert sqlstate_of(gw, "create_ticket_type", p_event_id=tt["event_id"], p_name="Late", p_price="1.00",
+                           p_initial_quantity=1, **{f"p_{field}": when}) in refused  # fmt: skip
+    assert call(gw, "admin_get_event", p_event_id=tt["event_id"])["start_time"] == tt["event"]["start_time"]
 
 
 def test_slug_taken(gw: psycopg.Connection) -> None:
@@ -247,7 +267,7 @@ def test_cancel_expired_hold_is_reservation_expired(gw: psycopg.Connection, owne
     user, tt = make_user(gw), make_ticket_type(gw)
     res = reserve(gw, user, tt)
     owner.execute("UPDATE order_reservations SET expires_at = now() - interval '1 s' WHERE id = %s", (res["id"],))
-    assert call(gw, "expire_reservations") == 1
+    assert dba_call(gw, "expire_reservations") == 1
     assert sqlstate_of(gw, "cancel_reservation", p_user_id=user["id"], p_reservation_id=res["id"]) == "BKREX"
 
 
@@ -295,7 +315,7 @@ def test_complete_errors(gw: psycopg.Connection, owner: psycopg.Connection) -> N
     late = reserve(gw, user, tt)
     owner.execute("UPDATE order_reservations SET expires_at = now() - interval '1 s' WHERE id = %s", (late["id"],))
     assert state(user["id"], late["id"]) == "BKREX"
-    call(gw, "expire_reservations")
+    dba_call(gw, "expire_reservations")
     assert state(user["id"], late["id"]) == "BKREX"
 
     cancelled = reserve(gw, user, tt)
@@ -365,8 +385,8 @@ def test_expire_releases_only_expired_holds(gw: psycopg.Connection, owner: psyco
     alive = reserve(gw, user, tt, 1)
     owner.execute("UPDATE order_reservations SET expires_at = now() - interval '1 s' WHERE id = ANY(%s)",
                   ([d["id"] for d in dead],))  # fmt: skip
-    assert call(gw, "expire_reservations") == 2
-    assert call(gw, "expire_reservations") == 0
+    assert dba_call(gw, "expire_reservations") == 2
+    assert dba_call(gw, "expire_reservations") == 0
     assert stock(gw, tt) == 9
     assert owner.execute("SELECT status FROM order_reservations WHERE id = %s", (alive["id"],)).fetchone() == (
         "ACTIVE",
@@ -386,14 +406,14 @@ def test_cleanup_deletes_old_finished_holds_and_keeps_orders(gw: psycopg.Connect
     owner.execute("UPDATE order_reservations SET created_at = now() - interval '31 days' WHERE id <> %s",
                   (recent["id"],))  # fmt: skip
 
-    assert call(gw, "cleanup_reservations") == 2
+    assert dba_call(gw, "cleanup_reservations") == 2
     left = {r[0] for r in owner.execute("SELECT id::text FROM order_reservations")}
     assert left == {active["id"], recent["id"]}
     kept = call(gw, "my_bookings", p_user_id=user["id"])
     assert [o["id"] for o in kept] == [order["id"]] and kept[0]["reservation_id"] is None
     assert len(kept[0]["tickets"]) == 1
     assert violations(gw) == []
-    assert sqlstate_of(gw, "cleanup_reservations", p_older_than="1 hour") == "BKVAL"
+    assert sqlstate_of(owner, "cleanup_reservations", p_older_than="1 hour") == "BKVAL"
 
 
 def test_check_invariants_reports_each_kind_of_violation(gw: psycopg.Connection, owner: psycopg.Connection) -> None:

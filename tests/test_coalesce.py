@@ -12,12 +12,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.types.json import Jsonb
 
 from gateway.app import create_app
 from gateway.coalesce import ReserveCoalescer
 from gateway.db import Database, make_pool
 from gateway.errors import ApiError
+from gateway.sqlcalls import reserve_requests
 from tests.conftest import call, sqlstate_of
 from tests.factories import NOW, make_ticket_type, make_user, stock, violations
 from tests.http import forged, settings_for
@@ -28,7 +28,8 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 def batch(conn: psycopg.Connection, requests: list[dict[str, Any]]) -> list[tuple[str, Any]]:
-    rows = conn.execute("SELECT * FROM api.reserve_tickets_batch(%s)", (Jsonb(requests),)).fetchall()
+    literal = reserve_requests((r["user_id"], r["ticket_type_id"], r["quantity"]) for r in requests)
+    rows = conn.execute("SELECT * FROM api.reserve_tickets_batch(%s)", (literal,)).fetchall()
     return [("ok", reservation) if reservation is not None else ("error", state) for reservation, state, _ in rows]
 
 
@@ -89,12 +90,15 @@ def test_batch_reclaims_expired_holds_and_rejects_malformed_batches(
     answers = batch(gw, [{"user_id": user["id"], "ticket_type_id": tt["id"], "quantity": 1}] * 3)
     assert [a[0] for a in answers] == ["ok", "ok", "error"]
     assert violations(gw) == []
-    assert sqlstate_of(gw, "reserve_tickets_batch", p_requests=Jsonb({"not": "an array"})) == "BKVAL"
-    assert sqlstate_of(gw, "reserve_tickets_batch", p_requests=Jsonb([{}] * 1001)) == "BKVAL"
-    odd = [["x"], {"user_id": "nope", "ticket_type_id": tt["id"], "quantity": 1},
-           {"user_id": user["id"], "ticket_type_id": tt["id"], "quantity": "1"},
-           {"user_id": user["id"], "ticket_type_id": tt["id"], "quantity": 1.5}]  # fmt: skip
-    assert [a[1] for a in batch(gw, odd)] == ["BKVAL"] * 4
+    too_many = reserve_requests([(user["id"], tt["id"], 1)] * 1001)
+    assert sqlstate_of(gw, "reserve_tickets_batch", p_requests=too_many) == "BKVAL"
+    # Typed input: what is not a request does not parse at all; what parses is checked per request.
+    assert sqlstate_of(gw, "reserve_tickets_batch", p_requests='{"(nope,x,1)"}') == "22P02"
+    odd = f'{{"(,{tt["id"]},1)","({user["id"]},,1)","({user["id"]},{tt["id"]},)","({user["id"]},{tt["id"]},0)",' \
+          f'"({user["id"]},{tt["id"]},11)"}}'  # fmt: skip
+    rows = gw.execute("SELECT sqlstate FROM api.reserve_tickets_batch(%s)", (odd,)).fetchall()
+    assert [r[0] for r in rows] == ["BKVAL"] * 5
+    assert gw.execute("SELECT count(*) FROM api.reserve_tickets_batch(NULL)").fetchone() == (0,)
 
 
 # ------------------------------------------------------------------ the coalescer, on a real pool

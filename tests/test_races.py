@@ -13,7 +13,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.conftest import call, sqlstate_of
+from tests.conftest import call, dba_call, sqlstate_of
 from tests.factories import make_ticket_type, make_user, stock, violations
 
 WORKERS = 24
@@ -160,10 +160,10 @@ def test_expiry_skips_a_locked_ticket_type_instead_of_waiting(
     blocker = connect("booking_owner", autocommit=False)
     blocker.execute("SELECT 1 FROM ticket_types WHERE id = %s FOR NO KEY UPDATE", (tt["id"],))
     started = time.monotonic()
-    assert call(gw, "expire_reservations") == 0
+    assert dba_call(gw, "expire_reservations") == 0
     assert time.monotonic() - started < 1.0
     blocker.rollback()
-    assert call(gw, "expire_reservations") == 1
+    assert dba_call(gw, "expire_reservations") == 1
 
 
 def test_two_completes_of_one_hold_make_one_order(gw: psycopg.Connection, connect: Any) -> None:

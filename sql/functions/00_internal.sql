@@ -34,29 +34,6 @@ COMMENT ON FUNCTION internal.sale_problem(text, timestamptz, timestamptz, timest
   'sale window, or the event is over.';
 
 
-CREATE OR REPLACE FUNCTION internal.check_reserve_args(
-  p_user_id uuid, p_ticket_type_id uuid, p_quantity integer)
-RETURNS void
-LANGUAGE plpgsql STABLE
-AS $$
-BEGIN
-  IF p_user_id IS NULL OR p_ticket_type_id IS NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'user_id and ticket_type_id are required';
-  END IF;
-  IF p_quantity IS NULL OR p_quantity < 1 OR p_quantity > 10 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
-      MESSAGE = format('quantity must be between 1 and 10, got %s', coalesce(p_quantity::text, 'null'));
-  END IF;
-  -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-  IF NOT EXISTS (SELECT 1 FROM public.users WHERE id = p_user_id) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
-  END IF;
-END;
-$$;
-COMMENT ON FUNCTION internal.check_reserve_args(uuid, uuid, integer) IS
-  'Argument checks shared by the reserve functions, and the user exists. Raises BKVAL, BKNTF.';
-
-
 CREATE OR REPLACE FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid)
 RETURNS integer
 LANGUAGE plpgsql

@@ -1,0 +1,14 @@
+-- What the gateway's role (booking_gateway) may run: exactly the api functions its routes and
+-- its reserve strategies call. Everything else in schema api is for DBAs (their COMMENT says
+-- "(DBA-only)"): api.set_user_role, api.expire_reservations, api.cleanup_reservations,
+-- api.check_invariants. The functions loader revokes every grant, then runs this file; a test
+-- compares it with the gateway's route table.
+GRANT EXECUTE ON FUNCTION
+  api.register_user, api.get_user_credentials, api.get_user,
+  api.list_published_events, api.get_event,
+  api.admin_get_event, api.create_event, api.update_event, api.publish_event, api.cancel_event,
+  api.create_ticket_type, api.update_ticket_type,
+  api.reserve_tickets, api.reserve_tickets_optimistic, api.reserve_tickets_batch,
+  api.cancel_reservation, api.complete_booking, api.my_bookings,
+  api.check_in
+TO booking_gateway;
