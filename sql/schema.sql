@@ -742,17 +742,17 @@ CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_qua
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
   v_answer record;
 BEGIN
   -- Seed method 1 (pessimistic): the core locks the ticket type row.
-  SELECT * INTO v_answer
-    FROM internal.reserve(ARRAY[ROW(p_user_id, p_ticket_type_id, p_quantity)::api.reserve_request]);
-  IF v_answer.sqlstate IS NOT NULL THEN
-    RAISE EXCEPTION USING ERRCODE = v_answer.sqlstate, MESSAGE = v_answer.message;
+  v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity]);
+  IF v_answer.sqlstates[1] IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = v_answer.sqlstates[1], MESSAGE = v_answer.messages[1];
   END IF;
-  RETURN v_answer.reservation;
+  RETURN v_answer.reservations[1];
 END;
 $$;
 
@@ -771,11 +771,41 @@ COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p
 --
 
 CREATE FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) RETURNS TABLE(reservation json, sqlstate text, message text)
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
-  SELECT * FROM internal.reserve(p_requests)
+DECLARE
+  v_group record;
+  v_answer record;
+  v_pos integer[] := '{}';
+  v_reservations json[] := '{}';
+  v_sqlstates text[] := '{}';
+  v_messages text[] := '{}';
+BEGIN
+  IF coalesce(array_length(p_requests, 1), 0) > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
+  END IF;
+  -- One core call per ticket type, in id order (the project's lock order).
+  FOR v_group IN
+    SELECT r.ticket_type_id, array_agg(r.user_id ORDER BY r.pos) AS users,
+           array_agg(r.quantity ORDER BY r.pos) AS quantities, array_agg(r.pos ORDER BY r.pos) AS pos
+      FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
+     GROUP BY r.ticket_type_id
+     ORDER BY r.ticket_type_id NULLS LAST
+  LOOP
+    v_answer := internal.reserve(v_group.ticket_type_id, v_group.users, v_group.quantities);
+    v_pos := v_pos || v_group.pos;
+    v_reservations := v_reservations || v_answer.reservations;
+    v_sqlstates := v_sqlstates || v_answer.sqlstates;
+    v_messages := v_messages || v_answer.messages;
+  END LOOP;
+  RETURN QUERY
+    SELECT a.reservation, a.sqlstate, a.message
+      FROM unnest(v_pos, v_reservations, v_sqlstates, v_messages) AS a(pos, reservation, sqlstate, message)
+     ORDER BY a.pos;
+END;
 $$;
 
 
@@ -785,7 +815,7 @@ ALTER FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) OWNER
 -- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[]); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKSLD). Decided by internal.reserve: within a ticket type, granted in array order while stock lasts; each ticket type row locked once, in id order (lock_timeout 2s). At most 1000 requests (else BKVAL).';
+COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves of a ticket type into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKSLD). Decided by internal.reserve, one call per ticket type in id order (each row locked once, lock_timeout 2s); within a type, granted in array order while stock lasts. At most 1000 requests (else BKVAL).';
 
 
 --
@@ -796,6 +826,7 @@ CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id 
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
+    SET plan_cache_mode TO 'force_generic_plan'
     AS $$
 DECLARE
   c_attempts CONSTANT integer := 6;
@@ -806,12 +837,11 @@ BEGIN
     -- Seed method 2: read the version without a lock; the core takes the row only if the
     -- version is still the same (compare-and-set), else answers BKBSY and we try again.
     SELECT version INTO v_version FROM ticket_types WHERE id = p_ticket_type_id;
-    SELECT * INTO v_answer
-      FROM internal.reserve(ARRAY[ROW(p_user_id, p_ticket_type_id, p_quantity)::api.reserve_request], v_version);
-    IF v_answer.sqlstate IS NULL THEN
-      RETURN v_answer.reservation;
-    ELSIF v_answer.sqlstate <> 'BKBSY' THEN
-      RAISE EXCEPTION USING ERRCODE = v_answer.sqlstate, MESSAGE = v_answer.message;
+    v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], v_version);
+    IF v_answer.sqlstates[1] IS NULL THEN
+      RETURN v_answer.reservations[1];
+    ELSIF v_answer.sqlstates[1] <> 'BKBSY' THEN
+      RAISE EXCEPTION USING ERRCODE = v_answer.sqlstates[1], MESSAGE = v_answer.messages[1];
     END IF;
     -- Lost the race: back off (exponential, jittered, capped at 50 ms) and re-read.
     PERFORM pg_sleep(least(0.001 * power(2, v_attempt), 0.05) * (0.5 + random()));
@@ -1332,143 +1362,124 @@ COMMENT ON FUNCTION internal.reservation_json(r public.order_reservations) IS 'A
 
 
 --
--- Name: reserve(api.reserve_request[], integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+-- Name: reserve(uuid, uuid[], integer[], integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer DEFAULT NULL::integer) RETURNS TABLE(reservation json, sqlstate text, message text)
+CREATE FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer DEFAULT NULL::integer, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) RETURNS record
     LANGUAGE plpgsql
     AS $$
 DECLARE
-  v_count integer := coalesce(array_length(p_requests, 1), 0);
-  v_states text[] := array_fill(NULL::text, ARRAY[v_count]);
-  v_messages text[] := array_fill(NULL::text, ARRAY[v_count]);
-  v_types uuid[] := '{}';       -- ticket types and users of the well-formed requests
-  v_users uuid[] := '{}';
+  v_count integer := coalesce(array_length(p_users, 1), 0);
   v_known_users uuid[];
-  v_grant_pos integer[] := '{}'; -- positions granted, and their new reservation ids
-  v_grant_ids uuid[] := '{}';
-  v_expires timestamptz := now() + internal.hold_period();
-  v_req api.reserve_request;
-  v_tt record;
   v_available integer;
-  v_taken integer;
-  v_reclaimed boolean;
+  v_problem text;
+  v_taken integer := 0;
+  v_reclaimed boolean := false;
+  v_grant_pos integer[] := '{}';  -- positions granted, and their new reservation ids
+  v_grant_ids uuid[] := '{}';
+  v_grant_json json[];
+  v_quantity integer;
   i integer;
 BEGIN
   IF v_count > 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
   END IF;
+  reservations := array_fill(NULL::json, ARRAY[v_count]);
+  sqlstates := array_fill(NULL::text, ARRAY[v_count]);
+  messages := array_fill(NULL::text, ARRAY[v_count]);
 
-  -- 1. Arguments, per request (a bad one is answered, it does not fail the others).
-  FOR i IN 1..v_count LOOP
-    v_req := p_requests[i];
-    IF v_req.user_id IS NULL OR v_req.ticket_type_id IS NULL THEN
-      v_states[i] := 'BKVAL';
-      v_messages[i] := 'user_id and ticket_type_id are required';
-    ELSIF v_req.quantity IS NULL OR v_req.quantity NOT BETWEEN 1 AND 10 THEN
-      v_states[i] := 'BKVAL';
-      v_messages[i] := format('quantity must be between 1 and 10, got %s', coalesce(v_req.quantity::text, 'null'));
-    ELSE
-      v_types := v_types || v_req.ticket_type_id;
-      v_users := v_users || v_req.user_id;
-    END IF;
-  END LOOP;
+  -- The ticket type's row, locked (one lock per call whatever the number of requests). NO KEY
+  -- UPDATE, not UPDATE: completes insert rows referencing the type (FOR KEY SHARE) and must
+  -- not queue behind the onsale crowd. With p_expected_version (the optimistic way in) the row
+  -- is taken only if nobody changed it since the caller read it: compare-and-set.
+  SELECT tt.available_quantity, internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time)
+    INTO v_available, v_problem
+    FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
+   WHERE tt.id = p_ticket_type_id AND (p_expected_version IS NULL OR tt.version = p_expected_version)
+     FOR NO KEY UPDATE OF tt;
+  IF NOT FOUND THEN
+    v_problem := CASE
+      WHEN p_ticket_type_id IS NULL THEN 'BKVAL'
+      WHEN p_expected_version IS NOT NULL AND EXISTS (SELECT 1 FROM public.ticket_types WHERE id = p_ticket_type_id)
+        THEN 'BKBSY'
+      ELSE 'BKNTF' END;
+  END IF;
   -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-  SELECT coalesce(array_agg(u.id), '{}') INTO v_known_users
-    FROM public.users u WHERE u.id = ANY (v_users);
+  -- (A query on an array of any length: the custom plans the planner would make again on
+  -- every call are no better than the generic one, so the api functions that call this set
+  -- plan_cache_mode = force_generic_plan; re-planning cost ~10% of a reserve.)
+  SELECT coalesce(array_agg(u.id), '{}') INTO v_known_users FROM public.users u WHERE u.id = ANY (p_users);
 
-  -- 2. Each ticket type locked once, in id order (the project's lock order). NO KEY UPDATE, not
-  -- UPDATE: completes insert rows referencing the type (FOR KEY SHARE) and must not queue
-  -- behind the onsale crowd. With p_expected_version (the optimistic way in), the row is
-  -- taken only if nobody changed it since the caller read it: compare-and-set.
-  FOR v_tt IN
-    SELECT tt.id, tt.available_quantity,
-           internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) AS problem
-      FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
-     WHERE tt.id = ANY (v_types)
-       AND (p_expected_version IS NULL OR tt.version = p_expected_version)
-     ORDER BY tt.id
-       FOR NO KEY UPDATE OF tt
-  LOOP
-    v_available := v_tt.available_quantity;
-    v_taken := 0;
-    v_reclaimed := false;
-    -- Requests of this type in arrival order; checks in this order: user, sale window, stock.
-    FOR i IN 1..v_count LOOP
-      v_req := p_requests[i];
-      CONTINUE WHEN v_states[i] IS NOT NULL OR v_req.ticket_type_id <> v_tt.id;
-      IF v_req.user_id <> ALL (v_known_users) THEN
-        v_states[i] := 'BKNTF';
-        v_messages[i] := 'user not found';
-      ELSIF v_tt.problem IS NOT NULL THEN
-        v_states[i] := 'BKSNO';
-        v_messages[i] := v_tt.problem;
-      ELSE
-        IF v_req.quantity > v_available AND NOT v_reclaimed THEN
-          -- Short: no seat stays stuck behind a dead hold. Reclaim once, under our lock. The
-          -- row does not count this call's grants yet (written below): subtract them.
-          v_reclaimed := true;
-          IF internal.reclaim_expired_holds(v_tt.id) > 0 THEN
-            SELECT tt.available_quantity - v_taken INTO v_available FROM public.ticket_types tt WHERE tt.id = v_tt.id;
-          END IF;
-        END IF;
-        IF v_req.quantity <= v_available THEN
-          v_available := v_available - v_req.quantity;
-          v_taken := v_taken + v_req.quantity;
-          v_grant_pos := v_grant_pos || i;
-          v_grant_ids := v_grant_ids || gen_random_uuid();
-          v_states[i] := '';  -- granted
-        ELSE
-          v_states[i] := 'BKSLD';
-          v_messages[i] := format('only %s tickets left', v_available);
+  -- Each request in arrival order: arguments, the type, the user, the sale window, then stock.
+  FOR i IN 1..v_count LOOP
+    v_quantity := p_quantities[i];
+    IF p_ticket_type_id IS NULL OR p_users[i] IS NULL THEN
+      sqlstates[i] := 'BKVAL';
+      messages[i] := 'user_id and ticket_type_id are required';
+    ELSIF v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN
+      sqlstates[i] := 'BKVAL';
+      messages[i] := format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null'));
+    ELSIF v_problem = 'BKNTF' THEN
+      sqlstates[i] := 'BKNTF';
+      messages[i] := 'ticket type not found';
+    ELSIF v_problem = 'BKBSY' THEN
+      sqlstates[i] := 'BKBSY';
+      messages[i] := 'the ticket type changed since it was read';
+    ELSIF p_users[i] <> ALL (v_known_users) THEN
+      sqlstates[i] := 'BKNTF';
+      messages[i] := 'user not found';
+    ELSIF v_problem IS NOT NULL THEN
+      sqlstates[i] := 'BKSNO';
+      messages[i] := v_problem;
+    ELSE
+      IF v_quantity > v_available AND NOT v_reclaimed THEN
+        -- Short: no seat stays stuck behind a dead hold. Reclaim once, under our lock. The
+        -- row does not count this call's grants yet (written below): subtract them.
+        v_reclaimed := true;
+        IF internal.reclaim_expired_holds(p_ticket_type_id) > 0 THEN
+          SELECT tt.available_quantity - v_taken INTO v_available FROM public.ticket_types tt WHERE tt.id = p_ticket_type_id;
         END IF;
       END IF;
-    END LOOP;
-    IF v_taken > 0 THEN
-      UPDATE public.ticket_types
-         SET available_quantity = available_quantity - v_taken, version = version + 1
-       WHERE id = v_tt.id;
+      IF v_quantity <= v_available THEN
+        v_available := v_available - v_quantity;
+        v_taken := v_taken + v_quantity;
+        v_grant_pos := v_grant_pos || i;
+        v_grant_ids := v_grant_ids || gen_random_uuid();
+      ELSE
+        sqlstates[i] := 'BKSLD';
+        messages[i] := format('only %s tickets left', v_available);
+      END IF;
     END IF;
   END LOOP;
 
-  -- 3. The holds, in one statement; one answer per request, in order. A request nobody
-  -- answered named a ticket type that does not exist, or (compare-and-set) one that changed.
-  RETURN QUERY
+  -- The grants: stock once, the holds in one statement, as API JSON from the one helper.
+  IF v_taken > 0 THEN
+    UPDATE public.ticket_types
+       SET available_quantity = available_quantity - v_taken, version = version + 1
+     WHERE id = p_ticket_type_id;
     WITH granted AS (
       INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
-      SELECT g.id, (p_requests[g.pos]).user_id, (p_requests[g.pos]).ticket_type_id, (p_requests[g.pos]).quantity,
-             'ACTIVE', v_expires
+      SELECT g.id, p_users[g.pos], p_ticket_type_id, p_quantities[g.pos], 'ACTIVE', now() + internal.hold_period()
         FROM unnest(v_grant_pos, v_grant_ids) AS g(pos, id)
       RETURNING r.id, internal.reservation_json(r) AS reservation
     )
-    SELECT granted.reservation,
-           CASE WHEN a.state = '' THEN NULL
-                WHEN a.state IS NOT NULL THEN a.state
-                WHEN p_expected_version IS NOT NULL
-                 AND EXISTS (SELECT 1 FROM public.ticket_types tt WHERE tt.id = (p_requests[a.pos]).ticket_type_id)
-                  THEN 'BKBSY'
-                ELSE 'BKNTF' END,
-           CASE WHEN a.state = '' THEN NULL
-                WHEN a.state IS NOT NULL THEN a.msg
-                WHEN p_expected_version IS NOT NULL
-                 AND EXISTS (SELECT 1 FROM public.ticket_types tt WHERE tt.id = (p_requests[a.pos]).ticket_type_id)
-                  THEN 'the ticket type changed since it was read'
-                ELSE 'ticket type not found' END
-      FROM unnest(v_states, v_messages) WITH ORDINALITY AS a(state, msg, pos)
-      LEFT JOIN unnest(v_grant_pos, v_grant_ids) AS g(pos, id) ON g.pos = a.pos
-      LEFT JOIN granted ON granted.id = g.id
-     ORDER BY a.pos;
+    SELECT array_agg(granted.reservation ORDER BY array_position(v_grant_ids, granted.id)) INTO v_grant_json
+      FROM granted;
+    FOR i IN 1..array_length(v_grant_pos, 1) LOOP
+      reservations[v_grant_pos[i]] := v_grant_json[i];
+    END LOOP;
+  END IF;
 END;
 $$;
 
 
-ALTER FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer) OWNER TO booking_owner;
+ALTER FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve(p_requests api.reserve_request[], p_expected_version integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer) IS 'The one place a reservation is decided. For each request, in order: arguments (quantity 1..10), the user exists, the ticket type exists and is on sale, stock (reclaiming expired holds of the type once when short); granted requests become ACTIVE holds for booking.hold_period. Locks each ticket_types row once, in id order (FOR NO KEY UPDATE). Returns one row per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKSLD; BKBSY when p_expected_version no longer matches). Raises BKVAL for more than 1000 requests. Callers set lock_timeout.';
+COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set). Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY). Raises BKVAL for more than 1000 requests. Callers set lock_timeout and take several ticket types in id order.';
 
 
 --
@@ -2500,10 +2511,10 @@ REVOKE ALL ON FUNCTION internal.reservation_json(r public.order_reservations) FR
 
 
 --
--- Name: FUNCTION reserve(p_requests api.reserve_request[], p_expected_version integer); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.reserve(p_requests api.reserve_request[], p_expected_version integer) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) FROM PUBLIC;
 
 
 --
