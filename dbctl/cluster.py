@@ -15,6 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psycopg
+from psycopg import sql
+
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -88,7 +91,7 @@ def tuned_settings(port: int) -> dict[str, str]:
         "log_lock_waits": "on",
         "deadlock_timeout": "1s",
         # A safety net for ad-hoc sessions; the api functions and the gateway role set
-        # tighter values of their own (see docs/DATABASE.md).
+        # tighter values of their own (docs/DESIGN-NOTES.md, "Locks, timeouts").
         "lock_timeout": "5s",
         "autovacuum": "on",
         "autovacuum_max_workers": "3",
@@ -99,19 +102,6 @@ def tuned_settings(port: int) -> dict[str, str]:
         "cron.use_background_workers": "on",
         "max_worker_processes": "16",
     }
-
-
-# Throwaway clusters (tests, schema snapshots) trade durability for speed.
-FAST_UNSAFE = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "shared_buffers": "128MB",
-    "log_min_duration_statement": "-1",
-    "log_lock_waits": "off",
-    "lock_timeout": "0",
-    "max_connections": "300",
-}
 
 
 @dataclass
@@ -213,6 +203,16 @@ class Cluster:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def create_database(cluster: Cluster, dbname: str, *, replace: bool = False) -> None:
+    """CREATE DATABASE unless it exists; replace=True drops an existing one first (WITH FORCE)."""
+    with psycopg.connect(cluster.superuser_conninfo(), autocommit=True) as conn:
+        if replace:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        elif conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
 
 
 def local_base(project: Path) -> Path:

@@ -7,10 +7,7 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
-import psycopg
-from psycopg import sql
-
-from dbctl.cluster import Cluster, local_base, tuned_settings
+from dbctl.cluster import Cluster, create_database, local_base, tuned_settings
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT
 
 LOCAL_DB = "booking"
@@ -55,15 +52,9 @@ def target(start: bool = True) -> Target:
     cluster = local_cluster()
     if start:
         cluster.start()
-        ensure_database(cluster)
+        create_database(cluster, LOCAL_DB)
     owner = cluster.url(OWNER_ROLE, LOCAL_DB)
     return Target(owner, gateway_url_for(owner), cluster.superuser_url(LOCAL_DB), cluster)
-
-
-def ensure_database(cluster: Cluster) -> None:
-    with psycopg.connect(cluster.superuser_conninfo(), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (LOCAL_DB,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(LOCAL_DB)))
 
 
 def kept_secret(name: str, nbytes: int = 32) -> str:
