@@ -7,6 +7,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
 from dbctl.cluster import Cluster, create_database, local_base, tuned_settings
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT
 
@@ -40,9 +42,10 @@ def gateway_url_for(owner_url: str) -> str:
         return explicit
     # Same server and database, the gateway role, no password (set GATEWAY_DATABASE_URL
     # when the server wants one).
-    scheme, rest = owner_url.split("://", 1)
-    hostpart = rest.split("@", 1)[1] if "@" in rest.split("/", 1)[0] else rest
-    return f"{scheme}://{GATEWAY_ROLE}@{hostpart}"
+    params = conninfo_to_dict(owner_url)
+    params.pop("password", None)
+    params["user"] = GATEWAY_ROLE
+    return make_conninfo("", **params)
 
 
 def target(start: bool = True) -> Target:

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yoyo import get_backend, read_migrations
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,23 +29,21 @@ GATEWAY_ROLE = "booking_gateway"
 LOADED_SCHEMAS = ("api", "internal")
 
 
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+def as_owner(conninfo: str) -> str:
+    """Connect with the given login but act as the owner role (SET ROLE at login).
+
+    Takes a URL or key=value conninfo, keeps its other options, returns key=value conninfo.
+    """
+    options = conninfo_to_dict(conninfo).get("options") or ""
+    return make_conninfo(conninfo, options=f"{options} -c role={OWNER_ROLE}".strip())
 
 
-def as_owner(url: str) -> str:
-    """Connect with the given login but act as the owner role (SET ROLE at login)."""
-    return with_query(url, options=f"-c role={OWNER_ROLE}")
-
-
-def yoyo_url(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    if scheme in ("postgres", "postgresql"):
-        scheme = "postgresql+psycopg"
-    return f"{scheme}://{rest}"
+def yoyo_url(conninfo: str) -> str:
+    """The same connection as a yoyo URL: yoyo picks its driver by the `postgresql+psycopg`
+    scheme and hands the query parameters to psycopg.connect, so every libpq parameter
+    travels there (multi-host `host=a,b port=1,2` included)."""
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    return "postgresql+psycopg://?" + urlencode(params, quote_via=quote)
 
 
 def is_superuser(url: str) -> bool:
