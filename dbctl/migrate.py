@@ -13,9 +13,10 @@ from pathlib import Path
 from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yoyo import get_backend, read_migrations
+
+from dbctl.cluster import set_password
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
@@ -52,19 +53,18 @@ def is_superuser(url: str) -> bool:
         return bool(row and row[0])
 
 
-def bootstrap(superuser_url: str) -> None:
+def bootstrap(superuser_url: str, role_password: str | None = None) -> None:
     """Roles, database owner, pg_cron (superuser only; idempotent).
 
-    GATEWAY_DB_PASSWORD, when set, becomes the gateway role's password (servers that do not
-    trust local connections need one).
+    role_password (the embedded cluster's local password) becomes the password of both
+    roles; GATEWAY_DB_PASSWORD, when set, wins for the gateway role.
     """
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         conn.execute(BOOTSTRAP.read_text())
-        password = os.environ.get("GATEWAY_DB_PASSWORD")
-        if password:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(GATEWAY_ROLE), sql.Literal(password))
-            )
+        passwords = {OWNER_ROLE: role_password, GATEWAY_ROLE: os.environ.get("GATEWAY_DB_PASSWORD") or role_password}
+        for role, password in passwords.items():
+            if password:
+                set_password(conn, role, password)
 
 
 def apply_migrations(url: str, source: Path = MIGRATIONS) -> list[str]:
@@ -105,12 +105,14 @@ def load_functions(url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JO
             conn.execute(cron_jobs.read_text())
 
 
-def migrate(url: str, superuser_url: str | None = None, source: Path = MIGRATIONS) -> list[str]:
+def migrate(
+    url: str, superuser_url: str | None = None, source: Path = MIGRATIONS, role_password: str | None = None
+) -> list[str]:
     """Everything a deploy does to a database: bootstrap (when we can), tables, functions."""
     if superuser_url is None and is_superuser(url):
         superuser_url = url
     if superuser_url is not None:
-        bootstrap(superuser_url)
+        bootstrap(superuser_url, role_password)
     applied = apply_migrations(url, source)
     load_functions(url)
     return applied
