@@ -58,14 +58,15 @@ def _give_to_postgres(path: Path) -> None:
         os.chown(p, pw.pw_uid, pw.pw_gid)
 
 
-def _write_private(path: Path, text: str) -> None:
-    """Write a file only its owner can read (the postgres OS user when we are root)."""
+def write_private(path: Path, text: str, *, for_postgres: bool = False) -> None:
+    """Replace a file with one only its owner can read (mode 600, written whole, then renamed).
+    for_postgres: owned by the postgres OS user when we are root (files the server reads)."""
     tmp = path.with_name(path.name + ".new")
     tmp.unlink(missing_ok=True)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
-    if _as_root():
+    if for_postgres and _as_root():
         _give_to_postgres(tmp)
     tmp.replace(path)
 
@@ -200,7 +201,7 @@ class Cluster:
         ]  # fmt: skip
         pwfile = self.datadir.parent / "initdb-password"
         if self.password:
-            _write_private(pwfile, self.password + "\n")
+            write_private(pwfile, self.password + "\n", for_postgres=True)
             args.append(f"--pwfile={pwfile}")
         try:
             done = _run_as_owner(args)
@@ -210,7 +211,7 @@ class Cluster:
             raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
         with open(self.datadir / "postgresql.conf", "a") as f:
             f.write("\ninclude_if_exists = 'booking.conf'\n")
-        _write_private(self.datadir / "pg_hba.conf", self.hba_conf())
+        write_private(self.datadir / "pg_hba.conf", self.hba_conf(), for_postgres=True)
 
     def running(self) -> bool:
         if not self.initialised():
@@ -258,7 +259,7 @@ class Cluster:
                 roles = conn.execute("SELECT rolname FROM pg_authid WHERE rolcanlogin AND rolpassword IS NULL")
                 for (role,) in roles.fetchall():
                     set_password(conn, role, self.password)
-        _write_private(hba, self.hba_conf())
+        write_private(hba, self.hba_conf(), for_postgres=True)
         self._reload()
         if self.password:
             self._wait_password_required()

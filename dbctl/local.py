@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dbctl.cluster import Cluster, create_database, local_base, tuned_settings
+from dbctl.cluster import Cluster, create_database, local_base, tuned_settings, write_private
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT
 
 LOCAL_DB = "booking"
@@ -101,12 +101,7 @@ def write_pgpass(cluster: Cluster) -> Path:
         for role, password in ((GATEWAY_ROLE, gateway), ("*", cluster.password))
     ]
     path = state_file(PGPASS_FILE)
-    tmp = path.with_name(path.name + ".new")
-    tmp.unlink(missing_ok=True)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write("# Written by dbctl for the embedded cluster; PGPASSFILE points here.\n" + "".join(lines))
-    tmp.replace(path)
+    write_private(path, "# Written by dbctl for the embedded cluster; PGPASSFILE points here.\n" + "".join(lines))
     return path
 
 
