@@ -78,6 +78,8 @@ def target(start: bool = True) -> Target:
             cluster.start()
             create_database(cluster, LOCAL_DB)
         except psycopg.OperationalError as exc:
+            if "password authentication failed" not in str(exc):
+                raise
             raise SystemExit(
                 f"The embedded cluster in {cluster.datadir} refused dbctl's login: {exc}\n"
                 f"Its password is kept in {state_dir() / PASSWORD_FILE}; if that file was lost or"

@@ -8,6 +8,7 @@ dbctl runs as a subprocess, exactly as the Makefile runs it.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -176,6 +177,19 @@ def test_upgrade_reloads_settings_and_survives_a_restart(upgraded: Local) -> Non
     out = upgraded.dbctl("psql", "-At", stdin="SELECT 1;").stdout  # starts it again, under the new rules
     assert out.strip() == "1"
     assert "no password supplied" in (login_error(upgraded.cluster.port, "postgres") or "")
+
+
+def test_a_lost_password_file_gets_a_clear_message(fresh: Local, tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    shutil.copytree(fresh.state, state)
+    (state / "pg-password").write_text("not-the-password\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "dbctl", "psql"], cwd=ROOT, env={**fresh.env, "BOOKING_STATE_DIR": str(state)},
+        input="SELECT 1;", text=True, capture_output=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0
+    assert f"Its password is kept in {state / 'pg-password'}" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_make_run_serves_through_the_pgpass_file(fresh: Local) -> None:
