@@ -31,9 +31,9 @@ from typing import Any
 import jwt
 import psycopg
 
-from dbctl.cluster import Cluster, memory_bytes, pg_tool, tuned_settings
+from dbctl.cluster import Cluster, create_database, memory_bytes, pg_tool, tuned_settings
 from dbctl.migrate import migrate
-from dbctl.schema import create_database, free_port
+from dbctl.throwaway import free_port
 from gateway.passwords import hash_password
 
 HERE = Path(__file__).resolve().parent

@@ -23,7 +23,7 @@ from dbctl.seed import seed
 
 def up() -> local.Target:
     t = local.target()
-    applied = migrate(t.owner_url, t.superuser_url)
+    applied = migrate(t.owner_url, t.superuser_url, role_password=t.role_password)
     if applied:
         print(f"Applied migrations: {', '.join(applied)}")
     seed(t.owner_url)
@@ -62,7 +62,7 @@ def main(argv: list[str]) -> int:
         run()
     elif cmd == "migrate":
         t = local.target()
-        applied = migrate(t.owner_url, t.superuser_url)
+        applied = migrate(t.owner_url, t.superuser_url, role_password=t.role_password)
         print(f"Applied: {', '.join(applied) or 'nothing new'}; functions reloaded.")
     elif cmd == "psql":
         t = local.target()

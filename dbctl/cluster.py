@@ -2,6 +2,11 @@
 
 PostgreSQL refuses to run as root, so when we are root every server binary runs as the
 `postgres` OS user, on folders that user owns and can reach.
+
+Authentication: dbctl writes pg_hba.conf itself. A cluster given a password (the one
+`make run` starts) takes TCP connections on 127.0.0.1/::1 only, every role by
+scram-sha-256; unix sockets are off. A cluster without one (throwaway clusters of tests and
+bench, in private temporary folders) trusts 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -11,9 +16,14 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -46,6 +56,26 @@ def _give_to_postgres(path: Path) -> None:
     pw = pwd.getpwnam("postgres")
     for p in [path, *path.rglob("*")]:
         os.chown(p, pw.pw_uid, pw.pw_gid)
+
+
+def write_private(path: Path, text: str, *, for_postgres: bool = False) -> None:
+    """Replace a file with one only its owner can read (mode 600, written whole, then renamed).
+    for_postgres: owned by the postgres OS user when we are root (files the server reads)."""
+    tmp = path.with_name(path.name + ".new")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if for_postgres and _as_root():
+        _give_to_postgres(tmp)
+    tmp.replace(path)
+
+
+def set_password(conn: psycopg.Connection, role: str, password: str) -> None:
+    """ALTER ROLE ... PASSWORD with the verifier computed here: the clear text never reaches
+    the server (nor its log)."""
+    verifier = conn.pgconn.encrypt_password(password.encode(), role.encode())
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(role), sql.Literal(verifier.decode())))
 
 
 def memory_bytes() -> int:
@@ -88,30 +118,17 @@ def tuned_settings(port: int) -> dict[str, str]:
         "log_lock_waits": "on",
         "deadlock_timeout": "1s",
         # A safety net for ad-hoc sessions; the api functions and the gateway role set
-        # tighter values of their own (see docs/DATABASE.md).
+        # tighter values of their own (docs/DESIGN-NOTES.md, "Locks, timeouts").
         "lock_timeout": "5s",
         "autovacuum": "on",
         "autovacuum_max_workers": "3",
         "autovacuum_naptime": "1min",
         "timezone": "'UTC'",
-        # pg_cron runs jobs in background workers: no TCP login, no pg_hba rule needed.
+        # pg_cron runs jobs in background workers: no login, so no pg_hba rule and no password.
         "shared_preload_libraries": "'pg_cron'",
         "cron.use_background_workers": "on",
         "max_worker_processes": "16",
     }
-
-
-# Throwaway clusters (tests, schema snapshots) trade durability for speed.
-FAST_UNSAFE = {
-    "fsync": "off",
-    "synchronous_commit": "off",
-    "full_page_writes": "off",
-    "shared_buffers": "128MB",
-    "log_min_duration_statement": "-1",
-    "log_lock_waits": "off",
-    "lock_timeout": "0",
-    "max_connections": "300",
-}
 
 
 @dataclass
@@ -119,6 +136,8 @@ class Cluster:
     datadir: Path
     port: int
     settings: dict[str, str] = field(default_factory=dict)
+    # The superuser's password; None: a throwaway cluster that trusts 127.0.0.1.
+    password: str | None = field(default=None, repr=False)
 
     @property
     def logfile(self) -> Path:
@@ -133,37 +152,66 @@ class Cluster:
     def url(self, user: str, dbname: str) -> str:
         return f"postgresql://{user}@127.0.0.1:{self.port}/{dbname}"
 
+    def connect(self, dbname: str = "postgres") -> psycopg.Connection:
+        """An autocommit superuser connection (the password is passed, never put in a URL)."""
+        conninfo = self.superuser_conninfo(dbname)
+        if self.password:
+            conninfo = make_conninfo(conninfo, password=self.password)
+        return psycopg.connect(conninfo, autocommit=True)
+
+    @property
+    def auth_method(self) -> str:
+        return "scram-sha-256" if self.password else "trust"
+
+    def hba_conf(self) -> str:
+        m = self.auth_method
+        return (
+            "# Written by dbctl (dbctl/cluster.py). TCP on loopback only; unix sockets are off.\n"
+            "# TYPE  DATABASE  USER  ADDRESS       METHOD\n"
+            f"host    all       all   127.0.0.1/32  {m}\n"
+            f"host    all       all   ::1/128       {m}\n"
+        )
+
     def initialised(self) -> bool:
         return (self.datadir / "PG_VERSION").exists()
 
-    def init(self) -> None:
-        """initdb once; later calls only rewrite our settings file."""
+    def init(self) -> bool:
+        """initdb once; later calls only rewrite our settings file. True when it changed."""
         base = self.datadir.parent
         base.mkdir(parents=True, exist_ok=True)
         if _as_root():
             _give_to_postgres(base)
         os.chmod(base, 0o700)
         if not self.initialised():
-            done = _run_as_owner(
-                [
-                    pg_tool("initdb"),
-                    "-D",
-                    str(self.datadir),
-                    "--username=postgres",
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C.UTF-8",
-                ]
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
-            with open(self.datadir / "postgresql.conf", "a") as f:
-                f.write("\ninclude_if_exists = 'booking.conf'\n")
+            self._initdb()
         conf = "".join(f"{k} = {v}\n" for k, v in self.settings.items())
+        text = "# Written by dbctl on every start; edit dbctl/cluster.py instead.\n" + conf
         target = self.datadir / "booking.conf"
-        target.write_text("# Written by dbctl on every start; edit dbctl/cluster.py instead.\n" + conf)
+        if target.exists() and target.read_text() == text:
+            return False
+        target.write_text(text)
         if _as_root():
-            _give_to_postgres(self.datadir / "booking.conf")
+            _give_to_postgres(target)
+        return True
+
+    def _initdb(self) -> None:
+        args = [
+            pg_tool("initdb"), "-D", str(self.datadir), "--username=postgres",
+            f"--auth={self.auth_method}", "--encoding=UTF8", "--locale=C.UTF-8",
+        ]  # fmt: skip
+        pwfile = self.datadir.parent / "initdb-password"
+        if self.password:
+            write_private(pwfile, self.password + "\n", for_postgres=True)
+            args.append(f"--pwfile={pwfile}")
+        try:
+            done = _run_as_owner(args)
+        finally:
+            pwfile.unlink(missing_ok=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"initdb failed:\n{done.stdout}\n{done.stderr}")
+        with open(self.datadir / "postgresql.conf", "a") as f:
+            f.write("\ninclude_if_exists = 'booking.conf'\n")
+        write_private(self.datadir / "pg_hba.conf", self.hba_conf(), for_postgres=True)
 
     def running(self) -> bool:
         if not self.initialised():
@@ -171,27 +219,64 @@ class Cluster:
         return _run_as_owner([pg_tool("pg_ctl"), "-D", str(self.datadir), "status"]).returncode == 0
 
     def start(self) -> None:
-        self.init()
+        """Start (or find running), then make sure our authentication rules are in force.
+
+        A server already running re-reads booking.conf when it changed; settings that need a
+        restart (shared_buffers, port, ...) apply after `make stop`, then `make run`.
+        """
+        changed = self.init()
         if self.running():
-            # Settings may have changed since the last start; a restart picks them up.
-            return
-        done = _run_as_owner(
-            [
-                pg_tool("pg_ctl"),
-                "-D",
-                str(self.datadir),
-                "-l",
-                str(self.logfile),
-                "-w",
-                "-t",
-                "60",
-                "start",
-            ]
-        )
-        if done.returncode != 0:
-            tail = self.logfile.read_text()[-3000:] if self.logfile.exists() else ""
-            raise RuntimeError(f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n{tail}")
+            if changed:
+                self._reload()
+                print(
+                    "PostgreSQL settings changed: reloaded. Those that need a restart apply after"
+                    f" `make stop`, then `make run` (log: {self.logfile}).",
+                    file=sys.stderr,
+                )
+        else:
+            done = _run_as_owner(
+                [pg_tool("pg_ctl"), "-D", str(self.datadir), "-l", str(self.logfile), "-w", "-t", "60", "start"]
+            )
+            if done.returncode != 0:
+                tail = self.logfile.read_text()[-3000:] if self.logfile.exists() else ""
+                raise RuntimeError(f"pg_ctl start failed:\n{done.stdout}\n{done.stderr}\n{tail}")
         self.wait_ready()
+        self._enforce_auth()
+
+    def _reload(self) -> None:
+        _run_as_owner([pg_tool("pg_ctl"), "-D", str(self.datadir), "reload"])
+
+    def _enforce_auth(self) -> None:
+        """Bring pg_hba.conf to ours. A cluster initialised by an older dbctl trusts every
+        local connection: while it still does, give the superuser and every login role
+        without a password this cluster's password, then switch the rules and reload."""
+        hba = self.datadir / "pg_hba.conf"
+        if hba.read_text() == self.hba_conf():
+            return
+        if self.password:
+            with self.connect() as conn:
+                set_password(conn, "postgres", self.password)
+                roles = conn.execute("SELECT rolname FROM pg_authid WHERE rolcanlogin AND rolpassword IS NULL")
+                for (role,) in roles.fetchall():
+                    set_password(conn, role, self.password)
+        write_private(hba, self.hba_conf(), for_postgres=True)
+        self._reload()
+        if self.password:
+            self._wait_password_required()
+
+    def _wait_password_required(self, timeout: float = 30.0) -> None:
+        """The reload is asynchronous: wait until a login without a password is refused."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                psycopg.connect(
+                    self.superuser_conninfo(), password="", passfile=str(self.datadir.parent / "none")
+                ).close()
+            except psycopg.OperationalError:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"PostgreSQL on port {self.port} still accepts logins without a password")
+            time.sleep(0.1)
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -213,6 +298,16 @@ class Cluster:
     def destroy(self) -> None:
         self.stop("immediate")
         shutil.rmtree(self.datadir.parent, ignore_errors=True)
+
+
+def create_database(cluster: Cluster, dbname: str, *, replace: bool = False) -> None:
+    """CREATE DATABASE unless it exists; replace=True drops an existing one first (WITH FORCE)."""
+    with cluster.connect() as conn:
+        if replace:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(dbname)))
+        elif conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(dbname)))
 
 
 def local_base(project: Path) -> Path:

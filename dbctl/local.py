@@ -1,4 +1,11 @@
-"""Where the database is: DATABASE_URL, or the embedded local cluster that `make run` starts."""
+"""Where the database is: DATABASE_URL, or the embedded local cluster that `make run` starts.
+
+The embedded cluster asks every role for a password: one generated password kept in the
+state folder (`.local/pg-password`, mode 600) for postgres, booking_owner and booking_gateway
+(GATEWAY_DB_PASSWORD, when set, for the gateway). dbctl writes `.local/pgpass` and points
+PGPASSFILE at it, so the URLs it prints and hands on carry no password, and psql, the
+migrations and the gateway it starts find the password there.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +15,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
-from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from dbctl.cluster import Cluster, local_base, tuned_settings
+from dbctl.cluster import Cluster, create_database, local_base, tuned_settings, write_private
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT
 
 LOCAL_DB = "booking"
-STATE = ROOT / ".local"
+PASSWORD_FILE = "pg-password"  # noqa: S105  (a file name)
+PGPASS_FILE = "pgpass"
 
 
 @dataclass
@@ -23,6 +31,16 @@ class Target:
     gateway_url: str  # the gateway's least-privilege login
     superuser_url: str | None  # for bootstrap; None when the server is not ours
     cluster: Cluster | None
+
+    @property
+    def role_password(self) -> str | None:
+        """The password bootstrap gives the roles (the embedded cluster's; None elsewhere)."""
+        return self.cluster.password if self.cluster else None
+
+
+def state_dir() -> Path:
+    """Generated local secrets and logins: `.local/` (ignored by git), or BOOKING_STATE_DIR."""
+    return Path(os.environ.get("BOOKING_STATE_DIR") or ROOT / ".local")
 
 
 def local_port() -> int:
@@ -34,18 +52,19 @@ def local_cluster() -> Cluster:
     base = local_base(ROOT)
     settings = tuned_settings(port)
     settings["cron.database_name"] = f"'{LOCAL_DB}'"
-    return Cluster(base / "data", port, settings)
+    return Cluster(base / "data", port, settings, password=kept_secret(PASSWORD_FILE))
 
 
 def gateway_url_for(owner_url: str) -> str:
+    """GATEWAY_DATABASE_URL, or the owner's connection with the gateway role (any password
+    dropped: set GATEWAY_DATABASE_URL, or use a pgpass file, when the server wants one)."""
     explicit = os.environ.get("GATEWAY_DATABASE_URL")
     if explicit:
         return explicit
-    # Same server and database, the gateway role, no password (set GATEWAY_DATABASE_URL
-    # when the server wants one).
-    scheme, rest = owner_url.split("://", 1)
-    hostpart = rest.split("@", 1)[1] if "@" in rest.split("/", 1)[0] else rest
-    return f"{scheme}://{GATEWAY_ROLE}@{hostpart}"
+    params = conninfo_to_dict(owner_url)
+    params.pop("password", None)
+    params["user"] = GATEWAY_ROLE
+    return make_conninfo("", **params)
 
 
 def target(start: bool = True) -> Target:
@@ -53,25 +72,47 @@ def target(start: bool = True) -> Target:
     if url:
         return Target(url, gateway_url_for(url), os.environ.get("SUPERUSER_DATABASE_URL"), None)
     cluster = local_cluster()
+    os.environ["PGPASSFILE"] = str(write_pgpass(cluster))  # for this process and what it starts
     if start:
-        cluster.start()
-        ensure_database(cluster)
+        try:
+            cluster.start()
+            create_database(cluster, LOCAL_DB)
+        except psycopg.OperationalError as exc:
+            if "password authentication failed" not in str(exc):
+                raise
+            raise SystemExit(
+                f"The embedded cluster in {cluster.datadir} refused dbctl's login: {exc}\n"
+                f"Its password is kept in {state_dir() / PASSWORD_FILE}; if that file was lost or"
+                f" replaced, put the old one back, or remove {cluster.datadir.parent} to start afresh."
+            ) from exc
     owner = cluster.url(OWNER_ROLE, LOCAL_DB)
     return Target(owner, gateway_url_for(owner), cluster.superuser_url(LOCAL_DB), cluster)
 
 
-def ensure_database(cluster: Cluster) -> None:
-    with psycopg.connect(cluster.superuser_conninfo(), autocommit=True) as conn:
-        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (LOCAL_DB,)).fetchone():
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(LOCAL_DB)))
+def write_pgpass(cluster: Cluster) -> Path:
+    """`.local/pgpass` (mode 600) with the embedded cluster's passwords, for libpq."""
+    assert cluster.password is not None
+    gateway = os.environ.get("GATEWAY_DB_PASSWORD") or cluster.password
+
+    def field(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    lines = [
+        f"{host}:{cluster.port}:*:{role}:{field(password)}\n"
+        for host in ("127.0.0.1", "localhost")
+        for role, password in ((GATEWAY_ROLE, gateway), ("*", cluster.password))
+    ]
+    path = state_file(PGPASS_FILE)
+    write_private(path, "# Written by dbctl for the embedded cluster; PGPASSFILE points here.\n" + "".join(lines))
+    return path
 
 
 def kept_secret(name: str, nbytes: int = 32) -> str:
     """A secret generated once for local use and kept in .local/ (mode 600)."""
-    path = STATE / name
+    path = state_dir() / name
     if path.exists():
         return path.read_text().strip()
-    STATE.mkdir(parents=True, exist_ok=True)
+    state_dir().mkdir(parents=True, exist_ok=True)
     value = secrets.token_urlsafe(nbytes)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
@@ -80,5 +121,5 @@ def kept_secret(name: str, nbytes: int = 32) -> str:
 
 
 def state_file(name: str) -> Path:
-    STATE.mkdir(parents=True, exist_ok=True)
-    return STATE / name
+    state_dir().mkdir(parents=True, exist_ok=True)
+    return state_dir() / name

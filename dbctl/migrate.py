@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit, urlunsplit
+from urllib.parse import quote, urlencode
 
 import psycopg
-from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from yoyo import get_backend, read_migrations
+
+from dbctl.cluster import set_password
 
 ROOT = Path(__file__).resolve().parent.parent
 SQL = ROOT / "sql"
@@ -30,23 +32,21 @@ GATEWAY_ROLE = "booking_gateway"
 LOADED_SCHEMAS = ("api", "internal")
 
 
-def with_query(url: str, **params: str) -> str:
-    parts = urlsplit(url)
-    query = dict(parse_qsl(parts.query))
-    query.update(params)
-    return urlunsplit(parts._replace(query=urlencode(query, quote_via=quote)))
+def as_owner(conninfo: str) -> str:
+    """Connect with the given login but act as the owner role (SET ROLE at login).
+
+    Takes a URL or key=value conninfo, keeps its other options, returns key=value conninfo.
+    """
+    options = conninfo_to_dict(conninfo).get("options") or ""
+    return make_conninfo(conninfo, options=f"{options} -c role={OWNER_ROLE}".strip())
 
 
-def as_owner(url: str) -> str:
-    """Connect with the given login but act as the owner role (SET ROLE at login)."""
-    return with_query(url, options=f"-c role={OWNER_ROLE}")
-
-
-def yoyo_url(url: str) -> str:
-    scheme, rest = url.split("://", 1)
-    if scheme in ("postgres", "postgresql"):
-        scheme = "postgresql+psycopg"
-    return f"{scheme}://{rest}"
+def yoyo_url(conninfo: str) -> str:
+    """The same connection as a yoyo URL: yoyo picks its driver by the `postgresql+psycopg`
+    scheme and hands the query parameters to psycopg.connect, so every libpq parameter
+    travels there (multi-host `host=a,b port=1,2` included)."""
+    params = {k: str(v) for k, v in conninfo_to_dict(conninfo).items() if v is not None}
+    return "postgresql+psycopg://?" + urlencode(params, quote_via=quote)
 
 
 def is_superuser(url: str) -> bool:
@@ -55,19 +55,18 @@ def is_superuser(url: str) -> bool:
         return bool(row and row[0])
 
 
-def bootstrap(superuser_url: str) -> None:
+def bootstrap(superuser_url: str, role_password: str | None = None) -> None:
     """Roles, database owner, pg_cron (superuser only; idempotent).
 
-    GATEWAY_DB_PASSWORD, when set, becomes the gateway role's password (servers that do not
-    trust local connections need one).
+    role_password (the embedded cluster's local password) becomes the password of both
+    roles; GATEWAY_DB_PASSWORD, when set, wins for the gateway role.
     """
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         conn.execute(BOOTSTRAP.read_text())
-        password = os.environ.get("GATEWAY_DB_PASSWORD")
-        if password:
-            conn.execute(
-                sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(GATEWAY_ROLE), sql.Literal(password))
-            )
+        passwords = {OWNER_ROLE: role_password, GATEWAY_ROLE: os.environ.get("GATEWAY_DB_PASSWORD") or role_password}
+        for role, password in passwords.items():
+            if password:
+                set_password(conn, role, password)
 
 
 def apply_migrations(url: str, source: Path = MIGRATIONS) -> list[str]:
@@ -110,12 +109,14 @@ def load_functions(
             conn.execute(cron_jobs.read_text())
 
 
-def migrate(url: str, superuser_url: str | None = None, source: Path = MIGRATIONS) -> list[str]:
+def migrate(
+    url: str, superuser_url: str | None = None, source: Path = MIGRATIONS, role_password: str | None = None
+) -> list[str]:
     """Everything a deploy does to a database: bootstrap (when we can), tables, functions."""
     if superuser_url is None and is_superuser(url):
         superuser_url = url
     if superuser_url is not None:
-        bootstrap(superuser_url)
+        bootstrap(superuser_url, role_password)
     applied = apply_migrations(url, source)
     load_functions(url)
     return applied

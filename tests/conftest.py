@@ -10,13 +10,12 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import sql
 from pytest_postgresql import factories
 
 from dbctl.cluster import Cluster
+from dbctl.cluster import create_database as create_cluster_database
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, migrate
-from dbctl.schema import create_database as create_cluster_database
-from dbctl.schema import throwaway_cluster
+from dbctl.throwaway import throwaway_cluster
 from gateway.sqlcalls import api_call
 
 CRON_DB = "booking_cron"
@@ -120,6 +119,5 @@ def own_cluster() -> Iterator[Cluster]:
 
 
 def create_database(name: str) -> None:
-    with psycopg.connect(CLUSTER.superuser_conninfo(), autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    """A new, empty database `name` in the session's cluster (an old one is dropped)."""
+    create_cluster_database(CLUSTER, name, replace=True)

@@ -9,7 +9,7 @@ from types import TracebackType
 import uvicorn
 from starlette.applications import Starlette
 
-from dbctl.schema import free_port
+from dbctl.throwaway import free_port
 
 
 class LiveServer:
