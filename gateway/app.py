@@ -40,7 +40,7 @@ class Gateway:
         self.settings = settings
         self.pool = make_pool(settings)
         self.db = Database(self.pool)
-        self.auth = Auth(settings.jwt_secret, settings.token_ttl, settings.hash_concurrency)
+        self.auth = Auth(settings.jwt_secret.get_secret_value(), settings.token_ttl, settings.hash_concurrency)
         self.cache = EventsCache(settings.cache_ttl, settings.cache_max_entries)
         self.coalescer = ReserveCoalescer(self.db, settings.reserve_batch_max)
         self.tasks: list[asyncio.Task[None]] = []
@@ -49,7 +49,7 @@ class Gateway:
         # Do not wait for the database: the app starts and answers 503 busy until it is up.
         await self.pool.open(wait=False)
         self.tasks = [
-            asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url)),
+            asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url.get_secret_value())),
             asyncio.create_task(sweep_forever(self.cache, self.settings.cache_sweep)),
         ]
 

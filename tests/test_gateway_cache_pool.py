@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -90,7 +89,7 @@ def test_get_event_is_live_not_cached(dbname: str, owner: psycopg.Connection) ->
 
 
 def test_pool_survives_a_database_restart(own_cluster: Any) -> None:
-    settings = replace(settings_for("booking"), database_url=own_cluster.url("booking_gateway", "booking"))
+    settings = settings_for("booking", database_url=own_cluster.url("booking_gateway", "booking"))
     with TestClient(create_app(settings), raise_server_exceptions=False) as client:
         assert client.get("/events").status_code == 200
         assert client.get("/readyz").status_code == 200
