@@ -8,6 +8,7 @@ Secrets are SecretStr: repr, str and logs show `**********`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any, Literal
@@ -163,4 +164,35 @@ class Settings(_Settings):
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         settings: Settings = super().from_env(environ)
+        return settings
+
+
+def settings_or_exit() -> Settings:
+    """Settings.from_env(), or one log line saying which variable is wrong and exit status 1
+    (uvicorn would print a traceback for an exception from the app factory)."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        logging.getLogger("gateway.config").critical("%s", exc)
+        raise SystemExit(1) from None
+
+
+class ServerSettings(_Settings):
+    """How `make run` serves (uvicorn and the HTTP protocol class in gateway/serving.py)."""
+
+    host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("GATEWAY_HOST"))
+    port: int = Field(8000, ge=1, le=65535, validation_alias=_env("GATEWAY_PORT"))
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias=_env("WEB_CONCURRENCY"))
+    # Request line plus headers; a bearer token is under 1 KiB. Larger heads get 431.
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576, validation_alias=_env("MAX_HEADER_BYTES"))
+    # From a connection's first byte (or its opening) to the end of the request head.
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("HEADER_TIMEOUT_SECONDS")
+    )
+    # Idle keep-alive connections are closed after this (uvicorn --timeout-keep-alive).
+    keep_alive_timeout: int = Field(5, ge=1, le=3600, validation_alias=_env("KEEP_ALIVE_SECONDS"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        settings: ServerSettings = super().from_env(environ)
         return settings
