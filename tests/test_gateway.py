@@ -336,8 +336,10 @@ def test_login_then_token_for_deleted_user_is_404_not_500(client: TestClient, ow
 
 def test_a_verified_token_stops_working_when_it_expires(client: TestClient, user: Any) -> None:
     me, _ = user
-    headers = forged({"sub": me["id"], "exp": int(time.time()) + 1})
+    # exp is whole seconds: 3 s ahead is 2-3 s of validity, wherever in the second we are.
+    exp = int(time.time()) + 3
+    headers = forged({"sub": me["id"], "exp": exp})
     assert client.get("/me", headers=headers).status_code == 200  # verified, and remembered
     assert client.get("/me", headers=headers).status_code == 200
-    time.sleep(1.1)
+    time.sleep(max(0.0, exp - time.time()) + 0.2)  # until just past exp, by the clock itself
     problem(client.get("/me", headers=headers), 401, "unauthorized")
