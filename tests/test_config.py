@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import ConfigError, Settings
+from gateway.config import ConfigError, ServerSettings, Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "postgresql://booking_gateway:db-password-42@127.0.0.1:1/booking"
@@ -48,7 +48,7 @@ def test_every_documented_variable_is_read_by_its_name() -> None:
     # Every variable the README's table lists for the gateway is one the settings read.
     table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
-    read = {name for names in Settings.env_names().values() for name in names}
+    read = {name for cls in (Settings, ServerSettings) for names in cls.env_names().values() for name in names}
     assert read <= documented, read - documented
 
 
@@ -147,3 +147,15 @@ def test_secrets_never_show(caplog: pytest.LogCaptureFixture) -> None:
     with pytest.raises(ConfigError) as info:
         Settings(database_url=123, jwt_secret=SECRET)
     assert SECRET not in str(info.value) and info.value.__cause__ is None and info.value.__suppress_context__
+
+
+def test_serving_settings() -> None:
+    s = ServerSettings.from_env({"WEB_CONCURRENCY": "3"})
+    assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 3)
+    assert (s.max_header_bytes, s.header_timeout, s.keep_alive_timeout) == (16384, 10.0, 5)
+    assert ServerSettings.from_env({}).workers >= 1
+    for name, value in [("GATEWAY_PORT", "0"), ("GATEWAY_PORT", "http"), ("WEB_CONCURRENCY", "0"),
+                        ("MAX_HEADER_BYTES", "10"), ("HEADER_TIMEOUT_SECONDS", "-1"),
+                        ("KEEP_ALIVE_SECONDS", "0"), ("KEEP_ALIVE_SECONDS", "1.5")]:  # fmt: skip
+        with pytest.raises(ConfigError, match=name):
+            ServerSettings.from_env({name: value})
