@@ -28,6 +28,7 @@ from gateway.config import ServerSettings
 
 LIMITS = ServerSettings.from_env()
 
+END_OF_HEAD = b"\r\n\r\n"
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -54,10 +55,11 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         if self._reading_head:
             # Count the head's bytes before the parser sees them: up to the blank line that
             # ends it when that is in this chunk (a body after it is not head), else all of it.
-            window = self._head_tail + data
-            end = window.find(b"\r\n\r\n")
-            self._head_bytes += len(data) if end < 0 else end + 4 - len(self._head_tail)
-            self._head_tail = window[-3:]
+            tail = self._head_tail  # a terminator may straddle two reads
+            straddle = (tail + data[:3]).find(END_OF_HEAD) if tail else -1
+            end = straddle - len(tail) if straddle >= 0 else data.find(END_OF_HEAD)
+            self._head_bytes += len(data) if end < 0 else end + 4
+            self._head_tail = data[-3:] if len(data) >= 3 else (tail + data)[-3:]
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(431, "header_too_large", f"the request head must be at most {self.max_header_bytes} bytes")
                 return

@@ -205,3 +205,21 @@ def test_a_wrong_setting_stops_the_gateway_naming_the_variable(dbname: str, tmp_
     errors = [json.loads(line) for line in done.stderr.decode().splitlines() if line.strip()]
     assert any("RESERVE_COALESCE" in e["message"] and e["level"] == "CRITICAL" for e in errors), errors
     assert SECRET not in done.stderr.decode()
+
+
+@pytest.mark.parametrize("split", [None, 1, 2, 3, 4], ids=["whole", "split-1", "split-2", "split-3", "split-4"])
+def test_the_head_limit_is_exact_wherever_the_reads_end(served: Served, split: int | None) -> None:
+    """16384 bytes of head are served, 16385 refused, also when the blank line that ends the
+    head arrives split across two reads."""
+    for size, status in ((16384, 200), (16385, 431)):
+        start = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Fill: "
+        head = start + b"a" * (size - len(start) - 4) + b"\r\n\r\n"
+        assert len(head) == size
+        with served.connect() as sock:
+            if split is None:
+                sock.sendall(head)
+            else:
+                sock.sendall(head[:-split])
+                time.sleep(0.05)  # most likely a read of its own; the count is exact either way
+                sock.sendall(head[-split:])
+            assert read_response(sock)[0] == status, (size, split)
