@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 
 from dbctl import local
 from dbctl.cluster import pg_tool
 from dbctl.migrate import migrate
 from dbctl.schema import write_snapshot
 from dbctl.seed import seed
+from gateway.config import ConfigError, ServerSettings, Settings
+from gateway.logs import LOG_CONFIG_FILE
 
 
 def up() -> local.Target:
@@ -38,19 +41,33 @@ def gateway_env(t: local.Target) -> dict[str, str]:
     return env
 
 
+def uvicorn_args(env: Mapping[str, str]) -> list[str]:
+    """How the gateway is served; refuses (ConfigError naming the variable) wrong settings first,
+    so a bad value stops `make run` at once instead of every worker failing on its own."""
+    Settings.from_env(env)
+    server = ServerSettings.from_env(env)
+    return [
+        sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app",
+        "--host", server.host, "--port", str(server.port), "--workers", str(server.workers),
+        # httptools plus a request-head size limit and a head timeout (gateway/serving.py)
+        "--http", "gateway.serving:BoundedHttpToolsProtocol",
+        "--timeout-keep-alive", str(server.keep_alive_timeout),
+        "--log-config", str(LOG_CONFIG_FILE),  # every line JSON, uvicorn's own too
+        "--no-access-log", "--timeout-graceful-shutdown", "10",
+    ]  # fmt: skip
+
+
 def run() -> None:
     t = up()
     env = gateway_env(t)
-    host = env.get("GATEWAY_HOST", "127.0.0.1")
-    port = env.get("GATEWAY_PORT", "8000")
-    workers = env.get("WEB_CONCURRENCY", str(os.cpu_count() or 1))
-    print(f"Gateway on http://{host}:{port} ({workers} worker(s)); Ctrl-C stops it, `make stop` the database.")
+    try:
+        args = uvicorn_args(env)
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    server = ServerSettings.from_env(env)
+    print(f"Gateway on http://{server.host}:{server.port} ({server.workers} worker(s)); "
+          "Ctrl-C stops it, `make stop` the database.")  # fmt: skip
     sys.stdout.flush()
-    args = [
-        sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app",
-        "--host", host, "--port", port, "--workers", workers,
-        "--no-access-log", "--timeout-graceful-shutdown", "10",
-    ]  # fmt: skip
     os.execvpe(args[0], args, env)
 
 

@@ -6,31 +6,37 @@ import asyncio
 import contextlib
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp
 
 from gateway.auth import Auth, Principal
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
 from gateway.coalesce import ReserveCoalescer
-from gateway.config import Settings
+from gateway.config import Settings, settings_or_exit
 from gateway.db import Database, make_pool
 from gateway.errors import ApiError
+from gateway.logs import AccessLog, configure_logging, route_template
 from gateway.models import LoginIn, RegisterIn, ReserveIn, parse_body, path_text, path_uuid
 from gateway.openapi import openapi_document
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, ROUTES, Endpoint
 
-access_log = logging.getLogger("gateway.access")
 JSON = "application/json"
+
+
+class GatewayApp(Starlette):
+    """Starlette with the access log outside everything, even the 500 handler: every response
+    carries X-Request-ID and every request gets its access line."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return AccessLog(super().build_middleware_stack())
 
 
 class Gateway:
@@ -40,7 +46,7 @@ class Gateway:
         self.settings = settings
         self.pool = make_pool(settings)
         self.db = Database(self.pool)
-        self.auth = Auth(settings.jwt_secret, settings.token_ttl, settings.hash_concurrency)
+        self.auth = Auth(settings.jwt_secret.get_secret_value(), settings.token_ttl, settings.hash_concurrency)
         self.cache = EventsCache(settings.cache_ttl, settings.cache_max_entries)
         self.coalescer = ReserveCoalescer(self.db, settings.reserve_batch_max)
         self.tasks: list[asyncio.Task[None]] = []
@@ -49,7 +55,7 @@ class Gateway:
         # Do not wait for the database: the app starts and answers 503 busy until it is up.
         await self.pool.open(wait=False)
         self.tasks = [
-            asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url)),
+            asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url.get_secret_value())),
             asyncio.create_task(sweep_forever(self.cache, self.settings.cache_sweep)),
         ]
 
@@ -229,61 +235,18 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
-    logging.getLogger("gateway").error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    # The route template, not the path: a path can hold a ticket code.
+    route = route_template(request.scope) or "-"
+    logging.getLogger("gateway").error("unhandled error on %s %s", request.method, route, exc_info=exc)
     return ApiError(500, "internal_error", "internal error").response()
-
-
-class AccessLog:
-    """One JSON line per request: method, path, status, latency, user id. No bodies, no tokens."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        started = time.perf_counter()
-        status = 500
-
-        async def send_and_note(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_and_note)
-        finally:
-            if access_log.isEnabledFor(logging.INFO):
-                access_log.info(
-                    json.dumps(
-                        {
-                            "method": scope["method"],
-                            "path": scope["path"],
-                            "status": status,
-                            "ms": round((time.perf_counter() - started) * 1000, 2),
-                            "user_id": scope.get("state", {}).get("user_id"),
-                        }
-                    )
-                )
-
-
-def configure_logging() -> None:
-    if not access_log.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        access_log.addHandler(handler)
-        access_log.setLevel(logging.INFO)
-        access_log.propagate = False
 
 
 # ------------------------------------------------------------------ the app
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
-    settings = settings or Settings.from_env()
     configure_logging()
+    settings = settings or settings_or_exit()
     gateway = Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -296,11 +259,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     routes = [Route(e.path, make_handler(e), methods=[e.method]) for e in ROUTES]
     routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/openapi.json", openapi)]
-    app = Starlette(
+    app = GatewayApp(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
-        middleware=[Middleware(AccessLog)],
     )
     app.state.gateway = gateway
     app.state.openapi = openapi_document(settings)

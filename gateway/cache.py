@@ -28,6 +28,7 @@ class EventsCache:
         self._loading: dict[str, asyncio.Future[str]] = {}
         self._generation = 0
         self.listening = False
+        self.clock: Callable[[], float] = time.monotonic  # tests move time explicitly
         self.hits = 0
         self.misses = 0
 
@@ -36,7 +37,7 @@ class EventsCache:
         self._entries.clear()
 
     def sweep(self) -> int:
-        now = time.monotonic()
+        now = self.clock()
         stale = [k for k, (expiry, _) in self._entries.items() if expiry <= now]
         for key in stale:
             del self._entries[key]
@@ -46,7 +47,7 @@ class EventsCache:
         if not self.listening:
             return await load()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] > time.monotonic():
+        if entry is not None and entry[0] > self.clock():
             self.hits += 1
             return entry[1]
         self.misses += 1
@@ -68,7 +69,7 @@ class EventsCache:
         if generation == self._generation and self.listening:  # no change since we started
             if len(self._entries) >= self.max_entries:
                 self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = (time.monotonic() + self.ttl, value)
+            self._entries[key] = (self.clock() + self.ttl, value)
         return value
 
 

@@ -1,50 +1,151 @@
-"""Gateway settings, all from the environment (README lists them)."""
+"""Gateway settings, all from the environment (README lists them), validated by pydantic-settings.
+
+`Settings.from_env()` reads the variables by their documented names; a wrong value raises
+ConfigError naming the variable, so the gateway does not start. `Settings(...)` with keyword
+arguments (field names) reads nothing from the environment: tests build it that way.
+Secrets are SecretStr: repr, str and logs show `**********`.
+"""
 
 from __future__ import annotations
 
+import logging
 import os
-from dataclasses import dataclass
+from collections.abc import Mapping
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(RuntimeError):
     pass
 
 
-def _int(name: str, default: int) -> int:
-    try:
-        return int(os.environ.get(name, default))
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be an integer") from exc
-
-
-def _float(name: str, default: float) -> float:
-    try:
-        return float(os.environ.get(name, default))
-    except ValueError as exc:
-        raise ConfigError(f"{name} must be a number") from exc
-
-
 RESERVE_FUNCTIONS = {"pessimistic": "reserve_tickets", "optimistic": "reserve_tickets_optimistic"}
+ENVIRONMENTS = ("development", "production")
+# Values never echoed back in an error message.
+SECRET_FIELDS = frozenset({"database_url", "jwt_secret"})
+HINTS = {
+    "database_url": " (make run sets it for the local database)",
+    "jwt_secret": " (make run generates one in .local/ for local use)",
+}
 
 
-@dataclass(frozen=True)
-class Settings:
-    database_url: str
-    jwt_secret: str
-    production: bool = False
-    token_ttl: int = 3600
-    pool_min: int = 5
-    pool_max: int = 20
-    pool_timeout: float = 2.0
-    pool_max_idle: float = 30.0
-    cache_ttl: float = 300.0
-    cache_sweep: float = 3600.0
-    cache_max_entries: int = 1000
-    reserve_strategy: str = "pessimistic"
-    reserve_coalesce: bool = True
-    reserve_batch_max: int = 50
-    max_body_bytes: int = 65536
-    hash_concurrency: int = 4
+class _FromMapping(EnvSettingsSource):
+    """The environment source, reading a given mapping (os.environ by default), names exact."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = environ
+        super().__init__(settings_cls, case_sensitive=True, env_ignore_empty=True)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return {name: value for name, value in self._environ.items() if value != ""}
+
+
+class _Settings(BaseSettings):
+    """Shared base: exact names, frozen, unknown keyword arguments refused, errors as ConfigError."""
+
+    model_config = SettingsConfigDict(frozen=True, extra="forbid", validate_by_name=True, validate_by_alias=True)
+
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:
+            # `from None`: the pydantic error would repeat the input values, secrets included.
+            raise ConfigError(describe(type(self), exc)) from None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)  # keyword arguments only; from_env() passes the environment in
+
+    @classmethod
+    def env_names(cls) -> dict[str, tuple[str, ...]]:
+        """field name -> the environment variable(s) it is read from (first one set wins)."""
+        names: dict[str, tuple[str, ...]] = {}
+        for field, info in cls.model_fields.items():
+            alias = info.validation_alias
+            if isinstance(alias, str):
+                names[field] = (alias,)
+            elif isinstance(alias, AliasChoices):
+                names[field] = tuple(str(choice) for choice in alias.choices)
+        return names
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Any:
+        values = _FromMapping(cls, os.environ if environ is None else environ)()
+        known = {name for names in cls.env_names().values() for name in names}
+        return cls(**{key: value for key, value in values.items() if key in known})
+
+
+def describe(cls: type[_Settings], exc: ValidationError) -> str:
+    """One line per problem, naming the environment variable (and the value unless secret)."""
+    names = cls.env_names()
+    by_alias = {alias: field for field, aliases in names.items() for alias in aliases}
+    lines = []
+    for error in exc.errors(include_url=False, include_input=True):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if not error["loc"]:  # a rule across fields: its message names the variables
+            lines.append(message)
+            continue
+        key = str(error["loc"][0])
+        field = by_alias.get(key, key)
+        if error["type"] == "missing":
+            message = "is not set" + HINTS.get(field, "")
+        elif field not in SECRET_FIELDS:
+            message += f" (got {error.get('input')!r})"
+        lines.append(f"{' / '.join(names.get(field, ())) or field}: {message}")
+    return "invalid gateway settings: " + "; ".join(lines)
+
+
+def _env(*names: str) -> Any:
+    return AliasChoices(*names) if len(names) > 1 else names[0]
+
+
+class Settings(_Settings):
+    database_url: SecretStr = Field(validation_alias=_env("GATEWAY_DATABASE_URL", "DATABASE_URL"))
+    jwt_secret: SecretStr = Field(min_length=1, validation_alias=_env("JWT_SECRET"))
+    production: bool = Field(False, validation_alias=_env("BOOKING_ENV"))
+    token_ttl: int = Field(3600, gt=0, validation_alias=_env("JWT_TTL_SECONDS"))
+    pool_min: int = Field(5, ge=0, validation_alias=_env("POOL_MIN_SIZE"))
+    pool_max: int = Field(20, ge=1, validation_alias=_env("POOL_MAX_SIZE"))
+    pool_timeout: float = Field(2.0, gt=0, allow_inf_nan=False, validation_alias=_env("POOL_TIMEOUT_SECONDS"))
+    pool_max_idle: float = Field(30.0, gt=0, allow_inf_nan=False, validation_alias=_env("POOL_MAX_IDLE_SECONDS"))
+    cache_ttl: float = Field(300.0, ge=0, allow_inf_nan=False, validation_alias=_env("EVENTS_CACHE_TTL_SECONDS"))
+    cache_sweep: float = Field(3600.0, gt=0, allow_inf_nan=False, validation_alias=_env("EVENTS_CACHE_SWEEP_SECONDS"))
+    cache_max_entries: int = Field(1000, ge=1)
+    reserve_strategy: Literal["pessimistic", "optimistic"] = Field(
+        "pessimistic", validation_alias=_env("RESERVE_STRATEGY")
+    )
+    # pydantic's bool: on/off, true/false, yes/no, 1/0 (any case); anything else is refused.
+    reserve_coalesce: bool = Field(True, validation_alias=_env("RESERVE_COALESCE"))
+    # api.reserve_tickets_batch refuses more than 1000 requests per call.
+    reserve_batch_max: int = Field(50, ge=1, le=1000, validation_alias=_env("RESERVE_BATCH_MAX"))
+    max_body_bytes: int = Field(65536, ge=1, validation_alias=_env("MAX_BODY_BYTES"))
+    hash_concurrency: int = Field(4, ge=1)
+
+    @field_validator("production", mode="before")
+    @classmethod
+    def _environment(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from BOOKING_ENV: a name, not a boolean
+            if value not in ENVIRONMENTS:
+                raise ValueError(f"must be one of {', '.join(ENVIRONMENTS)}")
+            return value == "production"
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.pool_min > self.pool_max:
+            raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
+        if self.production and len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("JWT_SECRET must be at least 32 characters in production (BOOKING_ENV=production)")
+        return self
 
     @property
     def coalescing(self) -> bool:
@@ -55,33 +156,43 @@ class Settings:
     def reserve_function(self) -> str:
         return "reserve_tickets_batch" if self.coalescing else RESERVE_FUNCTIONS[self.reserve_strategy]
 
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with some fields changed, validated again (model_copy would not validate)."""
+        values = {name: getattr(self, name) for name in type(self).model_fields}
+        return type(self)(**{**values, **changes})
+
     @classmethod
-    def from_env(cls) -> Settings:
-        production = os.environ.get("BOOKING_ENV", "development") == "production"
-        url = os.environ.get("GATEWAY_DATABASE_URL") or os.environ.get("DATABASE_URL")
-        if not url:
-            raise ConfigError("GATEWAY_DATABASE_URL is not set (make run sets it for the local database)")
-        secret = os.environ.get("JWT_SECRET", "")
-        if not secret:
-            raise ConfigError("JWT_SECRET is not set (make run generates one in .local/ for local use)")
-        if production and len(secret) < 32:
-            raise ConfigError("JWT_SECRET must be at least 32 characters in production")
-        strategy = os.environ.get("RESERVE_STRATEGY", "pessimistic")
-        if strategy not in RESERVE_FUNCTIONS:
-            raise ConfigError(f"RESERVE_STRATEGY must be one of {', '.join(RESERVE_FUNCTIONS)}")
-        return cls(
-            database_url=url,
-            jwt_secret=secret,
-            production=production,
-            token_ttl=_int("JWT_TTL_SECONDS", 3600),
-            pool_min=_int("POOL_MIN_SIZE", 5),
-            pool_max=_int("POOL_MAX_SIZE", 20),
-            pool_timeout=_float("POOL_TIMEOUT_SECONDS", 2.0),
-            pool_max_idle=_float("POOL_MAX_IDLE_SECONDS", 30.0),
-            cache_ttl=_float("EVENTS_CACHE_TTL_SECONDS", 300.0),
-            cache_sweep=_float("EVENTS_CACHE_SWEEP_SECONDS", 3600.0),
-            reserve_strategy=strategy,
-            reserve_coalesce=os.environ.get("RESERVE_COALESCE", "on").lower() in ("on", "1", "true", "yes"),
-            reserve_batch_max=_int("RESERVE_BATCH_MAX", 50),
-            max_body_bytes=_int("MAX_BODY_BYTES", 65536),
-        )
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        settings: Settings = super().from_env(environ)
+        return settings
+
+
+def settings_or_exit() -> Settings:
+    """Settings.from_env(), or one log line saying which variable is wrong and exit status 1
+    (uvicorn would print a traceback for an exception from the app factory)."""
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        logging.getLogger("gateway.config").critical("%s", exc)
+        raise SystemExit(1) from None
+
+
+class ServerSettings(_Settings):
+    """How `make run` serves (uvicorn and the HTTP protocol class in gateway/serving.py)."""
+
+    host: str = Field("127.0.0.1", min_length=1, validation_alias=_env("GATEWAY_HOST"))
+    port: int = Field(8000, ge=1, le=65535, validation_alias=_env("GATEWAY_PORT"))
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, validation_alias=_env("WEB_CONCURRENCY"))
+    # Request line plus headers; a bearer token is under 1 KiB. Larger heads get 431.
+    max_header_bytes: int = Field(16384, ge=1024, le=1048576, validation_alias=_env("MAX_HEADER_BYTES"))
+    # From a connection's first byte (or its opening) to the end of the request head.
+    header_timeout: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("HEADER_TIMEOUT_SECONDS")
+    )
+    # Idle keep-alive connections are closed after this (uvicorn --timeout-keep-alive).
+    keep_alive_timeout: int = Field(5, ge=1, le=3600, validation_alias=_env("KEEP_ALIVE_SECONDS"))
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
+        settings: ServerSettings = super().from_env(environ)
+        return settings

@@ -26,7 +26,7 @@ async def _configure(conn: psycopg.AsyncConnection[Any]) -> None:
 
 def make_pool(settings: Settings) -> AsyncConnectionPool:
     return AsyncConnectionPool(
-        settings.database_url,
+        settings.database_url.get_secret_value(),
         min_size=settings.pool_min,
         max_size=settings.pool_max,
         timeout=settings.pool_timeout,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ PASSWORD_HASH = hash_password(PASSWORD)
 
 def settings_for(dbname: str, **overrides: Any) -> Settings:
     base = Settings(database_url=url_for(dbname, "booking_gateway"), jwt_secret=SECRET, pool_min=1, pool_max=8)
-    return dataclasses.replace(base, **overrides)
+    return base.replace(**overrides)
 
 
 def client_for(dbname: str, **overrides: Any) -> TestClient:

@@ -4,7 +4,10 @@ clients, and batches that fail."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import random
+import socket
 import time
 from collections import Counter
 from datetime import timedelta
@@ -18,7 +21,7 @@ from gateway.coalesce import ReserveCoalescer
 from gateway.db import Database, make_pool
 from gateway.errors import ApiError
 from gateway.sqlcalls import reserve_requests
-from tests.conftest import call, sqlstate_of
+from tests.conftest import CLUSTER, call, sqlstate_of, url_for
 from tests.factories import NOW, make_ticket_type, make_user, stock, violations
 from tests.http import forged, settings_for
 from tests.live import LiveServer
@@ -31,6 +34,34 @@ def batch(conn: psycopg.Connection, requests: list[dict[str, Any]]) -> list[tupl
     literal = reserve_requests((r["user_id"], r["ticket_type_id"], r["quantity"]) for r in requests)
     rows = conn.execute("SELECT * FROM api.reserve_tickets_batch(%s)", (literal,)).fetchall()
     return [("ok", reservation) if reservation is not None else ("error", state) for reservation, state, _ in rows]
+
+
+def patient_gateway_url(owner: psycopg.Connection, dbname: str) -> str:
+    """The gateway's URL for tests that hold a row lock while things happen: lock and statement
+    timeouts of a minute, in this test's database only, so a slow machine cannot turn the wait
+    into a 503 before the test releases the lock."""
+    owner.execute("""
+        DO $$ DECLARE f regprocedure; BEGIN
+          FOR f IN SELECT p.oid::regprocedure FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                   WHERE n.nspname IN ('api', 'internal') AND array_to_string(p.proconfig, ',') LIKE '%lock_timeout%'
+          LOOP EXECUTE format('ALTER FUNCTION %s SET lock_timeout = %L', f, '60s'); END LOOP;
+        END $$""")  # fmt: skip
+    return url_for(dbname, "booking_gateway", lock_timeout="60s", statement_timeout="60s")
+
+
+def wait_for_lock_waiter(superuser_conninfo: str, dbname: str, timeout: float = 30) -> None:
+    """Until a session of `dbname` waits on a lock (a reserve stuck behind the test's row lock).
+    Polls as the superuser: only it sees other roles' waits."""
+    with psycopg.connect(superuser_conninfo, autocommit=True) as conn:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = %s", (dbname,)
+            ).fetchone()
+            if row and row[0] > 0:
+                return
+            time.sleep(0.02)
+    raise AssertionError("nothing waited on the lock")
 
 
 # ------------------------------------------------------------------ the batch function
@@ -104,8 +135,8 @@ def test_batch_reclaims_expired_holds_and_rejects_malformed_batches(
 # ------------------------------------------------------------------ the coalescer, on a real pool
 
 
-async def _with_coalescer(dbname: str, max_batch: int, body: Any) -> Any:
-    pool = make_pool(settings_for(dbname, pool_min=1, pool_max=4))
+async def _with_coalescer(dbname: str, max_batch: int, body: Any, **settings: Any) -> Any:
+    pool = make_pool(settings_for(dbname, pool_min=1, pool_max=4, **settings))
     await pool.open(wait=True)
     coalescer = ReserveCoalescer(Database(pool), max_batch)
     try:
@@ -136,15 +167,19 @@ def test_first_come_first_served(dbname: str, gw: psycopg.Connection, max_batch:
 def test_a_lone_request_goes_at_once(dbname: str, gw: psycopg.Connection) -> None:
     tt, user = make_ticket_type(gw), make_user(gw)
 
-    async def body(coalescer: ReserveCoalescer) -> float:
-        started = time.perf_counter()
-        await coalescer.submit(user["id"], tt["id"], 1)
-        return time.perf_counter() - started
+    async def body(coalescer: ReserveCoalescer) -> int:
+        granted = coalescer.submit(user["id"], tt["id"], 1)
+        await asyncio.sleep(0)  # one turn of the loop: no timer, no waiting for company
+        sent = coalescer.batches
+        await granted
+        return sent
 
-    assert asyncio.run(_with_coalescer(dbname, 50, body)) < 0.5
+    assert asyncio.run(_with_coalescer(dbname, 50, body)) == 1, "the call was made at once"
 
 
-def test_abandoned_requests_leave_no_hold(dbname: str, gw: psycopg.Connection, connect: Any) -> None:
+def test_abandoned_requests_leave_no_hold(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection, connect: Any
+) -> None:
     tt = make_ticket_type(gw, quantity=10)
     first, in_flight, queued = make_user(gw), make_user(gw), make_user(gw)
     blocker = connect("booking_owner", autocommit=False)
@@ -153,18 +188,19 @@ def test_abandoned_requests_leave_no_hold(dbname: str, gw: psycopg.Connection, c
         blocker.execute("SELECT 1 FROM ticket_types WHERE id = %s FOR UPDATE", (tt["id"],))
         a = coalescer.submit(first["id"], tt["id"], 1)
         b = coalescer.submit(in_flight["id"], tt["id"], 2)
-        await asyncio.sleep(0.3)  # both are in the first batch, which waits on the lock
+        # Both are in the first batch: wait until it provably waits on the lock.
+        await asyncio.to_thread(wait_for_lock_waiter, CLUSTER.superuser_conninfo(), dbname)
         c = coalescer.submit(queued["id"], tt["id"], 3)
         b.cancel()  # its client left while its batch was in flight
         c.cancel()  # its client left before its batch was sent
         blocker.rollback()
         await a
-        for _ in range(50):  # the release of b's hold runs in the background
+        for _ in range(600):  # the release of b's hold runs in the background
             if stock(gw, tt) == 9:
                 break
             await asyncio.sleep(0.05)
 
-    asyncio.run(_with_coalescer(dbname, 50, body))
+    asyncio.run(_with_coalescer(dbname, 50, body, database_url=patient_gateway_url(owner, dbname)))
     holds = {r[0]: r[1] for r in connect("booking_owner").execute(
         "SELECT user_id::text, status FROM order_reservations WHERE ticket_type_id = %s", (tt["id"],))}  # fmt: skip
     assert holds == {first["id"]: "ACTIVE", in_flight["id"]: "CANCELLED"}
@@ -222,6 +258,9 @@ def test_http_race_gets_the_same_kinds_of_answers(
 
 def test_a_failed_batch_answers_every_waiting_request(own_cluster: Any) -> None:
     with psycopg.connect(own_cluster.url("booking_gateway", "booking"), autocommit=True) as gw:
+        # The cluster is stopped "immediate" below and runs synchronous_commit=off: make sure
+        # these rows are in the WAL on disk, or crash recovery may lose them.
+        gw.execute("SET synchronous_commit = on")
         tt = make_ticket_type(gw, quantity=100_000)
         users = [make_user(gw) for _ in range(10)]
     settings = settings_for("booking", pool_max=4, database_url=own_cluster.url("booking_gateway", "booking"))
@@ -233,7 +272,7 @@ def test_a_failed_batch_answers_every_waiting_request(own_cluster: Any) -> None:
 
         async def scenario() -> list[tuple[int, str]]:
             firing = asyncio.ensure_future(_fire(server.url, jobs))
-            await asyncio.sleep(0.5)
+            await asyncio.to_thread(wait_for_lock_waiter, own_cluster.superuser_conninfo("booking"), "booking")
             await asyncio.to_thread(own_cluster.stop, "immediate")
             async with asyncio.timeout(20):  # every request answered: none hangs
                 return await firing
@@ -248,3 +287,74 @@ def test_a_failed_batch_answers_every_waiting_request(own_cluster: Any) -> None:
         assert asyncio.run(_fire(server.url, jobs[:5])) == [(201, "ok")] * 5, "serves again after the restart"
     with psycopg.connect(own_cluster.url("booking_owner", "booking")) as owner:
         assert owner.execute("SELECT * FROM api.check_invariants()").fetchall() == []
+
+
+class RequestIds(logging.Handler):
+    """The request ids of finished requests, from the gateway's access log."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: set[str] = set()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        fields = getattr(record, "fields", None) or {}
+        self.seen.add(str(fields.get("request_id")))
+
+    def wait_for(self, request_id: str, timeout: float = 10) -> None:
+        """Until that request is finished, or the timeout (the assertions come later)."""
+        deadline = time.monotonic() + timeout
+        while request_id not in self.seen and time.monotonic() < deadline:
+            time.sleep(0.02)
+
+
+def send_reserve(port: int, headers: dict[str, str], tt_id: str, quantity: int, request_id: str) -> socket.socket:
+    body = json.dumps({"ticket_type_id": tt_id, "quantity": quantity}).encode()
+    head = [
+        "POST /bookings/reserve HTTP/1.1", "Host: t", "Content-Type: application/json",
+        f"Content-Length: {len(body)}", f"X-Request-ID: {request_id}", *(f"{k}: {v}" for k, v in headers.items()),
+    ]  # fmt: skip
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
+    sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body)
+    return sock
+
+
+def test_a_client_that_hangs_up_leaves_no_hold(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection, connect: Any
+) -> None:
+    """Real clients over TCP close their connections while their reserves wait: one whose batch
+    is in flight (granted later, so its hold must be given back at once) and one still queued
+    (dropped before its batch is sent). A client that stays is served as usual."""
+    tt = make_ticket_type(gw, quantity=10)
+    in_flight, queued, stays = make_user(gw), make_user(gw), make_user(gw)
+    blocker = connect("booking_owner", autocommit=False)
+    ids = RequestIds()
+    access = logging.getLogger("gateway.access")
+    app = create_app(settings_for(dbname, database_url=patient_gateway_url(owner, dbname)))
+    access.addHandler(ids)
+    try:
+        with LiveServer(app) as server:
+            blocker.execute("SELECT 1 FROM ticket_types WHERE id = %s FOR UPDATE", (tt["id"],))
+            leaving = send_reserve(server.port, forged({"sub": in_flight["id"]}), tt["id"], 2, "leaves-in-flight")
+            wait_for_lock_waiter(CLUSTER.superuser_conninfo(), dbname)  # its batch waits on the lock
+            queued_sock = send_reserve(server.port, forged({"sub": queued["id"]}), tt["id"], 3, "leaves-queued")
+            staying = send_reserve(server.port, forged({"sub": stays["id"]}), tt["id"], 1, "stays")
+            time.sleep(0.2)  # let the server read both; either way neither may end up holding seats
+            leaving.close()
+            queued_sock.close()
+            ids.wait_for("leaves-in-flight")  # the server noticed (or 10 s passed: then the
+            ids.wait_for("leaves-queued")  # assertions below say whether it ever does)
+            blocker.rollback()
+            with staying:
+                assert staying.recv(65536).startswith(b"HTTP/1.1 201 "), "the client that stayed is served"
+            deadline = time.monotonic() + 20
+            while stock(gw, tt) != 9 and time.monotonic() < deadline:
+                time.sleep(0.05)  # the abandoned hold is cancelled in the background
+    finally:
+        access.removeHandler(ids)
+    holds = {r[0]: r[1] for r in connect("booking_owner").execute(
+        "SELECT user_id::text, status FROM order_reservations WHERE ticket_type_id = %s", (tt["id"],))}  # fmt: skip
+    assert holds.get(in_flight["id"]) in (None, "CANCELLED"), holds
+    assert holds.get(queued["id"]) in (None, "CANCELLED"), holds
+    assert holds[stays["id"]] == "ACTIVE"
+    assert stock(gw, tt) == 9
+    assert violations(gw) == []

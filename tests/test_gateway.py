@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import logging
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -311,24 +309,6 @@ def test_health_ready_openapi(client: TestClient) -> None:
     assert "409" in doc["paths"]["/bookings/reserve"]["post"]["responses"]
 
 
-def test_one_json_log_line_per_request_without_secrets(client: TestClient, user: Any, caplog: Any) -> None:
-    me, fan = user
-    logger = logging.getLogger("gateway.access")
-    logger.addHandler(caplog.handler)
-    try:
-        with caplog.at_level(logging.INFO, logger="gateway.access"):
-            client.get("/bookings/my-bookings", headers=fan)
-            client.post("/auth/login", json={"email": me["email"], "password": PASSWORD})
-    finally:
-        logger.removeHandler(caplog.handler)
-    lines = [json.loads(r.getMessage()) for r in caplog.records if r.name == "gateway.access"]
-    assert len(lines) == 2
-    assert lines[0]["path"] == "/bookings/my-bookings" and lines[0]["status"] == 200
-    assert lines[0]["user_id"] == me["id"] and lines[0]["ms"] >= 0
-    assert lines[1]["user_id"] == me["id"]
-    assert PASSWORD not in caplog.text and "Bearer" not in caplog.text and "argon2" not in caplog.text
-
-
 def test_every_route_calls_a_real_function_and_every_function_is_routed_or_dba_only(
     owner: psycopg.Connection,
 ) -> None:
@@ -356,8 +336,10 @@ def test_login_then_token_for_deleted_user_is_404_not_500(client: TestClient, ow
 
 def test_a_verified_token_stops_working_when_it_expires(client: TestClient, user: Any) -> None:
     me, _ = user
-    headers = forged({"sub": me["id"], "exp": int(time.time()) + 1})
+    # exp is whole seconds: 3 s ahead is 2-3 s of validity, wherever in the second we are.
+    exp = int(time.time()) + 3
+    headers = forged({"sub": me["id"], "exp": exp})
     assert client.get("/me", headers=headers).status_code == 200  # verified, and remembered
     assert client.get("/me", headers=headers).status_code == 200
-    time.sleep(1.1)
+    time.sleep(max(0.0, exp - time.time()) + 0.2)  # until just past exp, by the clock itself
     problem(client.get("/me", headers=headers), 401, "unauthorized")

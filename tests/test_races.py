@@ -85,16 +85,24 @@ def test_expiry_and_cleanup_never_deadlock_with_live_traffic(
             " FROM generate_series(1, 300)",
             (users[0]["id"], tt["id"]),
         )
-    deadline = time.monotonic() + 6.0
+    # Run at least 6 s, and on a slow machine until enough of each kind has happened (at most 60 s).
+    started = time.monotonic()
     errors: Counter[str] = Counter()
     done: Counter[str] = Counter()
     lock = threading.Lock()
+
+    def enough() -> bool:
+        return done["complete"] > 20 and done["cancel"] > 20 and done["expired"] > 0 and done["cleaned"] == 900
+
+    def running() -> bool:
+        elapsed = time.monotonic() - started
+        return elapsed < 6.0 or (elapsed < 60.0 and not enough())
 
     def shopper(seed: int) -> None:
         # Holds last 300 ms here, so expiry and reclaim find plenty to do.
         conn = connect("booking_gateway", **{"booking.hold_period": "300ms"})
         rng = random.Random(seed)
-        while time.monotonic() < deadline:
+        while running():
             tt, user = rng.choice(types), rng.choice(users)
             try:
                 res = call(conn, "reserve_tickets", p_user_id=user["id"], p_ticket_type_id=tt["id"],
@@ -113,7 +121,7 @@ def test_expiry_and_cleanup_never_deadlock_with_live_traffic(
 
     def janitor() -> None:
         conn = connect("booking_owner")
-        while time.monotonic() < deadline:
+        while running():
             try:
                 expired = call(conn, "expire_reservations")
                 cleaned = call(conn, "cleanup_reservations")
@@ -133,7 +141,7 @@ def test_expiry_and_cleanup_never_deadlock_with_live_traffic(
     assert "40P01" not in errors, f"deadlock: {errors}"
     # Allowed: BKSLD (stock ran low), BKREX (a hold expired between reserve and complete).
     assert set(errors) <= {"BKSLD", "BKREX"}, errors
-    assert done["complete"] > 20 and done["cancel"] > 20 and done["expired"] > 0 and done["cleaned"] == 900
+    assert enough(), done
     assert violations(gw) == []
     call(owner, "expire_reservations")
     assert violations(gw) == []
@@ -148,7 +156,9 @@ def test_a_held_lock_turns_into_lock_timeout_not_a_hang(gw: psycopg.Connection, 
     waited = time.monotonic() - started
     blocker.rollback()
     assert state == "55P03", "lock_not_available: the gateway maps it to 503 busy"
-    assert 1.5 < waited < 4.0
+    # lock_timeout is 2 s; the statement_timeout (5 s) would be another SQLSTATE. The upper
+    # bound only says "not a hang" and is generous for a loaded machine.
+    assert 1.5 < waited < 30
 
 
 def test_expiry_skips_a_locked_ticket_type_instead_of_waiting(
@@ -161,7 +171,8 @@ def test_expiry_skips_a_locked_ticket_type_instead_of_waiting(
     blocker.execute("SELECT 1 FROM ticket_types WHERE id = %s FOR NO KEY UPDATE", (tt["id"],))
     started = time.monotonic()
     assert dba_call(gw, "expire_reservations") == 0
-    assert time.monotonic() - started < 1.0
+    # Waiting for the lock would take its 2 s lock_timeout (and then fail): well under that.
+    assert time.monotonic() - started < 1.9
     blocker.rollback()
     assert dba_call(gw, "expire_reservations") == 1
 
