@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from dbctl.__main__ import uvicorn_args
-from dbctl.schema import free_port
+from dbctl.throwaway import free_port
 from gateway.config import ConfigError
 from tests.conftest import url_for
 from tests.http import SECRET
