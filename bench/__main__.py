@@ -31,6 +31,7 @@ from typing import Any
 import jwt
 import psycopg
 
+from dbctl.__main__ import uvicorn_args
 from dbctl.cluster import Cluster, create_database, memory_bytes, pg_tool, tuned_settings
 from dbctl.migrate import migrate
 from dbctl.throwaway import free_port
@@ -153,14 +154,12 @@ class Bench:
     def start_gateway(self, coalesce: bool) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         env = {**os.environ, "GATEWAY_DATABASE_URL": self.url("booking_gateway"), "JWT_SECRET": SECRET,
-               "RESERVE_COALESCE": "on" if coalesce else "off", "BOOKING_ENV": "production"}  # fmt: skip
+               "RESERVE_COALESCE": "on" if coalesce else "off", "BOOKING_ENV": "production",
+               "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port),
+               "WEB_CONCURRENCY": str(self.args.workers)}  # fmt: skip
         log = open(self.tmp / f"gateway-{port}.log", "wb")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "--factory", "gateway.app:create_app", "--host", "127.0.0.1",
-             "--port", str(port), "--workers", str(self.args.workers), "--backlog", "65535", "--no-access-log",
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log, stderr=log,
-        )  # fmt: skip
+        # Served exactly as `make run` serves it (protocol, limits, logging), with a deep backlog.
+        proc = subprocess.Popen([*uvicorn_args(env), "--backlog", "65535"], cwd=ROOT, env=env, stdout=log, stderr=log)
         url = f"http://127.0.0.1:{port}"
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:

@@ -12,4 +12,7 @@ COPY sql/ sql/
 RUN useradd --system --no-create-home booking
 USER booking
 EXPOSE 8000
-CMD ["uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", "--no-access-log"]
+# As `make run` serves it (dbctl/__main__.py uvicorn_args): bounded request heads, JSON logs.
+CMD ["uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
+     "--http", "gateway.serving:BoundedHttpToolsProtocol", "--log-config", "gateway/logging.json", \
+     "--no-access-log", "--timeout-graceful-shutdown", "10"]
