@@ -11,7 +11,9 @@ DECLARE
   v_count integer := coalesce(array_length(p_users, 1), 0);
   v_known_users uuid[];
   v_available integer;
-  v_problem text;
+  v_problem text;          -- why the type is not on sale now (internal.sale_problem)
+  v_refusal text;          -- or why no request can be answered: no such type, or it changed
+  v_refusal_message text;
   v_taken integer := 0;
   v_reclaimed boolean := false;
   v_grant_pos integer[] := '{}';  -- positions granted, and their new reservation ids
@@ -36,12 +38,14 @@ BEGIN
     FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
    WHERE tt.id = p_ticket_type_id AND (p_expected_version IS NULL OR tt.version = p_expected_version)
      FOR NO KEY UPDATE OF tt;
-  IF NOT FOUND THEN
-    v_problem := CASE
-      WHEN p_ticket_type_id IS NULL THEN 'BKVAL'
-      WHEN p_expected_version IS NOT NULL AND EXISTS (SELECT 1 FROM public.ticket_types WHERE id = p_ticket_type_id)
-        THEN 'BKBSY'
-      ELSE 'BKNTF' END;
+  IF NOT FOUND THEN  -- every request of the call gets the same answer
+    IF p_ticket_type_id IS NULL THEN
+      v_refusal := 'BKVAL'; v_refusal_message := 'user_id and ticket_type_id are required';
+    ELSIF p_expected_version IS NOT NULL AND EXISTS (SELECT 1 FROM public.ticket_types WHERE id = p_ticket_type_id) THEN
+      v_refusal := 'BKBSY'; v_refusal_message := 'the ticket type changed since it was read';
+    ELSE
+      v_refusal := 'BKNTF'; v_refusal_message := 'ticket type not found';
+    END IF;
   END IF;
   -- A token can outlive its user: answer not_found rather than trip over the foreign key.
   -- (A query on an array of any length: the custom plans the planner would make again on
@@ -52,18 +56,13 @@ BEGIN
   -- Each request in arrival order: arguments, the type, the user, the sale window, then stock.
   FOR i IN 1..v_count LOOP
     v_quantity := p_quantities[i];
-    IF p_ticket_type_id IS NULL OR p_users[i] IS NULL THEN
+    IF p_users[i] IS NULL OR v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN
       sqlstates[i] := 'BKVAL';
-      messages[i] := 'user_id and ticket_type_id are required';
-    ELSIF v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN
-      sqlstates[i] := 'BKVAL';
-      messages[i] := format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null'));
-    ELSIF v_problem = 'BKNTF' THEN
-      sqlstates[i] := 'BKNTF';
-      messages[i] := 'ticket type not found';
-    ELSIF v_problem = 'BKBSY' THEN
-      sqlstates[i] := 'BKBSY';
-      messages[i] := 'the ticket type changed since it was read';
+      messages[i] := CASE WHEN p_users[i] IS NULL THEN 'user_id and ticket_type_id are required'
+                          ELSE format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null')) END;
+    ELSIF v_refusal IS NOT NULL THEN
+      sqlstates[i] := v_refusal;
+      messages[i] := v_refusal_message;
     ELSIF p_users[i] <> ALL (v_known_users) THEN
       sqlstates[i] := 'BKNTF';
       messages[i] := 'user not found';
@@ -91,12 +90,13 @@ BEGIN
     END IF;
   END LOOP;
 
-  -- The grants: stock once, the holds in one statement, as API JSON from the one helper.
+  -- The grants, in one statement: stock once, the holds, their API JSON from the one helper.
   IF v_taken > 0 THEN
-    UPDATE public.ticket_types
-       SET available_quantity = available_quantity - v_taken, version = version + 1
-     WHERE id = p_ticket_type_id;
-    WITH granted AS (
+    WITH stock AS (
+      UPDATE public.ticket_types
+         SET available_quantity = available_quantity - v_taken, version = version + 1
+       WHERE id = p_ticket_type_id
+    ), granted AS (
       INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
       SELECT g.id, p_users[g.pos], p_ticket_type_id, p_quantities[g.pos], 'ACTIVE', now() + internal.hold_period()
         FROM unnest(v_grant_pos, v_grant_ids) AS g(pos, id)
