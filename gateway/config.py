@@ -24,9 +24,6 @@ def _float(name: str, default: float) -> float:
         raise ConfigError(f"{name} must be a number") from exc
 
 
-RESERVE_FUNCTIONS = {"pessimistic": "reserve_tickets", "optimistic": "reserve_tickets_optimistic"}
-
-
 @dataclass(frozen=True)
 class Settings:
     database_url: str
@@ -46,15 +43,6 @@ class Settings:
     max_body_bytes: int = 65536
     hash_concurrency: int = 4
 
-    @property
-    def coalescing(self) -> bool:
-        """Coalescing applies to the pessimistic path (one lock per batch)."""
-        return self.reserve_coalesce and self.reserve_strategy == "pessimistic"
-
-    @property
-    def reserve_function(self) -> str:
-        return "reserve_tickets_batch" if self.coalescing else RESERVE_FUNCTIONS[self.reserve_strategy]
-
     @classmethod
     def from_env(cls) -> Settings:
         production = os.environ.get("BOOKING_ENV", "development") == "production"
@@ -67,8 +55,8 @@ class Settings:
         if production and len(secret) < 32:
             raise ConfigError("JWT_SECRET must be at least 32 characters in production")
         strategy = os.environ.get("RESERVE_STRATEGY", "pessimistic")
-        if strategy not in RESERVE_FUNCTIONS:
-            raise ConfigError(f"RESERVE_STRATEGY must be one of {', '.join(RESERVE_FUNCTIONS)}")
+        if strategy not in ("pessimistic", "optimistic"):
+            raise ConfigError("RESERVE_STRATEGY must be one of pessimistic, optimistic")
         return cls(
             database_url=url,
             jwt_secret=secret,

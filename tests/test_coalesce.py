@@ -15,9 +15,9 @@ import pytest
 from psycopg.types.json import Jsonb
 
 from gateway.app import create_app
-from gateway.coalesce import ReserveCoalescer
 from gateway.db import Database, make_pool
 from gateway.errors import ApiError
+from gateway.onsale.reserve import ReserveCoalescer
 from tests.conftest import call, sqlstate_of
 from tests.factories import NOW, make_ticket_type, make_user, stock, violations
 from tests.http import forged, settings_for

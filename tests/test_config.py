@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from gateway.config import ConfigError, Settings
+from gateway.onsale.reserve import function_for
 
 BASE = {"GATEWAY_DATABASE_URL": "postgresql://booking_gateway@127.0.0.1:1/booking", "JWT_SECRET": "x" * 40}
 
@@ -23,12 +24,14 @@ def test_defaults_follow_the_seed(monkeypatch: pytest.MonkeyPatch) -> None:
     s = settings_from(monkeypatch)
     assert (s.pool_min, s.pool_max, s.pool_timeout, s.pool_max_idle) == (5, 20, 2.0, 30.0)
     assert s.cache_ttl == 300 and s.cache_sweep == 3600
-    assert s.reserve_function == "reserve_tickets_batch", "coalesced pessimistic reserves by default"
+    assert function_for(s.reserve_strategy, s.reserve_coalesce) == "reserve_tickets_batch", "coalesced by default"
 
 
 def test_strategy_switches(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert settings_from(monkeypatch, RESERVE_COALESCE="off").reserve_function == "reserve_tickets"
-    assert settings_from(monkeypatch, RESERVE_STRATEGY="optimistic").reserve_function == "reserve_tickets_optimistic"
+    off = settings_from(monkeypatch, RESERVE_COALESCE="off")
+    assert function_for(off.reserve_strategy, off.reserve_coalesce) == "reserve_tickets"
+    optimistic = settings_from(monkeypatch, RESERVE_STRATEGY="optimistic")
+    assert function_for(optimistic.reserve_strategy, optimistic.reserve_coalesce) == "reserve_tickets_optimistic"
     with pytest.raises(ConfigError):
         settings_from(monkeypatch, RESERVE_STRATEGY="yolo")
 
