@@ -13,6 +13,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from gateway.errors import ERRORS
 from gateway.onsale import reserve
 from gateway.routes import DBA_ONLY, ROUTES
 from tests.factories import make_ticket_type, violations
@@ -309,8 +310,16 @@ def test_health_ready_openapi(client: TestClient) -> None:
         op = doc["paths"][e.path][e.method.lower()]
         assert str(e.status) in op["responses"]
         if e.body is not None:
-            assert "requestBody" in op
+            assert "requestBody" in op and "413" in op["responses"] and "422" in op["responses"]
+        if e.status != 204:
+            assert "schema" in op["responses"][str(e.status)]["content"]["application/json"], e.path
+        for code in e.errors:
+            assert code in op["responses"][str(ERRORS[code].status)]["description"], (e.path, code)
+        assert {"405", "500", "503"} <= set(op["responses"]), e.path
+        if e.auth != "public":
+            assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
     assert "409" in doc["paths"]["/bookings/reserve"]["post"]["responses"]
+    assert "hold_period" in doc["paths"]["/bookings/reserve"]["post"]["summary"]
 
 
 def test_one_json_log_line_per_request_without_secrets(client: TestClient, user: Any, caplog: Any) -> None:
