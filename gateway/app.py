@@ -14,21 +14,33 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import ASGIApp
+from starlette.routing import Route, request_response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.auth import Auth, Principal
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
-from gateway.coalesce import ReserveCoalescer
 from gateway.config import Settings, settings_or_exit
 from gateway.db import Database, make_pool
-from gateway.errors import ApiError
+from gateway.errors import (
+    ApiError,
+    forbidden,
+    internal_error,
+    invalid_credentials,
+    method_not_allowed,
+    not_found,
+    payload_too_large,
+)
 from gateway.logs import AccessLog, configure_logging, route_template
-from gateway.models import LoginIn, RegisterIn, ReserveIn, parse_body, path_text, path_uuid
+from gateway.models import Body, clean_text, parse_body, path_uuid
+from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
-from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, ROUTES, Endpoint
+from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
+from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
 JSON = "application/json"
+EVENTS_MAX_AGE = 10  # seconds a client may reuse a page of GET /events (the gateway's own cache is dropped on change)
+
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class GatewayApp(Starlette):
@@ -47,8 +59,11 @@ class Gateway:
         self.pool = make_pool(settings)
         self.db = Database(self.pool)
         self.auth = Auth(settings.jwt_secret.get_secret_value(), settings.token_ttl, settings.hash_concurrency)
-        self.cache = EventsCache(settings.cache_ttl, settings.cache_max_entries)
-        self.coalescer = ReserveCoalescer(self.db, settings.reserve_batch_max)
+        self.cache: EventsCache[Page] = EventsCache(settings.cache_ttl, settings.cache_max_entries)
+        self.reserver = Reserver(
+            self.db, settings.reserve_strategy, settings.reserve_coalesce, settings.reserve_batch_max
+        )
+        self.coalescer = self.reserver.coalescer
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -65,7 +80,7 @@ class Gateway:
         for task in self.tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        await self.coalescer.close()
+        await self.reserver.close()
         await self.pool.close()
 
 
@@ -75,28 +90,35 @@ class Gateway:
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "payload_too_large", f"the body must be at most {limit} bytes")
+        raise payload_too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ApiError(413, "payload_too_large", f"the body must be at most {limit} bytes")
+            raise payload_too_large(limit)
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+async def endpoint_body(gw: Gateway, request: Request, endpoint: Endpoint) -> Any:
+    """The request body, checked against the model the route table names for this endpoint."""
+    model: type[Body] | None = endpoint.body
+    assert model is not None, endpoint.path
+    return parse_body(model, await read_body(request, gw.settings.max_body_bytes))
 
 
 def path_args(request: Request) -> dict[str, Any]:
     args: dict[str, Any] = {}
     for name, value in request.path_params.items():
         limit = PATH_TEXT_LIMITS.get(name)
-        args[f"p_{name}"] = path_text(name, value, limit) if limit else path_uuid(name, value)
+        args[f"p_{name}"] = clean_text(name, value, limit) if limit else path_uuid(name, value)
     return args
 
 
-def json_response(text: str | None, status: int) -> Response:
+def json_response(text: str | None, status: int, headers: dict[str, str] | None = None) -> Response:
     if status == 204:
         return Response(status_code=204)
-    return Response(text if text is not None else "null", status_code=status, media_type=JSON)
+    return Response(text if text is not None else "null", status_code=status, media_type=JSON, headers=headers)
 
 
 def authenticate(gw: Gateway, request: Request, auth: str) -> Principal | None:
@@ -105,15 +127,22 @@ def authenticate(gw: Gateway, request: Request, auth: str) -> Principal | None:
     principal = gw.auth.principal(request.headers.get("authorization"))
     request.state.user_id = principal.user_id
     if auth == ADMIN and not principal.is_admin:
-        raise ApiError(403, "forbidden", "this needs the admin role")
+        raise forbidden()
     return principal
+
+
+def page_response(request: Request, page: Page, status: int, headers: dict[str, str] | None = None) -> Response:
+    headers = dict(headers or {})
+    if page.next_cursor is not None:
+        headers["Link"] = next_link(request, page.next_cursor)
+    return json_response(page.body, status, headers)
 
 
 # ------------------------------------------------------------------ special handlers
 
 
 async def register(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
-    body = parse_body(RegisterIn, await read_body(request, gw.settings.max_body_bytes))
+    body = await endpoint_body(gw, request, endpoint)
     password_hash = await gw.auth.hash(body.password)
     user = await gw.db.call(
         endpoint.function, {"p_email": body.email, "p_password_hash": password_hash, "p_full_name": body.full_name}
@@ -122,11 +151,11 @@ async def register(gw: Gateway, request: Request, endpoint: Endpoint, _: Princip
 
 
 async def login(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
-    body = parse_body(LoginIn, await read_body(request, gw.settings.max_body_bytes))
+    body = await endpoint_body(gw, request, endpoint)
     found = await gw.db.call(endpoint.function, {"p_email": body.email})
     creds: dict[str, str] = json.loads(found) if found else {}
     if not await gw.auth.verify(creds.get("password_hash"), body.password):
-        raise ApiError(401, "invalid_credentials", "wrong e-mail or password")
+        raise invalid_credentials()
     request.state.user_id = creds["id"]
     token = gw.auth.issue(creds["id"], creds["role"])
     return JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": gw.auth.ttl})
@@ -134,14 +163,33 @@ async def login(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal 
 
 async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
     query = request.query_params.get("q")
-    if query is not None and len(query) > 200:
-        raise ApiError(422, "validation_failed", "q: must be at most 200 characters")
-    key = cache_key(query)
+    if query is not None:
+        clean_text("q", query, QUERY_TEXT_LIMITS["q"], min_length=0)
+    limit, after = page_limit(request), page_after(request)
+    normalised = cache_key(query)
+    key = f"{normalised}\x00{limit}\x00{request.query_params.get('cursor', '')}"
 
-    async def load() -> str:
-        return await gw.db.call(endpoint.function, {"p_query": key or None}) or "[]"
+    async def load() -> Page:
+        args: dict[str, Any] = {"p_query": normalised or None, "p_limit": limit + 1}
+        if after is not None:
+            args["p_after_start_time"], args["p_after_id"] = after
+        return make_page(await gw.db.call(endpoint.function, args), limit, "start_time")
 
-    return json_response(await gw.cache.get(key, load), endpoint.status)
+    page = await gw.cache.get(key, load)
+    headers = {"ETag": page.etag, "Cache-Control": f"public, max-age={min(EVENTS_MAX_AGE, int(gw.settings.cache_ttl))}"}
+    if etag_matches(request, page.etag):
+        return Response(status_code=304, headers=headers)
+    return page_response(request, page, endpoint.status, headers)
+
+
+async def my_bookings(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    assert principal is not None
+    limit, after = page_limit(request), page_after(request)
+    args: dict[str, Any] = {"p_user_id": principal.user_id, "p_limit": limit + 1}
+    if after is not None:
+        args["p_after_created_at"], args["p_after_id"] = after
+    page = make_page(await gw.db.call(endpoint.function, args), limit, "created_at")
+    return page_response(request, page, endpoint.status)
 
 
 async def client_gone(request: Request) -> None:
@@ -152,22 +200,12 @@ async def client_gone(request: Request) -> None:
 
 async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
     assert principal is not None
-    body = parse_body(ReserveIn, await read_body(request, gw.settings.max_body_bytes))
-    if not gw.settings.coalescing:
-        args = {"p_user_id": principal.user_id, "p_ticket_type_id": body.ticket_type_id, "p_quantity": body.quantity}
-        return json_response(await gw.db.call(gw.settings.reserve_function, args), endpoint.status)
-    granted = gw.coalescer.submit(principal.user_id, str(body.ticket_type_id), body.quantity)
-    # If the client leaves first, cancel: the coalescer then drops the request, or releases its hold.
-    gone = asyncio.ensure_future(client_gone(request))
-    gone.add_done_callback(lambda _: granted.cancel())
-    try:
-        reservation = await granted
-    except asyncio.CancelledError:
-        if gone.done() and not gone.cancelled():
-            return Response(status_code=499)  # nobody is listening; the status is for the log
-        raise
-    finally:
-        gone.cancel()
+    body = await endpoint_body(gw, request, endpoint)
+    reservation = await gw.reserver.reserve(
+        principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request)
+    )
+    if reservation is None:
+        return Response(status_code=499)  # nobody is listening; the status is for the log
     return json_response(reservation, endpoint.status)
 
 
@@ -175,11 +213,12 @@ SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awai
     "register": register,
     "login": login,
     "events": events,
+    "my_bookings": my_bookings,
     "reserve": reserve,
 }
 
 
-def make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]:
+def make_handler(endpoint: Endpoint) -> Handler:
     special = SPECIAL.get(endpoint.special or "")
 
     async def handle(request: Request) -> Response:
@@ -191,7 +230,7 @@ def make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]
         if principal is not None and endpoint.passes_user:
             args["p_user_id"] = principal.user_id
         if endpoint.body is not None:
-            body = parse_body(endpoint.body, await read_body(request, gw.settings.max_body_bytes))
+            body = await endpoint_body(gw, request, endpoint)
             if endpoint.patch:
                 args["p_changes"] = Jsonb(body.model_dump(mode="json", exclude_unset=True))
             else:
@@ -200,6 +239,37 @@ def make_handler(endpoint: Endpoint) -> Callable[[Request], Awaitable[Response]]
         return json_response(result, endpoint.status)
 
     return handle
+
+
+class PathHandlers:
+    """One path's handlers by method (an ASGI app, so Starlette routes every method here); another
+    method is 405 with `Allow` naming this path's methods."""
+
+    def __init__(self, handlers: dict[str, Handler]) -> None:
+        if "GET" in handlers:
+            handlers = {**handlers, "HEAD": handlers["GET"]}
+        self.handlers = handlers
+        self.allowed = sorted(handlers)
+        self.app = request_response(self.dispatch)
+
+    async def dispatch(self, request: Request) -> Response:
+        handler = self.handlers.get(request.method)
+        if handler is None:
+            raise method_not_allowed(request.method, self.allowed)
+        return await handler(request)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+def make_routes() -> list[Route]:
+    paths: dict[str, dict[str, Handler]] = {}
+    for e in ROUTES:
+        paths.setdefault(e.path, {})[e.method] = make_handler(e)
+    paths["/healthz"] = {"GET": healthz}
+    paths["/readyz"] = {"GET": readyz}
+    paths["/openapi.json"] = {"GET": openapi}
+    return [Route(path, PathHandlers(handlers)) for path, handlers in paths.items()]
 
 
 # ------------------------------------------------------------------ operations
@@ -228,17 +298,23 @@ async def api_error(request: Request, exc: Exception) -> Response:
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own answers (an unknown path, mostly), in the API's vocabulary."""
     assert isinstance(exc, HTTPException)
-    codes = {404: "not_found", 405: "method_not_allowed"}
-    code = codes.get(exc.status_code, "validation_failed" if exc.status_code < 500 else "internal_error")
-    return ApiError(exc.status_code, code, str(exc.detail)).response()
+    if exc.status_code == 404:
+        return not_found("no such route").response()
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("Allow", "")
+        return method_not_allowed(request.method, [m.strip() for m in allowed.split(",") if m.strip()]).response()
+    if exc.status_code < 500:
+        return ApiError("validation_failed", str(exc.detail)).response()
+    return internal_error().response()
 
 
 async def unexpected_error(request: Request, exc: Exception) -> Response:
     # The route template, not the path: a path can hold a ticket code.
     route = route_template(request.scope) or "-"
     logging.getLogger("gateway").error("unhandled error on %s %s", request.method, route, exc_info=exc)
-    return ApiError(500, "internal_error", "internal error").response()
+    return internal_error().response()
 
 
 # ------------------------------------------------------------------ the app
@@ -257,10 +333,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await gateway.stop()
 
-    routes = [Route(e.path, make_handler(e), methods=[e.method]) for e in ROUTES]
-    routes += [Route("/healthz", healthz), Route("/readyz", readyz), Route("/openapi.json", openapi)]
     app = GatewayApp(
-        routes=routes,
+        routes=make_routes(),
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )

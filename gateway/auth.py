@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import anyio
 import jwt
 
-from gateway.errors import ApiError
+from gateway.errors import unauthorized
 from gateway.passwords import DUMMY_HASH, hash_password, verify_password
 
 ALGORITHM = "HS256"
@@ -48,7 +48,7 @@ class Auth:
         """The caller from an `Authorization: Bearer <jwt>` header, or 401."""
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            raise ApiError(401, "unauthorized", "a bearer token is required")
+            raise unauthorized("a bearer token is required")
         hit = self._verified.get(token)
         if hit is not None and hit[0] > time.time():
             return hit[1]
@@ -62,12 +62,12 @@ class Auth:
             )
             user_id = str(uuid.UUID(str(claims["sub"])))
         except jwt.ExpiredSignatureError as exc:
-            raise ApiError(401, "unauthorized", "the token has expired") from exc
+            raise unauthorized("the token has expired", invalid_token=True) from exc
         except (jwt.InvalidTokenError, ValueError) as exc:
-            raise ApiError(401, "unauthorized", "the token is invalid") from exc
+            raise unauthorized("the token is invalid", invalid_token=True) from exc
         role = claims.get("role")
         if role not in ROLES:
-            raise ApiError(401, "unauthorized", "the token is invalid")
+            raise unauthorized("the token is invalid", invalid_token=True)
         principal = Principal(user_id, str(role))
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()

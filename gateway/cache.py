@@ -11,21 +11,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import psycopg
 
 log = logging.getLogger("gateway.cache")
 
 CHANNEL = "booking_catalog"
+V = TypeVar("V")
 
 
-class EventsCache:
+class EventsCache(Generic[V]):
     def __init__(self, ttl: float, max_entries: int) -> None:
         self.ttl = ttl
         self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, str]] = {}
-        self._loading: dict[str, asyncio.Future[str]] = {}
+        self._entries: dict[str, tuple[float, V]] = {}
+        self._loading: dict[str, asyncio.Future[V]] = {}
         self._generation = 0
         self.listening = False
         self.clock: Callable[[], float] = time.monotonic  # tests move time explicitly
@@ -43,7 +44,7 @@ class EventsCache:
             del self._entries[key]
         return len(stale)
 
-    async def get(self, key: str, load: Callable[[], Awaitable[str]]) -> str:
+    async def get(self, key: str, load: Callable[[], Awaitable[V]]) -> V:
         if not self.listening:
             return await load()
         entry = self._entries.get(key)
@@ -54,7 +55,7 @@ class EventsCache:
         pending = self._loading.get(key)
         if pending is not None:  # one load per key at a time: no stampede on a cold cache
             return await asyncio.shield(pending)
-        future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
         self._loading[key] = future
         generation = self._generation
         try:
@@ -73,7 +74,7 @@ class EventsCache:
         return value
 
 
-async def listen_for_changes(cache: EventsCache, conninfo: str, retry_delay: float = 1.0) -> None:
+async def listen_for_changes(cache: EventsCache[Any], conninfo: str, retry_delay: float = 1.0) -> None:
     """Run for ever: LISTEN, drop the cache on every NOTIFY, reconnect after failures."""
     while True:
         try:
@@ -94,7 +95,7 @@ async def listen_for_changes(cache: EventsCache, conninfo: str, retry_delay: flo
         await asyncio.sleep(retry_delay)
 
 
-async def sweep_forever(cache: EventsCache, every: float) -> None:
+async def sweep_forever(cache: EventsCache[Any], every: float) -> None:
     while True:
         await asyncio.sleep(every)
         removed = cache.sweep()

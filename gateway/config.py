@@ -21,7 +21,6 @@ class ConfigError(RuntimeError):
     pass
 
 
-RESERVE_FUNCTIONS = {"pessimistic": "reserve_tickets", "optimistic": "reserve_tickets_optimistic"}
 ENVIRONMENTS = ("development", "production")
 # Values never echoed back in an error message.
 SECRET_FIELDS = frozenset({"database_url", "jwt_secret"})
@@ -146,15 +145,6 @@ class Settings(_Settings):
         if self.production and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters in production (BOOKING_ENV=production)")
         return self
-
-    @property
-    def coalescing(self) -> bool:
-        """Coalescing applies to the pessimistic path (one lock per batch)."""
-        return self.reserve_coalesce and self.reserve_strategy == "pessimistic"
-
-    @property
-    def reserve_function(self) -> str:
-        return "reserve_tickets_batch" if self.coalescing else RESERVE_FUNCTIONS[self.reserve_strategy]
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated again (model_copy would not validate)."""

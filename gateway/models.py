@@ -1,41 +1,142 @@
-"""Request bodies and path parameters, checked before anything reaches the database.
+"""Request bodies, path and query parameters, checked before anything reaches the database.
 
 The database checks every rule again (DBAs call the same functions); these checks exist so a
-malformed request gets a precise 4xx naming the field, without a round trip.
+malformed request gets a precise 422 naming the field, without a round trip, and so nothing a
+client can send reaches PostgreSQL as an error of its own (a NUL character, a lone surrogate,
+a date PostgreSQL would print as "BC").
+
+Each type states exactly what it accepts in its JSON schema (/openapi.json is built from these
+models): what the schema allows is accepted, what it refuses is refused with 422. The few
+rules a schema cannot state (end after start, dates within years 1..9999 in UTC) are in the
+field descriptions.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
+from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    WithJsonSchema,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
 
-from gateway.errors import ApiError
+from gateway.errors import validation_failed
 
-Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
+# ------------------------------------------------------------------ strings
+
+NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
+NAMED = r"^[^\x00]*[^\x00 ][^\x00]*$"  # ... and something other than spaces (SQL trims spaces)
+UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"  # the rule api.register_user applies
+SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+
+
+# Free text: anything but NUL. Names: also something other than spaces.
+Text128 = Annotated[str, StringConstraints(max_length=128, pattern=NO_NUL)]
+Text255 = Annotated[str, StringConstraints(max_length=255, pattern=NO_NUL)]
+Text500 = Annotated[str, StringConstraints(max_length=500, pattern=NO_NUL)]
+Text10000 = Annotated[str, StringConstraints(max_length=10000, pattern=NO_NUL)]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128, pattern=NO_NUL)]
+Name100 = Annotated[str, StringConstraints(min_length=1, max_length=100, pattern=NAMED)]
+Name255 = Annotated[str, StringConstraints(min_length=1, max_length=255, pattern=NAMED)]
+Name500 = Annotated[str, StringConstraints(min_length=1, max_length=500, pattern=NAMED)]
+
+
+Uuid = Annotated[str, StringConstraints(pattern=UUID_PATTERN), WithJsonSchema(
+    {"type": "string", "format": "uuid", "pattern": UUID_PATTERN})]  # fmt: skip
+
+
+# ------------------------------------------------------------------ numbers
+
+
+def _integral(value: Any) -> Any:
+    """JSON Schema's integer includes 1.0: accept a float with no fraction as that integer."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Quantity = Annotated[int, Field(ge=1, le=10), BeforeValidator(_integral)]
+Stock = Annotated[int, Field(ge=0, le=1_000_000), BeforeValidator(_integral)]
+
+
+PRICE_MAX = 99_999_999
+PRICE_PATTERN = r"^[0-9]{1,8}(\.[0-9]{1,2})?$"
+_PRICE = re.compile(PRICE_PATTERN)
+
+
+def _price(value: Any) -> Decimal:
+    value = _integral(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= PRICE_MAX:
+        return Decimal(value)
+    if isinstance(value, str) and _PRICE.fullmatch(value):
+        return Decimal(value)
+    raise PydanticCustomError(
+        "price", 'must be a decimal string like "150000.00" (0 to 99999999.99) or a whole number 0 to 99999999'
+    )
+
+
+Money = Annotated[Decimal, BeforeValidator(_price), WithJsonSchema({
+    "description": "Money: a decimal string with at most two decimals, or a whole number.",
+    "anyOf": [{"type": "string", "pattern": PRICE_PATTERN}, {"type": "integer", "minimum": 0, "maximum": PRICE_MAX}],
+})]  # fmt: skip
+
+
+# ------------------------------------------------------------------ times
+
+TIME_RANGE = "within years 0001..9999 in UTC (what RFC 3339 can write)"
+
+
+def _in_range(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:
+        raise PydanticCustomError("datetime_range", f"must be {TIME_RANGE}") from exc
+
+
+Time = Annotated[AwareDatetime, Field(description=f"RFC 3339 date-time with an offset, {TIME_RANGE}.")]
+SaleEnd = Annotated[AwareDatetime, Field(description=f"After start_sale_time when both are set; {TIME_RANGE}.")]
+
+
+# ------------------------------------------------------------------ bodies
 
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, use_enum_values=True)
 
+    @field_validator("*", mode="after")
+    @classmethod
+    def _bounded_times(cls, value: Any) -> Any:
+        return _in_range(value) if isinstance(value, datetime) else value
+
 
 class RegisterIn(Body):
-    email: Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=255)]
-    password: Annotated[str, StringConstraints(min_length=8, max_length=128)]
-    full_name: Annotated[Text, StringConstraints(max_length=255)]
+    email: Annotated[str, StringConstraints(min_length=3, max_length=255, pattern=EMAIL_PATTERN)]
+    password: Password
+    full_name: Name255
 
 
 class LoginIn(Body):
-    email: Annotated[str, StringConstraints(max_length=255)]
-    password: Annotated[str, StringConstraints(max_length=128)]
+    email: Text255
+    password: Text128
 
 
 class ReserveIn(Body):
-    ticket_type_id: uuid.UUID
-    quantity: Annotated[int, Field(ge=1, le=10)]
+    ticket_type_id: Uuid
+    quantity: Quantity
 
 
 class PaymentMethod(StrEnum):
@@ -49,45 +150,50 @@ class CompleteIn(Body):
     payment_method: PaymentMethod
 
 
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9]+(-[a-z0-9]+)*$", max_length=255)]
-Name500 = Annotated[Text, StringConstraints(max_length=500)]
-Url = Annotated[str, StringConstraints(max_length=500)]
-Money = Annotated[Decimal, Field(ge=0, max_digits=10, decimal_places=2)]
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN, max_length=255)]
 
 
 class EventIn(Body):
     slug: Slug
     name: Name500
-    description: Annotated[str, StringConstraints(max_length=10000)] | None = None
-    banner_url: Url | None = None
+    description: Text10000 | None = None
+    banner_url: Text500 | None = None
     location: Name500
-    start_time: AwareDatetime
-    end_time: AwareDatetime
+    start_time: Time
+    end_time: Annotated[Time, Field(description=f"After start_time; RFC 3339 with an offset, {TIME_RANGE}.")]
+
+
+# Patches: a field left out is unchanged; null clears a nullable field and is refused elsewhere.
+def _no_default(schema: dict[str, Any]) -> None:
+    schema.pop("default", None)
+
+
+UNSET: Any = Field(default=None, json_schema_extra=_no_default)
 
 
 class EventPatch(Body):
-    slug: Slug | None = None
-    name: Name500 | None = None
-    description: Annotated[str, StringConstraints(max_length=10000)] | None = None
-    banner_url: Url | None = None
-    location: Name500 | None = None
-    start_time: AwareDatetime | None = None
-    end_time: AwareDatetime | None = None
+    slug: Slug = UNSET
+    name: Name500 = UNSET
+    description: Text10000 | None = None
+    banner_url: Text500 | None = None
+    location: Name500 = UNSET
+    start_time: Time = UNSET
+    end_time: Time = UNSET
 
 
 class TicketTypeIn(Body):
-    name: Annotated[Text, StringConstraints(max_length=100)]
+    name: Name100
     price: Money
-    initial_quantity: Annotated[int, Field(ge=0, le=1_000_000)]
-    start_sale_time: AwareDatetime | None = None
-    end_sale_time: AwareDatetime | None = None
+    initial_quantity: Stock
+    start_sale_time: Time | None = None
+    end_sale_time: SaleEnd | None = None
 
 
 class TicketTypePatch(Body):
-    name: Annotated[Text, StringConstraints(max_length=100)] | None = None
-    price: Money | None = None
-    start_sale_time: AwareDatetime | None = None
-    end_sale_time: AwareDatetime | None = None
+    name: Name100 = UNSET
+    price: Money = UNSET
+    start_sale_time: Time | None = None
+    end_sale_time: Time | None = None
 
 
 M = TypeVar("M", bound=Body)
@@ -95,14 +201,14 @@ M = TypeVar("M", bound=Body)
 
 def parse_body(model: type[M], raw: bytes) -> M:
     if not raw.strip():
-        raise ApiError(422, "validation_failed", "a JSON body is required")
+        raise validation_failed("a JSON body is required")
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:
         first = exc.errors(include_url=False, include_input=False)[0]
         if first["type"] == "json_invalid":
-            raise ApiError(400, "validation_failed", "the body is not valid JSON") from exc
-        raise ApiError(422, "validation_failed", _describe(first)) from exc
+            raise validation_failed(f"the body is not valid JSON: {first['msg']}") from exc
+        raise validation_failed(_describe(first)) from exc
 
 
 def _describe(error: Any) -> str:
@@ -110,15 +216,26 @@ def _describe(error: Any) -> str:
     return f"{field}: {error['msg']}"
 
 
-# Path parameters: a bad UUID is a 422 naming the parameter, never a database error.
+# ------------------------------------------------------------------ path and query parameters
+
+_UUID = re.compile(UUID_PATTERN)
+
+
 def path_uuid(name: str, value: str) -> str:
+    """A path UUID in its canonical form (8-4-4-4-12 hex digits, nothing else)."""
+    if not _UUID.fullmatch(value):
+        raise validation_failed(f"{name}: must be a UUID")
+    return str(uuid.UUID(value))
+
+
+def clean_text(name: str, value: str, max_length: int, min_length: int = 1) -> str:
+    """A path or query string: bounded, no NUL, no lone surrogate (neither can reach PostgreSQL)."""
+    if not min_length <= len(value) <= max_length:
+        raise validation_failed(f"{name}: must be {min_length} to {max_length} characters")
+    if "\x00" in value:
+        raise validation_failed(f"{name}: must not contain NUL characters")
     try:
-        return str(uuid.UUID(value))
-    except ValueError as exc:
-        raise ApiError(422, "validation_failed", f"{name}: must be a UUID") from exc
-
-
-def path_text(name: str, value: str, max_length: int) -> str:
-    if not 1 <= len(value) <= max_length:
-        raise ApiError(422, "validation_failed", f"{name}: must be 1 to {max_length} characters")
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise validation_failed(f"{name}: must be valid UTF-8 text") from exc
     return value

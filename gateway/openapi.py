@@ -1,81 +1,166 @@
-"""/openapi.json, generated from the route table and the body models."""
+"""/openapi.json, generated from the route table, the body models, the error table and the
+reserve strategy. Success bodies have schemas (below) that follow the JSON the SQL builds
+(sql/functions/00_internal.sql, the *_json helpers); a test checks responses against them.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 from gateway.config import Settings
-from gateway.errors import REGISTRY
-from gateway.routes import PATH_TEXT_LIMITS, PUBLIC, ROUTES
+from gateway.errors import ERRORS, PROBLEM_JSON, TYPE_PREFIX
+from gateway.onsale.reserve import ROUTE_FUNCTION, function_for
+from gateway.routes import ADMIN, PAGE_DEFAULT, PAGE_MAX, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
-STATUS_OF = {code: status for status, code in REGISTRY.values()} | {
-    "unauthorized": 401,
-    "invalid_credentials": 401,
-    "forbidden": 403,
-    "payload_too_large": 413,
-    "conflict": 409,
-    "busy": 503,
-}
-PROBLEM = {"$ref": "#/components/schemas/Problem"}
+JSON = "application/json"
+NO_NUL = r"^[^\x00]*$"
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _obj(properties: dict[str, Any]) -> dict[str, Any]:
+    """An object with exactly these members, all present (the SQL always writes every key)."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
+def _null(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+UUID = {"type": "string", "format": "uuid"}
+TIME = {"type": "string", "format": "date-time"}
+MONEY = {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "description": "decimal string, two places"}
+COUNT = {"type": "integer", "minimum": 0}
+
+
+def _enum(*values: str) -> dict[str, Any]:
+    return {"type": "string", "enum": list(values)}
+
+
+_TICKET_TYPE_LISTED = {
+    "id": UUID, "event_id": UUID, "name": {"type": "string"}, "price": MONEY, "initial_quantity": COUNT,
+    "start_sale_time": _null(TIME), "end_sale_time": _null(TIME),
+}  # fmt: skip
+_EVENT = {
+    "id": UUID, "slug": {"type": "string"}, "name": {"type": "string"}, "description": _null({"type": "string"}),
+    "banner_url": _null({"type": "string"}), "location": {"type": "string"}, "start_time": TIME, "end_time": TIME,
+    "status": _enum("DRAFT", "PUBLISHED", "CANCELLED", "ENDED"),
+}  # fmt: skip
+_TICKET = {
+    "ticket_code": {"type": "string"}, "ticket_type_id": UUID, "status": _enum("UNUSED", "CHECKED_IN", "CANCELLED"),
+    "checkin_time": _null(TIME),
+}  # fmt: skip
+
+RESPONSE_SCHEMAS: dict[str, Any] = {
+    "User": _obj({"id": UUID, "email": {"type": "string"}, "full_name": {"type": "string"},
+                  "role": _enum("user", "admin"), "created_at": TIME}),
+    "Token": _obj({"access_token": {"type": "string"}, "token_type": _enum("bearer"),
+                   "expires_in": {"type": "integer", "minimum": 1}}),
+    "TicketTypeListed": _obj(_TICKET_TYPE_LISTED),
+    "TicketType": _obj({**_TICKET_TYPE_LISTED, "available_quantity": COUNT, "on_sale": {"type": "boolean"}}),
+    "EventListed": _obj({**_EVENT, "ticket_types": {"type": "array", "items": _ref("TicketTypeListed")}}),
+    "Event": _obj({**_EVENT, "ticket_types": {"type": "array", "items": _ref("TicketType")}}),
+    "Reservation": _obj({"id": UUID, "user_id": UUID, "ticket_type_id": UUID,
+                         "quantity": {"type": "integer", "minimum": 1, "maximum": 10},
+                         "status": _enum("ACTIVE", "COMPLETED", "CANCELLED", "EXPIRED"),
+                         "expires_at": TIME, "created_at": TIME}),
+    "OrderItem": _obj({"ticket_type_id": UUID, "ticket_type_name": {"type": "string"}, "event_id": UUID,
+                       "event_name": {"type": "string"}, "event_start_time": TIME,
+                       "quantity": {"type": "integer", "minimum": 1}, "unit_price": MONEY}),
+    "Payment": _obj({"method": _enum("MOMO", "ZALOPAY", "BANKING", "CARD"), "amount": MONEY,
+                     "status": _enum("PENDING", "SUCCESS", "FAILED"), "transaction_id": {"type": "string"},
+                     "payment_time": _null(TIME)}),
+    "Ticket": _obj(_TICKET),
+    "Order": _obj({"id": UUID, "status": _enum("PENDING", "PAID", "CANCELLED", "TIMEOUT"), "total_amount": MONEY,
+                   "created_at": TIME, "reservation_id": _null(UUID),
+                   "items": {"type": "array", "items": _ref("OrderItem")},
+                   "payment": _null(_ref("Payment")), "tickets": {"type": "array", "items": _ref("Ticket")}}),
+    "CheckedIn": _obj(_TICKET),
+    "Status": _obj({"status": {"type": "string"}}),
+    "Problem": {
+        "type": "object",
+        "description": "RFC 9457 problem details plus the contract's code and message.",
+        "required": ["type", "title", "status", "code", "message"],
+        "properties": {
+            "type": {"type": "string", "description": f"{TYPE_PREFIX}<code>"},
+            "title": {"type": "string"},
+            "status": {"type": "integer"},
+            "code": {"type": "string", "enum": sorted(ERRORS)},
+            "message": {"type": "string"},
+            "detail": {"type": "string"},
+            "hint": {"type": "string"},
+        },
+    },
+}  # fmt: skip
+
+HEADERS = {
+    "WWW-Authenticate": {"description": 'RFC 6750: `Bearer`, or `Bearer error="invalid_token"`', "required": True,
+                         "schema": {"type": "string"}},
+    "Retry-After": {"description": "seconds", "required": True, "schema": {"type": "string"}},
+    "Link": {"description": 'RFC 8288: `<...>; rel="next"` to the next page; absent on the last page',
+             "schema": {"type": "string"}},
+    "ETag": {"description": "of this page; send it back in If-None-Match", "required": True,
+             "schema": {"type": "string"}},
+    "Cache-Control": {"description": "public, short max-age", "required": True, "schema": {"type": "string"}},
+}  # fmt: skip
+STATUS_HEADERS = {401: ["WWW-Authenticate"], 503: ["Retry-After"], 429: ["Retry-After"]}
+
+
+def errors_of(e: Endpoint) -> list[str]:
+    """Every error code a route can answer: its business errors, and what its shape implies."""
+    codes: list[str] = []
+    if e.auth != PUBLIC:
+        codes.append("unauthorized")
+    if e.auth == ADMIN:
+        codes.append("forbidden")
+    if e.body is not None or "{" in e.path or e.query:
+        codes.append("validation_failed")
+    if e.body is not None:
+        codes.append("payload_too_large")
+    codes += [c for c in e.errors if c not in codes]
+    codes += ["method_not_allowed", "internal_error", "busy"]
+    return codes
 
 
 def openapi_document(settings: Settings) -> dict[str, Any]:
+    reserve_function = function_for(settings.reserve_strategy, settings.reserve_coalesce)
     paths: dict[str, Any] = {}
-    schemas: dict[str, Any] = {
-        "Problem": {
-            "type": "object",
-            "required": ["code", "message"],
-            "properties": {
-                "code": {"type": "string"},
-                "message": {"type": "string"},
-                "detail": {"type": "string"},
-                "hint": {"type": "string"},
-            },
-        }
-    }
+    schemas: dict[str, Any] = dict(RESPONSE_SCHEMAS)
     for e in ROUTES:
-        function = settings.reserve_function if e.function == "reserve" else e.function
-
+        function = reserve_function if e.function == ROUTE_FUNCTION else e.function
         op: dict[str, Any] = {
             "summary": e.summary,
-            "operationId": function if e.function != "reserve" else "reserve",
+            "operationId": e.function,
             "description": f"Calls `api.{function}`.",
-            "responses": {str(e.status): {"description": "success"}},
+            "responses": {str(e.status): _success(e)},
         }
-        params = [
-            {
-                "name": name,
-                "in": "path",
-                "required": True,
-                "schema": {"type": "string", "maxLength": PATH_TEXT_LIMITS[name]}
-                if name in PATH_TEXT_LIMITS
-                else {"type": "string", "format": "uuid"},
-            }
-            for name in _path_names(e.path)
-        ]
+        params = [_path_parameter(name) for name in _path_names(e.path)] + [_query_parameter(q) for q in e.query]
         if e.special == "events":
-            params.append({"name": "q", "in": "query", "schema": {"type": "string", "maxLength": 200}})
+            params.append({"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
+                           "description": "an ETag of this page: 304 when it is unchanged"})  # fmt: skip
+            op["responses"]["304"] = {"description": "not modified", "headers": _headers("ETag", "Cache-Control")}
         if params:
             op["parameters"] = params
         if e.body is not None:
             schema = e.body.model_json_schema(ref_template="#/components/schemas/{model}")
             schemas.update(schema.pop("$defs", {}))
             schemas[e.body.__name__] = schema
-            op["requestBody"] = {
-                "required": True,
-                "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{e.body.__name__}"}}},
-            }
+            op["requestBody"] = {"required": True, "content": {JSON: {"schema": _ref(e.body.__name__)}}}
         if e.auth != PUBLIC:
             op["security"] = [{"bearer": []}]
-        for code in e.errors:
-            status = str(STATUS_OF.get(code, 400))
-            entry = op["responses"].setdefault(
-                status, {"description": "", "content": {"application/json": {"schema": PROBLEM}}}
-            )
-            entry["description"] = ", ".join(filter(None, [entry["description"], code]))
+        for code in errors_of(e):
+            _document_error(op, code)
         paths.setdefault(e.path, {})[e.method.lower()] = op
-    for path, summary in (("/healthz", "The process is up"), ("/readyz", "The database answers")):
-        paths[path] = {"get": {"summary": summary, "responses": {"200": {"description": "ok"}}}}
+    for path, summary, op_id in (("/healthz", "The process is up", "healthz"),
+                                 ("/readyz", "The database answers", "readyz")):  # fmt: skip
+        op = {"summary": summary, "operationId": op_id,
+              "responses": {"200": {"description": "ok", "content": {JSON: {"schema": _ref("Status")}}}}}  # fmt: skip
+        _document_error(op, "method_not_allowed")
+        if path == "/readyz":
+            _document_error(op, "busy")
+        paths[path] = {"get": op}
     return {
         "openapi": "3.1.0",
         "info": {"title": "Event ticket booking", "version": "1"},
@@ -85,6 +170,55 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }
+
+
+def _success(e: Endpoint) -> dict[str, Any]:
+    if e.status == 204 or e.returns is None:
+        return {"description": "done, no body"}
+    if e.returns.startswith("["):
+        schema: dict[str, Any] = {"type": "array", "items": _ref(e.returns.strip("[]"))}
+        headers = ["Link"] + (["ETag", "Cache-Control"] if e.special == "events" else [])
+        return {"description": "a page", "headers": _headers(*headers), "content": {JSON: {"schema": schema}}}
+    return {"description": "success", "content": {JSON: {"schema": _ref(e.returns)}}}
+
+
+def _document_error(op: dict[str, Any], code: str) -> None:
+    status = ERRORS[code].status
+    entry = op["responses"].setdefault(
+        str(status), {"description": "", "content": {PROBLEM_JSON: {"schema": _ref("Problem")}}}
+    )
+    entry["description"] = ", ".join(filter(None, [entry["description"], code]))
+    if status in STATUS_HEADERS:
+        entry["headers"] = _headers(*STATUS_HEADERS[status])
+    if status == 405:
+        entry["headers"] = {"Allow": {"description": "the methods this path takes", "required": True,
+                                      "schema": {"type": "string"}}}  # fmt: skip
+
+
+def _headers(*names: str) -> dict[str, Any]:
+    return {name: HEADERS[name] for name in names}
+
+
+def _path_parameter(name: str) -> dict[str, Any]:
+    if name in PATH_TEXT_LIMITS:
+        schema: dict[str, Any] = {"type": "string", "minLength": 1, "maxLength": PATH_TEXT_LIMITS[name],
+                                  "pattern": NO_NUL}  # fmt: skip
+    else:
+        schema = {"type": "string", "format": "uuid"}
+    return {"name": name, "in": "path", "required": True, "schema": schema}
+
+
+def _query_parameter(name: str) -> dict[str, Any]:
+    if name == "limit":
+        schema: dict[str, Any] = {"type": "integer", "minimum": 1, "maximum": PAGE_MAX, "default": PAGE_DEFAULT}
+        about = f"page size, default {PAGE_DEFAULT}, at most {PAGE_MAX}"
+    elif name == "cursor":
+        schema = {"type": "string", "maxLength": 200}
+        about = 'opaque: copy it from the Link rel="next" of the previous page'
+    else:
+        schema = {"type": "string", "maxLength": QUERY_TEXT_LIMITS[name], "pattern": NO_NUL}
+        about = "words to search for in names"
+    return {"name": name, "in": "query", "required": False, "schema": schema, "description": about}
 
 
 def _path_names(path: str) -> list[str]:

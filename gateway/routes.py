@@ -1,10 +1,11 @@
 """The route table: every HTTP route is one call of one api.* function.
 
 An Endpoint says which function, which status on success, who may call it, what body it
-takes and which errors it documents. The generic handler in app.py does the rest: path
-parameters become `p_<name>`, body fields `p_<field>` (a PATCH body becomes `p_changes`),
-the caller's id `p_user_id`. The few routes that need a step of their own (hashing a
-password, checking one, the cached list) name a `special` handler.
+takes, which business errors it documents and what it returns. The generic handler in app.py
+does the rest: path parameters become `p_<name>`, body fields `p_<field>` (a PATCH body
+becomes `p_changes`), the caller's id `p_user_id`. The few routes that need a step of their
+own (hashing a password, checking one, the cached list, pages, the reserve strategy) name a
+`special` handler.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ PUBLIC, USER, ADMIN = "public", "user", "admin"
 class Endpoint:
     method: str
     path: str
-    function: str  # api function name; "reserve" resolves to the configured strategy (Settings.reserve_function)
+    function: str  # the api function it calls (reserve: the canonical one; see gateway/onsale/reserve.py)
     summary: str
     status: int = 200
     auth: str = PUBLIC
@@ -38,51 +39,51 @@ class Endpoint:
     patch: bool = False  # the body is a patch: it goes as p_changes (only the fields sent)
     passes_user: bool = False  # p_user_id from the token
     special: str | None = None  # a handler of its own in app.py
-    errors: tuple[str, ...] = ()
+    errors: tuple[str, ...] = ()  # business errors; auth, validation, size, busy are added from the above
+    returns: str | None = None  # the success body's schema (gateway/openapi.py); "[X]" is a page of X
+    query: tuple[str, ...] = ()  # query parameters it takes (QUERY_PARAMETERS)
 
 
 ROUTES: list[Endpoint] = [
     Endpoint("POST", "/auth/register", "register_user", "Create an account", 201, body=RegisterIn,
-             special="register", errors=("validation_failed", "email_taken")),
+             special="register", errors=("email_taken",), returns="User"),
     Endpoint("POST", "/auth/login", "get_user_credentials", "Log in: a bearer token", body=LoginIn,
-             special="login", errors=("validation_failed", "invalid_credentials")),
+             special="login", errors=("invalid_credentials",), returns="Token"),
     Endpoint("GET", "/me", "get_user", "The current user", auth=USER, passes_user=True,
-             errors=("unauthorized", "not_found")),
-    Endpoint("GET", "/events", "list_published_events", "Published events (cached); ?q= searches names",
-             special="events", errors=("validation_failed",)),
+             errors=("not_found",), returns="User"),
+    Endpoint("GET", "/events", "list_published_events",
+             "Published events by start time, a page at a time (cached; ETag); ?q= searches names",
+             special="events", returns="[EventListed]", query=("q", "limit", "cursor")),
     Endpoint("GET", "/events/{id_or_slug}", "get_event", "One event with live availability",
-             errors=("not_found",)),
+             errors=("not_found",), returns="Event"),
     Endpoint("POST", "/admin/events", "create_event", "Create an event (DRAFT)", 201, ADMIN, EventIn,
-             errors=("validation_failed", "slug_taken", "unauthorized", "forbidden")),
+             errors=("slug_taken",), returns="Event"),
     Endpoint("GET", "/admin/events/{event_id}", "admin_get_event", "One event in any status", auth=ADMIN,
-             errors=("not_found", "unauthorized", "forbidden")),
+             errors=("not_found",), returns="Event"),
     Endpoint("PATCH", "/admin/events/{event_id}", "update_event", "Edit an event", auth=ADMIN,
-             body=EventPatch, patch=True,
-             errors=("validation_failed", "not_found", "slug_taken", "invalid_state", "unauthorized", "forbidden")),
+             body=EventPatch, patch=True, errors=("not_found", "slug_taken", "invalid_state"), returns="Event"),
     Endpoint("POST", "/admin/events/{event_id}/publish", "publish_event", "Publish an event", auth=ADMIN,
-             errors=("not_found", "invalid_state", "unauthorized", "forbidden")),
+             errors=("not_found", "invalid_state"), returns="Event"),
     Endpoint("POST", "/admin/events/{event_id}/cancel", "cancel_event", "Cancel an event", auth=ADMIN,
-             errors=("not_found", "invalid_state", "unauthorized", "forbidden")),
+             errors=("not_found", "invalid_state"), returns="Event"),
     Endpoint("POST", "/admin/events/{event_id}/ticket-types", "create_ticket_type", "Add a ticket type", 201,
-             ADMIN, TicketTypeIn,
-             errors=("validation_failed", "not_found", "invalid_state", "unauthorized", "forbidden")),
+             ADMIN, TicketTypeIn, errors=("not_found", "invalid_state"), returns="TicketType"),
     Endpoint("PATCH", "/admin/ticket-types/{ticket_type_id}", "update_ticket_type", "Edit a ticket type",
-             auth=ADMIN, body=TicketTypePatch, patch=True,
-             errors=("validation_failed", "not_found", "unauthorized", "forbidden")),
-    Endpoint("POST", "/bookings/reserve", "reserve", "Hold seats for 10 minutes", 201, USER, ReserveIn,
-             passes_user=True, special="reserve",
-             errors=("validation_failed", "not_found", "sold_out", "sale_not_open", "busy", "unauthorized")),
+             auth=ADMIN, body=TicketTypePatch, patch=True, errors=("not_found",), returns="TicketType"),
+    Endpoint("POST", "/bookings/reserve", "reserve_tickets",
+             "Hold seats for the hold period (database setting booking.hold_period, default 10 minutes)",
+             201, USER, ReserveIn, passes_user=True, special="reserve",
+             errors=("not_found", "sold_out", "sale_not_open"), returns="Reservation"),
     Endpoint("DELETE", "/bookings/reservations/{reservation_id}", "cancel_reservation", "Give a hold back", 204,
-             USER, passes_user=True,
-             errors=("not_found", "reservation_not_active", "reservation_expired", "busy", "unauthorized")),
+             USER, passes_user=True, errors=("not_found", "reservation_not_active", "reservation_expired")),
     Endpoint("POST", "/bookings/complete/{reservation_id}", "complete_booking", "Pay: order, payment, tickets",
              201, USER, CompleteIn, passes_user=True,
-             errors=("validation_failed", "not_found", "reservation_expired", "reservation_not_active",
-                     "sale_not_open", "busy", "unauthorized")),
-    Endpoint("GET", "/bookings/my-bookings", "my_bookings", "My orders, newest first", auth=USER,
-             passes_user=True, errors=("unauthorized",)),
+             errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open"),
+             returns="Order"),
+    Endpoint("GET", "/bookings/my-bookings", "my_bookings", "My orders, newest first, a page at a time",
+             auth=USER, passes_user=True, special="my_bookings", returns="[Order]", query=("limit", "cursor")),
     Endpoint("POST", "/tickets/{ticket_code}/check-in", "check_in", "Check a ticket in at the door", auth=ADMIN,
-             errors=("not_found", "already_checked_in", "ticket_cancelled", "unauthorized", "forbidden")),
+             errors=("not_found", "already_checked_in", "ticket_cancelled"), returns="CheckedIn"),
 ]  # fmt: skip
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
@@ -90,3 +91,7 @@ DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}
+
+# Pages: GET /events and GET /bookings/my-bookings.
+PAGE_DEFAULT, PAGE_MAX = 50, 200
+QUERY_TEXT_LIMITS = {"q": 200}

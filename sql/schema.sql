@@ -609,10 +609,10 @@ COMMENT ON FUNCTION api.get_user_credentials(p_email text) IS 'Login lookup: {id
 
 
 --
--- Name: list_published_events(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: list_published_events(text, integer, timestamp with time zone, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.list_published_events(p_query text DEFAULT NULL::text) RETURNS json
+CREATE FUNCTION api.list_published_events(p_query text DEFAULT NULL::text, p_limit integer DEFAULT NULL::integer, p_after_start_time timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after_id uuid DEFAULT NULL::uuid) RETURNS json
     LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -623,49 +623,72 @@ BEGIN
   IF length(v_query) > 200 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'query must be at most 200 characters';
   END IF;
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF (p_after_start_time IS NULL) <> (p_after_id IS NULL) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_start_time and p_after_id go together';
+  END IF;
   v_like := '%' || replace(replace(replace(v_query, '\', '\\'), '%', '\%'), '_', '\_') || '%';
   RETURN coalesce((
-    SELECT json_agg(internal.event_json(e, false) ORDER BY e.start_time, e.id)
-      FROM events e
-     WHERE e.status = 'PUBLISHED'
-       AND e.end_time > now()
-       AND (v_query IS NULL
-            OR to_tsvector('english', e.name) @@ websearch_to_tsquery('english', v_query)
-            OR e.name ILIKE v_like)), '[]'::json);
+    SELECT json_agg(internal.event_json(page, false) ORDER BY page.start_time, page.id)
+      FROM (SELECT e.*
+              FROM events e
+             WHERE e.status = 'PUBLISHED'
+               AND e.end_time > now()
+               AND (p_after_id IS NULL OR (e.start_time, e.id) > (p_after_start_time, p_after_id))
+               AND (v_query IS NULL
+                    OR to_tsvector('english', e.name) @@ websearch_to_tsquery('english', v_query)
+                    OR e.name ILIKE v_like)
+             ORDER BY e.start_time, e.id
+             LIMIT p_limit) page), '[]'::json);
 END;
 $$;
 
 
-ALTER FUNCTION api.list_published_events(p_query text) OWNER TO booking_owner;
+ALTER FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION list_published_events(p_query text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.list_published_events(p_query text) IS 'Published events that have not ended, by start_time, each with its ticket types (no live stock: this list is cached by gateways). p_query searches names: full-text (seed index) or a partial word (trigram index). Locks nothing. Raises BKVAL (query over 200 characters).';
+COMMENT ON FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) IS 'Published events that have not ended, by (start_time, id), each with its ticket types (no live stock: this list is cached by gateways). p_query searches names: full-text (seed index) or a partial word (trigram index). Pages: at most p_limit events (NULL: all), after the event (p_after_start_time, p_after_id) when given (keyset: stable while events are added). Locks nothing. Raises BKVAL (query over 200 characters, limit below 1).';
 
 
 --
--- Name: my_bookings(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: my_bookings(uuid, integer, timestamp with time zone, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.my_bookings(p_user_id uuid) RETURNS json
-    LANGUAGE sql STABLE SECURITY DEFINER
+CREATE FUNCTION api.my_bookings(p_user_id uuid, p_limit integer DEFAULT NULL::integer, p_after_created_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_after_id uuid DEFAULT NULL::uuid) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  SELECT coalesce(json_agg(internal.order_json(o) ORDER BY o.created_at DESC, o.id), '[]'::json)
-    FROM orders o
-   WHERE o.user_id = p_user_id
+BEGIN
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF (p_after_created_at IS NULL) <> (p_after_id IS NULL) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_created_at and p_after_id go together';
+  END IF;
+  RETURN coalesce((
+    SELECT json_agg(internal.order_json(page) ORDER BY page.created_at DESC, page.id DESC)
+      FROM (SELECT o.*
+              FROM orders o
+             WHERE o.user_id = p_user_id
+               AND (p_after_id IS NULL OR (o.created_at, o.id) < (p_after_created_at, p_after_id))
+             ORDER BY o.created_at DESC, o.id DESC
+             LIMIT p_limit) page), '[]'::json);
+END;
 $$;
 
 
-ALTER FUNCTION api.my_bookings(p_user_id uuid) OWNER TO booking_owner;
+ALTER FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION my_bookings(p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.my_bookings(p_user_id uuid) IS 'The user''s orders, newest first, each with items, payment and tickets. Locks nothing.';
+COMMENT ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) IS 'The user''s orders, newest first by (created_at, id), each with items, payment and tickets. Pages: at most p_limit orders (NULL: all), after the order (p_after_created_at, p_after_id) when given (keyset: stable while orders are added). Locks nothing. Raises BKVAL (limit below 1).';
 
 
 --
@@ -2369,19 +2392,19 @@ GRANT ALL ON FUNCTION api.get_user_credentials(p_email text) TO booking_gateway;
 
 
 --
--- Name: FUNCTION list_published_events(p_query text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.list_published_events(p_query text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.list_published_events(p_query text) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) TO booking_gateway;
 
 
 --
--- Name: FUNCTION my_bookings(p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.my_bookings(p_user_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.my_bookings(p_user_id uuid) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) TO booking_gateway;
 
 
 --

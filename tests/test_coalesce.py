@@ -17,9 +17,9 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
-from gateway.coalesce import ReserveCoalescer
 from gateway.db import Database, make_pool
 from gateway.errors import ApiError
+from gateway.onsale.reserve import ReserveCoalescer
 from gateway.sqlcalls import reserve_requests
 from tests.conftest import CLUSTER, call, sqlstate_of, url_for
 from tests.factories import NOW, make_ticket_type, make_user, stock, violations

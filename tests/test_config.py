@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import ConfigError, ServerSettings, Settings
+from gateway.onsale.reserve import function_for
 
 ROOT = Path(__file__).resolve().parent.parent
 URL = "postgresql://booking_gateway:db-password-42@127.0.0.1:1/booking"
@@ -32,7 +33,7 @@ def test_defaults_follow_the_seed() -> None:
     assert (s.pool_min, s.pool_max, s.pool_timeout, s.pool_max_idle) == (5, 20, 2.0, 30.0)
     assert s.cache_ttl == 300 and s.cache_sweep == 3600
     assert (s.token_ttl, s.reserve_batch_max, s.max_body_bytes, s.production) == (3600, 50, 65536, False)
-    assert s.reserve_function == "reserve_tickets_batch", "coalesced pessimistic reserves by default"
+    assert function_for(s.reserve_strategy, s.reserve_coalesce) == "reserve_tickets_batch", "coalesced by default"
 
 
 def test_every_documented_variable_is_read_by_its_name() -> None:
@@ -64,11 +65,15 @@ def test_reads_the_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert Settings.from_env().pool_max == 7
 
 
+def reserve_function(s: Settings) -> str:
+    return function_for(s.reserve_strategy, s.reserve_coalesce)
+
+
 def test_strategy_switches() -> None:
-    assert from_env(RESERVE_COALESCE="off").reserve_function == "reserve_tickets"
-    assert from_env(RESERVE_COALESCE="OFF").reserve_function == "reserve_tickets"
-    assert from_env(RESERVE_COALESCE="1").reserve_function == "reserve_tickets_batch"
-    assert from_env(RESERVE_STRATEGY="optimistic").reserve_function == "reserve_tickets_optimistic"
+    assert reserve_function(from_env(RESERVE_COALESCE="off")) == "reserve_tickets"
+    assert reserve_function(from_env(RESERVE_COALESCE="OFF")) == "reserve_tickets"
+    assert reserve_function(from_env(RESERVE_COALESCE="1")) == "reserve_tickets_batch"
+    assert reserve_function(from_env(RESERVE_STRATEGY="optimistic")) == "reserve_tickets_optimistic"
     refused("RESERVE_STRATEGY.*'yolo'", RESERVE_STRATEGY="yolo")
 
 

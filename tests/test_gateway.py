@@ -11,6 +11,8 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from gateway.errors import ERRORS
+from gateway.onsale import reserve
 from gateway.routes import DBA_ONLY, ROUTES
 from tests.factories import make_ticket_type, violations
 from tests.http import PASSWORD, client_for, forged, new_user, table_counts
@@ -286,7 +288,8 @@ def test_validation_errors_name_the_field(client: TestClient, user: Any) -> None
     problem(r, 422, "validation_failed")
     assert r.json()["message"].startswith("quantity")
     r = client.post("/bookings/reserve", headers=fan, content=b"{")
-    problem(r, 400, "validation_failed")
+    problem(r, 422, "validation_failed")
+    assert r.json()["message"].startswith("the body is not valid JSON")
 
 
 def test_unknown_route_and_method(client: TestClient) -> None:
@@ -305,8 +308,16 @@ def test_health_ready_openapi(client: TestClient) -> None:
         op = doc["paths"][e.path][e.method.lower()]
         assert str(e.status) in op["responses"]
         if e.body is not None:
-            assert "requestBody" in op
+            assert "requestBody" in op and "413" in op["responses"] and "422" in op["responses"]
+        if e.status != 204:
+            assert "schema" in op["responses"][str(e.status)]["content"]["application/json"], e.path
+        for code in e.errors:
+            assert code in op["responses"][str(ERRORS[code].status)]["description"], (e.path, code)
+        assert {"405", "500", "503"} <= set(op["responses"]), e.path
+        if e.auth != "public":
+            assert "WWW-Authenticate" in op["responses"]["401"]["headers"]
     assert "409" in doc["paths"]["/bookings/reserve"]["post"]["responses"]
+    assert "hold_period" in doc["paths"]["/bookings/reserve"]["post"]["summary"]
 
 
 def test_every_route_calls_a_real_function_and_every_function_is_routed_or_dba_only(
@@ -315,13 +326,17 @@ def test_every_route_calls_a_real_function_and_every_function_is_routed_or_dba_o
     functions = dict(owner.execute(
         "SELECT proname, coalesce(obj_description(oid, 'pg_proc'), '') FROM pg_proc"
         " WHERE pronamespace = 'api'::regnamespace").fetchall())  # fmt: skip
-    routed = {e.function for e in ROUTES} - {"reserve"} | {"reserve_tickets", "reserve_tickets_optimistic"}
-    routed |= {"reserve_tickets_batch"}  # the coalesced path (RESERVE_COALESCE=on)
+    routed = {e.function for e in ROUTES} | reserve.ALL_FUNCTIONS  # every strategy's function
     assert routed <= set(functions), routed - set(functions)
     unrouted = set(functions) - routed
     assert unrouted == DBA_ONLY, unrouted ^ DBA_ONLY
     for name in DBA_ONLY:
         assert "(DBA-only)" in functions[name], name
+    # Least privilege: the gateway's role may run exactly what it calls (sql/gateway_grants.sql).
+    granted = {row[0] for row in owner.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'api'::regnamespace"
+        " AND has_function_privilege('booking_gateway', oid, 'EXECUTE')")}  # fmt: skip
+    assert granted == routed | {reserve.RELEASE_FUNCTION}, granted ^ (routed | {reserve.RELEASE_FUNCTION})
 
 
 def test_login_then_token_for_deleted_user_is_404_not_500(client: TestClient, owner: psycopg.Connection) -> None:

@@ -80,7 +80,9 @@ COMMENT ON FUNCTION internal.check_change_keys(jsonb, text[]) IS
   'Rejects a patch that is not an object or names fields outside p_allowed. Raises BKVAL.';
 
 
-CREATE OR REPLACE FUNCTION api.list_published_events(p_query text DEFAULT NULL)
+CREATE OR REPLACE FUNCTION api.list_published_events(
+  p_query text DEFAULT NULL, p_limit integer DEFAULT NULL,
+  p_after_start_time timestamptz DEFAULT NULL, p_after_id uuid DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql STABLE
 SECURITY DEFINER
@@ -93,21 +95,33 @@ BEGIN
   IF length(v_query) > 200 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'query must be at most 200 characters';
   END IF;
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF (p_after_start_time IS NULL) <> (p_after_id IS NULL) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_start_time and p_after_id go together';
+  END IF;
   v_like := '%' || replace(replace(replace(v_query, '\', '\\'), '%', '\%'), '_', '\_') || '%';
   RETURN coalesce((
-    SELECT json_agg(internal.event_json(e, false) ORDER BY e.start_time, e.id)
-      FROM events e
-     WHERE e.status = 'PUBLISHED'
-       AND e.end_time > now()
-       AND (v_query IS NULL
-            OR to_tsvector('english', e.name) @@ websearch_to_tsquery('english', v_query)
-            OR e.name ILIKE v_like)), '[]'::json);
+    SELECT json_agg(internal.event_json(page, false) ORDER BY page.start_time, page.id)
+      FROM (SELECT e.*
+              FROM events e
+             WHERE e.status = 'PUBLISHED'
+               AND e.end_time > now()
+               AND (p_after_id IS NULL OR (e.start_time, e.id) > (p_after_start_time, p_after_id))
+               AND (v_query IS NULL
+                    OR to_tsvector('english', e.name) @@ websearch_to_tsquery('english', v_query)
+                    OR e.name ILIKE v_like)
+             ORDER BY e.start_time, e.id
+             LIMIT p_limit) page), '[]'::json);
 END;
 $$;
-COMMENT ON FUNCTION api.list_published_events(text) IS
-  'Published events that have not ended, by start_time, each with its ticket types (no live '
-  'stock: this list is cached by gateways). p_query searches names: full-text (seed index) or '
-  'a partial word (trigram index). Locks nothing. Raises BKVAL (query over 200 characters).';
+COMMENT ON FUNCTION api.list_published_events(text, integer, timestamptz, uuid) IS
+  'Published events that have not ended, by (start_time, id), each with its ticket types (no '
+  'live stock: this list is cached by gateways). p_query searches names: full-text (seed index) '
+  'or a partial word (trigram index). Pages: at most p_limit events (NULL: all), after the '
+  'event (p_after_start_time, p_after_id) when given (keyset: stable while events are added). '
+  'Locks nothing. Raises BKVAL (query over 200 characters, limit below 1).';
 
 
 CREATE OR REPLACE FUNCTION api.get_event(p_id_or_slug text)

@@ -75,15 +75,32 @@ COMMENT ON FUNCTION api.complete_booking(uuid, uuid, text) IS
   'cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile).';
 
 
-CREATE OR REPLACE FUNCTION api.my_bookings(p_user_id uuid)
+CREATE OR REPLACE FUNCTION api.my_bookings(
+  p_user_id uuid, p_limit integer DEFAULT NULL,
+  p_after_created_at timestamptz DEFAULT NULL, p_after_id uuid DEFAULT NULL)
 RETURNS json
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-  SELECT coalesce(json_agg(internal.order_json(o) ORDER BY o.created_at DESC, o.id), '[]'::json)
-    FROM orders o
-   WHERE o.user_id = p_user_id
+BEGIN
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF (p_after_created_at IS NULL) <> (p_after_id IS NULL) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_created_at and p_after_id go together';
+  END IF;
+  RETURN coalesce((
+    SELECT json_agg(internal.order_json(page) ORDER BY page.created_at DESC, page.id DESC)
+      FROM (SELECT o.*
+              FROM orders o
+             WHERE o.user_id = p_user_id
+               AND (p_after_id IS NULL OR (o.created_at, o.id) < (p_after_created_at, p_after_id))
+             ORDER BY o.created_at DESC, o.id DESC
+             LIMIT p_limit) page), '[]'::json);
+END;
 $$;
-COMMENT ON FUNCTION api.my_bookings(uuid) IS
-  'The user''s orders, newest first, each with items, payment and tickets. Locks nothing.';
+COMMENT ON FUNCTION api.my_bookings(uuid, integer, timestamptz, uuid) IS
+  'The user''s orders, newest first by (created_at, id), each with items, payment and tickets. '
+  'Pages: at most p_limit orders (NULL: all), after the order (p_after_created_at, p_after_id) '
+  'when given (keyset: stable while orders are added). Locks nothing. Raises BKVAL (limit below 1).';

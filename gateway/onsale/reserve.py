@@ -1,8 +1,17 @@
-"""Coalesced reserves: concurrent requests for one ticket type share one database call.
+"""Reserves: which SQL function decides a hold, and how concurrent requests reach it.
 
-While a batch call for a ticket type is in flight, new requests for it queue up and go
-together in the next call (first come, first served, at most `max_batch` per call). A lone
-request goes at once: there is no timer, so light traffic sees no added delay. The rules
+This module owns the reserve strategy (settings RESERVE_STRATEGY, RESERVE_COALESCE,
+RESERVE_BATCH_MAX) and every SQL function name it may call; the route table names the
+canonical `reserve_tickets`, and /openapi.json asks `function_for` what really runs.
+
+- pessimistic (default): `api.reserve_tickets` locks the ticket type; with coalescing on
+  (default), concurrent requests for one ticket type share one `api.reserve_tickets_batch`
+  call instead (one lock and one commit per batch).
+- optimistic: `api.reserve_tickets_optimistic` (version compare-and-set), one call per request.
+
+The coalescer: while a batch call for a ticket type is in flight, new requests for it queue up
+and go together in the next call (first come, first served, at most `max_batch` per call). A
+lone request goes at once: there is no timer, so light traffic sees no added delay. The rules
 stay in SQL: api.reserve_tickets_batch answers each request as api.reserve_tickets would.
 
 A request whose client went away before its batch was sent is dropped from the batch; one
@@ -16,16 +25,63 @@ import asyncio
 import json
 import logging
 from collections import deque
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.db import Database
-from gateway.errors import ApiError, from_sqlstate
+from gateway.errors import ApiError, busy, from_sqlstate, internal_error
 from gateway.sqlcalls import reserve_requests
 
-log = logging.getLogger("gateway.coalesce")
+log = logging.getLogger("gateway.onsale.reserve")
 
+STRATEGIES = {"pessimistic": "reserve_tickets", "optimistic": "reserve_tickets_optimistic"}
 BATCH_FUNCTION = "reserve_tickets_batch"
+ROUTE_FUNCTION = STRATEGIES["pessimistic"]  # what the route table names: the canonical reserve
+RELEASE_FUNCTION = "cancel_reservation"  # gives back a hold whose client went away
+ALL_FUNCTIONS = frozenset({*STRATEGIES.values(), BATCH_FUNCTION})
+
+
+def function_for(strategy: str, coalesce: bool) -> str:
+    """The api function a reserve runs under these settings (coalescing applies to the pessimistic path)."""
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown reserve strategy {strategy!r}: one of {', '.join(STRATEGIES)}")
+    if strategy == "pessimistic" and coalesce:
+        return BATCH_FUNCTION
+    return STRATEGIES[strategy]
+
+
+class Reserver:
+    """The one way the gateway places a hold: `await reserver.reserve(...)` -> reservation JSON text."""
+
+    def __init__(self, db: Database, strategy: str, coalesce: bool, batch_max: int) -> None:
+        self.db = db
+        self.function = function_for(strategy, coalesce)
+        self.coalescing = self.function == BATCH_FUNCTION
+        self.coalescer = ReserveCoalescer(db, batch_max)  # idle unless coalescing
+
+    async def reserve(
+        self, user_id: str, ticket_type_id: str, quantity: int, client_gone: Callable[[], Awaitable[None]]
+    ) -> str | None:
+        """The reservation JSON; raises the ApiError the SQL function raised. Returns None when
+        `client_gone()` finished first (a coalesced request is then dropped, or its hold given back)."""
+        if not self.coalescing:
+            args = {"p_user_id": user_id, "p_ticket_type_id": ticket_type_id, "p_quantity": quantity}
+            return await self.db.call(self.function, args)
+        granted = self.coalescer.submit(user_id, ticket_type_id, quantity)
+        gone = asyncio.ensure_future(client_gone())
+        gone.add_done_callback(lambda _: granted.cancel())
+        try:
+            return await granted
+        except asyncio.CancelledError:
+            if gone.done() and not gone.cancelled():
+                return None  # nobody is listening
+            raise
+        finally:
+            gone.cancel()
+
+    async def close(self) -> None:
+        await self.coalescer.close()
 
 
 @dataclass
@@ -81,16 +137,14 @@ class ReserveCoalescer:
             del self._queues[ticket_type_id]
             for waiter in queue:  # only if the loop died: never leave a request hanging
                 if not waiter.future.done():
-                    waiter.future.set_exception(ApiError(503, "busy", "the service is busy; retry shortly"))
+                    waiter.future.set_exception(busy())
 
     async def _send(self, ticket_type_id: str, batch: list[Waiter]) -> ApiError | None:
         """One batch call; every waiter gets its answer. Returns the error if the call failed."""
-        requests = reserve_requests((w.user_id, ticket_type_id, w.quantity) for w in batch)
         self.batches += 1
         failure: ApiError | None = None
         try:
-            answers = await self.db.rows(BATCH_FUNCTION, {"p_requests": requests})
-            # One row per request, in order: (reservation JSON text | None, sqlstate, message).
+            answers = await self._call_batch(ticket_type_id, batch)
             for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
                 if waiter.future.cancelled():
                     if reservation is not None:
@@ -103,19 +157,25 @@ class ReserveCoalescer:
             failure = exc
         except Exception:
             log.exception("reserve batch failed")
-            failure = ApiError(500, "internal_error", "internal error")
+            failure = internal_error()
         finally:
             # Whatever happened (an error, or this task cancelled at shutdown), nobody in the
             # batch is left waiting.
-            leftover = failure or ApiError(503, "busy", "the service is busy; retry shortly")
+            leftover = failure or busy()
             for waiter in batch:
                 if not waiter.future.done():
                     waiter.future.set_exception(leftover)
         return failure
 
+    async def _call_batch(self, ticket_type_id: str, batch: list[Waiter]) -> list[tuple[Any, ...]]:
+        """The one call of the batch function: one row per request, in order:
+        (reservation JSON text | None, sqlstate, message)."""
+        requests = reserve_requests((w.user_id, ticket_type_id, w.quantity) for w in batch)  # api.reserve_request[]
+        return await self.db.rows(BATCH_FUNCTION, {"p_requests": requests})
+
     async def _release(self, user_id: str, reservation_id: str) -> None:
         try:
-            await self.db.call("cancel_reservation", {"p_user_id": user_id, "p_reservation_id": reservation_id})
+            await self.db.call(RELEASE_FUNCTION, {"p_user_id": user_id, "p_reservation_id": reservation_id})
         except ApiError as exc:  # the hold then simply expires
             log.warning("could not release an abandoned hold %s: %s", reservation_id, exc.code)
 
