@@ -117,7 +117,7 @@ def test_every_response_carries_the_request_id(
     cases = [
         ("GET", f"/nowhere/{TICKET_CODE}", {}, 404),  # no route
         ("DELETE", "/events", {}, 405),
-        ("POST", "/auth/login", {"content": b"{not json"}, 400),
+        ("POST", "/auth/login", {"content": b"{not json"}, 422),  # unparsable JSON: validation_failed, always 422
         ("POST", "/auth/login", {"content": b"x" * 70_000}, 413),
         ("GET", "/me", {}, 401),
         ("GET", "/events", {"params": {"q": "x" * 201}}, 422),
