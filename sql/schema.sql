@@ -1402,7 +1402,8 @@ DECLARE
   v_reclaimed boolean := false;
   v_grant_pos integer[] := '{}';  -- positions granted, and their new reservation ids
   v_grant_ids uuid[] := '{}';
-  v_grant_json json[];
+  v_granted record;
+  v_json json;
   v_quantity integer;
   i integer;
 BEGIN
@@ -1417,8 +1418,10 @@ BEGIN
   -- UPDATE, not UPDATE: completes insert rows referencing the type (FOR KEY SHARE) and must
   -- not queue behind the onsale crowd. With p_expected_version (the optimistic way in) the row
   -- is taken only if nobody changed it since the caller read it: compare-and-set.
-  SELECT tt.available_quantity, internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time)
-    INTO v_available, v_problem
+  SELECT tt.available_quantity, internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time),
+         -- A token can outlive its user: answer not_found rather than trip over the foreign key.
+         ARRAY(SELECT u.id FROM public.users u WHERE u.id = ANY (p_users))
+    INTO v_available, v_problem, v_known_users
     FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
    WHERE tt.id = p_ticket_type_id AND (p_expected_version IS NULL OR tt.version = p_expected_version)
      FOR NO KEY UPDATE OF tt;
@@ -1431,11 +1434,6 @@ BEGIN
       v_refusal := 'BKNTF'; v_refusal_message := 'ticket type not found';
     END IF;
   END IF;
-  -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-  -- (A query on an array of any length: the custom plans the planner would make again on
-  -- every call are no better than the generic one, so the api functions that call this set
-  -- plan_cache_mode = force_generic_plan; re-planning cost ~10% of a reserve.)
-  SELECT coalesce(array_agg(u.id), '{}') INTO v_known_users FROM public.users u WHERE u.id = ANY (p_users);
 
   -- Each request in arrival order: arguments, the type, the user, the sale window, then stock.
   FOR i IN 1..v_count LOOP
@@ -1474,23 +1472,29 @@ BEGIN
     END IF;
   END LOOP;
 
-  -- The grants, in one statement: stock once, the holds, their API JSON from the one helper.
+  -- The grants: stock once, then the holds, each answered with its API JSON (the one helper) at
+  -- its request's position. One hold (every unbatched reserve) is a plain INSERT ... VALUES:
+  -- ~10 us cheaper per call than the many-row form, measured.
   IF v_taken > 0 THEN
-    WITH stock AS (
-      UPDATE public.ticket_types
-         SET available_quantity = available_quantity - v_taken, version = version + 1
-       WHERE id = p_ticket_type_id
-    ), granted AS (
+    UPDATE public.ticket_types
+       SET available_quantity = available_quantity - v_taken, version = version + 1
+     WHERE id = p_ticket_type_id;
+    IF array_length(v_grant_pos, 1) = 1 THEN
       INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
-      SELECT g.id, p_users[g.pos], p_ticket_type_id, p_quantities[g.pos], 'ACTIVE', now() + internal.hold_period()
-        FROM unnest(v_grant_pos, v_grant_ids) AS g(pos, id)
-      RETURNING r.id, internal.reservation_json(r) AS reservation
-    )
-    SELECT array_agg(granted.reservation ORDER BY array_position(v_grant_ids, granted.id)) INTO v_grant_json
-      FROM granted;
-    FOR i IN 1..array_length(v_grant_pos, 1) LOOP
-      reservations[v_grant_pos[i]] := v_grant_json[i];
-    END LOOP;
+      VALUES (v_grant_ids[1], p_users[v_grant_pos[1]], p_ticket_type_id, p_quantities[v_grant_pos[1]], 'ACTIVE',
+              now() + internal.hold_period())
+      RETURNING internal.reservation_json(r) INTO v_json;
+      reservations[v_grant_pos[1]] := v_json;
+    ELSE
+      FOR v_granted IN
+        INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
+        SELECT g.id, p_users[g.pos], p_ticket_type_id, p_quantities[g.pos], 'ACTIVE', now() + internal.hold_period()
+          FROM unnest(v_grant_pos, v_grant_ids) AS g(pos, id)
+        RETURNING r.id, internal.reservation_json(r) AS reservation
+      LOOP
+        reservations[v_grant_pos[array_position(v_grant_ids, v_granted.id)]] := v_granted.reservation;
+      END LOOP;
+    END IF;
   END IF;
 END;
 $$;
