@@ -623,12 +623,7 @@ BEGIN
   IF length(v_query) > 200 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'query must be at most 200 characters';
   END IF;
-  IF p_limit < 1 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
-  END IF;
-  IF (p_after_start_time IS NULL) <> (p_after_id IS NULL) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_start_time and p_after_id go together';
-  END IF;
+  PERFORM internal.check_page(p_limit, p_after_start_time IS NOT NULL, p_after_id IS NOT NULL, 'p_after_start_time');
   v_like := '%' || replace(replace(replace(v_query, '\', '\\'), '%', '\%'), '_', '\_') || '%';
   RETURN coalesce((
     SELECT json_agg(internal.event_json(page, false) ORDER BY page.start_time, page.id)
@@ -664,12 +659,7 @@ CREATE FUNCTION api.my_bookings(p_user_id uuid, p_limit integer DEFAULT NULL::in
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 BEGIN
-  IF p_limit < 1 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
-  END IF;
-  IF (p_after_created_at IS NULL) <> (p_after_id IS NULL) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_created_at and p_after_id go together';
-  END IF;
+  PERFORM internal.check_page(p_limit, p_after_created_at IS NOT NULL, p_after_id IS NOT NULL, 'p_after_created_at');
   RETURN coalesce((
     SELECT json_agg(internal.order_json(page) ORDER BY page.created_at DESC, page.id DESC)
       FROM (SELECT o.*
@@ -1097,6 +1087,33 @@ ALTER FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p
 --
 
 COMMENT ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) IS 'Field checks for an event, before they meet the column types. Raises BKVAL.';
+
+
+--
+-- Name: check_page(integer, boolean, boolean, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF p_after_key_given <> p_after_id_given THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('%s and p_after_id go together', p_after_key_name);
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text) IS 'Arguments of a keyset page (the list functions): p_limit >= 1 or NULL (all), and the cursor''s sort key and id given together. Raises BKVAL.';
 
 
 --
@@ -2486,6 +2503,13 @@ REVOKE ALL ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed tex
 --
 
 REVOKE ALL ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text) FROM PUBLIC;
 
 
 --

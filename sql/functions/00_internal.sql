@@ -178,3 +178,22 @@ AS $$
   SELECT 'TKT-' || upper(encode(public.gen_random_bytes(10), 'hex'))
 $$;
 COMMENT ON FUNCTION internal.new_ticket_code() IS 'A fresh ticket code: TKT- and 20 hex digits from a CSPRNG.';
+
+
+CREATE OR REPLACE FUNCTION internal.check_page(
+  p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF p_after_key_given <> p_after_id_given THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('%s and p_after_id go together', p_after_key_name);
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION internal.check_page(integer, boolean, boolean, text) IS
+  'Arguments of a keyset page (the list functions): p_limit >= 1 or NULL (all), and the cursor''s '
+  'sort key and id given together. Raises BKVAL.';

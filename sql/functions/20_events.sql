@@ -95,12 +95,7 @@ BEGIN
   IF length(v_query) > 200 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'query must be at most 200 characters';
   END IF;
-  IF p_limit < 1 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
-  END IF;
-  IF (p_after_start_time IS NULL) <> (p_after_id IS NULL) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_start_time and p_after_id go together';
-  END IF;
+  PERFORM internal.check_page(p_limit, p_after_start_time IS NOT NULL, p_after_id IS NOT NULL, 'p_after_start_time');
   v_like := '%' || replace(replace(replace(v_query, '\', '\\'), '%', '\%'), '_', '\_') || '%';
   RETURN coalesce((
     SELECT json_agg(internal.event_json(page, false) ORDER BY page.start_time, page.id)

@@ -84,12 +84,7 @@ SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 BEGIN
-  IF p_limit < 1 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
-  END IF;
-  IF (p_after_created_at IS NULL) <> (p_after_id IS NULL) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_after_created_at and p_after_id go together';
-  END IF;
+  PERFORM internal.check_page(p_limit, p_after_created_at IS NOT NULL, p_after_id IS NOT NULL, 'p_after_created_at');
   RETURN coalesce((
     SELECT json_agg(internal.order_json(page) ORDER BY page.created_at DESC, page.id DESC)
       FROM (SELECT o.*
