@@ -49,6 +49,9 @@ GATEWAY_CODES = [
     ErrorCode("method_not_allowed", 405, "This path does not take this method; `Allow` lists the ones it takes."),
     ErrorCode("conflict", 409, "The request conflicts with existing data."),
     ErrorCode("payload_too_large", 413, "The body is larger than the gateway accepts (MAX_BODY_BYTES)."),
+    # Answered by the serving protocol (gateway/serving.py) before a request reaches the app.
+    ErrorCode("header_timeout", 408, "The request head did not arrive in time (HEADER_TIMEOUT_SECONDS)."),
+    ErrorCode("header_too_large", 431, "The request line and headers are larger than accepted (MAX_HEADER_BYTES)."),
     ErrorCode("internal_error", 500, "A bug. Nothing more is said; the log has the details."),
     ErrorCode("busy", 503, "The database is busy or unreachable; retry after `Retry-After` seconds."),
 ]

@@ -25,6 +25,7 @@ from typing import Any
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from gateway.config import ServerSettings
+from gateway.errors import PROBLEM_JSON, ApiError
 
 LIMITS = ServerSettings.from_env()
 
@@ -99,10 +100,12 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, code: str, message: str) -> None:
         if self.transport.is_closing():
             return
-        body = json.dumps({"code": code, "message": message}).encode()
+        problem = ApiError(code, message)  # the one vocabulary: the same problem body as the app's
+        assert problem.status == status
+        body = json.dumps(problem.body()).encode()
         head = [b"HTTP/1.1 %d %s" % (status, REASONS[status])]
         head += [name + b": " + value for name, value in self.server_state.default_headers]
-        head += [b"content-type: application/json", b"content-length: %d" % len(body), b"connection: close"]
+        head += [b"content-type: " + PROBLEM_JSON.encode(), b"content-length: %d" % len(body), b"connection: close"]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
         self.transport.close()
         self._reading_head = False
