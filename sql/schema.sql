@@ -1605,8 +1605,7 @@ CREATE TABLE public.ticket_types (
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT chk_ticket_types_available_lte_initial CHECK ((available_quantity <= initial_quantity)),
     CONSTRAINT chk_ticket_types_price CHECK ((price >= (0)::numeric)),
-    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0))),
-    CONSTRAINT chk_ticket_types_times_rfc3339 CHECK ((((start_sale_time IS NULL) OR ((start_sale_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (start_sale_time < '10000-01-01 00:00:00+00'::timestamp with time zone))) AND ((end_sale_time IS NULL) OR ((end_sale_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (end_sale_time < '10000-01-01 00:00:00+00'::timestamp with time zone)))))
+    CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0)))
 );
 
 
@@ -1685,6 +1684,29 @@ ALTER FUNCTION internal.user_json(u public.users) OWNER TO booking_owner;
 
 COMMENT ON FUNCTION internal.user_json(u public.users) IS 'A user as API JSON (never the password hash).';
 
+
+--
+-- Name: check_sale_times_rfc3339(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.check_sale_times_rfc3339() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF NOT (NEW.start_sale_time IS NULL OR (NEW.start_sale_time >= '0001-01-01 00:00:00+00'
+                                          AND NEW.start_sale_time < '10000-01-01 00:00:00+00'))
+     OR NOT (NEW.end_sale_time IS NULL OR (NEW.end_sale_time >= '0001-01-01 00:00:00+00'
+                                           AND NEW.end_sale_time < '10000-01-01 00:00:00+00')) THEN
+    RAISE EXCEPTION USING ERRCODE = 'check_violation', TABLE = TG_TABLE_NAME,
+      MESSAGE = 'sale times must lie within the years 0001..9999 (UTC)';
+  END IF;
+  RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.check_sale_times_rfc3339() OWNER TO booking_owner;
 
 --
 -- Name: notify_catalog_change(); Type: FUNCTION; Schema: public; Owner: booking_owner
@@ -2175,6 +2197,13 @@ CREATE INDEX idx_users_role ON public.users USING btree (role);
 
 
 --
+-- Name: ticket_types check_sale_times_rfc3339; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER check_sale_times_rfc3339 BEFORE INSERT OR UPDATE OF start_sale_time, end_sale_time ON public.ticket_types FOR EACH ROW EXECUTE FUNCTION public.check_sale_times_rfc3339();
+
+
+--
 -- Name: events notify_events_change; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -2594,6 +2623,13 @@ REVOKE ALL ON FUNCTION internal.ticket_type_json(tt public.ticket_types, e publi
 --
 
 REVOKE ALL ON FUNCTION internal.user_json(u public.users) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_sale_times_rfc3339(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.check_sale_times_rfc3339() FROM PUBLIC;
 
 
 --

