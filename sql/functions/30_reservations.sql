@@ -4,7 +4,7 @@
 
 CREATE OR REPLACE FUNCTION internal.reserve(
   p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer DEFAULT NULL,
-  OUT reservations json[], OUT sqlstates text[], OUT messages text[])
+  p_raise boolean DEFAULT false, OUT reservations json[], OUT sqlstates text[], OUT messages text[])
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -16,19 +16,18 @@ DECLARE
   v_refusal_message text;
   v_taken integer := 0;
   v_reclaimed boolean := false;
-  v_grant_pos integer[] := '{}';  -- positions granted, and their new reservation ids
-  v_grant_ids uuid[] := '{}';
+  v_grant_pos integer[] := '{}';  -- positions granted
+  v_refused text;          -- why this request is refused (NULL: granted)
   v_granted record;
   v_json json;
   v_quantity integer;
   i integer;
 BEGIN
-  IF v_count > 1000 THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
+  IF NOT p_raise THEN  -- (raising, a refusal is never returned: only grants, set below)
+    reservations := array_fill(NULL::json, ARRAY[v_count]);
+    sqlstates := array_fill(NULL::text, ARRAY[v_count]);
+    messages := array_fill(NULL::text, ARRAY[v_count]);
   END IF;
-  reservations := array_fill(NULL::json, ARRAY[v_count]);
-  sqlstates := array_fill(NULL::text, ARRAY[v_count]);
-  messages := array_fill(NULL::text, ARRAY[v_count]);
 
   -- The ticket type's row, locked (one lock per call whatever the number of requests). NO KEY
   -- UPDATE, not UPDATE: completes insert rows referencing the type (FOR KEY SHARE) and must
@@ -52,41 +51,51 @@ BEGIN
   END IF;
 
   -- Each request in arrival order: arguments, the type, the user, the sale window, then stock.
+  -- (Few statements per request: in a volatile function each one takes a fresh snapshot.)
   FOR i IN 1..v_count LOOP
     v_quantity := p_quantities[i];
-    IF p_users[i] IS NULL OR v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN
-      sqlstates[i] := 'BKVAL';
-      messages[i] := CASE WHEN p_users[i] IS NULL THEN 'user_id and ticket_type_id are required'
-                          ELSE format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null')) END;
-    ELSIF v_refusal IS NOT NULL THEN
-      sqlstates[i] := v_refusal;
-      messages[i] := v_refusal_message;
-    ELSIF p_users[i] <> ALL (v_known_users) THEN
-      sqlstates[i] := 'BKNTF';
-      messages[i] := 'user not found';
-    ELSIF v_problem IS NOT NULL THEN
-      sqlstates[i] := 'BKSNO';
-      messages[i] := v_problem;
-    ELSE
-      IF v_quantity > v_available AND NOT v_reclaimed THEN
+    v_refused := CASE
+      WHEN p_users[i] IS NULL OR v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN 'arguments'
+      WHEN v_refusal IS NOT NULL THEN 'type'
+      WHEN p_users[i] <> ALL (v_known_users) THEN 'user'
+      WHEN v_problem IS NOT NULL THEN 'sale' END;
+    IF v_refused IS NULL THEN
+      IF v_quantity > v_available - v_taken AND NOT v_reclaimed THEN
         -- Short: no seat stays stuck behind a dead hold. Reclaim once, under our lock. The
-        -- row does not count this call's grants yet (written below): subtract them.
+        -- row's stock does not count this call's grants (v_taken) yet: they are written below.
         v_reclaimed := true;
         IF internal.reclaim_expired_holds(p_ticket_type_id) > 0 THEN
-          SELECT tt.available_quantity - v_taken INTO v_available FROM public.ticket_types tt WHERE tt.id = p_ticket_type_id;
+          SELECT tt.available_quantity INTO v_available FROM public.ticket_types tt WHERE tt.id = p_ticket_type_id;
         END IF;
       END IF;
-      IF v_quantity <= v_available THEN
-        v_available := v_available - v_quantity;
+      IF v_quantity <= v_available - v_taken THEN
         v_taken := v_taken + v_quantity;
         v_grant_pos := v_grant_pos || i;
-        v_grant_ids := v_grant_ids || gen_random_uuid();
       ELSE
-        sqlstates[i] := 'BKSLD';
-        messages[i] := format('only %s tickets left', v_available);
+        v_refused := 'stock';
       END IF;
     END IF;
+    IF v_refused IS NOT NULL THEN
+      sqlstates[i] := CASE v_refused WHEN 'arguments' THEN 'BKVAL' WHEN 'type' THEN v_refusal WHEN 'user' THEN 'BKNTF'
+                                     WHEN 'sale' THEN 'BKSNO' ELSE 'BKSLD' END;
+      messages[i] := CASE v_refused
+        WHEN 'arguments' THEN CASE WHEN p_users[i] IS NULL THEN 'user_id and ticket_type_id are required'
+                                   ELSE format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null')) END
+        WHEN 'type' THEN v_refusal_message
+        WHEN 'user' THEN 'user not found'
+        WHEN 'sale' THEN v_problem
+        ELSE format('only %s tickets left', v_available - v_taken) END;
+    END IF;
   END LOOP;
+
+  -- p_raise: the first refusal is raised, before anything is written (api.reserve_tickets).
+  IF p_raise AND v_count > coalesce(array_length(v_grant_pos, 1), 0) THEN
+    FOR i IN 1..v_count LOOP
+      IF sqlstates[i] IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = sqlstates[i], MESSAGE = messages[i];
+      END IF;
+    END LOOP;
+  END IF;
 
   -- The grants: stock once, then the holds, each answered with its API JSON (the one helper) at
   -- its request's position. One hold (every unbatched reserve) is a plain INSERT ... VALUES:
@@ -96,25 +105,27 @@ BEGIN
        SET available_quantity = available_quantity - v_taken, version = version + 1
      WHERE id = p_ticket_type_id;
     IF array_length(v_grant_pos, 1) = 1 THEN
-      INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
-      VALUES (v_grant_ids[1], p_users[v_grant_pos[1]], p_ticket_type_id, p_quantities[v_grant_pos[1]], 'ACTIVE',
-              now() + internal.hold_period())
+      INSERT INTO public.order_reservations AS r (user_id, ticket_type_id, quantity, status, expires_at)
+      VALUES (p_users[v_grant_pos[1]], p_ticket_type_id, p_quantities[v_grant_pos[1]], 'ACTIVE', now() + internal.hold_period())
       RETURNING internal.reservation_json(r) INTO v_json;
       reservations[v_grant_pos[1]] := v_json;
     ELSE
       FOR v_granted IN
-        INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
-        SELECT g.id, p_users[g.pos], p_ticket_type_id, p_quantities[g.pos], 'ACTIVE', now() + internal.hold_period()
-          FROM unnest(v_grant_pos, v_grant_ids) AS g(pos, id)
-        RETURNING r.id, internal.reservation_json(r) AS reservation
+        WITH g AS MATERIALIZED (SELECT gen_random_uuid() AS id, pos FROM unnest(v_grant_pos) AS pos),
+             ins AS (
+               INSERT INTO public.order_reservations AS r (id, user_id, ticket_type_id, quantity, status, expires_at)
+               SELECT g.id, p_users[g.pos], p_ticket_type_id, p_quantities[g.pos], 'ACTIVE', now() + internal.hold_period()
+                 FROM g
+               RETURNING r.id, internal.reservation_json(r) AS reservation)
+        SELECT g.pos, ins.reservation FROM ins JOIN g ON g.id = ins.id
       LOOP
-        reservations[v_grant_pos[array_position(v_grant_ids, v_granted.id)]] := v_granted.reservation;
+        reservations[v_granted.pos] := v_granted.reservation;
       END LOOP;
     END IF;
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer) IS
+COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer, boolean) IS
   'The one place a reservation is decided: requests of users p_users for p_quantities seats of '
   'one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, '
   'the user exists, the event is PUBLISHED and inside the sale window, stock (reclaiming the '
@@ -122,8 +133,9 @@ COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer) IS
   'booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with '
   'p_expected_version only if its version still matches (else BKBSY: compare-and-set). Returns '
   'three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and '
-  'message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY). Raises BKVAL for more than 1000 requests. '
-  'Callers set lock_timeout and take several ticket types in id order.';
+  'message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY); with p_raise the first refusal is raised '
+  'instead, before anything is written. Callers bound the number of requests (the batch: 1000), '
+  'set lock_timeout and take several ticket types in id order.';
 
 
 CREATE OR REPLACE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer)
@@ -134,15 +146,9 @@ SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = '2s'
 SET plan_cache_mode = force_generic_plan  -- see internal.reserve
 AS $$
-DECLARE
-  v_answer record;
 BEGIN
   -- Seed method 1 (pessimistic): the core locks the ticket type row.
-  v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity]);
-  IF v_answer.sqlstates[1] IS NOT NULL THEN
-    RAISE EXCEPTION USING ERRCODE = v_answer.sqlstates[1], MESSAGE = v_answer.messages[1];
-  END IF;
-  RETURN v_answer.reservations[1];
+  RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1];
 END;
 $$;
 COMMENT ON FUNCTION api.reserve_tickets(uuid, uuid, integer) IS
