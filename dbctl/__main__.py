@@ -36,8 +36,10 @@ def up() -> local.Target:
 def gateway_env(t: local.Target) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GATEWAY_DATABASE_URL", t.gateway_url)
-    if t.cluster is not None and "JWT_SECRET" not in env:
-        env["JWT_SECRET"] = local.kept_secret("jwt-secret")
+    if t.cluster is not None:
+        env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, gateway_only=True))  # no owner or superuser password
+        if "JWT_SECRET" not in env:
+            env["JWT_SECRET"] = local.kept_secret("jwt-secret")
     return env
 
 

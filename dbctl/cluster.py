@@ -52,10 +52,15 @@ def _postgres_can_reach(path: Path) -> bool:
     return probe.returncode == 0
 
 
+def _trusted_owners() -> set[int]:
+    return {0, pwd.getpwnam("postgres").pw_uid}
+
+
 def _give_to_postgres(path: Path) -> None:
     pw = pwd.getpwnam("postgres")
     for p in [path, *path.rglob("*")]:
-        os.chown(p, pw.pw_uid, pw.pw_gid)
+        # Never follow a link: as root, a planted link would hand its target to postgres.
+        os.chown(p, pw.pw_uid, pw.pw_gid, follow_symlinks=False)
 
 
 def write_private(path: Path, text: str, *, for_postgres: bool = False) -> None:
@@ -178,6 +183,9 @@ class Cluster:
     def init(self) -> bool:
         """initdb once; later calls only rewrite our settings file. True when it changed."""
         base = self.datadir.parent
+        if _as_root() and (base.is_symlink() or (base.exists() and base.stat().st_uid not in _trusted_owners())):
+            # e.g. /var/tmp/booking-pg-*: a folder someone else made first is not ours to chown.
+            raise RuntimeError(f"{base} is a link or belongs to another user: refusing to use it")
         base.mkdir(parents=True, exist_ok=True)
         if _as_root():
             _give_to_postgres(base)

@@ -23,6 +23,7 @@ from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT
 LOCAL_DB = "booking"
 PASSWORD_FILE = "pg-password"  # noqa: S105  (a file name)
 PGPASS_FILE = "pgpass"
+GATEWAY_PGPASS_FILE = "pgpass-gateway"
 
 
 @dataclass
@@ -89,20 +90,23 @@ def target(start: bool = True) -> Target:
     return Target(owner, gateway_url_for(owner), cluster.superuser_url(LOCAL_DB), cluster)
 
 
-def write_pgpass(cluster: Cluster) -> Path:
-    """`.local/pgpass` (mode 600) with the embedded cluster's passwords, for libpq."""
+def write_pgpass(cluster: Cluster, gateway_only: bool = False) -> Path:
+    """`.local/pgpass` (mode 600) with the embedded cluster's passwords, for libpq; with
+    `gateway_only`, `.local/pgpass-gateway` with the gateway role's line alone (the gateway's
+    PGPASSFILE: its process gets no password of the owner or the superuser)."""
     assert cluster.password is not None
     gateway = os.environ.get("GATEWAY_DB_PASSWORD") or cluster.password
 
     def field(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
 
+    roles = ((GATEWAY_ROLE, gateway),) if gateway_only else ((GATEWAY_ROLE, gateway), ("*", cluster.password))
     lines = [
         f"{host}:{cluster.port}:*:{role}:{field(password)}\n"
         for host in ("127.0.0.1", "localhost")
-        for role, password in ((GATEWAY_ROLE, gateway), ("*", cluster.password))
+        for role, password in roles
     ]
-    path = state_file(PGPASS_FILE)
+    path = state_file(GATEWAY_PGPASS_FILE if gateway_only else PGPASS_FILE)
     write_private(path, "# Written by dbctl for the embedded cluster; PGPASSFILE points here.\n" + "".join(lines))
     return path
 

@@ -14,5 +14,6 @@ USER booking
 EXPOSE 8000
 # As `make run` serves it (dbctl/__main__.py uvicorn_args): bounded request heads, JSON logs.
 CMD ["uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
-     "--http", "gateway.serving:BoundedHttpToolsProtocol", "--log-config", "gateway/logging.json", \
+     "--http", "gateway.serving:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5", \
+     "--log-config", "gateway/logging.json", \
      "--no-access-log", "--timeout-graceful-shutdown", "10"]

@@ -177,9 +177,11 @@ async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal
 
     page = await gw.cache.get(key, load)
     headers = {"ETag": page.etag, "Cache-Control": f"public, max-age={min(EVENTS_MAX_AGE, int(gw.settings.cache_ttl))}"}
+    if page.next_cursor is not None:
+        headers["Link"] = next_link(request, page.next_cursor)
     if etag_matches(request, page.etag):
         return Response(status_code=304, headers=headers)
-    return page_response(request, page, endpoint.status, headers)
+    return json_response(page.body, endpoint.status, headers)
 
 
 async def my_bookings(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:

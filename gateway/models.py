@@ -40,7 +40,9 @@ from gateway.errors import validation_failed
 NO_NUL = r"^[^\x00]*$"  # PostgreSQL text cannot hold NUL
 NAMED = r"^[^\x00]*[^\x00 ][^\x00]*$"  # ... and something other than spaces (SQL trims spaces)
 UUID_PATTERN = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
-EMAIL_PATTERN = r"^[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}$"  # the rule api.register_user applies
+# The rule api.register_user applies, with spaces around the address allowed (stripped, as
+# they always were).
+EMAIL_INPUT_PATTERN = r"^\s*[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}\s*$"
 SLUG_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 
 
@@ -124,7 +126,9 @@ class Body(BaseModel):
 
 
 class RegisterIn(Body):
-    email: Annotated[str, StringConstraints(min_length=3, max_length=255, pattern=EMAIL_PATTERN)]
+    email: Annotated[
+        str, StringConstraints(strip_whitespace=True, min_length=3, max_length=255, pattern=EMAIL_INPUT_PATTERN)
+    ]
     password: Password
     full_name: Name255
 

@@ -71,7 +71,9 @@ def make_page(text: str | None, limit: int, sort_key: str) -> Page:
         last = items[-1]
         next_cursor = _encode(last[sort_key], last["id"])
         body = json.dumps(items, ensure_ascii=False, separators=(",", ":"))
-    etag = '"' + hashlib.blake2b(body.encode(), digest_size=16).hexdigest() + '"'
+    # The tag covers the next page's cursor too: a page whose items are unchanged but which
+    # gained a next page (items added after it) is a different answer (its Link header).
+    etag = '"' + hashlib.blake2b(f"{body}\n{next_cursor or ''}".encode(), digest_size=16).hexdigest() + '"'
     return Page(body, next_cursor, etag)
 
 

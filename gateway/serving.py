@@ -100,6 +100,14 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def _refuse(self, status: int, code: str, message: str) -> None:
         if self.transport.is_closing():
             return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined head, while the answer to the request before it is still being sent:
+            # never interleave two responses. Read no more, and close once that answer is out.
+            self.cycle.keep_alive = False
+            self.transport.pause_reading()
+            self._reading_head = False
+            self._disarm_head_timer()
+            return
         problem = ApiError(code, message)  # the one vocabulary: the same problem body as the app's
         assert problem.status == status
         body = json.dumps(problem.body()).encode()

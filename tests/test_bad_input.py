@@ -99,7 +99,6 @@ def _fuzzer_findings(tt_id: str, event_id: str, code: str) -> list[tuple[str, st
         ("POST", "/bookings/reserve", {"ticket_type_id": tt_id, "quantity": 1.5}),
         # names of spaces only, e-mails the database would refuse
         ("POST", "/auth/register", {"email": "000", "password": "p" * 10, "full_name": "A"}),
-        ("POST", "/auth/register", {"email": " a@b.co", "password": "p" * 10, "full_name": "A"}),
         ("POST", "/auth/register", {"email": "a@b.co", "password": "p" * 10, "full_name": "   "}),
         ("POST", f"/admin/events/{event_id}/ticket-types", {"name": " ", "price": 1, "initial_quantity": 1}),
         # pages

@@ -211,6 +211,12 @@ def test_make_run_serves_through_the_pgpass_file(fresh: Local) -> None:
                 break
             time.sleep(0.3)
         assert status == 200, "the gateway started by `dbctl run` did not get ready"
+        # The gateway's PGPASSFILE holds its own role's password only, never the owner's or the
+        # superuser's (a changed GATEWAY_DATABASE_URL must not log it in as postgres).
+        gateway_pgpass = fresh.state / "pgpass-gateway"
+        entries = [line for line in gateway_pgpass.read_text().splitlines() if not line.startswith("#")]
+        assert entries and all(line.split(":")[3] == GATEWAY_ROLE for line in entries), entries
+        assert stat.S_IMODE(gateway_pgpass.stat().st_mode) == 0o600
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         try:

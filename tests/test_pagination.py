@@ -136,3 +136,20 @@ def test_my_bookings_in_pages_newest_first(client: TestClient, owner: psycopg.Co
     _, other = new_user(client, owner)
     link = client.get("/bookings/my-bookings?limit=2", headers=headers).headers["link"]
     assert client.get(LINK.match(link)["url"], headers=other).json() == []  # type: ignore[index]
+
+
+def test_a_page_that_gains_a_next_page_is_a_new_answer(client: TestClient, owner: psycopg.Connection) -> None:
+    """Same items, but a next page now exists: a new tag, and a 304 still says where it is."""
+    make_event(owner)
+    r = client.get("/events?limit=1")
+    assert r.status_code == 200 and "link" not in r.headers
+    etag = r.headers["etag"]
+    make_event(owner, p_start_time=NOW + timedelta(days=20), p_end_time=NOW + timedelta(days=21))
+    for _ in range(100):  # the gateway's cache is dropped on NOTIFY
+        r = client.get("/events?limit=1", headers={"If-None-Match": etag})
+        if r.status_code == 200:
+            break
+    assert r.status_code == 200 and len(r.json()) == 1 and LINK.match(r.headers["link"])
+    assert r.headers["etag"] != etag
+    again = client.get("/events?limit=1", headers={"If-None-Match": r.headers["etag"]})
+    assert again.status_code == 304 and again.headers["link"] == r.headers["link"]

@@ -88,7 +88,8 @@ BEGIN
     END IF;
   END LOOP;
 
-  -- p_raise: the first refusal is raised, before anything is written (api.reserve_tickets).
+  -- p_raise: the first refusal is raised, before any hold is written (api.reserve_tickets); a
+  -- reclaim of expired holds made on its way rolls back with it, as it always did.
   IF p_raise AND v_count > coalesce(array_length(v_grant_pos, 1), 0) THEN
     FOR i IN 1..v_count LOOP
       IF sqlstates[i] IS NOT NULL THEN
@@ -134,7 +135,7 @@ COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer, boolean) 
   'p_expected_version only if its version still matches (else BKBSY: compare-and-set). Returns '
   'three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and '
   'message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY); with p_raise the first refusal is raised '
-  'instead, before anything is written. Callers bound the number of requests (the batch: 1000), '
+  'instead, before any hold is written. Callers bound the number of requests (the batch: 1000), '
   'set lock_timeout and take several ticket types in id order.';
 
 
