@@ -1483,7 +1483,8 @@ BEGIN
     END IF;
   END LOOP;
 
-  -- p_raise: the first refusal is raised, before anything is written (api.reserve_tickets).
+  -- p_raise: the first refusal is raised, before any hold is written (api.reserve_tickets); a
+  -- reclaim of expired holds made on its way rolls back with it, as it always did.
   IF p_raise AND v_count > coalesce(array_length(v_grant_pos, 1), 0) THEN
     FOR i IN 1..v_count LOOP
       IF sqlstates[i] IS NOT NULL THEN
@@ -1528,7 +1529,7 @@ ALTER FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantit
 -- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set). Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY); with p_raise the first refusal is raised instead, before anything is written. Callers bound the number of requests (the batch: 1000), set lock_timeout and take several ticket types in id order.';
+COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set). Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY); with p_raise the first refusal is raised instead, before any hold is written. Callers bound the number of requests (the batch: 1000), set lock_timeout and take several ticket types in id order.';
 
 
 --
