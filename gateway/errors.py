@@ -72,10 +72,6 @@ GENERIC_MESSAGES = {
 }
 
 
-def status_of(code: str) -> int:
-    return ERRORS[code].status
-
-
 @dataclass
 class ApiError(Exception):
     """An answer that is not a success. The status follows from the code (ERRORS)."""
