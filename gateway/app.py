@@ -212,13 +212,16 @@ async def refresh(gw: Gateway, request: Request, endpoint: Endpoint, _: Principa
 async def logout(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
     assert principal is not None
     revocations = gw.auth.revocations
-    heard = revocations.expect(principal.session_id)
-    await gw.db.call(endpoint.function, {"p_user_id": principal.user_id, "p_session_id": principal.session_id})
-    revocations.revoke(principal.session_id)
-    # PostgreSQL sends a NOTIFY to every listener at once: once ours has it, every gateway's
-    # listener has been sent it too, so the 204 means "refused everywhere" (bounded wait).
-    if not await revocations.heard(principal.session_id, heard, LOGOUT_NOTICE_WAIT):
-        logging.getLogger("gateway").warning("logout: the revocation notice did not come back in time")
+    notice = revocations.expect(principal.session_id)
+    try:
+        await gw.db.call(endpoint.function, {"p_user_id": principal.user_id, "p_session_id": principal.session_id})
+        revocations.revoke(principal.session_id)
+        # PostgreSQL sends a NOTIFY to every listener at once: once ours has it, every gateway's
+        # listener has been sent it too, so the 204 means "refused everywhere" (bounded wait).
+        if not await revocations.heard(notice, LOGOUT_NOTICE_WAIT):
+            logging.getLogger("gateway").warning("logout: the revocation notice did not come back in time")
+    finally:
+        revocations.done(principal.session_id, notice)
     return Response(status_code=204)
 
 

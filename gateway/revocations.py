@@ -107,15 +107,16 @@ class Revocations:
         before causing it, so the notification cannot come first."""
         return self._waiters.setdefault(session_id, asyncio.Event())
 
-    async def heard(self, session_id: str, event: asyncio.Event, within: float) -> bool:
+    async def heard(self, event: asyncio.Event, within: float) -> bool:
         try:
             await asyncio.wait_for(event.wait(), within)
             return True
         except TimeoutError:
             return False
-        finally:
-            if self._waiters.get(session_id) is event:
-                del self._waiters[session_id]
+
+    def done(self, session_id: str, event: asyncio.Event) -> None:
+        if self._waiters.get(session_id) is event:
+            del self._waiters[session_id]
 
 
 async def listen_for_revocations(revocations: Revocations, conninfo: str, retry_delay: float = 1.0) -> None:

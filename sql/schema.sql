@@ -2276,7 +2276,7 @@ CREATE TABLE public.sessions (
     expires_at timestamp with time zone NOT NULL,
     revoked_at timestamp with time zone,
     revoked_reason text,
-    CONSTRAINT chk_sessions_reason CHECK ((revoked_reason = ANY (ARRAY['logout'::text, 'reuse'::text, 'role_changed'::text, 'dba'::text, 'user_deleted'::text]))),
+    CONSTRAINT chk_sessions_reason CHECK ((revoked_reason = ANY (ARRAY['logout'::text, 'reuse'::text, 'role_changed'::text, 'dba'::text]))),
     CONSTRAINT chk_sessions_revoked CHECK (((revoked_at IS NULL) = (revoked_reason IS NULL)))
 );
 

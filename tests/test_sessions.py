@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -464,3 +466,36 @@ def test_forged_helper_tokens_still_work(client: TestClient, owner: psycopg.Conn
     assert client.post("/auth/logout", headers=headers).status_code == 204
     problem(client.get("/me", headers=headers), 401, "unauthorized")
     assert login(client, user["email"])  # the password still logs in
+
+
+def test_concurrent_refreshes_with_one_token_are_decided_one_after_the_other(
+    connect: Callable[..., psycopg.Connection], owner: psycopg.Connection
+) -> None:
+    """Real concurrent connections, no grace: one rotation, then reuse (the session is revoked);
+    never two rotations of one token."""
+    user = make_user(owner)
+    token = hashlib.sha256(b"t").digest()
+    owner.execute("SELECT api.create_session(%s, %s)", (user["id"], token))
+    barrier, outcomes = threading.Barrier(8), []
+
+    def one(n: int) -> None:
+        conn = connect()
+        barrier.wait()
+        try:
+            row = conn.execute(
+                "SELECT api.refresh_session(%s, %s, p_grace_seconds => 0)", (token, hashlib.sha256(b"%d" % n).digest())
+            ).fetchone()
+            assert row is not None
+            outcomes.append(row[0]["outcome"])
+        except psycopg.Error as exc:
+            outcomes.append(exc.diag.sqlstate or "?")
+
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    # The first rotates, the next sees a spent token and revokes the session, the rest find it revoked.
+    assert sorted(outcomes) == ["BKUNA"] * 6 + ["reused", "rotated"], outcomes
+    assert owner.execute("SELECT count(*) FROM refresh_tokens").fetchone() == (2,)
+    assert owner.execute("SELECT revoked_reason FROM sessions").fetchone() == ("reuse",)

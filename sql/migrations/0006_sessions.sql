@@ -12,7 +12,7 @@ CREATE TABLE sessions (
   revoked_at timestamptz,           -- no refresh after it
   revoked_reason text,
   CONSTRAINT chk_sessions_revoked CHECK ((revoked_at IS NULL) = (revoked_reason IS NULL)),
-  CONSTRAINT chk_sessions_reason CHECK (revoked_reason IN ('logout', 'reuse', 'role_changed', 'dba', 'user_deleted'))
+  CONSTRAINT chk_sessions_reason CHECK (revoked_reason IN ('logout', 'reuse', 'role_changed', 'dba'))
 );
 CREATE INDEX idx_sessions_user_id ON sessions(user_id);
 CREATE INDEX idx_sessions_expires_at ON sessions(expires_at);
