@@ -24,7 +24,9 @@ from starlette.testclient import TestClient
 
 from dbctl.migrate import ROOT
 from dbctl.throwaway import free_port
+from gateway.auth import Auth
 from gateway.config import ConfigError, Settings
+from gateway.errors import ApiError
 from gateway.revocations import Revocations, listen_for_revocations
 from tests.conftest import dba_call, url_for
 from tests.factories import make_event, make_user
@@ -235,15 +237,20 @@ def gateway_process(dbname: str) -> Iterator[httpx.Client]:
 
 
 def test_logout_on_one_gateway_is_refused_on_another_at_once(dbname: str, owner: psycopg.Connection) -> None:
-    """Two gateway processes, each with its own pool and listener: the 204 of a logout on A
-    means B refuses the token on the very next request (its cache had it as verified)."""
+    """Two gateway processes, each with its own pool and listener. When A answers the logout
+    204, PostgreSQL has sent the notice to every listener: A refuses the token on the very next
+    request, B as soon as its event loop has read the notice (milliseconds; the bound below is
+    for a loaded test machine: without the push B would accept the token until it expires)."""
     with client_for(dbname) as setup:
         user, _ = new_user(setup, owner)
     with gateway_process(dbname) as a, gateway_process(dbname) as b:
         for _ in range(3):
             pair = signed_in(a, user["email"])
-            assert b.get("/me", headers=bearer(pair)).status_code == 200
+            assert b.get("/me", headers=bearer(pair)).status_code == 200  # B has it as verified
             assert a.post("/auth/logout", headers=bearer(pair)).status_code == 204
+            problem(a.get("/me", headers=bearer(pair)), 401, "unauthorized")
+            headers = bearer(pair)
+            until(lambda: b.get("/me", headers=headers).status_code == 401, 2.0)  # noqa: B023
             problem(b.get("/me", headers=bearer(pair)), 401, "unauthorized")
             problem(refresh(b, pair["refresh_token"]), 401, "unauthorized")
 
@@ -256,6 +263,8 @@ def test_a_gateway_started_after_a_revocation_refuses_the_token(dbname: str, own
         pair = signed_in(a, user["email"])
         assert a.post("/auth/logout", headers=bearer(pair)).status_code == 204
     with gateway_process(dbname) as b:
+        # 503 until its listener has loaded the deny-list (never 200); then refused.
+        until(lambda: b.get("/me", headers=bearer(pair)).status_code != 503)
         problem(b.get("/me", headers=bearer(pair)), 401, "unauthorized")
         other = signed_in(b, user["email"])
         assert b.get("/me", headers=bearer(other)).status_code == 200
@@ -354,6 +363,7 @@ def test_a_demotion_reaches_a_gateway_that_was_down(dbname: str, owner: psycopg.
         pair = signed_in(setup, admin["email"])
     dba_call(owner, "set_user_role", p_email=admin["email"], p_role="user")
     with client_for(dbname) as later:
+        until(lambda: later.get("/me", headers=bearer(pair)).status_code != 503)
         problem(later.post("/admin/events", headers=bearer(pair), json={}), 403, "forbidden")
         assert later.get("/me", headers=bearer(pair)).status_code == 200
 
@@ -499,3 +509,19 @@ def test_concurrent_refreshes_with_one_token_are_decided_one_after_the_other(
     assert sorted(outcomes) == ["BKUNA"] * 6 + ["reused", "rotated"], outcomes
     assert owner.execute("SELECT count(*) FROM refresh_tokens").fetchone() == (2,)
     assert owner.execute("SELECT revoked_reason FROM sessions").fetchone() == ("reuse",)
+
+
+def test_nothing_is_accepted_before_the_deny_list_is_loaded() -> None:
+    """A process that has not loaded the deny-list yet cannot tell a revoked token: 503, not a guess."""
+    auth = Auth(SECRET, 900, 1)
+    authorization = forged({"sub": str(uuid.uuid4())})["Authorization"]
+    with pytest.raises(ApiError) as caught:
+        auth.principal(authorization)
+    assert caught.value.code == "busy"
+    auth.revocations.replace({"sessions": [], "roles": []})
+    assert auth.principal(authorization).role == "user"
+    sid = jwt.decode(authorization.split()[1], SECRET, algorithms=["HS256"], issuer="booking-gateway")["sid"]
+    auth.revocations.apply(f"s:{sid}")
+    with pytest.raises(ApiError) as caught:
+        auth.principal(authorization)  # cached as verified, refused all the same
+    assert caught.value.code == "unauthorized"
