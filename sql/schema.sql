@@ -849,7 +849,9 @@ BEGIN
   IF v_token.used_at IS NULL THEN
     v_outcome := 'rotated';
     UPDATE refresh_tokens SET used_at = now() WHERE token_hash = p_refresh_hash;
-  ELSIF v_token.used_at > now() - make_interval(secs => p_grace_seconds) THEN
+  -- clock_timestamp(), not now(): this transaction may have begun before the one that spent
+  -- the token, and waited for it on the session lock.
+  ELSIF v_token.used_at > clock_timestamp() - make_interval(secs => p_grace_seconds) THEN
     v_outcome := 'grace';  -- two tabs refreshing at once: each gets a pair
   ELSE
     -- A spent token again (RFC 9700 4.14.2): someone holds a copy. End the whole session, and
