@@ -217,7 +217,7 @@ async def logout(gw: Gateway, request: Request, endpoint: Endpoint, principal: P
         await gw.db.call(endpoint.function, {"p_user_id": principal.user_id, "p_session_id": principal.session_id})
         revocations.revoke(principal.session_id)
         # PostgreSQL sends a NOTIFY to every listener at once: once ours has it, every gateway's
-        # listener has been sent it too, so the 204 means "refused everywhere" (bounded wait).
+        # listener has been sent it too (bounded wait; docs/DESIGN-NOTES.md, "Sessions").
         if not await revocations.heard(notice, LOGOUT_NOTICE_WAIT):
             logging.getLogger("gateway").warning("logout: the revocation notice did not come back in time")
     finally:
