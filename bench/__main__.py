@@ -147,7 +147,10 @@ class Bench:
         with open(path, "w") as f:
             for n in range(1, USERS + 1):
                 user = f"00000000-0000-4000-8000-{n:012d}"
-                claims = {"sub": user, "role": "user", "iat": now, "exp": now + 7200, "iss": "booking-gateway"}
+                # sid: the gateway refuses tokens without a session (issue 9); one per user, never revoked.
+                session = f"00000000-0000-4000-9000-{n:012d}"
+                claims = {"sub": user, "role": "user", "sid": session, "iat": now, "exp": now + 7200,
+                          "iss": "booking-gateway"}  # fmt: skip
                 f.write(f"{user} {jwt.encode(claims, SECRET, algorithm='HS256')}\n")
         return path
 

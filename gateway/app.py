@@ -17,7 +17,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import Auth, Principal
+from gateway.auth import Auth, Principal, new_refresh_token, refresh_hash
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
 from gateway.config import Settings, settings_or_exit
 from gateway.db import Database, make_pool
@@ -29,15 +29,19 @@ from gateway.errors import (
     method_not_allowed,
     not_found,
     payload_too_large,
+    unauthorized,
 )
 from gateway.logs import AccessLog, configure_logging, route_template
 from gateway.models import Body, clean_text, parse_body, path_uuid
 from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
+from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
 JSON = "application/json"
+STARTUP_REVOCATIONS_WAIT = 2.0  # seconds start() waits for the deny-list (503 busy until it is loaded)
+LOGOUT_NOTICE_WAIT = 1.0  # seconds logout waits to hear its own revocation back from PostgreSQL
 EVENTS_MAX_AGE = 10  # seconds a client may reuse a page of GET /events (the gateway's own cache is dropped on change)
 
 Handler = Callable[[Request], Awaitable[Response]]
@@ -72,7 +76,12 @@ class Gateway:
         self.tasks = [
             asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url.get_secret_value())),
             asyncio.create_task(sweep_forever(self.cache, self.settings.cache_sweep)),
+            asyncio.create_task(
+                listen_for_revocations(self.auth.revocations, self.settings.database_url.get_secret_value())
+            ),
+            asyncio.create_task(prune_forever(self.auth.revocations)),
         ]
+        await self.auth.revocations.first_load(STARTUP_REVOCATIONS_WAIT)
 
     async def stop(self) -> None:
         for task in self.tasks:
@@ -157,8 +166,63 @@ async def login(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal 
     if not await gw.auth.verify(creds.get("password_hash"), body.password):
         raise invalid_credentials()
     request.state.user_id = creds["id"]
-    token = gw.auth.issue(creds["id"], creds["role"])
-    return JSONResponse({"access_token": token, "token_type": "bearer", "expires_in": gw.auth.ttl})
+    return await start_session(gw, creds["id"])
+
+
+async def start_session(gw: Gateway, user_id: str) -> Response:
+    """After the password check: a session, its first refresh token, an access token."""
+    refresh_token = new_refresh_token()
+    args = {
+        "p_user_id": user_id,
+        "p_refresh_hash": refresh_hash(refresh_token),
+        "p_session_ttl_seconds": gw.settings.session_ttl,
+        "p_refresh_ttl_seconds": gw.settings.refresh_ttl,
+    }
+    session = json.loads(await gw.db.call("create_session", args) or "{}")
+    return token_pair(gw, session, refresh_token)
+
+
+def token_pair(gw: Gateway, session: dict[str, str], refresh_token: str) -> Response:
+    token = gw.auth.issue(session["user_id"], session["role"], session["session_id"])
+    return JSONResponse(
+        {"access_token": token, "token_type": "bearer", "expires_in": gw.auth.ttl, "refresh_token": refresh_token}
+    )
+
+
+async def refresh(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
+    body = await endpoint_body(gw, request, endpoint)
+    presented = refresh_hash(body.refresh_token)
+    if presented is None:
+        raise unauthorized("unknown refresh token")  # as the database says it (BKUNA)
+    refresh_token = new_refresh_token()
+    args = {
+        "p_refresh_hash": presented,
+        "p_new_refresh_hash": refresh_hash(refresh_token),
+        "p_refresh_ttl_seconds": gw.settings.refresh_ttl,
+        "p_grace_seconds": gw.settings.refresh_grace,
+    }
+    session = json.loads(await gw.db.call(endpoint.function, args) or "{}")
+    request.state.user_id = session.get("user_id")
+    if session.get("outcome") == "reused":
+        gw.auth.revocations.revoke(session["session_id"])  # this process at once; the others by NOTIFY
+        raise unauthorized("the refresh token was used before: the session is revoked")
+    return token_pair(gw, session, refresh_token)
+
+
+async def logout(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    assert principal is not None
+    revocations = gw.auth.revocations
+    notice = revocations.expect(principal.session_id)
+    try:
+        await gw.db.call(endpoint.function, {"p_user_id": principal.user_id, "p_session_id": principal.session_id})
+        revocations.revoke(principal.session_id)
+        # PostgreSQL sends a NOTIFY to every listener at once: once ours has it, every gateway's
+        # listener has been sent it too (bounded wait; docs/DESIGN-NOTES.md, "Sessions").
+        if not await revocations.heard(notice, LOGOUT_NOTICE_WAIT):
+            logging.getLogger("gateway").warning("logout: the revocation notice did not come back in time")
+    finally:
+        revocations.done(principal.session_id, notice)
+    return Response(status_code=204)
 
 
 async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
@@ -214,6 +278,8 @@ async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: 
 SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {
     "register": register,
     "login": login,
+    "refresh": refresh,
+    "logout": logout,
     "events": events,
     "my_bookings": my_bookings,
     "reserve": reserve,

@@ -1,7 +1,16 @@
-"""Tokens (PyJWT, HS256 only) and the caller's identity."""
+"""Tokens (PyJWT, HS256 only), refresh tokens, and the caller's identity.
+
+An access token carries its session (`sid`); it is refused once that session is on the
+deny-list (gateway/revocations.py), and a role change made after it was issued overrides its
+`role`. Both checks are dict lookups after the verified-token cache. Refresh tokens are opaque
+(32 random bytes, base64url); the database only ever sees their sha256.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import re
+import secrets
 import time
 import uuid
 from dataclasses import dataclass
@@ -9,19 +18,22 @@ from dataclasses import dataclass
 import anyio
 import jwt
 
-from gateway.errors import unauthorized
+from gateway.errors import busy, unauthorized
 from gateway.passwords import DUMMY_HASH, hash_password, verify_password
+from gateway.revocations import Revocations
 
 ALGORITHM = "HS256"
 ISSUER = "booking-gateway"
 ROLES = ("user", "admin")
 VERIFIED_CACHE_SIZE = 10000
+REFRESH_TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")  # what new_refresh_token() makes
 
 
 @dataclass(frozen=True)
 class Principal:
     user_id: str
     role: str
+    session_id: str = ""
 
     @property
     def is_admin(self) -> bool:
@@ -37,11 +49,13 @@ class Auth:
         # Tokens already verified, until they expire: onsale traffic repeats the same tokens,
         # and HMAC plus claim parsing on every request was a visible share of the hot path.
         # Keyed by the whole token (signature included), so nothing unverified can hit it.
-        self._verified: dict[str, tuple[float, Principal]] = {}
+        # Value: (exp, principal as issued, iat).
+        self._verified: dict[str, tuple[float, Principal, float]] = {}
+        self.revocations = Revocations()
 
-    def issue(self, user_id: str, role: str) -> str:
+    def issue(self, user_id: str, role: str, session_id: str) -> str:
         now = int(time.time())
-        claims = {"sub": user_id, "role": role, "iat": now, "exp": now + self.ttl, "iss": ISSUER}
+        claims = {"sub": user_id, "role": role, "sid": session_id, "iat": now, "exp": now + self.ttl, "iss": ISSUER}
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM)
 
     def principal(self, authorization: str | None) -> Principal:
@@ -50,29 +64,44 @@ class Auth:
         if scheme.lower() != "bearer" or not token.strip():
             raise unauthorized("a bearer token is required")
         hit = self._verified.get(token)
-        if hit is not None and hit[0] > time.time():
-            return hit[1]
+        if hit is None or hit[0] <= time.time():
+            hit = self._verify(token)
+        # Checked on every request, cache hit or not: revocations and role changes apply at once.
+        revocations = self.revocations
+        principal = hit[1]
+        if principal.session_id in revocations.sessions:
+            raise unauthorized("the session has ended", invalid_token=True)
+        change = revocations.roles.get(principal.user_id)
+        if change is not None and change[1] >= hit[2] and change[0] != principal.role:
+            return Principal(principal.user_id, change[0], principal.session_id)
+        if not revocations.loaded:
+            raise busy()  # nothing known about revocations yet: do not guess
+        return principal
+
+    def _verify(self, token: str) -> tuple[float, Principal, float]:
         try:
             claims = jwt.decode(
                 token.strip(),
                 self._secret,
                 algorithms=[ALGORITHM],  # never "none", never another key type
                 issuer=ISSUER,
-                options={"require": ["exp", "iat", "sub", "iss"]},
+                options={"require": ["exp", "iat", "sub", "iss", "sid"]},
             )
             user_id = str(uuid.UUID(str(claims["sub"])))
+            session_id = str(uuid.UUID(str(claims["sid"])))
+            issued_at = float(claims["iat"])
         except jwt.ExpiredSignatureError as exc:
             raise unauthorized("the token has expired", invalid_token=True) from exc
-        except (jwt.InvalidTokenError, ValueError) as exc:
+        except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
             raise unauthorized("the token is invalid", invalid_token=True) from exc
         role = claims.get("role")
         if role not in ROLES:
             raise unauthorized("the token is invalid", invalid_token=True)
-        principal = Principal(user_id, str(role))
+        entry = (float(claims["exp"]), Principal(user_id, str(role), session_id), issued_at)
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
-        self._verified[token] = (float(claims["exp"]), principal)
-        return principal
+        self._verified[token] = entry
+        return entry
 
     async def hash(self, password: str) -> str:
         return await anyio.to_thread.run_sync(hash_password, password, limiter=self._limiter)
@@ -82,3 +111,14 @@ class Auth:
         target = password_hash or DUMMY_HASH
         ok = await anyio.to_thread.run_sync(verify_password, target, password, limiter=self._limiter)
         return ok and password_hash is not None
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def refresh_hash(token: str) -> bytes | None:
+    """The sha256 the database stores, or None for a string we could not have issued."""
+    if not REFRESH_TOKEN.fullmatch(token):
+        return None
+    return hashlib.sha256(token.encode("ascii")).digest()

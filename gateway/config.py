@@ -111,7 +111,13 @@ class Settings(_Settings):
     database_url: SecretStr = Field(validation_alias=_env("GATEWAY_DATABASE_URL", "DATABASE_URL"))
     jwt_secret: SecretStr = Field(min_length=1, validation_alias=_env("JWT_SECRET"))
     production: bool = Field(False, validation_alias=_env("BOOKING_ENV"))
-    token_ttl: int = Field(3600, gt=0, validation_alias=_env("JWT_TTL_SECONDS"))
+    # Access tokens: short, since only revocation (the deny-list, kept 24 h) can take one back.
+    token_ttl: int = Field(900, gt=0, le=86400, validation_alias=_env("JWT_TTL_SECONDS"))
+    # Sessions: a refresh token unused this long expires; a session ends this long after login;
+    # a spent refresh token presented again within the grace gets another pair (two tabs).
+    refresh_ttl: int = Field(1209600, gt=0, le=31536000, validation_alias=_env("REFRESH_TTL_SECONDS"))
+    session_ttl: int = Field(2592000, gt=0, le=31536000, validation_alias=_env("SESSION_TTL_SECONDS"))
+    refresh_grace: int = Field(10, ge=0, le=300, validation_alias=_env("REFRESH_REUSE_GRACE_SECONDS"))
     pool_min: int = Field(5, ge=0, validation_alias=_env("POOL_MIN_SIZE"))
     pool_max: int = Field(20, ge=1, validation_alias=_env("POOL_MAX_SIZE"))
     pool_timeout: float = Field(2.0, gt=0, allow_inf_nan=False, validation_alias=_env("POOL_TIMEOUT_SECONDS"))

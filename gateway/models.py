@@ -138,6 +138,11 @@ class LoginIn(Body):
     password: Text128
 
 
+class RefreshIn(Body):
+    refresh_token: Annotated[str, Field(description="The opaque refresh token from login or the last refresh."),
+                             StringConstraints(min_length=1, max_length=255, pattern=NO_NUL)]  # fmt: skip
+
+
 class ReserveIn(Body):
     ticket_type_id: Uuid
     quantity: Quantity

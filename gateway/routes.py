@@ -18,6 +18,7 @@ from gateway.models import (
     EventIn,
     EventPatch,
     LoginIn,
+    RefreshIn,
     RegisterIn,
     ReserveIn,
     TicketTypeIn,
@@ -49,6 +50,11 @@ ROUTES: list[Endpoint] = [
              special="register", errors=("email_taken",), returns="User"),
     Endpoint("POST", "/auth/login", "get_user_credentials", "Log in: a bearer token", body=LoginIn,
              special="login", errors=("invalid_credentials",), returns="Token"),
+    Endpoint("POST", "/auth/refresh", "refresh_session",
+             "A new token pair for a refresh token (which is spent; presenting it again revokes the session)",
+             body=RefreshIn, special="refresh", errors=("unauthorized",), returns="Token"),
+    Endpoint("POST", "/auth/logout", "end_session", "Log out: this session's tokens stop working everywhere",
+             204, USER, special="logout"),
     Endpoint("GET", "/me", "get_user", "The current user", auth=USER, passes_user=True,
              errors=("not_found",), returns="User"),
     Endpoint("GET", "/events", "list_published_events",
@@ -86,8 +92,12 @@ ROUTES: list[Endpoint] = [
              errors=("not_found", "already_checked_in", "ticket_cancelled"), returns="CheckedIn"),
 ]  # fmt: skip
 
+# api functions the gateway calls besides its routes' own (login's session, the revocation listener).
+GATEWAY_CALLS = {"create_session", "revocation_state"}
+
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
+DBA_ONLY |= {"user_sessions", "revoke_session", "revoke_user_sessions", "purge_sessions"}  # sessions
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

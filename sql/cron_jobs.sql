@@ -16,6 +16,9 @@ BEGIN
                           'SELECT api.expire_reservations()');
     PERFORM cron.schedule('booking-cleanup-reservations', '0 2 * * *',
                           'SELECT api.cleanup_reservations()');
+    -- Ended sessions, expired refresh tokens, deny-list rows older than 24 h.
+    PERFORM cron.schedule('booking-purge-sessions', '*/10 * * * *',
+                          'SELECT api.purge_sessions()');
   END IF;
 END
 $$;

@@ -12,3 +12,9 @@ GRANT EXECUTE ON FUNCTION
   api.cancel_reservation, api.complete_booking, api.my_bookings,
   api.check_in
 TO booking_gateway;
+
+-- Sessions (login, refresh, logout; the revocation listener's load). DBA-only: api.user_sessions,
+-- api.revoke_session, api.revoke_user_sessions, api.purge_sessions.
+GRANT EXECUTE ON FUNCTION
+  api.create_session, api.refresh_session, api.end_session, api.revocation_state
+TO booking_gateway;

@@ -441,6 +441,45 @@ COMMENT ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, 
 
 
 --
+-- Name: create_session(uuid, bytea, integer, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer DEFAULT 2592000, p_refresh_ttl_seconds integer DEFAULT 1209600) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_session sessions;
+  v_role text;
+BEGIN
+  PERFORM internal.check_refresh_args(p_refresh_hash, p_refresh_ttl_seconds);
+  PERFORM internal.check_refresh_args(p_refresh_hash, p_session_ttl_seconds);
+  INSERT INTO sessions (user_id, expires_at)
+  SELECT u.id, now() + make_interval(secs => p_session_ttl_seconds) FROM users u WHERE u.id = p_user_id
+  RETURNING * INTO v_session;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'no such user';
+  END IF;
+  INSERT INTO refresh_tokens (token_hash, session_id, expires_at)
+  VALUES (p_refresh_hash, v_session.id,
+          least(now() + make_interval(secs => p_refresh_ttl_seconds), v_session.expires_at));
+  SELECT u.role INTO v_role FROM users u WHERE u.id = p_user_id;
+  RETURN json_build_object('session_id', v_session.id, 'user_id', v_session.user_id, 'role', v_role,
+                           'expires_at', v_session.expires_at);
+END;
+$$;
+
+
+ALTER FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer, p_refresh_ttl_seconds integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer, p_refresh_ttl_seconds integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer, p_refresh_ttl_seconds integer) IS 'Login, after the gateway checked the password: a new session (absolute lifetime p_session_ttl_seconds) and its first refresh token, given as its sha256 (idle lifetime p_refresh_ttl_seconds). Returns {session_id, user_id, role, expires_at}; the access token carries session_id as `sid`. Locks nothing beyond the new rows. Raises BKVAL, BKUNA (no such user).';
+
+
+--
 -- Name: create_ticket_type(uuid, text, numeric, integer, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -481,6 +520,37 @@ ALTER FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price nume
 --
 
 COMMENT ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) IS 'Adds a ticket type to an event with available_quantity = initial_quantity. NULL sale times mean open from publication / until the event ends. Raises BKVAL, BKNTF, BKIST.';
+
+
+--
+-- Name: end_session(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+  IF p_session_id IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_session_id is required';
+  END IF;
+  -- The gateway passes the session of a token it verified; a row gone already (purged after
+  -- its end) still goes on the deny-list, so the token stops working anyway.
+  IF EXISTS (SELECT 1 FROM sessions s WHERE s.id = p_session_id AND s.user_id IS DISTINCT FROM p_user_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'session not found';
+  END IF;
+  PERFORM internal.revoke_sessions(ARRAY[p_session_id], 'logout', true);
+END;
+$$;
+
+
+ALTER FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION end_session(p_user_id uuid, p_session_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) IS 'Logout: revokes the caller''s session (its refresh tokens and, via the deny-list and NOTIFY booking_revocations, its access tokens on every gateway). Locks the session row. Raises BKNTF (another user''s session), BKVAL.';
 
 
 --
@@ -704,6 +774,112 @@ COMMENT ON FUNCTION api.publish_event(p_event_id uuid) IS 'DRAFT -> PUBLISHED (a
 
 
 --
+-- Name: purge_sessions(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.purge_sessions() RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_tokens integer;
+  v_sessions integer;
+  v_denied integer;
+  v_roles integer;
+BEGIN
+  -- 24 h: longer than any access token lives (JWT_TTL_SECONDS <= 86400).
+  DELETE FROM sessions WHERE expires_at <= now() OR revoked_at < now() - interval '24 hours';
+  GET DIAGNOSTICS v_sessions = ROW_COUNT;
+  DELETE FROM refresh_tokens WHERE expires_at <= now();
+  GET DIAGNOSTICS v_tokens = ROW_COUNT;
+  DELETE FROM revoked_sessions WHERE revoked_at < now() - interval '24 hours';
+  GET DIAGNOSTICS v_denied = ROW_COUNT;
+  DELETE FROM role_changes WHERE changed_at < now() - interval '24 hours';
+  GET DIAGNOSTICS v_roles = ROW_COUNT;
+  RETURN json_build_object('sessions', v_sessions, 'refresh_tokens', v_tokens,
+                           'revoked_sessions', v_denied, 'role_changes', v_roles);
+END;
+$$;
+
+
+ALTER FUNCTION api.purge_sessions() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION purge_sessions(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.purge_sessions() IS '(DBA-only) Deletes ended sessions (past their end, or revoked over 24 h ago, with their tokens), expired refresh tokens, and deny-list and role-change rows older than 24 h. pg_cron runs it every 10 minutes. Returns the counts deleted ({sessions, refresh_tokens (expired ones of live sessions), revoked_sessions, role_changes}).';
+
+
+--
+-- Name: refresh_session(bytea, bytea, integer, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer DEFAULT 1209600, p_grace_seconds integer DEFAULT 10) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_session_id uuid;
+  v_session sessions;
+  v_token refresh_tokens;
+  v_outcome text;
+BEGIN
+  PERFORM internal.check_refresh_args(p_new_refresh_hash, p_refresh_ttl_seconds);
+  IF p_grace_seconds IS NULL OR p_grace_seconds < 0 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'the grace period is 0 seconds or more';
+  END IF;
+  SELECT t.session_id INTO v_session_id FROM refresh_tokens t WHERE t.token_hash = p_refresh_hash;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'unknown refresh token';
+  END IF;
+  -- The session row first (lock order), so refreshes of one session take turns; then the token.
+  SELECT * INTO v_session FROM sessions s WHERE s.id = v_session_id FOR NO KEY UPDATE;
+  SELECT * INTO v_token FROM refresh_tokens t WHERE t.token_hash = p_refresh_hash FOR UPDATE;
+  IF v_session.id IS NULL OR v_token.token_hash IS NULL THEN  -- deleted meanwhile
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'unknown refresh token';
+  END IF;
+  IF v_session.revoked_at IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the session has been revoked';
+  END IF;
+  IF v_session.expires_at <= now() OR v_token.expires_at <= now() THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the refresh token has expired';
+  END IF;
+
+  IF v_token.used_at IS NULL THEN
+    v_outcome := 'rotated';
+    UPDATE refresh_tokens SET used_at = now() WHERE token_hash = p_refresh_hash;
+  -- clock_timestamp(), not now(): this transaction may have begun before the one that spent
+  -- the token, and waited for it on the session lock.
+  ELSIF v_token.used_at > clock_timestamp() - make_interval(secs => p_grace_seconds) THEN
+    v_outcome := 'grace';  -- two tabs refreshing at once: each gets a pair
+  ELSE
+    -- A spent token again (RFC 9700 4.14.2): someone holds a copy. End the whole session, and
+    -- say so by the answer rather than an error, so this revocation commits.
+    PERFORM internal.revoke_sessions(ARRAY[v_session.id], 'reuse', true);
+    RETURN json_build_object('outcome', 'reused', 'session_id', v_session.id, 'user_id', v_session.user_id);
+  END IF;
+
+  INSERT INTO refresh_tokens (token_hash, session_id, parent_hash, expires_at)
+  VALUES (p_new_refresh_hash, v_session.id, p_refresh_hash,
+          least(now() + make_interval(secs => p_refresh_ttl_seconds), v_session.expires_at));
+  RETURN json_build_object(
+    'outcome', v_outcome, 'session_id', v_session.id, 'user_id', v_session.user_id,
+    'role', (SELECT u.role FROM users u WHERE u.id = v_session.user_id));
+END;
+$$;
+
+
+ALTER FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) IS 'Rotates a refresh token (given as its sha256): marks it used and stores the new one (p_new_refresh_hash). Returns {outcome, session_id, user_id, role}: outcome "rotated"; "grace" when the token was spent less than p_grace_seconds ago (two tabs refreshing at once: another pair); "reused" when it was spent before that: the whole session is revoked (deny-list + NOTIFY, committed) and no pair is issued. Locks the session row, then the token row. Raises BKUNA (unknown, expired, or the session revoked), BKVAL.';
+
+
+--
 -- Name: register_user(text, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -871,6 +1047,91 @@ COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type
 
 
 --
+-- Name: revocation_state(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.revocation_state() RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+    'sessions', coalesce((SELECT json_agg(r.session_id) FROM revoked_sessions r
+                           WHERE r.revoked_at > now() - interval '24 hours'), '[]'::json),
+    'roles', coalesce((SELECT json_agg(json_build_object(
+                                'user_id', c.user_id, 'role', c.role,
+                                'changed_at', extract(epoch FROM c.changed_at)::float8))
+                         FROM role_changes c
+                        WHERE c.changed_at > now() - interval '24 hours'), '[]'::json))
+$$;
+
+
+ALTER FUNCTION api.revocation_state() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION revocation_state(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.revocation_state() IS 'What every gateway holds in memory, loaded whole when its listener (re)connects: {sessions: [revoked session ids], roles: [{user_id, role, changed_at (epoch s)}]} of the last 24 h. Locks nothing.';
+
+
+--
+-- Name: revoke_session(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.revoke_session(p_session_id uuid) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM sessions s WHERE s.id = p_session_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'session not found';
+  END IF;
+  RETURN internal.revoke_sessions(ARRAY[p_session_id], 'dba', true) > 0;
+END;
+$$;
+
+
+ALTER FUNCTION api.revoke_session(p_session_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION revoke_session(p_session_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.revoke_session(p_session_id uuid) IS '(DBA-only) Ends one session at once on every gateway (refresh and access tokens). Returns false when it was revoked already (it is denied all the same). Locks the session row. Raises BKNTF.';
+
+
+--
+-- Name: revoke_user_sessions(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.revoke_user_sessions(p_email text) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_user_id uuid;
+BEGIN
+  SELECT u.id INTO v_user_id FROM users u WHERE u.email = lower(btrim(p_email));
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  RETURN internal.revoke_sessions(
+    ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user_id AND s.expires_at > now() ORDER BY s.id),
+    'dba', true);
+END;
+$$;
+
+
+ALTER FUNCTION api.revoke_user_sessions(p_email text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION revoke_user_sessions(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.revoke_user_sessions(p_email text) IS '(DBA-only) Ends every live session of a user at once on every gateway: SELECT api.revoke_user_sessions(''a@b.co''). Returns how many were newly revoked. Locks those session rows. Raises BKNTF.';
+
+
+--
 -- Name: set_user_role(text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -880,13 +1141,28 @@ CREATE FUNCTION api.set_user_role(p_email text, p_role text) RETURNS json
     AS $$
 DECLARE
   v_user users;
+  v_old_role text;
+  v_change role_changes;
 BEGIN
   IF p_role IS NULL OR p_role NOT IN ('admin', 'user') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'role must be admin or user';
   END IF;
-  UPDATE users SET role = p_role WHERE email = lower(btrim(p_email)) RETURNING * INTO v_user;
+  SELECT u.role INTO v_old_role FROM users u WHERE u.email = lower(btrim(p_email)) FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  UPDATE users SET role = p_role WHERE email = lower(btrim(p_email)) RETURNING * INTO v_user;
+  IF v_old_role IS DISTINCT FROM p_role THEN
+    -- At once (issue 9): every gateway applies the new role to the user's older tokens, and the
+    -- user's sessions can no longer be refreshed (their next token comes from a new login).
+    INSERT INTO role_changes AS c (user_id, role) VALUES (v_user.id, p_role)
+    ON CONFLICT (user_id) DO UPDATE SET role = EXCLUDED.role, changed_at = EXCLUDED.changed_at
+    RETURNING * INTO v_change;
+    PERFORM pg_notify('booking_revocations',
+                      format('r:%s:%s:%s', v_change.user_id, v_change.role, extract(epoch FROM v_change.changed_at)));
+    PERFORM internal.revoke_sessions(
+      ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user.id AND s.revoked_at IS NULL ORDER BY s.id),
+      'role_changed', false);
   END IF;
   RETURN internal.user_json(v_user);
 END;
@@ -899,7 +1175,7 @@ ALTER FUNCTION api.set_user_role(p_email text, p_role text) OWNER TO booking_own
 -- Name: FUNCTION set_user_role(p_email text, p_role text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.set_user_role(p_email text, p_role text) IS '(DBA-only) Sets a user''s role (admin | user): SELECT api.set_user_role(''a@b.co'', ''admin''). Takes effect at the user''s next login (tokens carry the role). Locks the user row. Raises BKVAL, BKNTF.';
+COMMENT ON FUNCTION api.set_user_role(p_email text, p_role text) IS '(DBA-only) Sets a user''s role (admin | user): SELECT api.set_user_role(''a@b.co'', ''admin''). A change takes effect at once: every gateway applies the new role to the user''s tokens (role_changes + NOTIFY booking_revocations), and the user''s sessions stop refreshing (log in again). Locks the user row, then the user''s session rows. Raises BKVAL, BKNTF.';
 
 
 --
@@ -1015,6 +1291,33 @@ COMMENT ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes json
 
 
 --
+-- Name: user_sessions(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.user_sessions(p_email text) RETURNS TABLE(session_id uuid, created_at timestamp with time zone, expires_at timestamp with time zone, revoked_at timestamp with time zone, revoked_reason text, access_denied boolean, refresh_tokens bigint, last_refresh timestamp with time zone)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT s.id, s.created_at, s.expires_at, s.revoked_at, s.revoked_reason,
+         EXISTS (SELECT 1 FROM revoked_sessions r WHERE r.session_id = s.id),
+         (SELECT count(*) FROM refresh_tokens t WHERE t.session_id = s.id),
+         (SELECT max(t.created_at) FROM refresh_tokens t WHERE t.session_id = s.id AND t.parent_hash IS NOT NULL)
+    FROM sessions s JOIN users u ON u.id = s.user_id
+   WHERE u.email = lower(btrim(p_email))
+   ORDER BY s.created_at DESC
+$$;
+
+
+ALTER FUNCTION api.user_sessions(p_email text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION user_sessions(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.user_sessions(p_email text) IS '(DBA-only) A user''s sessions, newest first: SELECT * FROM api.user_sessions(''a@b.co''). access_denied: its access tokens are refused (deny-list); revoked_at alone stops refreshing. Locks nothing.';
+
+
+--
 -- Name: check_change_keys(jsonb, text[]); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -1108,6 +1411,33 @@ ALTER FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p
 --
 
 COMMENT ON FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text) IS 'Arguments of a keyset page (the list functions): p_limit >= 1 or NULL (all), and the cursor''s sort key and id given together. Raises BKVAL.';
+
+
+--
+-- Name: check_refresh_args(bytea, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_refresh_args(p_hash bytea, p_ttl_seconds integer) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+  IF p_hash IS NULL OR length(p_hash) <> 32 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'a refresh token hash is 32 bytes (sha256)';
+  END IF;
+  IF p_ttl_seconds IS NULL OR p_ttl_seconds < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'lifetimes are at least 1 second';
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_refresh_args(p_hash bytea, p_ttl_seconds integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_refresh_args(p_hash bytea, p_ttl_seconds integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_refresh_args(p_hash bytea, p_ttl_seconds integer) IS 'A new refresh token''s hash is 32 bytes and its lifetime at least 1 s. Raises BKVAL.';
 
 
 --
@@ -1533,6 +1863,41 @@ COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_qu
 
 
 --
+-- Name: revoke_sessions(uuid[], text, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_ended integer;
+BEGIN
+  -- Ends refreshing (the first reason stays), and with p_deny the access tokens too.
+  UPDATE public.sessions s
+     SET revoked_at = now(), revoked_reason = p_reason
+   WHERE s.id = ANY (p_session_ids) AND s.revoked_at IS NULL;
+  GET DIAGNOSTICS v_ended = ROW_COUNT;
+  IF p_deny THEN
+    INSERT INTO public.revoked_sessions (session_id)
+    SELECT DISTINCT x FROM unnest(p_session_ids) x ORDER BY x
+    ON CONFLICT (session_id) DO NOTHING;
+    PERFORM pg_notify('booking_revocations', 's:' || x) FROM unnest(p_session_ids) x;
+  END IF;
+  RETURN v_ended;
+END;
+$$;
+
+
+ALTER FUNCTION internal.revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean) IS 'Marks sessions revoked (no more refresh); with p_deny also puts them on the deny-list and notifies the gateways (their access tokens are refused at once). Returns sessions newly revoked.';
+
+
+--
 -- Name: sale_problem(text, timestamp with time zone, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -1732,6 +2097,26 @@ $$;
 ALTER FUNCTION public.notify_catalog_change() OWNER TO booking_owner;
 
 --
+-- Name: revoke_deleted_user_sessions(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.revoke_deleted_user_sessions() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  INSERT INTO public.revoked_sessions (session_id)
+  SELECT s.id FROM public.sessions s WHERE s.user_id = OLD.id
+  ON CONFLICT (session_id) DO UPDATE SET revoked_at = EXCLUDED.revoked_at;
+  PERFORM pg_notify('booking_revocations', 's:' || s.id) FROM public.sessions s WHERE s.user_id = OLD.id;
+  RETURN OLD;
+END;
+$$;
+
+
+ALTER FUNCTION public.revoke_deleted_user_sessions() OWNER TO booking_owner;
+
+--
 -- Name: update_updated_at_column(); Type: FUNCTION; Schema: public; Owner: booking_owner
 --
 
@@ -1818,6 +2203,94 @@ CREATE TABLE public.payments (
 
 
 ALTER TABLE public.payments OWNER TO booking_owner;
+
+--
+-- Name: refresh_tokens; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.refresh_tokens (
+    token_hash bytea NOT NULL,
+    session_id uuid NOT NULL,
+    parent_hash bytea,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    CONSTRAINT chk_refresh_tokens_hash CHECK ((length(token_hash) = 32))
+);
+
+
+ALTER TABLE public.refresh_tokens OWNER TO booking_owner;
+
+--
+-- Name: TABLE refresh_tokens; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.refresh_tokens IS 'Refresh tokens by sha256. A rotation marks the token used and adds its child.';
+
+
+--
+-- Name: revoked_sessions; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.revoked_sessions (
+    session_id uuid NOT NULL,
+    revoked_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+ALTER TABLE public.revoked_sessions OWNER TO booking_owner;
+
+--
+-- Name: TABLE revoked_sessions; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.revoked_sessions IS 'Sessions whose access tokens every gateway refuses (logout, reuse, DBA, user deleted). Kept 24 h.';
+
+
+--
+-- Name: role_changes; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.role_changes (
+    user_id uuid NOT NULL,
+    role text NOT NULL,
+    changed_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+ALTER TABLE public.role_changes OWNER TO booking_owner;
+
+--
+-- Name: TABLE role_changes; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.role_changes IS 'The latest role change of each user in the last 24 h; gateways apply it to older tokens.';
+
+
+--
+-- Name: sessions; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.sessions (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    user_id uuid NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    revoked_at timestamp with time zone,
+    revoked_reason text,
+    CONSTRAINT chk_sessions_reason CHECK ((revoked_reason = ANY (ARRAY['logout'::text, 'reuse'::text, 'role_changed'::text, 'dba'::text]))),
+    CONSTRAINT chk_sessions_revoked CHECK (((revoked_at IS NULL) = (revoked_reason IS NULL)))
+);
+
+
+ALTER TABLE public.sessions OWNER TO booking_owner;
+
+--
+-- Name: TABLE sessions; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.sessions IS 'One row per login. Access tokens carry its id as `sid`. revoked_at ends refreshing; whether its access tokens are refused too is revoked_sessions (a role change stops refresh only).';
+
 
 --
 -- Name: tickets; Type: TABLE; Schema: public; Owner: booking_owner
@@ -1908,6 +2381,38 @@ ALTER TABLE ONLY public.payments
 
 ALTER TABLE ONLY public.payments
     ADD CONSTRAINT payments_transaction_id_key UNIQUE (transaction_id);
+
+
+--
+-- Name: refresh_tokens refresh_tokens_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.refresh_tokens
+    ADD CONSTRAINT refresh_tokens_pkey PRIMARY KEY (token_hash);
+
+
+--
+-- Name: revoked_sessions revoked_sessions_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.revoked_sessions
+    ADD CONSTRAINT revoked_sessions_pkey PRIMARY KEY (session_id);
+
+
+--
+-- Name: role_changes role_changes_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.role_changes
+    ADD CONSTRAINT role_changes_pkey PRIMARY KEY (user_id);
+
+
+--
+-- Name: sessions sessions_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_pkey PRIMARY KEY (id);
 
 
 --
@@ -2126,6 +2631,48 @@ CREATE INDEX idx_payments_transaction_id ON public.payments USING btree (transac
 
 
 --
+-- Name: idx_refresh_tokens_expires_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_refresh_tokens_expires_at ON public.refresh_tokens USING btree (expires_at);
+
+
+--
+-- Name: idx_refresh_tokens_session_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_refresh_tokens_session_id ON public.refresh_tokens USING btree (session_id);
+
+
+--
+-- Name: idx_revoked_sessions_revoked_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_revoked_sessions_revoked_at ON public.revoked_sessions USING btree (revoked_at);
+
+
+--
+-- Name: idx_role_changes_changed_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_role_changes_changed_at ON public.role_changes USING btree (changed_at);
+
+
+--
+-- Name: idx_sessions_expires_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_sessions_expires_at ON public.sessions USING btree (expires_at);
+
+
+--
+-- Name: idx_sessions_user_id; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_sessions_user_id ON public.sessions USING btree (user_id);
+
+
+--
 -- Name: idx_ticket_types_available; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
@@ -2221,6 +2768,13 @@ CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, na
 --
 
 CREATE TRIGGER notify_ticket_types_change AFTER INSERT OR DELETE OR UPDATE OF event_id, name, price, initial_quantity, start_sale_time, end_sale_time ON public.ticket_types FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+
+
+--
+-- Name: users revoke_deleted_user_sessions; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER revoke_deleted_user_sessions BEFORE DELETE ON public.users FOR EACH ROW EXECUTE FUNCTION public.revoke_deleted_user_sessions();
 
 
 --
@@ -2332,6 +2886,22 @@ ALTER TABLE ONLY public.tickets
 
 
 --
+-- Name: refresh_tokens refresh_tokens_session_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.refresh_tokens
+    ADD CONSTRAINT refresh_tokens_session_id_fkey FOREIGN KEY (session_id) REFERENCES public.sessions(id) ON DELETE CASCADE;
+
+
+--
+-- Name: sessions sessions_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.sessions
+    ADD CONSTRAINT sessions_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
 -- Name: SCHEMA api; Type: ACL; Schema: -; Owner: booking_owner
 --
 
@@ -2409,11 +2979,27 @@ GRANT ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text
 
 
 --
+-- Name: FUNCTION create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer, p_refresh_ttl_seconds integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer, p_refresh_ttl_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p_session_ttl_seconds integer, p_refresh_ttl_seconds integer) TO booking_gateway;
+
+
+--
 -- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: ACL; Schema: api; Owner: booking_owner
 --
 
 REVOKE ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION end_session(p_user_id uuid, p_session_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) TO booking_gateway;
 
 
 --
@@ -2472,6 +3058,21 @@ GRANT ALL ON FUNCTION api.publish_event(p_event_id uuid) TO booking_gateway;
 
 
 --
+-- Name: FUNCTION purge_sessions(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.purge_sessions() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) TO booking_gateway;
+
+
+--
 -- Name: FUNCTION register_user(p_email text, p_password_hash text, p_full_name text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -2504,6 +3105,28 @@ GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_ty
 
 
 --
+-- Name: FUNCTION revocation_state(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.revocation_state() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.revocation_state() TO booking_gateway;
+
+
+--
+-- Name: FUNCTION revoke_session(p_session_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.revoke_session(p_session_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION revoke_user_sessions(p_email text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.revoke_user_sessions(p_email text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION set_user_role(p_email text, p_role text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -2527,6 +3150,13 @@ GRANT ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes js
 
 
 --
+-- Name: FUNCTION user_sessions(p_email text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.user_sessions(p_email text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION check_change_keys(p_changes jsonb, p_allowed text[]); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -2545,6 +3175,13 @@ REVOKE ALL ON FUNCTION internal.check_event(p_slug text, p_name text, p_location
 --
 
 REVOKE ALL ON FUNCTION internal.check_page(p_limit integer, p_after_key_given boolean, p_after_id_given boolean, p_after_key_name text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_refresh_args(p_hash bytea, p_ttl_seconds integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_refresh_args(p_hash bytea, p_ttl_seconds integer) FROM PUBLIC;
 
 
 --
@@ -2604,6 +3241,13 @@ REVOKE ALL ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p
 
 
 --
+-- Name: FUNCTION revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION sale_problem(p_event_status text, p_event_end timestamp with time zone, p_sale_start timestamp with time zone, p_sale_end timestamp with time zone); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -2643,6 +3287,13 @@ REVOKE ALL ON FUNCTION public.check_sale_times_rfc3339() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.notify_catalog_change() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION revoke_deleted_user_sessions(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.revoke_deleted_user_sessions() FROM PUBLIC;
 
 
 --

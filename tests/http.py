@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from typing import Any
 
 import jwt
@@ -45,7 +46,13 @@ def new_user(
 
 
 def forged(claims: dict[str, Any], key: str = SECRET, algorithm: str = "HS256") -> dict[str, str]:
-    base = {"iat": int(time.time()), "exp": int(time.time()) + 600, "iss": "booking-gateway", "role": "user"}
+    base = {
+        "iat": int(time.time()),
+        "exp": int(time.time()) + 600,
+        "iss": "booking-gateway",
+        "role": "user",
+        "sid": str(uuid.uuid4()),  # a session of its own, never revoked
+    }
     token = jwt.encode({**base, **claims}, key, algorithm=algorithm)
     return {"Authorization": f"Bearer {token}"}
 

@@ -32,7 +32,7 @@ def test_defaults_follow_the_seed() -> None:
     s = from_env()
     assert (s.pool_min, s.pool_max, s.pool_timeout, s.pool_max_idle) == (5, 20, 2.0, 30.0)
     assert s.cache_ttl == 300 and s.cache_sweep == 3600
-    assert (s.token_ttl, s.reserve_batch_max, s.max_body_bytes, s.production) == (3600, 50, 65536, False)
+    assert (s.token_ttl, s.reserve_batch_max, s.max_body_bytes, s.production) == (900, 50, 65536, False)
     assert function_for(s.reserve_strategy, s.reserve_coalesce) == "reserve_tickets_batch", "coalesced by default"
 
 

@@ -81,18 +81,34 @@ SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
   v_user users;
+  v_old_role text;
+  v_change role_changes;
 BEGIN
   IF p_role IS NULL OR p_role NOT IN ('admin', 'user') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'role must be admin or user';
   END IF;
-  UPDATE users SET role = p_role WHERE email = lower(btrim(p_email)) RETURNING * INTO v_user;
+  SELECT u.role INTO v_old_role FROM users u WHERE u.email = lower(btrim(p_email)) FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  UPDATE users SET role = p_role WHERE email = lower(btrim(p_email)) RETURNING * INTO v_user;
+  IF v_old_role IS DISTINCT FROM p_role THEN
+    -- At once (issue 9): every gateway applies the new role to the user's older tokens, and the
+    -- user's sessions can no longer be refreshed (their next token comes from a new login).
+    INSERT INTO role_changes AS c (user_id, role) VALUES (v_user.id, p_role)
+    ON CONFLICT (user_id) DO UPDATE SET role = EXCLUDED.role, changed_at = EXCLUDED.changed_at
+    RETURNING * INTO v_change;
+    PERFORM pg_notify('booking_revocations',
+                      format('r:%s:%s:%s', v_change.user_id, v_change.role, extract(epoch FROM v_change.changed_at)));
+    PERFORM internal.revoke_sessions(
+      ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user.id AND s.revoked_at IS NULL ORDER BY s.id),
+      'role_changed', false);
   END IF;
   RETURN internal.user_json(v_user);
 END;
 $$;
 COMMENT ON FUNCTION api.set_user_role(text, text) IS
   '(DBA-only) Sets a user''s role (admin | user): SELECT api.set_user_role(''a@b.co'', ''admin''). '
-  'Takes effect at the user''s next login (tokens carry the role). Locks the user row. '
-  'Raises BKVAL, BKNTF.';
+  'A change takes effect at once: every gateway applies the new role to the user''s tokens '
+  '(role_changes + NOTIFY booking_revocations), and the user''s sessions stop refreshing (log in '
+  'again). Locks the user row, then the user''s session rows. Raises BKVAL, BKNTF.';
