@@ -16,6 +16,9 @@ BEGIN
                           'SELECT api.expire_reservations()');
     PERFORM cron.schedule('booking-cleanup-reservations', '0 2 * * *',
                           'SELECT api.cleanup_reservations()');
+    -- Rate-limit counters that limit nothing any more (tat passed).
+    PERFORM cron.schedule('booking-purge-rate-limits', '*/10 * * * *',
+                          'SELECT api.purge_rate_limits()');
   END IF;
 END
 $$;

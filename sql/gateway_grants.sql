@@ -12,3 +12,5 @@ GRANT EXECUTE ON FUNCTION
   api.cancel_reservation, api.complete_booking, api.my_bookings,
   api.check_in
 TO booking_gateway;
+-- Rate limits (gateway/ratelimit.py): the coalesced check and the failed-login record.
+GRANT EXECUTE ON FUNCTION api.check_rate_limits, api.record_login_failure TO booking_gateway;

@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from gateway import ratelimit
 from gateway.errors import ERRORS
 from gateway.onsale import reserve
 from gateway.routes import DBA_ONLY, ROUTES
@@ -331,6 +332,7 @@ def test_every_route_calls_a_real_function_and_every_function_is_routed_or_dba_o
         "SELECT proname, coalesce(obj_description(oid, 'pg_proc'), '') FROM pg_proc"
         " WHERE pronamespace = 'api'::regnamespace").fetchall())  # fmt: skip
     routed = {e.function for e in ROUTES} | reserve.ALL_FUNCTIONS  # every strategy's function
+    routed |= ratelimit.ALL_FUNCTIONS  # the rate-limit check and the failed-login record
     assert routed <= set(functions), routed - set(functions)
     unrouted = set(functions) - routed
     assert unrouted == DBA_ONLY, unrouted ^ DBA_ONLY
