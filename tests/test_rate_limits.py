@@ -4,7 +4,9 @@ gateway instances sharing one budget, RATE_LIMITS=off, and the DBA functions."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import shutil
 import time
 from collections import Counter
 from ipaddress import ip_network
@@ -14,10 +16,13 @@ import httpx
 import psycopg
 import pytest
 
+from bench.__main__ import LIMITS_ON_ROW, Bench, Row
+from bench.pyload import build_request, parse_head, run_load
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings
 from gateway.errors import ApiError
-from gateway.ratelimit import address_key, client_address
+from gateway.ratelimit import Check, address_key, check_arrays, client_address
+from gateway.routes import RATE_CLASSES, ROUTES
 from tests.conftest import call, dba_call, sqlstate_of
 from tests.factories import make_ticket_type, make_user, violations
 from tests.http import PASSWORD, PASSWORD_HASH, client_for, forged, settings_for
@@ -29,11 +34,14 @@ def set_rule(conn: psycopg.Connection, rate_class: str, scope: str, limit: int |
 
 
 def checks(gw: psycopg.Connection, *requests: tuple[str, str | None, str | None]) -> list[int]:
+    """Per request: 0 when allowed, else the seconds to wait (the function returns refusals only)."""
     rows = gw.execute(
         "SELECT * FROM api.check_rate_limits(%s::text[], %s::uuid[], %s::text[])",
         ([r[0] for r in requests], [r[1] for r in requests], [r[2] for r in requests]),
     ).fetchall()
-    return [r[0] for r in rows]
+    waits = dict(rows)
+    assert all(w >= 1 for w in waits.values()) and set(waits) <= set(range(1, len(requests) + 1))
+    return [waits.get(n, 0) for n in range(1, len(requests) + 1)]
 
 
 def counters(owner: psycopg.Connection, prefix: str = "") -> dict[str, Any]:
@@ -124,6 +132,20 @@ def test_dba_functions(gw: psycopg.Connection, owner: psycopg.Connection) -> Non
 
 
 # ------------------------------------------------------------------ the client address
+
+
+def test_check_arrays_quote_what_they_must() -> None:
+    batch = [Check("bookings", "6f1c1f4e-0000-4000-8000-000000000001", '1.2.3.4'),
+             Check("auth", None, 'we"ird\\name, {x}'), Check("browse", None, None)]  # fmt: skip
+    args = check_arrays(batch)
+    assert args["p_classes"] == "{bookings,auth,browse}"
+    assert args["p_user_ids"] == "{6f1c1f4e-0000-4000-8000-000000000001,NULL,NULL}"
+    assert args["p_addresses"] == '{"1.2.3.4","we\\"ird\\\\name, {x}",NULL}'
+
+
+def test_check_arrays_read_back_in_postgresql(gw: psycopg.Connection) -> None:
+    args = check_arrays([Check("auth", None, 'we"ird\\name, {x}'), Check("browse", None, None)])
+    assert gw.execute("SELECT %s::text[]", (args["p_addresses"],)).fetchone() == (['we"ird\\name, {x}', None],)
 
 
 def test_client_address_believes_only_trusted_proxies() -> None:
@@ -305,3 +327,69 @@ def test_concurrent_floods_are_counted_exactly_through_the_coalescer(
     remaining = owner.execute("SELECT remaining FROM api.rate_limit_state('bookings:address:127.0.0.1')").fetchone()
     assert remaining == (1000 - 40,)  # only the 40 that passed counted
     assert violations(gw) == []
+
+
+def test_every_route_has_a_rate_class() -> None:
+    classes = {(e.method, e.path): e.rate_class for e in ROUTES}
+    assert classes[("POST", "/auth/login")] == classes[("POST", "/auth/register")] == "auth"
+    assert classes[("GET", "/events")] == classes[("GET", "/bookings/my-bookings")] == "browse"
+    assert classes[("POST", "/bookings/reserve")] == classes[("DELETE", "/bookings/reservations/{reservation_id}")]
+    assert classes[("POST", "/bookings/reserve")] == "bookings"
+    assert classes[("GET", "/admin/events/{event_id}")] == classes[("POST", "/tickets/{ticket_code}/check-in")]
+    assert classes[("POST", "/tickets/{ticket_code}/check-in")] == "admin"
+    assert set(classes.values()) <= set(RATE_CLASSES)
+
+
+def test_operational_routes_are_not_limited(dbname: str, owner: psycopg.Connection) -> None:
+    set_rule(owner, "browse", "address", 1, "1 minute")
+    with client_for(dbname, rate_limits=True) as client:
+        assert [client.get("/healthz").status_code for _ in range(3)] == [200] * 3
+        assert [client.get("/readyz").status_code for _ in range(3)] == [200] * 3
+        assert [client.get("/openapi.json").status_code for _ in range(3)] == [200] * 3
+        assert [client.get("/events").status_code for _ in range(2)] == [200, 429]
+
+
+# ------------------------------------------------------------------ the bench's own parts
+
+
+def test_bench_reports_limits_on_against_off() -> None:
+    bench = Bench(argparse.Namespace(workers=2, http_seconds=1, seconds=1))
+    try:
+        hot = Row("http", "reserve hot (coalesced)", 1000, 5000.0, 5000.0, 1, 1, 1, 1, 1, "0")
+        readyz = Row("http", "readyz (ceiling: SELECT 1 via the pool)", 1000, 5000.0, None, 1, 1, 1, 1, 1, "0")
+        on = Row("http", LIMITS_ON_ROW, 1000, 4600.0, 4600.0, 1, 1, 1, 1, 1, "0")
+        bench.rows = [readyz, hot, on]
+        text = "\n".join(bench.summary())
+        assert "hot reserve with RATE_LIMITS=on 4,600 req/s = **92%** of RATE_LIMITS=off 5,000 req/s" in text
+        assert "hot reserve with rate limits on >= 90% of limits off: 92% **met**" in text
+        bench.rows = [readyz, hot, Row("http", LIMITS_ON_ROW, 1000, 4000.0, 4000.0, 1, 1, 1, 1, 1, "0")]
+        assert "80% **not met**" in "\n".join(bench.summary())
+    finally:
+        shutil.rmtree(bench.tmp, ignore_errors=True)
+
+
+def test_the_python_load_generator_against_a_real_server(dbname: str) -> None:
+    request = build_request("GET", "/healthz", {"Accept": "application/json"})
+    assert request.startswith(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n") and request.endswith(b"\r\n\r\n")
+    assert parse_head(b"HTTP/1.1 429 Too Many Requests\r\ncontent-length: 12\r\nretry-after: 3") == (429, 12)
+    post = build_request("POST", "/x", {}, b'{"a": 1}')
+    assert b"Content-Length: 8\r\n\r\n{" in post
+    with LiveServer(create_app(settings_for(dbname))) as server:
+        result = asyncio.run(run_load("127.0.0.1", server.port, [request], connections=4, seconds=1, warmup=0.2))
+    assert result.requests > 10 and set(result.statuses) == {200} and result.socket_errors == 0
+    assert result.rate == result.requests / 1 and result.percentile(50) is not None
+
+
+def test_a_failed_check_call_answers_every_request_in_it(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    """The check call cannot run (its grant revoked): every waiting request gets an answer, the
+    gateway's error, and none goes on to the route uncounted."""
+    tt = make_ticket_type(gw, quantity=100)
+    users = [make_user(gw) for _ in range(5)]
+    owner.execute("REVOKE EXECUTE ON FUNCTION api.check_rate_limits FROM booking_gateway")
+    app = create_app(settings_for(dbname, rate_limits=True))
+    with LiveServer(app) as server:
+        codes = asyncio.run(_flood(server.url, [(forged({"sub": u["id"]}), reserve_body(tt)) for u in users * 4]))
+    assert set(codes) == {500}, codes
+    assert owner.execute("SELECT count(*) FROM order_reservations").fetchone() == (0,)

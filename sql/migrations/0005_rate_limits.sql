@@ -30,7 +30,9 @@ INSERT INTO rate_limit_rules (class, scope, max_requests, period) VALUES
 -- no WAL per request; a crash empties it, which forgives everyone once.
 CREATE UNLOGGED TABLE rate_limit_counters (
   key text PRIMARY KEY,
-  tat timestamptz NOT NULL
+  tat timestamptz NOT NULL,
+  period interval NOT NULL,  -- the rule's period when last counted
+  last_ok boolean NOT NULL   -- whether every hit of the last check call fitted (api.check_rate_limits' fast path)
 ) WITH (fillfactor = 50);  -- room for HOT updates: every check rewrites its rows
 COMMENT ON TABLE rate_limit_counters IS
   'GCRA state per rate-limit key (<class>:<scope>:<value>). Unlogged: emptied by a crash. '
