@@ -289,21 +289,21 @@ COMMENT ON FUNCTION api.check_invariants() IS '(DBA-only) One row per violation,
 -- Name: check_rate_limits(text[], uuid[], text[]); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) RETURNS TABLE(retry_after integer)
+CREATE FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) RETURNS TABLE(request integer, retry_after integer)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
   v_n integer := coalesce(cardinality(p_classes), 0);
   v_now timestamptz := clock_timestamp();
+  v_all_fit boolean;
   v_ri integer[];          -- (request, key) pairs, ordered by request: the request's position
   v_rj integer[];          -- ... and the key's position in v_key
   v_key text[];            -- the call's distinct keys, sorted
   v_t interval[];          -- their emission intervals
   v_tol interval[];        -- their tolerances
-  v_old timestamptz[];     -- their tat as locked
-  v_tat timestamptz[];     -- their tat as this call moves it
-  v_out integer[];         -- per request: 0 = allowed, else seconds to wait
+  v_cur timestamptz[];     -- their tat as stored now
+  v_tat timestamptz[];     -- their tat before this call, then as the exact pass moves it
   v_total integer;
   v_m integer := 1;
   v_first integer;
@@ -319,10 +319,43 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
       MESSAGE = 'p_classes, p_user_ids and p_addresses must be aligned arrays of at most 1000 requests';
   END IF;
-  v_out := array_fill(0, ARRAY[v_n]);
 
-  -- Every request's keys (one per rule of its class that applies), the distinct keys locked
-  -- in key order (created when new), and their state: one statement.
+  -- Fast path, one statement: every key of the call (one per rule of a request's class that
+  -- applies) with its number of hits h, upserted in key order (the row locks: no deadlock
+  -- between concurrent calls). A key moves by h * T when all its h hits fit (last_ok), else it
+  -- stays. When every key fits, every request passes: that is what the exact pass below would
+  -- decide too, so the call is done with one write per key.
+  WITH hits AS (
+    SELECT rl.class || ':' || rl.scope || ':' || CASE rl.scope WHEN 'user' THEN r.u::text ELSE r.a END AS key,
+           rl.period, rl.period / rl.max_requests AS t
+      FROM unnest(p_classes, p_user_ids, p_addresses) AS r(c, u, a)
+      JOIN rate_limit_rules rl
+        ON rl.class = r.c
+       AND ((rl.scope = 'user' AND r.u IS NOT NULL) OR (rl.scope = 'address' AND r.a IS NOT NULL))
+  ), keys AS (
+    SELECT key, min(period) AS period, count(*)::integer * min(t) AS step FROM hits GROUP BY key
+  ), counted AS (
+    -- A new key: fits when its h hits fit in an empty window ((h - 1) * T <= period - T).
+    INSERT INTO rate_limit_counters AS c (key, tat, period, last_ok)
+    -- (A new key that does not fit starts at now, the same as empty, for the exact pass.)
+    SELECT k.key, CASE WHEN k.step <= k.period THEN v_now + k.step ELSE v_now END, k.period,
+           k.step <= k.period
+      FROM keys k ORDER BY k.key
+    ON CONFLICT (key) DO UPDATE
+       SET tat = CASE WHEN excluded.last_ok AND greatest(c.tat, v_now) + (excluded.tat - v_now) - v_now <= excluded.period
+                      THEN greatest(c.tat, v_now) + (excluded.tat - v_now) ELSE c.tat END,
+           last_ok = excluded.last_ok
+                     AND greatest(c.tat, v_now) + (excluded.tat - v_now) - v_now <= excluded.period,
+           period = excluded.period
+    RETURNING c.last_ok
+  )
+  SELECT bool_and(last_ok) INTO v_all_fit FROM counted;
+  IF v_all_fit IS NULL OR v_all_fit THEN
+    RETURN;  -- no key (no rule applies), or everyone passes
+  END IF;
+
+  -- Exact pass (some key is over its limit): the rows are locked by the upsert. Each key's tat
+  -- before this call: a key that moved moved by h * T from max(tat, now).
   WITH hits AS (
     SELECT r.i::integer AS i,
            rl.class || ':' || rl.scope || ':' || CASE rl.scope WHEN 'user' THEN r.u::text ELSE r.a END AS key,
@@ -333,30 +366,21 @@ BEGIN
         ON rl.class = r.c
        AND ((rl.scope = 'user' AND r.u IS NOT NULL) OR (rl.scope = 'address' AND r.a IS NOT NULL))
   ), ranked AS (
-    SELECT h.*, dense_rank() OVER (ORDER BY h.key)::integer AS j FROM hits h
+    SELECT h.*, dense_rank() OVER (ORDER BY h.key)::integer AS j, count(*) OVER (PARTITION BY h.key)::integer AS n
+      FROM hits h
   ), keys AS (
-    SELECT DISTINCT ON (j) j, key, t, tol FROM ranked ORDER BY j
-  ), locked AS (
-    INSERT INTO rate_limit_counters AS c (key, tat)
-    SELECT k.key, '-infinity' FROM keys k ORDER BY k.key
-    ON CONFLICT (key) DO UPDATE SET tat = c.tat   -- locks the row; reads its latest tat
-    RETURNING c.key, c.tat
+    SELECT DISTINCT ON (j) j, key, t, tol, n FROM ranked ORDER BY j
   )
   SELECT (SELECT array_agg(i ORDER BY i, j) FROM ranked),
          (SELECT array_agg(j ORDER BY i, j) FROM ranked),
          array_agg(k.key ORDER BY k.j), array_agg(k.t ORDER BY k.j), array_agg(k.tol ORDER BY k.j),
-         array_agg(l.tat ORDER BY k.j)
-    INTO v_ri, v_rj, v_key, v_t, v_tol, v_old
-    FROM keys k JOIN locked l USING (key);
-
-  IF v_key IS NULL THEN  -- no rule applies to any request
-    RETURN QUERY SELECT 0 FROM generate_series(1, v_n);
-    RETURN;
-  END IF;
+         array_agg(c.tat ORDER BY k.j),
+         array_agg(CASE WHEN c.last_ok THEN c.tat - k.n * k.t ELSE c.tat END ORDER BY k.j)
+    INTO v_ri, v_rj, v_key, v_t, v_tol, v_cur, v_tat
+    FROM keys k JOIN rate_limit_counters c USING (key);
 
   -- In arrival order: a request passes when every one of its keys allows it; only then do its
-  -- keys move. A request with no key (no rule applies) passes.
-  v_tat := v_old;
+  -- keys move. A refused request is reported with the wait its slowest key needs.
   v_total := cardinality(v_ri);
   WHILE v_m <= v_total LOOP
     v_i := v_ri[v_m];
@@ -377,15 +401,15 @@ BEGIN
         v_tat[v_j] := greatest(v_tat[v_j], v_now) + v_t[v_j];
       END LOOP;
     ELSE
-      v_out[v_i] := greatest(1, ceil(extract(epoch FROM v_wait)))::integer;
+      request := v_i;
+      retry_after := greatest(1, ceil(extract(epoch FROM v_wait)))::integer;
+      RETURN NEXT;
     END IF;
   END LOOP;
 
   UPDATE rate_limit_counters c SET tat = u.tat
-    FROM unnest(v_key, v_tat, v_old) AS u(key, tat, old)
-   WHERE c.key = u.key AND u.tat <> u.old;
-
-  RETURN QUERY SELECT o.retry_after FROM unnest(v_out) WITH ORDINALITY AS o(retry_after, n) ORDER BY o.n;
+    FROM unnest(v_key, v_tat, v_cur) AS u(key, tat, cur)
+   WHERE c.key = u.key AND u.tat <> u.cur;
 END;
 $$;
 
@@ -396,7 +420,7 @@ ALTER FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addr
 -- Name: FUNCTION check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) IS 'The gateway''s rate-limit check for a batch of requests (aligned arrays: route class, the caller''s user id or NULL, the client address key or NULL): one row per request, in order, retry_after = 0 when allowed, else the seconds to wait. Requests are decided in array order (GCRA against every rule of the class in rate_limit_rules); a refused one counts nothing. Locks the counters of its keys in key order, in its own transaction. Raises BKVAL.';
+COMMENT ON FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) IS 'The gateway''s rate-limit check for a batch of requests (aligned arrays: route class, the caller''s user id or NULL, the client address key or NULL). Returns the REFUSED requests only: (position in the arrays from 1, seconds to wait); no row = allowed. Requests are decided in array order (GCRA against every rule of the class in rate_limit_rules); a refused one counts nothing. Locks the counters of its keys in key order, in its own transaction. Raises BKVAL.';
 
 
 --
@@ -954,8 +978,9 @@ BEGIN
   IF NOT FOUND OR p_email IS NULL THEN
     RETURN 0;
   END IF;
-  INSERT INTO rate_limit_counters AS c (key, tat)
-  VALUES ('login_failures:email:' || lower(btrim(p_email)), v_now + v_rule.period / v_rule.max_requests)
+  INSERT INTO rate_limit_counters AS c (key, tat, period, last_ok)
+  VALUES ('login_failures:email:' || lower(btrim(p_email)), v_now + v_rule.period / v_rule.max_requests,
+          v_rule.period, true)
   ON CONFLICT (key) DO UPDATE
      SET tat = greatest(c.tat, v_now) + v_rule.period / v_rule.max_requests
    WHERE greatest(c.tat, v_now) - v_now <= v_rule.period - v_rule.period / v_rule.max_requests
@@ -2143,7 +2168,9 @@ ALTER TABLE public.payments OWNER TO booking_owner;
 
 CREATE UNLOGGED TABLE public.rate_limit_counters (
     key text NOT NULL,
-    tat timestamp with time zone NOT NULL
+    tat timestamp with time zone NOT NULL,
+    period interval NOT NULL,
+    last_ok boolean NOT NULL
 )
 WITH (fillfactor='50');
 
