@@ -146,8 +146,8 @@ def main() -> None:
                 rates[limits].append(result.rate)
                 per_request = (used + pg_used) / result.requests * 1e6 if result.requests else 0.0
                 total = max(1, sum(result.statuses.values()))
-                print(f"  gateway {used / total * 1e6:,.0f} us + PostgreSQL {pg_used / total * 1e6:,.0f} us per request; "
-                      f"calls {calls}", flush=True)  # fmt: skip
+                print(f"  gateway {used / total * 1e6:,.0f} us + PostgreSQL {pg_used / total * 1e6:,.0f} us "
+                      f"per request; calls {calls}", flush=True)  # fmt: skip
                 cpu_us[limits].append(per_request)
                 print(row(f"RATE_LIMITS={'on' if limits else 'off'} (round {n + 1})", args.connections, result,
                           per_request), flush=True)  # fmt: skip
