@@ -10,6 +10,7 @@ import shutil
 import time
 from collections import Counter
 from ipaddress import ip_network
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -27,6 +28,7 @@ from tests.conftest import call, dba_call, sqlstate_of
 from tests.factories import make_ticket_type, make_user, violations
 from tests.http import PASSWORD, PASSWORD_HASH, client_for, forged, settings_for
 from tests.live import LiveServer
+from tests.test_serving import Served
 
 
 def set_rule(conn: psycopg.Connection, rate_class: str, scope: str, limit: int | None, period: str) -> None:
@@ -393,3 +395,30 @@ def test_a_failed_check_call_answers_every_request_in_it(
         codes = asyncio.run(_flood(server.url, [(forged({"sub": u["id"]}), reserve_body(tt)) for u in users * 4]))
     assert set(codes) == {500}, codes
     assert owner.execute("SELECT count(*) FROM order_reservations").fetchone() == (0,)
+
+
+def test_real_gateway_processes_share_one_budget_and_ignore_forwarded_for(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection, tmp_path: Path
+) -> None:
+    """As `make run` serves it (dbctl's uvicorn arguments; RATE_LIMITS left at its default, on):
+    two instances of two worker processes each count one budget, and uvicorn's own
+    X-Forwarded-For rewrite is off, so a client's header moves nothing."""
+    set_rule(owner, "bookings", "user", 6, "1 minute")
+    set_rule(owner, "browse", "address", 4, "1 minute")
+    tt = make_ticket_type(gw, quantity=100)
+    headers = forged({"sub": make_user(gw)["id"]})
+    env = {"WEB_CONCURRENCY": "2", "RATE_LIMITS": "", "TRUSTED_PROXIES": ""}
+    servers = [Served(dbname, tmp_path / f"gateway-{n}.log", **env).start() for n in range(2)]
+    try:
+        urls = [f"http://127.0.0.1:{s.port}" for s in servers]
+        codes = [httpx.post(f"{urls[i % 2]}/bookings/reserve", json=reserve_body(tt), headers=headers).status_code
+                 for i in range(10)]  # fmt: skip
+        spoofed = [httpx.get(f"{urls[i % 2]}/events", headers={"X-Forwarded-For": f"203.0.113.{i}"}).status_code
+                   for i in range(6)]  # fmt: skip
+    finally:
+        for s in servers:
+            s.stop()
+    assert codes == [201] * 6 + [429] * 4, codes
+    assert spoofed == [200] * 4 + [429] * 2, spoofed
+    assert set(counters(owner, "browse:")) == {"browse:address:127.0.0.1"}
+    assert violations(gw) == []
