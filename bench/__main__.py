@@ -42,6 +42,11 @@ ROOT = HERE.parent
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
 HOT = "10000000-0000-4000-8000-000000000001"
 USERS = 2000
+LIMITS_ON_ROW = "reserve hot (coalesced, RATE_LIMITS=on)"
+# Rules raised for the limits-on rows: 10,000,000 a minute is one every 6 us (intervals are
+# microseconds: a limit above 60,000,000 a minute would round the emission interval to 0).
+RAISED_RULES = [("bookings", "user"), ("bookings", "address"), ("browse", "user"), ("browse", "address")]
+RAISED_LIMIT = 10_000_000
 
 
 @dataclass
@@ -154,10 +159,18 @@ class Bench:
                 f.write(f"{user} {jwt.encode(claims, SECRET, algorithm='HS256')}\n")
         return path
 
-    def start_gateway(self, coalesce: bool) -> tuple[subprocess.Popen[bytes], str]:
+    def raise_rate_limits(self) -> None:
+        """Rules so high that nothing is refused (2000 users, all from 127.0.0.1): a row with
+        limits on then measures the cost of counting, not of refusing."""
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            for rate_class, scope in RAISED_RULES:
+                conn.execute("SELECT api.set_rate_limit(%s, %s, %s, '1 minute')", (rate_class, scope, RAISED_LIMIT))
+
+    def start_gateway(self, coalesce: bool, rate_limits: bool = False) -> tuple[subprocess.Popen[bytes], str]:
         port = free_port()
         env = {**os.environ, "GATEWAY_DATABASE_URL": self.url("booking_gateway"), "JWT_SECRET": SECRET,
                "RESERVE_COALESCE": "on" if coalesce else "off", "BOOKING_ENV": "production",
+               "RATE_LIMITS": "on" if rate_limits else "off",
                "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port),
                "WEB_CONCURRENCY": str(self.args.workers)}  # fmt: skip
         log = open(self.tmp / f"gateway-{port}.log", "wb")
@@ -203,6 +216,14 @@ class Bench:
             for connections in self.args.huge:
                 for scenario, script, env in (plan[0], plan[3]):
                     self.run_http(url, scenario, script, connections, env)
+        finally:
+            _stop(gateway)
+        # The same hot reserve with rate limits on (rules raised: the row measures counting).
+        self.raise_rate_limits()
+        gateway, url = self.start_gateway(coalesce=True, rate_limits=True)
+        try:
+            for connections in self.args.connections:
+                self.run_http(url, LIMITS_ON_ROW, "reserve.lua", connections, {"HOT_TICKET_TYPE": HOT})
         finally:
             _stop(gateway)
         gateway, url = self.start_gateway(coalesce=False)
@@ -283,6 +304,11 @@ class Bench:
                         f"- HTTP, {r.load} connections: {name} {r.rate:,.0f} req/s = **{share:.0%}** of /readyz "
                         f"{ceiling[r.load].rate:,.0f} req/s; p99 {_ms(r.p99_ms)} ms; errors {r.errors}"
                     )
+        hot = {r.load: r for r in self.rows if r.scenario == "reserve hot (coalesced)"}
+        for r in (r for r in self.rows if r.scenario == LIMITS_ON_ROW and r.load in hot):
+            out.append(f"- HTTP, {r.load} connections: hot reserve with RATE_LIMITS=on {r.rate:,.0f} req/s = "
+                       f"**{r.rate / hot[r.load].rate:.0%}** of RATE_LIMITS=off {hot[r.load].rate:,.0f} req/s; "
+                       f"p99 {_ms(r.p99_ms)} ms; errors {r.errors}")  # fmt: skip
         return [*out, "", *self.targets(ceiling), ""]
 
     def targets(self, ceiling: dict[int, Row]) -> list[str]:
@@ -299,6 +325,11 @@ class Bench:
             out.append(f"- 1000 connections, hot reserve >= 85% of /readyz: {share:.0%} {verdict(share >= 0.85)}; "
                        f"p99 < 500 ms: {_ms(r.p99_ms)} ms {verdict((r.p99_ms or 1e9) < 500)}; "
                        f"no errors but sold_out: {r.errors} {verdict(r.errors == '0')}")  # fmt: skip
+        limited = {r.load: r for r in self.rows if r.scenario == LIMITS_ON_ROW}
+        if 1000 in hot and 1000 in limited:
+            share = limited[1000].rate / hot[1000].rate
+            out.append(f"- 1000 connections, hot reserve with rate limits on >= 90% of limits off: {share:.0%} "
+                       f"{verdict(share >= 0.90)}")  # fmt: skip
         for load in sorted(k for k in hot if k > 1000):
             r = hot[load]
             at_load = [x for x in self.rows if x.part == "http" and x.load == load]

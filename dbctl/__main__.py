@@ -56,6 +56,9 @@ def uvicorn_args(env: Mapping[str, str]) -> list[str]:
         "--timeout-keep-alive", str(server.keep_alive_timeout),
         "--log-config", str(LOG_CONFIG_FILE),  # every line JSON, uvicorn's own too
         "--no-access-log", "--timeout-graceful-shutdown", "10",
+        # The gateway decides whose X-Forwarded-For to believe (TRUSTED_PROXIES, gateway/ratelimit.py):
+        # uvicorn's own rewrite of the client address (it trusts 127.0.0.1 by default) stays off.
+        "--no-proxy-headers",
     ]  # fmt: skip
 
 

@@ -16,4 +16,4 @@ EXPOSE 8000
 CMD ["uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
      "--http", "gateway.serving:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5", \
      "--log-config", "gateway/logging.json", \
-     "--no-access-log", "--timeout-graceful-shutdown", "10"]
+     "--no-access-log", "--timeout-graceful-shutdown", "10", "--no-proxy-headers"]

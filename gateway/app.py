@@ -30,6 +30,7 @@ from gateway.errors import (
     not_found,
     payload_too_large,
     unauthorized,
+    rate_limited,
 )
 from gateway.logs import AccessLog, configure_logging, route_template
 from gateway.models import Body, clean_text, parse_body, path_uuid
@@ -37,6 +38,7 @@ from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
 from gateway.revocations import listen_for_revocations, prune_forever
+from gateway.ratelimit import RateLimiter, request_address
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
 JSON = "application/json"
@@ -68,6 +70,7 @@ class Gateway:
             self.db, settings.reserve_strategy, settings.reserve_coalesce, settings.reserve_batch_max
         )
         self.coalescer = self.reserver.coalescer
+        self.limiter = RateLimiter(self.db, settings.rate_limits, settings.rate_limit_batch_max)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -90,6 +93,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.reserver.close()
+        await self.limiter.close()
         await self.pool.close()
 
 
@@ -163,7 +167,11 @@ async def login(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal 
     body = await endpoint_body(gw, request, endpoint)
     found = await gw.db.call(endpoint.function, {"p_email": body.email})
     creds: dict[str, str] = json.loads(found) if found else {}
+    throttled = gw.limiter.login_throttled(creds)  # failed-login throttle: before the password
+    if throttled and gw.limiter.enabled:
+        raise rate_limited(throttled, "too many failed logins for this e-mail address; retry later")
     if not await gw.auth.verify(creds.get("password_hash"), body.password):
+        await gw.limiter.login_failed(body.email)
         raise invalid_credentials()
     request.state.user_id = creds["id"]
     return await start_session(gw, creds["id"])
@@ -292,6 +300,9 @@ def make_handler(endpoint: Endpoint) -> Handler:
     async def handle(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         principal = authenticate(gw, request, endpoint.auth)
+        if gw.limiter.enabled:
+            address = request_address(request, gw.settings.trusted_proxies)
+            await gw.limiter.check(endpoint.rate_class, principal.user_id if principal else None, address)
         if special is not None:
             return await special(gw, request, endpoint, principal)
         args = path_args(request)

@@ -11,10 +11,11 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, Literal
+from ipaddress import IPv4Network, IPv6Network, ip_network
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 
 class ConfigError(RuntimeError):
@@ -134,6 +135,25 @@ class Settings(_Settings):
     reserve_batch_max: int = Field(50, ge=1, le=1000, validation_alias=_env("RESERVE_BATCH_MAX"))
     max_body_bytes: int = Field(65536, ge=1, validation_alias=_env("MAX_BODY_BYTES"))
     hash_concurrency: int = Field(4, ge=1)
+    # Rate limits (gateway/ratelimit.py): on|off (pydantic's bool), and the proxies whose
+    # X-Forwarded-For is believed (comma-separated CIDRs; empty: none).
+    rate_limits: bool = Field(True, validation_alias=_env("RATE_LIMITS"))
+    trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
+        (), validation_alias=_env("TRUSTED_PROXIES")
+    )
+    # At most this many rate-limit checks per database call (api.check_rate_limits takes 1000).
+    rate_limit_batch_max: int = Field(200, ge=1, le=1000)
+
+    @field_validator("trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part.strip() for part in value.split(",") if part.strip()]
+        try:
+            return tuple(ip_network(v, strict=False) if not isinstance(v, IPv4Network | IPv6Network) else v
+                         for v in value)  # fmt: skip
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"must be comma-separated IP addresses or CIDRs, e.g. 10.0.0.0/8,::1 ({exc})") from None
 
     @field_validator("production", mode="before")
     @classmethod

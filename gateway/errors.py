@@ -48,6 +48,7 @@ GATEWAY_CODES = [
     ErrorCode("not_found", 404, "No such thing, or it is not yours."),
     ErrorCode("method_not_allowed", 405, "This path does not take this method; `Allow` lists the ones it takes."),
     ErrorCode("conflict", 409, "The request conflicts with existing data."),
+    ErrorCode("rate_limited", 429, "Too many requests from this user or address; retry after `Retry-After` seconds."),
     ErrorCode("payload_too_large", 413, "The body is larger than the gateway accepts (MAX_BODY_BYTES)."),
     # Answered by the serving protocol (gateway/serving.py) before a request reaches the app.
     ErrorCode("header_timeout", 408, "The request head did not arrive in time (HEADER_TIMEOUT_SECONDS)."),
@@ -148,6 +149,10 @@ def method_not_allowed(method: str, allowed: list[str]) -> ApiError:
 
 def payload_too_large(limit: int) -> ApiError:
     return ApiError("payload_too_large", f"the body must be at most {limit} bytes")
+
+
+def rate_limited(retry_after: int, message: str = "too many requests; retry later") -> ApiError:
+    return ApiError("rate_limited", message, headers={"Retry-After": str(max(1, retry_after))})
 
 
 def busy() -> ApiError:

@@ -122,6 +122,8 @@ def errors_of(e: Endpoint) -> list[str]:
     if e.body is not None:
         codes.append("payload_too_large")
     codes += [c for c in e.errors if c not in codes]
+    if e.rate_class:
+        codes.append("rate_limited")
     codes += ["method_not_allowed", "internal_error", "busy"]
     return codes
 

@@ -43,6 +43,26 @@ class Endpoint:
     errors: tuple[str, ...] = ()  # business errors; auth, validation, size, busy are added from the above
     returns: str | None = None  # the success body's schema (gateway/openapi.py); "[X]" is a page of X
     query: tuple[str, ...] = ()  # query parameters it takes (QUERY_PARAMETERS)
+    # Rate-limit class (auth | browse | bookings | admin; rules in the table rate_limit_rules);
+    # left empty, it follows from the route: /auth/* auth, admin-only admin, GET browse, else bookings.
+    rate_class: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.rate_class:
+            object.__setattr__(self, "rate_class", default_rate_class(self.method, self.path, self.auth))
+        if self.rate_class not in RATE_CLASSES:
+            raise ValueError(f"{self.path}: rate_class must be one of {', '.join(RATE_CLASSES)}")
+
+
+RATE_CLASSES = ("auth", "browse", "bookings", "admin")
+
+
+def default_rate_class(method: str, path: str, auth: str) -> str:
+    if path.startswith("/auth/"):
+        return "auth"
+    if auth == ADMIN:
+        return "admin"
+    return "browse" if method == "GET" else "bookings"
 
 
 ROUTES: list[Endpoint] = [
@@ -98,6 +118,8 @@ GATEWAY_CALLS = {"create_session", "revocation_state"}
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
 DBA_ONLY |= {"user_sessions", "revoke_session", "revoke_user_sessions", "purge_sessions"}  # sessions
+# Rate limits (sql/functions/70_rate_limits.sql).
+DBA_ONLY |= {"rate_limits", "set_rate_limit", "rate_limit_state", "clear_rate_limit", "purge_rate_limits"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

@@ -19,6 +19,9 @@ BEGIN
     -- Ended sessions, expired refresh tokens, deny-list rows older than 24 h.
     PERFORM cron.schedule('booking-purge-sessions', '*/10 * * * *',
                           'SELECT api.purge_sessions()');
+    -- Rate-limit counters that limit nothing any more (tat passed).
+    PERFORM cron.schedule('booking-purge-rate-limits', '*/10 * * * *',
+                          'SELECT api.purge_rate_limits()');
   END IF;
 END
 $$;

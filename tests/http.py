@@ -22,7 +22,10 @@ PASSWORD_HASH = hash_password(PASSWORD)
 
 
 def settings_for(dbname: str, **overrides: Any) -> Settings:
-    base = Settings(database_url=url_for(dbname, "booking_gateway"), jwt_secret=SECRET, pool_min=1, pool_max=8)
+    # Rate limits off: the suite plays many users from one address (tests/test_rate_limits.py turns them on).
+    base = Settings(
+        database_url=url_for(dbname, "booking_gateway"), jwt_secret=SECRET, pool_min=1, pool_max=8, rate_limits=False
+    )
     return base.replace(**overrides)
 
 

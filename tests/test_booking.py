@@ -22,8 +22,10 @@ def test_register_get_and_login_lookup(gw: psycopg.Connection) -> None:
     assert "password_hash" not in user
     assert call(gw, "get_user", p_user_id=user["id"])["email"] == "alice@example.com"
     creds = call(gw, "get_user_credentials", p_email="ALICE@example.com")
-    assert creds == {"id": user["id"], "role": "user", "password_hash": "$h"}
-    assert call(gw, "get_user_credentials", p_email="nobody@example.com") is None
+    assert creds == {"id": user["id"], "role": "user", "password_hash": "$h", "retry_after": None}
+    # An unknown address: the same shape, all null (retry_after: the failed-login throttle, test_rate_limits.py).
+    unknown = {"id": None, "role": None, "password_hash": None, "retry_after": None}
+    assert call(gw, "get_user_credentials", p_email="nobody@example.com") == unknown
 
 
 @pytest.mark.parametrize(

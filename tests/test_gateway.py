@@ -11,6 +11,7 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from gateway import ratelimit
 from gateway.errors import ERRORS
 from gateway.onsale import reserve
 from gateway.routes import DBA_ONLY, GATEWAY_CALLS, ROUTES
@@ -332,6 +333,7 @@ def test_every_route_calls_a_real_function_and_every_function_is_routed_or_dba_o
         " WHERE pronamespace = 'api'::regnamespace").fetchall())  # fmt: skip
     routed = {e.function for e in ROUTES} | reserve.ALL_FUNCTIONS  # every strategy's function
     routed |= GATEWAY_CALLS  # called by the gateway outside the route table
+    routed |= ratelimit.ALL_FUNCTIONS  # the rate-limit check and the failed-login record
     assert routed <= set(functions), routed - set(functions)
     unrouted = set(functions) - routed
     assert unrouted == DBA_ONLY, unrouted ^ DBA_ONLY

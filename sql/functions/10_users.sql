@@ -44,13 +44,23 @@ LANGUAGE sql STABLE
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-  SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash)
-    FROM users u
-   WHERE u.email = lower(btrim(p_email))
+  -- retry_after: the failed-login throttle (sql/functions/70_rate_limits.sql), peeked here so
+  -- login needs no extra round trip; the same for known and unknown addresses.
+  SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash,
+                           'retry_after', (
+    SELECT ceil(extract(epoch FROM greatest(c.tat, now()) - now() - (r.period - r.period / r.max_requests)))::integer
+      FROM rate_limit_rules r
+      JOIN rate_limit_counters c ON c.key = 'login_failures:email:' || e.email
+     WHERE r.class = 'login_failures' AND r.scope = 'email'
+       AND greatest(c.tat, now()) - now() > r.period - r.period / r.max_requests))
+    FROM (SELECT lower(btrim(p_email)) AS email) e
+    LEFT JOIN users u ON u.email = e.email
 $$;
 COMMENT ON FUNCTION api.get_user_credentials(text) IS
-  'Login lookup: {id, role, password_hash} for an e-mail, or NULL when there is no such user '
-  '(the gateway then verifies against a dummy hash so timing does not tell). Locks nothing.';
+  'Login lookup: {id, role, password_hash, retry_after} for an e-mail; id, role and '
+  'password_hash are NULL when there is no such user (the gateway then verifies against a '
+  'dummy hash so timing does not tell). retry_after: seconds while failed logins for this '
+  'address are throttled (api.record_login_failure), else NULL. Locks nothing.';
 
 
 CREATE OR REPLACE FUNCTION api.get_user(p_user_id uuid)
