@@ -88,6 +88,7 @@ ROUTES: list[Endpoint] = [
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
+DBA_ONLY |= {"buyer_counts", "purge_idempotency_keys"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

@@ -16,6 +16,9 @@ BEGIN
                           'SELECT api.expire_reservations()');
     PERFORM cron.schedule('booking-cleanup-reservations', '0 2 * * *',
                           'SELECT api.cleanup_reservations()');
+    -- Idempotency keys answer for 24 hours; older ones already count as absent.
+    PERFORM cron.schedule('booking-purge-idempotency-keys', '*/10 * * * *',
+                          'SELECT api.purge_idempotency_keys()');
   END IF;
 END
 $$;
