@@ -42,6 +42,7 @@ class Endpoint:
     errors: tuple[str, ...] = ()  # business errors; auth, validation, size, busy are added from the above
     returns: str | None = None  # the success body's schema (gateway/openapi.py); "[X]" is a page of X
     query: tuple[str, ...] = ()  # query parameters it takes (QUERY_PARAMETERS)
+    idempotent: bool = False  # takes an Idempotency-Key header (passed as p_idempotency_key)
 
 
 ROUTES: list[Endpoint] = [
@@ -73,13 +74,15 @@ ROUTES: list[Endpoint] = [
     Endpoint("POST", "/bookings/reserve", "reserve_tickets",
              "Hold seats for the hold period (database setting booking.hold_period, default 10 minutes)",
              201, USER, ReserveIn, passes_user=True, special="reserve",
-             errors=("not_found", "sold_out", "sale_not_open"), returns="Reservation"),
+             errors=("not_found", "sold_out", "sale_not_open", "limit_exceeded", "idempotency_key_reused"),
+             returns="Reservation", idempotent=True),
     Endpoint("DELETE", "/bookings/reservations/{reservation_id}", "cancel_reservation", "Give a hold back", 204,
              USER, passes_user=True, errors=("not_found", "reservation_not_active", "reservation_expired")),
     Endpoint("POST", "/bookings/complete/{reservation_id}", "complete_booking", "Pay: order, payment, tickets",
              201, USER, CompleteIn, passes_user=True,
-             errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open"),
-             returns="Order"),
+             errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open",
+                     "idempotency_key_reused"),
+             returns="Order", idempotent=True),
     Endpoint("GET", "/bookings/my-bookings", "my_bookings", "My orders, newest first, a page at a time",
              auth=USER, passes_user=True, special="my_bookings", returns="[Order]", query=("limit", "cursor")),
     Endpoint("POST", "/tickets/{ticket_code}/check-in", "check_in", "Check a ticket in at the door", auth=ADMIN,
