@@ -385,7 +385,7 @@ BEGIN
       END IF;
     END LOOP;
     v_originals := p_requests;
-    p_requests := ARRAY(SELECT p_requests[w] FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, n) ORDER BY n);
+    p_requests := ARRAY(SELECT p_requests[u.w] FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord);
   END IF;
 
   -- One core call per ticket type, in id order (the project's lock order). With several types
