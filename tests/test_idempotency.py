@@ -12,12 +12,14 @@ import psycopg
 import pytest
 
 from gateway.app import create_app
+from gateway.onsale.reserve import ReserveCoalescer
 from gateway.sqlcalls import reserve_requests
-from tests.conftest import call, dba_call, sqlstate_of
+from tests.conftest import CLUSTER, call, dba_call, sqlstate_of
 from tests.factories import make_ticket_type, make_user, stock, violations
 from tests.http import client_for, forged, settings_for
 from tests.live import LiveServer
 from tests.rawhttp import fire
+from tests.test_coalesce import _with_coalescer, patient_gateway_url, wait_for_lock_waiter
 
 
 def holds_of(owner: psycopg.Connection, user: dict[str, Any]) -> int:
@@ -227,3 +229,37 @@ def test_http_malformed_keys_get_422(dbname: str, gw: psycopg.Connection, owner:
         assert any(p["name"] == "Idempotency-Key" for p in params)
         assert "422" in spec["paths"]["/bookings/complete/{reservation_id}"]["post"]["responses"]
     assert holds_of(owner, buyer) == 1
+
+
+def test_a_keyed_request_whose_client_left_keeps_its_hold_for_the_retry(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection, connect: Any
+) -> None:
+    """Unkeyed, a hold granted after its client left is given back; keyed, the client's retry
+    must find it (and does: the same reservation)."""
+    tt = make_ticket_type(gw, quantity=10)
+    first, keyed, unkeyed = make_user(gw), make_user(gw), make_user(gw)
+    blocker = connect("booking_owner", autocommit=False)
+
+    async def body(coalescer: ReserveCoalescer) -> None:
+        blocker.execute("SELECT 1 FROM ticket_types WHERE id = %s FOR UPDATE", (tt["id"],))
+        a = coalescer.submit(first["id"], tt["id"], 1)
+        b = coalescer.submit(keyed["id"], tt["id"], 2, "left-early")
+        c = coalescer.submit(unkeyed["id"], tt["id"], 3)
+        await asyncio.to_thread(wait_for_lock_waiter, CLUSTER.superuser_conninfo(), dbname)
+        b.cancel()
+        c.cancel()
+        blocker.rollback()
+        await a
+        for _ in range(600):  # the release of c's hold runs in the background
+            if stock(gw, tt) == 7:
+                break
+            await asyncio.sleep(0.05)
+
+    asyncio.run(_with_coalescer(dbname, 50, body, database_url=patient_gateway_url(owner, dbname)))
+    holds = {r[0]: r[1] for r in owner.execute(
+        "SELECT user_id::text, status FROM order_reservations WHERE ticket_type_id = %s", (tt["id"],))}  # fmt: skip
+    assert holds == {first["id"]: "ACTIVE", keyed["id"]: "ACTIVE", unkeyed["id"]: "CANCELLED"}
+    retry = call(gw, "reserve_tickets", p_user_id=keyed["id"], p_ticket_type_id=tt["id"], p_quantity=2,
+                 p_idempotency_key="left-early")  # fmt: skip
+    assert retry["status"] == "ACTIVE" and holds_of(owner, keyed) == 1
+    assert violations(gw) == []
