@@ -78,17 +78,20 @@ BEGIN
            array_agg(coalesce(h.event_seats, 0) + coalesce(o.event_seats, 0))
       INTO v_buyers, v_type_seats, v_event_seats
       FROM unnest(v_known_users) AS b(id)
+      -- The types that count: this one, or (event cap) every type of the event, read once.
+      CROSS JOIN (SELECT CASE WHEN v_event_cap IS NULL THEN ARRAY[p_ticket_type_id]
+                              ELSE ARRAY(SELECT t.id FROM public.ticket_types t WHERE t.event_id = v_event_id) END) AS s(types)
       LEFT JOIN LATERAL (
         SELECT sum(r.quantity) FILTER (WHERE r.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
                sum(r.quantity)::integer AS event_seats
-          FROM public.order_reservations r JOIN public.ticket_types t ON t.id = r.ticket_type_id
-         WHERE r.user_id = b.id AND r.status = 'ACTIVE' AND r.expires_at > now() AND t.event_id = v_event_id) h ON true
+          FROM public.order_reservations r
+         WHERE r.user_id = b.id AND r.ticket_type_id = ANY (s.types)
+           AND r.status = 'ACTIVE' AND r.expires_at > now()) h ON true
       LEFT JOIN LATERAL (
         SELECT sum(i.quantity) FILTER (WHERE i.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
                sum(i.quantity)::integer AS event_seats
           FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
-          JOIN public.ticket_types t ON t.id = i.ticket_type_id
-         WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND t.event_id = v_event_id) o ON true;
+         WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND i.ticket_type_id = ANY (s.types)) o ON true;
   END IF;
 
   -- Each request in arrival order: arguments, the type, the user, the sale window, the caps,

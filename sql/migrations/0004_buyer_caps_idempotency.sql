@@ -42,9 +42,12 @@ CREATE TRIGGER notify_ticket_types_change
     start_sale_time, end_sale_time, max_per_user
   ON ticket_types FOR EACH STATEMENT EXECUTE FUNCTION notify_catalog_change();
 
--- Counting a buyer's seats uses idx_order_reservations_user_id (0001) and
--- idx_orders_user_status (0001): a buyer's reservation rows are few (finished ones are
--- cleaned up), and a new index on order_reservations would cost every reserve, capped or not.
+-- Counting a buyer's seats: their holds of the types that count, by (user, type). This index
+-- replaces the seed's (user_id) one (which it serves too: the foreign key's cascade, lookups by
+-- user), so a reserve still maintains as many indexes as before, capped or not. Orders are
+-- counted through idx_orders_user_status (seed) and their items by order.
+CREATE INDEX idx_order_reservations_user_type ON order_reservations(user_id, ticket_type_id);
+DROP INDEX idx_order_reservations_user_id;
 
 -- Idempotency keys: the first answer of a (user, key), recorded in the same transaction as
 -- the work it guards. Logged (not UNLOGGED): after a crash the key must survive with the hold
