@@ -1846,6 +1846,7 @@ DECLARE
   v_buyers uuid[];
   v_type_seats integer[];
   v_event_seats integer[];
+  v_counted_types uuid[];  -- the types whose seats count: this one, or every type of the event
   k integer;
 BEGIN
   IF NOT p_raise THEN  -- (raising, a refusal is never returned: only grants, set below)
@@ -1885,29 +1886,29 @@ BEGIN
   -- for): seats in unexpired ACTIVE holds + PENDING/PAID orders, of this type and of the event.
   IF (v_type_cap IS NOT NULL OR v_event_cap IS NOT NULL) AND v_problem IS NULL AND v_refusal IS NULL
      AND cardinality(v_known_users) > 0 THEN
+    v_counted_types := ARRAY[p_ticket_type_id];
     IF v_event_cap IS NOT NULL THEN
       PERFORM pg_advisory_xact_lock(l.key)
          FROM (SELECT DISTINCT internal.buyer_lock_key(v_event_id, u) AS key FROM unnest(v_known_users) u
                 ORDER BY 1) l;
+      -- Read after the lock: a type created meanwhile, and reserved by this buyer, counts too.
+      v_counted_types := ARRAY(SELECT t.id FROM public.ticket_types t WHERE t.event_id = v_event_id);
     END IF;
     SELECT array_agg(b.id), array_agg(coalesce(h.type_seats, 0) + coalesce(o.type_seats, 0)),
            array_agg(coalesce(h.event_seats, 0) + coalesce(o.event_seats, 0))
       INTO v_buyers, v_type_seats, v_event_seats
       FROM unnest(v_known_users) AS b(id)
-      -- The types that count: this one, or (event cap) every type of the event, read once.
-      CROSS JOIN (SELECT CASE WHEN v_event_cap IS NULL THEN ARRAY[p_ticket_type_id]
-                              ELSE ARRAY(SELECT t.id FROM public.ticket_types t WHERE t.event_id = v_event_id) END) AS s(types)
       LEFT JOIN LATERAL (
         SELECT sum(r.quantity) FILTER (WHERE r.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
                sum(r.quantity)::integer AS event_seats
           FROM public.order_reservations r
-         WHERE r.user_id = b.id AND r.ticket_type_id = ANY (s.types)
+         WHERE r.user_id = b.id AND r.ticket_type_id = ANY (v_counted_types)  -- both in the index
            AND r.status = 'ACTIVE' AND r.expires_at > now()) h ON true
       LEFT JOIN LATERAL (
         SELECT sum(i.quantity) FILTER (WHERE i.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
                sum(i.quantity)::integer AS event_seats
           FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
-         WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND i.ticket_type_id = ANY (s.types)) o ON true;
+         WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND i.ticket_type_id = ANY (v_counted_types)) o ON true;
   END IF;
 
   -- Each request in arrival order: arguments, the type, the user, the sale window, the caps,
