@@ -1899,11 +1899,13 @@ BEGIN
       INTO v_buyers, v_type_seats, v_event_seats
       FROM unnest(v_known_users) AS b(id)
       LEFT JOIN LATERAL (
-        SELECT sum(r.quantity) FILTER (WHERE r.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
-               sum(r.quantity)::integer AS event_seats
+        -- Only (user, type) in WHERE: the planner must take idx_order_reservations_user_type
+        -- (a buyer's few rows), not AND in the partial index of every live hold by expiry.
+        SELECT sum(r.quantity) FILTER (WHERE r.ticket_type_id = p_ticket_type_id AND r.status = 'ACTIVE'
+                                             AND r.expires_at > now())::integer AS type_seats,
+               sum(r.quantity) FILTER (WHERE r.status = 'ACTIVE' AND r.expires_at > now())::integer AS event_seats
           FROM public.order_reservations r
-         WHERE r.user_id = b.id AND r.ticket_type_id = ANY (v_counted_types)  -- both in the index
-           AND r.status = 'ACTIVE' AND r.expires_at > now()) h ON true
+         WHERE r.user_id = b.id AND r.ticket_type_id = ANY (v_counted_types)) h ON true
       LEFT JOIN LATERAL (
         SELECT sum(i.quantity) FILTER (WHERE i.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
                sum(i.quantity)::integer AS event_seats
