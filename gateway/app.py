@@ -33,7 +33,7 @@ from gateway.errors import (
     rate_limited,
 )
 from gateway.logs import AccessLog, configure_logging, route_template
-from gateway.models import Body, clean_text, parse_body, path_uuid
+from gateway.models import Body, clean_text, idempotency_key, parse_body, path_uuid
 from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
@@ -274,9 +274,10 @@ async def client_gone(request: Request) -> None:
 
 async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
     assert principal is not None
+    key = idempotency_key(request.headers.get("idempotency-key"))
     body = await endpoint_body(gw, request, endpoint)
     reservation = await gw.reserver.reserve(
-        principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request)
+        principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request), key
     )
     if reservation is None:
         return Response(status_code=499)  # nobody is listening; the status is for the log
@@ -308,6 +309,8 @@ def make_handler(endpoint: Endpoint) -> Handler:
         args = path_args(request)
         if principal is not None and endpoint.passes_user:
             args["p_user_id"] = principal.user_id
+        if endpoint.idempotent and (key := idempotency_key(request.headers.get("idempotency-key"))) is not None:
+            args["p_idempotency_key"] = key
         if endpoint.body is not None:
             body = await endpoint_body(gw, request, endpoint)
             if endpoint.patch:

@@ -73,6 +73,11 @@ def _integral(value: Any) -> Any:
 
 Quantity = Annotated[int, Field(ge=1, le=10), BeforeValidator(_integral)]
 Stock = Annotated[int, Field(ge=0, le=1_000_000), BeforeValidator(_integral)]
+Cap = Annotated[
+    int,
+    Field(ge=1, le=1_000_000, description="Seats one buyer may hold or own (holds + pending and paid orders)."),
+    BeforeValidator(_integral),
+]
 
 
 PRICE_MAX = 99_999_999
@@ -170,6 +175,7 @@ class EventIn(Body):
     location: Name500
     start_time: Time
     end_time: Annotated[Time, Field(description=f"After start_time; RFC 3339 with an offset, {TIME_RANGE}.")]
+    max_tickets_per_user: Cap | None = None  # over all the event's ticket types; null: no cap
 
 
 # Patches: a field left out is unchanged; null clears a nullable field and is refused elsewhere.
@@ -188,6 +194,7 @@ class EventPatch(Body):
     location: Name500 = UNSET
     start_time: Time = UNSET
     end_time: Time = UNSET
+    max_tickets_per_user: Cap | None = None
 
 
 class TicketTypeIn(Body):
@@ -196,6 +203,7 @@ class TicketTypeIn(Body):
     initial_quantity: Stock
     start_sale_time: Time | None = None
     end_sale_time: SaleEnd | None = None
+    max_per_user: Cap | None = None  # null: no cap
 
 
 class TicketTypePatch(Body):
@@ -203,6 +211,7 @@ class TicketTypePatch(Body):
     price: Money = UNSET
     start_sale_time: Time | None = None
     end_sale_time: Time | None = None
+    max_per_user: Cap | None = None
 
 
 M = TypeVar("M", bound=Body)
@@ -235,6 +244,19 @@ def path_uuid(name: str, value: str) -> str:
     if not _UUID.fullmatch(value):
         raise validation_failed(f"{name}: must be a UUID")
     return str(uuid.UUID(value))
+
+
+IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
+_IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+
+
+def idempotency_key(value: str | None) -> str | None:
+    """The Idempotency-Key header: absent, or 1-255 visible ASCII characters (0x21-0x7E)."""
+    if value is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(value):
+        raise validation_failed("Idempotency-Key: must be 1 to 255 visible ASCII characters")
+    return value
 
 
 def clean_text(name: str, value: str, max_length: int, min_length: int = 1) -> str:

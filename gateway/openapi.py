@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.errors import ERRORS, PROBLEM_JSON, TYPE_PREFIX
+from gateway.models import IDEMPOTENCY_KEY_PATTERN
 from gateway.onsale.reserve import ROUTE_FUNCTION, function_for
 from gateway.routes import ADMIN, PAGE_DEFAULT, PAGE_MAX, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
@@ -33,6 +34,7 @@ UUID = {"type": "string", "format": "uuid"}
 TIME = {"type": "string", "format": "date-time"}
 MONEY = {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "description": "decimal string, two places"}
 COUNT = {"type": "integer", "minimum": 0}
+CAP = {"type": "integer", "minimum": 1, "description": "seats one buyer may hold or own; null: no cap"}
 
 
 def _enum(*values: str) -> dict[str, Any]:
@@ -41,12 +43,12 @@ def _enum(*values: str) -> dict[str, Any]:
 
 _TICKET_TYPE_LISTED = {
     "id": UUID, "event_id": UUID, "name": {"type": "string"}, "price": MONEY, "initial_quantity": COUNT,
-    "start_sale_time": _null(TIME), "end_sale_time": _null(TIME),
+    "start_sale_time": _null(TIME), "end_sale_time": _null(TIME), "max_per_user": _null(CAP),
 }  # fmt: skip
 _EVENT = {
     "id": UUID, "slug": {"type": "string"}, "name": {"type": "string"}, "description": _null({"type": "string"}),
     "banner_url": _null({"type": "string"}), "location": {"type": "string"}, "start_time": TIME, "end_time": TIME,
-    "status": _enum("DRAFT", "PUBLISHED", "CANCELLED", "ENDED"),
+    "status": _enum("DRAFT", "PUBLISHED", "CANCELLED", "ENDED"), "max_tickets_per_user": _null(CAP),
 }  # fmt: skip
 _TICKET = {
     "ticket_code": {"type": "string"}, "ticket_type_id": UUID, "status": _enum("UNUSED", "CHECKED_IN", "CANCELLED"),
@@ -107,6 +109,14 @@ HEADERS = {
              "schema": {"type": "string"}},
     "Cache-Control": {"description": "public, short max-age", "required": True, "schema": {"type": "string"}},
 }  # fmt: skip
+IDEMPOTENCY_KEY = {
+    "name": "Idempotency-Key", "in": "header", "required": False,
+    "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+    "description": "1-255 visible ASCII characters. The same user, key and request within 24 hours gets the first "
+                   "answer again (same status and body) and nothing is done twice; the same key with another "
+                   "request: 422 idempotency_key_reused. Only successes are recorded: a refused request may be "
+                   "retried with its key and is decided again.",
+}  # fmt: skip
 STATUS_HEADERS = {401: ["WWW-Authenticate"], 503: ["Retry-After"], 429: ["Retry-After"]}
 
 
@@ -145,6 +155,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             params.append({"name": "If-None-Match", "in": "header", "schema": {"type": "string"},
                            "description": "an ETag of this page: 304 when it is unchanged"})  # fmt: skip
             op["responses"]["304"] = {"description": "not modified", "headers": _headers("ETag", "Cache-Control")}
+        if e.idempotent:
+            params.append(IDEMPOTENCY_KEY)
         if params:
             op["parameters"] = params
         if e.body is not None:

@@ -46,6 +46,7 @@ class Endpoint:
     # Rate-limit class (auth | browse | bookings | admin; rules in the table rate_limit_rules);
     # left empty, it follows from the route: /auth/* auth, admin-only admin, GET browse, else bookings.
     rate_class: str = ""
+    idempotent: bool = False  # takes an Idempotency-Key header (passed as p_idempotency_key)
 
     def __post_init__(self) -> None:
         if not self.rate_class:
@@ -99,13 +100,15 @@ ROUTES: list[Endpoint] = [
     Endpoint("POST", "/bookings/reserve", "reserve_tickets",
              "Hold seats for the hold period (database setting booking.hold_period, default 10 minutes)",
              201, USER, ReserveIn, passes_user=True, special="reserve",
-             errors=("not_found", "sold_out", "sale_not_open"), returns="Reservation"),
+             errors=("not_found", "sold_out", "sale_not_open", "limit_exceeded", "idempotency_key_reused"),
+             returns="Reservation", idempotent=True),
     Endpoint("DELETE", "/bookings/reservations/{reservation_id}", "cancel_reservation", "Give a hold back", 204,
              USER, passes_user=True, errors=("not_found", "reservation_not_active", "reservation_expired")),
     Endpoint("POST", "/bookings/complete/{reservation_id}", "complete_booking", "Pay: order, payment, tickets",
              201, USER, CompleteIn, passes_user=True,
-             errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open"),
-             returns="Order"),
+             errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open",
+                     "idempotency_key_reused"),
+             returns="Order", idempotent=True),
     Endpoint("GET", "/bookings/my-bookings", "my_bookings", "My orders, newest first, a page at a time",
              auth=USER, passes_user=True, special="my_bookings", returns="[Order]", query=("limit", "cursor")),
     Endpoint("POST", "/tickets/{ticket_code}/check-in", "check_in", "Check a ticket in at the door", auth=ADMIN,
@@ -120,6 +123,7 @@ DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "
 DBA_ONLY |= {"user_sessions", "revoke_session", "revoke_user_sessions", "purge_sessions"}  # sessions
 # Rate limits (sql/functions/70_rate_limits.sql).
 DBA_ONLY |= {"rate_limits", "set_rate_limit", "rate_limit_state", "clear_rate_limit", "purge_rate_limits"}
+DBA_ONLY |= {"buyer_counts", "purge_idempotency_keys"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

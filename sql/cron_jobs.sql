@@ -22,6 +22,9 @@ BEGIN
     -- Rate-limit counters that limit nothing any more (tat passed).
     PERFORM cron.schedule('booking-purge-rate-limits', '*/10 * * * *',
                           'SELECT api.purge_rate_limits()');
+    -- Idempotency keys answer for 24 hours; older ones already count as absent.
+    PERFORM cron.schedule('booking-purge-idempotency-keys', '*/10 * * * *',
+                          'SELECT api.purge_idempotency_keys()');
   END IF;
 END
 $$;

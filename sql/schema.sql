@@ -114,6 +114,45 @@ COMMENT ON FUNCTION api.admin_get_event(p_event_id uuid) IS 'Admin view of one e
 
 
 --
+-- Name: buyer_counts(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.buyer_counts(p_email text) RETURNS TABLE(event_id uuid, event_slug text, ticket_type_id uuid, ticket_type_name text, held integer, pending integer, paid integer, max_per_user integer, event_seats integer, max_tickets_per_user integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  WITH buyer AS (SELECT u.id FROM users u WHERE u.email = lower(btrim(p_email))),
+  per_type AS (
+    SELECT tt.id AS ticket_type_id,
+           coalesce((SELECT sum(r.quantity) FROM order_reservations r, buyer
+                      WHERE r.user_id = buyer.id AND r.ticket_type_id = tt.id
+                        AND r.status = 'ACTIVE' AND r.expires_at > now()), 0)::integer AS held,
+           coalesce((SELECT sum(i.quantity) FROM orders o JOIN order_items i ON i.order_id = o.id, buyer
+                      WHERE o.user_id = buyer.id AND i.ticket_type_id = tt.id AND o.status = 'PENDING'), 0)::integer AS pending,
+           coalesce((SELECT sum(i.quantity) FROM orders o JOIN order_items i ON i.order_id = o.id, buyer
+                      WHERE o.user_id = buyer.id AND i.ticket_type_id = tt.id AND o.status = 'PAID'), 0)::integer AS paid
+      FROM ticket_types tt
+     WHERE tt.id IN (SELECT r.ticket_type_id FROM order_reservations r, buyer WHERE r.user_id = buyer.id
+                     UNION
+                     SELECT i.ticket_type_id FROM orders o JOIN order_items i ON i.order_id = o.id, buyer
+                      WHERE o.user_id = buyer.id))
+  SELECT e.id, e.slug::text, tt.id, tt.name::text, p.held, p.pending, p.paid, tt.max_per_user,
+         (sum(p.held + p.pending + p.paid) OVER (PARTITION BY e.id))::integer, e.max_tickets_per_user
+    FROM per_type p JOIN ticket_types tt ON tt.id = p.ticket_type_id JOIN events e ON e.id = tt.event_id
+   ORDER BY e.start_time, e.id, tt.name, tt.id
+$$;
+
+
+ALTER FUNCTION api.buyer_counts(p_email text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION buyer_counts(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.buyer_counts(p_email text) IS '(DBA-only) What counts against a buyer''s caps, per ticket type the buyer ever reserved or bought: seats in unexpired ACTIVE holds, in PENDING and in PAID orders, the type''s max_per_user, the buyer''s seats in the whole event (held + pending + paid) and the event''s max_tickets_per_user (NULL: no cap). E.g. SELECT * FROM api.buyer_counts(''fan@example.com''). Locks nothing.';
+
+
+--
 -- Name: cancel_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -496,10 +535,10 @@ COMMENT ON FUNCTION api.clear_rate_limit(p_key_prefix text) IS '(DBA-only) Forge
 
 
 --
--- Name: complete_booking(uuid, uuid, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: complete_booking(uuid, uuid, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) RETURNS json
+CREATE FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text DEFAULT NULL::text) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -510,7 +549,17 @@ DECLARE
   v_event_status text;
   v_order orders;
   v_email text;
+  v_stored json;
 BEGIN
+  -- A key is claimed first (before the reservation row: the lock order) and records the order
+  -- in this same transaction: a retry after a lost answer gets the same order, not BKRNA.
+  IF p_idempotency_key IS NOT NULL THEN
+    v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
+      'complete ' || coalesce(p_reservation_id::text, '-') || ' ' || coalesce(p_payment_method, '-'));
+    IF v_stored IS NOT NULL THEN
+      RETURN v_stored;
+    END IF;
+  END IF;
   IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
       MESSAGE = 'payment_method must be one of MOMO, ZALOPAY, BANKING, CARD';
@@ -559,25 +608,28 @@ BEGIN
   VALUES ('order_confirmation_email',
           jsonb_build_object('order_id', v_order.id, 'user_id', p_user_id, 'email', v_email));
 
+  IF p_idempotency_key IS NOT NULL THEN
+    RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key, internal.order_json(v_order));
+  END IF;
   RETURN internal.order_json(v_order);
 END;
 $$;
 
 
-ALTER FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) OWNER TO booking_owner;
+ALTER FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile).';
+COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key and request within 24 hours returns the first order again; recorded in the same transaction.';
 
 
 --
--- Name: create_event(text, text, text, timestamp with time zone, timestamp with time zone, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: create_event(text, text, text, timestamp with time zone, timestamp with time zone, text, text, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text DEFAULT NULL::text, p_banner_url text DEFAULT NULL::text) RETURNS json
+CREATE FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text DEFAULT NULL::text, p_banner_url text DEFAULT NULL::text, p_max_tickets_per_user integer DEFAULT NULL::integer) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -585,10 +637,12 @@ DECLARE
   v_event events;
 BEGIN
   PERFORM internal.check_event(p_slug, p_name, p_location, p_banner_url, p_start_time, p_end_time);
+  PERFORM internal.check_cap('max_tickets_per_user', p_max_tickets_per_user);
 
-  INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status)
+  INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status,
+                      max_tickets_per_user)
   VALUES (p_slug, btrim(p_name), p_description, p_banner_url, btrim(p_location),
-          p_start_time, p_end_time, 'DRAFT')
+          p_start_time, p_end_time, 'DRAFT', p_max_tickets_per_user)
   ON CONFLICT (slug) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -599,13 +653,13 @@ END;
 $$;
 
 
-ALTER FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) OWNER TO booking_owner;
+ALTER FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) IS 'Creates an event in status DRAFT and returns it. Raises BKVAL (fields), BKSLG (slug taken).';
+COMMENT ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) IS 'Creates an event in status DRAFT and returns it. p_max_tickets_per_user: seats one buyer may hold or own over all its ticket types (NULL: no cap). Raises BKVAL (fields), BKSLG (slug taken).';
 
 
 --
@@ -648,10 +702,10 @@ COMMENT ON FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p_s
 
 
 --
--- Name: create_ticket_type(uuid, text, numeric, integer, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: create_ticket_type(uuid, text, numeric, integer, timestamp with time zone, timestamp with time zone, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone DEFAULT NULL::timestamp with time zone, p_end_sale_time timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS json
+CREATE FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone DEFAULT NULL::timestamp with time zone, p_end_sale_time timestamp with time zone DEFAULT NULL::timestamp with time zone, p_max_per_user integer DEFAULT NULL::integer) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -661,6 +715,7 @@ DECLARE
   v_tt ticket_types;
 BEGIN
   PERFORM internal.check_ticket_type(p_name, p_price, p_initial_quantity, p_start_sale_time, p_end_sale_time);
+  PERFORM internal.check_cap('max_per_user', p_max_per_user);
 
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR KEY SHARE;
   IF NOT FOUND THEN
@@ -672,22 +727,22 @@ BEGIN
   END IF;
 
   INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity,
-                            start_sale_time, end_sale_time)
+                            start_sale_time, end_sale_time, max_per_user)
   VALUES (p_event_id, btrim(p_name), p_price, p_initial_quantity, p_initial_quantity,
-          p_start_sale_time, p_end_sale_time)
+          p_start_sale_time, p_end_sale_time, p_max_per_user)
   RETURNING * INTO v_tt;
   RETURN internal.ticket_type_json(v_tt, v_event, true);
 END;
 $$;
 
 
-ALTER FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) OWNER TO booking_owner;
+ALTER FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone, p_max_per_user integer) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone, p_max_per_user integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) IS 'Adds a ticket type to an event with available_quantity = initial_quantity. NULL sale times mean open from publication / until the event ends. Raises BKVAL, BKNTF, BKIST.';
+COMMENT ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone, p_max_per_user integer) IS 'Adds a ticket type to an event with available_quantity = initial_quantity. NULL sale times mean open from publication / until the event ends. p_max_per_user: seats of it one buyer may hold or own (NULL: no cap). Raises BKVAL, BKNTF, BKIST.';
 
 
 --
@@ -947,6 +1002,33 @@ ALTER FUNCTION api.publish_event(p_event_id uuid) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.publish_event(p_event_id uuid) IS 'DRAFT -> PUBLISHED (already published: returns it unchanged). Locks the event row. Raises BKNTF, BKIST.';
+
+
+--
+-- Name: purge_idempotency_keys(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.purge_idempotency_keys() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_deleted integer;
+BEGIN
+  DELETE FROM idempotency_keys WHERE created_at <= now() - internal.idempotency_ttl();
+  GET DIAGNOSTICS v_deleted = ROW_COUNT;
+  RETURN v_deleted;
+END;
+$$;
+
+
+ALTER FUNCTION api.purge_idempotency_keys() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION purge_idempotency_keys(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.purge_idempotency_keys() IS '(DBA-only) Deletes idempotency keys older than 24 hours (they already count as absent); returns how many. pg_cron runs it every 10 minutes.';
 
 
 --
@@ -1224,36 +1306,49 @@ COMMENT ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full
 
 
 --
--- Name: reserve_tickets(uuid, uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets(uuid, uuid, integer, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS json
+CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL::text) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
     SET plan_cache_mode TO 'force_generic_plan'
     AS $$
+DECLARE
+  v_stored json;
 BEGIN
-  -- Seed method 1 (pessimistic): the core locks the ticket type row.
-  RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1];
+  IF p_idempotency_key IS NULL THEN
+    -- Seed method 1 (pessimistic): the core locks the ticket type row.
+    RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1];
+  END IF;
+  -- Keyed: claim the key first (lock order), then the same work, then record its answer in
+  -- this transaction. A refusal raises and rolls the claim back with everything else.
+  v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
+                                             internal.reserve_fingerprint(p_ticket_type_id, p_quantity));
+  IF v_stored IS NOT NULL THEN
+    RETURN v_stored;
+  END IF;
+  RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key,
+    (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1]);
 END;
 $$;
 
 
-ALTER FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (default 10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Decided by internal.reserve. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). Raises BKVAL, BKNTF (unknown user or type), BKSNO (not on sale), BKSLD (sold out).';
+COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (default 10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Decided by internal.reserve. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). With p_idempotency_key (1-255 visible ASCII), the same user, key and request within 24 hours returns the first reservation again and holds nothing more; the key is recorded in the same transaction (only successes are recorded). Raises BKVAL, BKNTF (unknown user or type), BKSNO (not on sale), BKLIM (a per-buyer cap), BKSLD (sold out), BKIDR (key used with another request).';
 
 
 --
--- Name: reserve_tickets_batch(api.reserve_request[]); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets_batch(api.reserve_request[], text[]); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) RETURNS TABLE(reservation json, sqlstate text, message text)
+CREATE FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[] DEFAULT NULL::text[]) RETURNS TABLE(reservation json, sqlstate text, message text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -1266,46 +1361,174 @@ DECLARE
   v_reservations json[] := '{}';
   v_sqlstates text[] := '{}';
   v_messages text[] := '{}';
+  v_count integer := coalesce(array_length(p_requests, 1), 0);
+  -- Keyed requests only (p_idempotency_keys given):
+  v_work_pos integer[];   -- original position of each request still to decide
+  v_ids text[];           -- 'user/key' of the keys named in the call ...
+  v_fingerprints text[];  -- ... their recorded fingerprint
+  v_responses json[];     -- ... and response (stored before: a replay)
+  v_claimed text[];       -- the keys this call claimed: decided here, recorded below
+  v_first integer[];      -- per key (index in v_ids): the position whose answer it gets
+  v_id text;
+  v_fp text;
+  i integer;
+  j integer;
+  n integer;
+  v_originals api.reserve_request[];  -- p_requests as given (p_requests becomes the undecided ones)
+  o_reservations json[];
+  o_sqlstates text[];
+  o_messages text[];
 BEGIN
-  IF coalesce(array_length(p_requests, 1), 0) > 1000 THEN
+  IF v_count > 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
   END IF;
-  -- One core call per ticket type, in id order (the project's lock order).
+
+  IF p_idempotency_keys IS NOT NULL THEN
+    -- Idempotency keys, claimed FIRST (lock order), sorted by (user, key), all in one statement.
+    -- A key named twice in the call is claimed once: its later requests get the first one's
+    -- answer (or BKIDR if they differ). Replays get the recorded answer; only the rest is decided.
+    IF cardinality(p_idempotency_keys) <> v_count THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+        MESSAGE = 'p_idempotency_keys must have one element (or NULL) per request';
+    END IF;
+    PERFORM internal.check_idempotency_key(k) FROM unnest(p_idempotency_keys) k;
+    WITH firsts AS (
+           SELECT DISTINCT ON (r.user_id, k.key) r.user_id, k.key,
+                  internal.reserve_fingerprint(r.ticket_type_id, r.quantity) AS fingerprint
+             FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
+             JOIN unnest(p_idempotency_keys) WITH ORDINALITY AS k(key, pos) ON k.pos = r.pos
+            WHERE r.user_id IS NOT NULL AND k.key IS NOT NULL
+            ORDER BY r.user_id, k.key, r.pos),
+         claimed AS (
+           INSERT INTO idempotency_keys AS k (user_id, key, fingerprint)
+           SELECT f.user_id, f.key, f.fingerprint FROM firsts f ORDER BY f.user_id, f.key
+           ON CONFLICT (user_id, key) DO UPDATE
+             SET fingerprint = EXCLUDED.fingerprint, response = NULL, created_at = now()
+             WHERE k.created_at <= now() - internal.idempotency_ttl()
+           RETURNING k.user_id, k.key)
+    SELECT array_agg(c.user_id || '/' || c.key) INTO v_claimed FROM claimed c;
+    -- A fresh statement: sees the answers committed by the requests the claim waited for.
+    SELECT array_agg(k.user_id || '/' || k.key), array_agg(k.fingerprint), array_agg(k.response)
+      INTO v_ids, v_fingerprints, v_responses
+      FROM idempotency_keys k
+     WHERE (k.user_id, k.key) IN (SELECT r.user_id, x.key
+                                    FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
+                                    JOIN unnest(p_idempotency_keys) WITH ORDINALITY AS x(key, pos) ON x.pos = r.pos);
+    v_claimed := coalesce(v_claimed, '{}');
+    v_first := array_fill(NULL::integer, ARRAY[coalesce(cardinality(v_ids), 0) + 1]);
+    o_reservations := array_fill(NULL::json, ARRAY[v_count]);
+    o_sqlstates := array_fill(NULL::text, ARRAY[v_count]);
+    o_messages := array_fill(NULL::text, ARRAY[v_count]);
+    v_work_pos := '{}';
+    FOR i IN 1..v_count LOOP
+      v_id := (p_requests[i]).user_id || '/' || p_idempotency_keys[i];
+      j := array_position(v_ids, v_id);
+      IF j IS NULL THEN  -- no key (or no user: the core refuses it)
+        v_work_pos := v_work_pos || i;
+        CONTINUE;
+      END IF;
+      v_fp := internal.reserve_fingerprint((p_requests[i]).ticket_type_id, (p_requests[i]).quantity);
+      IF v_fingerprints[j] IS DISTINCT FROM v_fp THEN
+        o_sqlstates[i] := 'BKIDR'; o_messages[i] := 'this Idempotency-Key was used with a different request';
+      ELSIF v_id = ANY (v_claimed) THEN
+        IF v_first[j] IS NULL THEN  -- the first request with this key: decided below
+          v_first[j] := i;
+          v_work_pos := v_work_pos || i;
+        END IF;                     -- later ones: copied from it below
+      ELSIF v_responses[j] IS NULL THEN  -- cannot happen: only successes are committed with their key
+        o_sqlstates[i] := 'BKBSY'; o_messages[i] := 'the request with this Idempotency-Key is unfinished';
+      ELSE
+        o_reservations[i] := v_responses[j];
+      END IF;
+    END LOOP;
+    v_originals := p_requests;
+    p_requests := ARRAY(SELECT p_requests[u.w] FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord);
+  END IF;
+
+  -- One core call per ticket type, in id order (the project's lock order). With several types
+  -- and an event cap, the core of type A would take (event, buyer) locks and then wait for
+  -- type B's row, while a reserve of B holds B's row and waits for the same (event, buyer)
+  -- lock: a deadlock. So a call with several types first takes ALL its type rows (ids
+  -- ascending), then ALL its (event, buyer) locks (sorted); the cores then find them held.
   FOR v_group IN
     SELECT r.ticket_type_id, array_agg(r.user_id ORDER BY r.pos) AS users,
-           array_agg(r.quantity ORDER BY r.pos) AS quantities, array_agg(r.pos ORDER BY r.pos) AS pos
+           array_agg(r.quantity ORDER BY r.pos) AS quantities, array_agg(r.pos ORDER BY r.pos) AS pos,
+           count(*) OVER () AS types
       FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
      GROUP BY r.ticket_type_id
      ORDER BY r.ticket_type_id NULLS LAST
   LOOP
+    IF v_group.types > 1 AND v_pos = '{}' THEN
+      PERFORM 1 FROM ticket_types t
+        WHERE t.id IN (SELECT r.ticket_type_id FROM unnest(p_requests) r)
+        ORDER BY t.id FOR NO KEY UPDATE OF t;
+      PERFORM pg_advisory_xact_lock(l.key)
+         FROM (SELECT DISTINCT internal.buyer_lock_key(t.event_id, r.user_id) AS key
+                 FROM unnest(p_requests) r
+                 JOIN ticket_types t ON t.id = r.ticket_type_id
+                 JOIN events e ON e.id = t.event_id
+                WHERE e.max_tickets_per_user IS NOT NULL AND r.user_id IS NOT NULL
+                ORDER BY 1) l;
+    END IF;
     v_answer := internal.reserve(v_group.ticket_type_id, v_group.users, v_group.quantities);
     v_pos := v_pos || v_group.pos;
     v_reservations := v_reservations || v_answer.reservations;
     v_sqlstates := v_sqlstates || v_answer.sqlstates;
     v_messages := v_messages || v_answer.messages;
   END LOOP;
-  RETURN QUERY
-    SELECT a.reservation, a.sqlstate, a.message
-      FROM unnest(v_pos, v_reservations, v_sqlstates, v_messages) AS a(pos, reservation, sqlstate, message)
-     ORDER BY a.pos;
+
+  IF p_idempotency_keys IS NULL THEN
+    RETURN QUERY
+      SELECT a.reservation, a.sqlstate, a.message
+        FROM unnest(v_pos, v_reservations, v_sqlstates, v_messages) AS a(pos, reservation, sqlstate, message)
+       ORDER BY a.pos;
+    RETURN;
+  END IF;
+
+  -- Keyed: answers back to their original positions; later requests with a key the call
+  -- claimed get its first request's answer; a claimed key records that answer when it is a
+  -- hold, and is given back when it was refused (only successes are recorded).
+  FOR n IN 1..coalesce(cardinality(v_pos), 0) LOOP
+    i := v_work_pos[v_pos[n]];
+    o_reservations[i] := v_reservations[n];
+    o_sqlstates[i] := v_sqlstates[n];
+    o_messages[i] := v_messages[n];
+  END LOOP;
+  FOR i IN 1..v_count LOOP
+    IF o_reservations[i] IS NULL AND o_sqlstates[i] IS NULL THEN
+      j := v_first[array_position(v_ids, (v_originals[i]).user_id || '/' || p_idempotency_keys[i])];
+      o_reservations[i] := o_reservations[j];
+      o_sqlstates[i] := o_sqlstates[j];
+      o_messages[i] := o_messages[j];
+    END IF;
+  END LOOP;
+  UPDATE idempotency_keys k SET response = o_reservations[f.pos]
+    FROM unnest(v_ids, v_first) AS f(id, pos)
+   WHERE f.pos IS NOT NULL AND o_reservations[f.pos] IS NOT NULL
+     AND k.user_id = left(f.id, 36)::uuid AND k.key = substr(f.id, 38);
+  DELETE FROM idempotency_keys k
+   USING unnest(v_ids, v_first) AS f(id, pos)
+   WHERE f.pos IS NOT NULL AND o_reservations[f.pos] IS NULL
+     AND k.user_id = left(f.id, 36)::uuid AND k.key = substr(f.id, 38);
+  RETURN QUERY SELECT * FROM unnest(o_reservations, o_sqlstates, o_messages);
 END;
 $$;
 
 
-ALTER FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[]); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves of a ticket type into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKSLD). Decided by internal.reserve, one call per ticket type in id order (each row locked once, lock_timeout 2s); within a type, granted in array order while stock lasts. At most 1000 requests (else BKVAL).';
+COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves of a ticket type into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKIDR). Decided by internal.reserve, one call per ticket type in id order (each row locked once, lock_timeout 2s; with several types, all type rows and (event, buyer) cap locks are taken first); within a type, granted in array order while stock lasts, a buyer''s requests counted together against the caps. p_idempotency_keys (optional, aligned with p_requests, NULL elements: no key): keys claimed first, sorted by (user, key); a replay gets the recorded reservation; the same key twice in one call: the later request gets the first one''s answer; a refused request''s key is not recorded. At most 1000 requests (else BKVAL).';
 
 
 --
--- Name: reserve_tickets_optimistic(uuid, uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets_optimistic(uuid, uuid, integer, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) RETURNS json
+CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL::text) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -1315,13 +1538,24 @@ DECLARE
   c_attempts CONSTANT integer := 6;
   v_version integer;
   v_answer record;
+  v_stored json;
 BEGIN
+  IF p_idempotency_key IS NOT NULL THEN  -- claimed first, as in api.reserve_tickets
+    v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
+                                               internal.reserve_fingerprint(p_ticket_type_id, p_quantity));
+    IF v_stored IS NOT NULL THEN
+      RETURN v_stored;
+    END IF;
+  END IF;
   FOR v_attempt IN 1..c_attempts LOOP
     -- Seed method 2: read the version without a lock; the core takes the row only if the
     -- version is still the same (compare-and-set), else answers BKBSY and we try again.
     SELECT version INTO v_version FROM ticket_types WHERE id = p_ticket_type_id;
     v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], v_version);
     IF v_answer.sqlstates[1] IS NULL THEN
+      IF p_idempotency_key IS NOT NULL THEN
+        PERFORM internal.store_idempotent_response(p_user_id, p_idempotency_key, v_answer.reservations[1]);
+      END IF;
       RETURN v_answer.reservations[1];
     ELSIF v_answer.sqlstates[1] <> 'BKBSY' THEN
       RAISE EXCEPTION USING ERRCODE = v_answer.sqlstates[1], MESSAGE = v_answer.messages[1];
@@ -1337,13 +1571,13 @@ END;
 $$;
 
 
-ALTER FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) IS 'Same checks and results as api.reserve_tickets, but seed method 2: reads the ticket type''s version without a lock, then internal.reserve takes the row only if the version is unchanged (compare-and-set); up to 6 attempts with jittered exponential backoff. lock_timeout 2s. Raises BKVAL, BKNTF, BKSNO, BKSLD, BKBSY (retries exhausted).';
+COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) IS 'Same checks, results and p_idempotency_key as api.reserve_tickets, but seed method 2: reads the ticket type''s version without a lock, then internal.reserve takes the row only if the version is unchanged (compare-and-set); up to 6 attempts with jittered exponential backoff. lock_timeout 2s. Raises BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKIDR, BKBSY (retries exhausted).';
 
 
 --
@@ -1539,9 +1773,11 @@ DECLARE
   v_location text;
   v_start timestamptz;
   v_end timestamptz;
+  v_cap integer;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
-    ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time']);
+    ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time',
+          'max_tickets_per_user']);
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
@@ -1559,13 +1795,14 @@ BEGIN
   v_start := CASE WHEN p_changes ? 'start_time' THEN (p_changes->>'start_time')::timestamptz ELSE v_event.start_time END;
   v_end := CASE WHEN p_changes ? 'end_time' THEN (p_changes->>'end_time')::timestamptz ELSE v_event.end_time END;
   PERFORM internal.check_event(v_slug, v_name, v_location, v_banner_url, v_start, v_end);
+  v_cap := internal.cap_change(p_changes, 'max_tickets_per_user', v_event.max_tickets_per_user);
   IF v_slug <> v_event.slug AND EXISTS (SELECT 1 FROM events WHERE slug = v_slug) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
   END IF;
 
   UPDATE events
      SET slug = v_slug, name = v_name, description = v_description, banner_url = v_banner_url,
-         location = v_location, start_time = v_start, end_time = v_end
+         location = v_location, start_time = v_start, end_time = v_end, max_tickets_per_user = v_cap
    WHERE id = p_event_id
   RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
@@ -1579,7 +1816,7 @@ ALTER FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) OWNER TO booki
 -- Name: FUNCTION update_event(p_event_id uuid, p_changes jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) IS 'Patches an event: p_changes is a JSON object with any of slug, name, description, banner_url, location, start_time, end_time. Locks the event row. Raises BKVAL, BKNTF, BKSLG, BKIST (cancelled or ended events are frozen).';
+COMMENT ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) IS 'Patches an event: p_changes is a JSON object with any of slug, name, description, banner_url, location, start_time, end_time, max_tickets_per_user (null: no cap; applies to reserves from now on, seats already held stay). Locks the event row. Raises BKVAL, BKNTF, BKSLG, BKIST (cancelled or ended events are frozen).';
 
 
 --
@@ -1598,9 +1835,10 @@ DECLARE
   v_price numeric;
   v_start timestamptz;
   v_end timestamptz;
+  v_cap integer;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
-    ARRAY['name', 'price', 'start_sale_time', 'end_sale_time']);
+    ARRAY['name', 'price', 'start_sale_time', 'end_sale_time', 'max_per_user']);
   SELECT * INTO v_tt FROM ticket_types WHERE id = p_ticket_type_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
@@ -1613,9 +1851,11 @@ BEGIN
   v_end := CASE WHEN p_changes ? 'end_sale_time'
                 THEN (p_changes->>'end_sale_time')::timestamptz ELSE v_tt.end_sale_time END;
   PERFORM internal.check_ticket_type(v_name, v_price, v_tt.initial_quantity, v_start, v_end);
+  v_cap := internal.cap_change(p_changes, 'max_per_user', v_tt.max_per_user);
 
   UPDATE ticket_types
-     SET name = v_name, price = v_price, start_sale_time = v_start, end_sale_time = v_end
+     SET name = v_name, price = v_price, start_sale_time = v_start, end_sale_time = v_end,
+         max_per_user = v_cap
    WHERE id = p_ticket_type_id
   RETURNING * INTO v_tt;
   SELECT * INTO v_event FROM events WHERE id = v_tt.event_id;
@@ -1630,7 +1870,7 @@ ALTER FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) OW
 -- Name: FUNCTION update_ticket_type(p_ticket_type_id uuid, p_changes jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) IS 'Patches a ticket type: p_changes with any of name, price, start_sale_time, end_sale_time (stock is changed only by bookings). Locks the ticket type row (same lock reserve takes). Raises BKVAL, BKNTF.';
+COMMENT ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb) IS 'Patches a ticket type: p_changes with any of name, price, start_sale_time, end_sale_time, max_per_user (null: no cap; applies to reserves from now on) (stock is changed only by bookings). Locks the ticket type row (same lock reserve takes). Raises BKVAL, BKNTF.';
 
 
 --
@@ -1658,6 +1898,85 @@ ALTER FUNCTION api.user_sessions(p_email text) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.user_sessions(p_email text) IS '(DBA-only) A user''s sessions, newest first: SELECT * FROM api.user_sessions(''a@b.co''). access_denied: its access tokens are refused (deny-list); revoked_at alone stops refreshing. Locks nothing.';
+
+
+--
+-- Name: buyer_lock_key(uuid, uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) RETURNS bigint
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  -- The transaction advisory lock that serialises one buyer's reserves in one event (the event
+  -- cap spans ticket types, so their row locks alone do not). Seed 9: our own key space.
+  SELECT hashtextextended(p_event_id::text || '/' || p_user_id::text, 9)
+$$;
+
+
+ALTER FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION buyer_lock_key(p_event_id uuid, p_user_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) IS 'The pg_advisory_xact_lock key of (event, buyer): taken by reserves under an event cap.';
+
+
+--
+-- Name: cap_change(jsonb, text, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.cap_change(p_changes jsonb, p_name text, p_current integer) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+DECLARE
+  v_value jsonb := p_changes -> p_name;
+BEGIN
+  IF NOT p_changes ? p_name THEN
+    RETURN p_current;
+  ELSIF jsonb_typeof(v_value) = 'null' THEN
+    RETURN NULL;
+  ELSIF jsonb_typeof(v_value) <> 'number' OR v_value::numeric <> trunc(v_value::numeric)
+        OR v_value::numeric NOT BETWEEN 1 AND 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('%s must be between 1 and 1000000, or null (no cap)', p_name);
+  END IF;
+  RETURN v_value::numeric::integer;
+END;
+$$;
+
+
+ALTER FUNCTION internal.cap_change(p_changes jsonb, p_name text, p_current integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION cap_change(p_changes jsonb, p_name text, p_current integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.cap_change(p_changes jsonb, p_name text, p_current integer) IS 'The new value of a cap in a patch (p_current when not named; NULL clears it). Raises BKVAL.';
+
+
+--
+-- Name: check_cap(text, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_cap(p_name text, p_cap integer) RETURNS integer
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+  IF p_cap < 1 OR p_cap > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('%s must be between 1 and 1000000, or null (no cap)', p_name);
+  END IF;
+  RETURN p_cap;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_cap(p_name text, p_cap integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_cap(p_name text, p_cap integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_cap(p_name text, p_cap integer) IS 'A per-buyer cap (max_per_user, max_tickets_per_user): 1..1000000 or NULL (no cap). Raises BKVAL.';
 
 
 --
@@ -1727,6 +2046,31 @@ ALTER FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p
 --
 
 COMMENT ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) IS 'Field checks for an event, before they meet the column types. Raises BKVAL.';
+
+
+--
+-- Name: check_idempotency_key(text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_idempotency_key(p_key text) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $_$
+BEGIN
+  IF p_key IS NOT NULL AND p_key !~ '^[!-~]{1,255}$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'Idempotency-Key must be 1 to 255 visible ASCII characters';
+  END IF;
+END;
+$_$;
+
+
+ALTER FUNCTION internal.check_idempotency_key(p_key text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_idempotency_key(p_key text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_idempotency_key(p_key text) IS 'An idempotency key is 1-255 visible ASCII characters (0x21-0x7E). Raises BKVAL.';
 
 
 --
@@ -1818,6 +2162,53 @@ ALTER FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initia
 COMMENT ON FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) IS 'Field checks for a ticket type, before they meet the column types. Raises BKVAL.';
 
 
+--
+-- Name: claim_idempotency_key(uuid, text, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text) RETURNS json
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_fingerprint text;
+  v_response json;
+BEGIN
+  PERFORM internal.check_idempotency_key(p_key);
+  -- Claim: a new row, or an expired one taken over. A concurrent request with the same key
+  -- waits here on the uncommitted row; if that one rolls back (a refusal), this one claims.
+  INSERT INTO public.idempotency_keys AS k (user_id, key, fingerprint)
+  VALUES (p_user_id, p_key, p_fingerprint)
+  ON CONFLICT (user_id, key) DO UPDATE
+    SET fingerprint = EXCLUDED.fingerprint, response = NULL, created_at = now()
+    WHERE k.created_at <= now() - internal.idempotency_ttl()
+  RETURNING k.fingerprint INTO v_fingerprint;
+  IF FOUND THEN
+    RETURN NULL;  -- ours: do the work, then internal.store_idempotent_response
+  END IF;
+  -- Someone's committed answer (a fresh statement: it sees what the first request committed).
+  SELECT k.fingerprint, k.response INTO v_fingerprint, v_response
+    FROM public.idempotency_keys k WHERE k.user_id = p_user_id AND k.key = p_key;
+  IF v_fingerprint IS DISTINCT FROM p_fingerprint THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKIDR',
+      MESSAGE = 'this Idempotency-Key was used with a different request';
+  END IF;
+  IF v_response IS NULL THEN  -- cannot happen: only successes are committed with their key
+    RAISE EXCEPTION USING ERRCODE = 'BKBSY', MESSAGE = 'the request with this Idempotency-Key is unfinished';
+  END IF;
+  RETURN v_response;
+END;
+$$;
+
+
+ALTER FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text) IS 'Claims (user, key) for a request (fingerprint) in the caller''s transaction: NULL when the caller now owns it (do the work, then internal.store_idempotent_response); the stored response when the same request was done before (within 24 hours); raises BKIDR for another request, BKVAL for a malformed key. Waits for a concurrent holder of the key.';
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -1838,6 +2229,8 @@ CREATE TABLE public.events (
     status character varying(20) DEFAULT 'DRAFT'::character varying NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    max_tickets_per_user integer,
+    CONSTRAINT chk_events_max_tickets_per_user CHECK ((max_tickets_per_user >= 1)),
     CONSTRAINT chk_events_status CHECK (((status)::text = ANY ((ARRAY['DRAFT'::character varying, 'PUBLISHED'::character varying, 'CANCELLED'::character varying, 'ENDED'::character varying])::text[]))),
     CONSTRAINT chk_events_time CHECK ((end_time > start_time)),
     CONSTRAINT chk_events_times_rfc3339 CHECK (((start_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (start_time < '10000-01-01 00:00:00+00'::timestamp with time zone) AND (end_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (end_time < '10000-01-01 00:00:00+00'::timestamp with time zone)))
@@ -1845,6 +2238,13 @@ CREATE TABLE public.events (
 
 
 ALTER TABLE public.events OWNER TO booking_owner;
+
+--
+-- Name: COLUMN events.max_tickets_per_user; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.events.max_tickets_per_user IS 'Seats one buyer may hold or own over all ticket types of the event (ACTIVE holds + PENDING/PAID orders); NULL: no cap.';
+
 
 --
 -- Name: event_json(public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
@@ -1857,6 +2257,7 @@ CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS jso
     'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
     'banner_url', e.banner_url, 'location', e.location,
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
+    'max_tickets_per_user', e.max_tickets_per_user,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
         FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
@@ -1890,6 +2291,26 @@ ALTER FUNCTION internal.hold_period() OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION internal.hold_period() IS 'How long a reservation holds seats: setting booking.hold_period (default 10 minutes). Change without code: ALTER DATABASE booking SET booking.hold_period = ''15 minutes''.';
+
+
+--
+-- Name: idempotency_ttl(); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.idempotency_ttl() RETURNS interval
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  SELECT interval '24 hours'
+$$;
+
+
+ALTER FUNCTION internal.idempotency_ttl() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION idempotency_ttl(); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.idempotency_ttl() IS 'How long an idempotency key answers with its first response (24 hours); older counts as absent.';
 
 
 --
@@ -2090,6 +2511,16 @@ DECLARE
   v_json json;
   v_quantity integer;
   i integer;
+  -- Per-buyer caps (only when the type or its event has one): the call's buyers, and each
+  -- one's seats of this type and of the whole event, kept up to date as requests are granted.
+  v_event_id uuid;
+  v_type_cap integer;
+  v_event_cap integer;
+  v_buyers uuid[];
+  v_type_seats integer[];
+  v_event_seats integer[];
+  v_counted_types uuid[];  -- the types whose seats count: this one, or every type of the event
+  k integer;
 BEGIN
   IF NOT p_raise THEN  -- (raising, a refusal is never returned: only grants, set below)
     reservations := array_fill(NULL::json, ARRAY[v_count]);
@@ -2103,8 +2534,9 @@ BEGIN
   -- is taken only if nobody changed it since the caller read it: compare-and-set.
   SELECT tt.available_quantity, internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time),
          -- A token can outlive its user: answer not_found rather than trip over the foreign key.
-         ARRAY(SELECT u.id FROM public.users u WHERE u.id = ANY (p_users))
-    INTO v_available, v_problem, v_known_users
+         ARRAY(SELECT u.id FROM public.users u WHERE u.id = ANY (p_users)),
+         e.id, tt.max_per_user, e.max_tickets_per_user
+    INTO v_available, v_problem, v_known_users, v_event_id, v_type_cap, v_event_cap
     FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
    WHERE tt.id = p_ticket_type_id AND (p_expected_version IS NULL OR tt.version = p_expected_version)
      FOR NO KEY UPDATE OF tt;
@@ -2118,7 +2550,44 @@ BEGIN
     END IF;
   END IF;
 
-  -- Each request in arrival order: arguments, the type, the user, the sale window, then stock.
+  -- Per-buyer caps, only when one is set (no cap: no statement here). The type cap is decided
+  -- under the ticket type's row lock (taken above). The event cap spans the event's types:
+  -- a transaction advisory lock per (event, buyer), sorted, serialises one buyer's reserves
+  -- across them (lock order: ticket_types rows -> these locks -> order_reservations rows; a
+  -- batch over several types takes all its type rows and all these locks first). Then ONE
+  -- statement counts every buyer of the call (a fresh snapshot: it sees what the lock waited
+  -- for): seats in unexpired ACTIVE holds + PENDING/PAID orders, of this type and of the event.
+  IF (v_type_cap IS NOT NULL OR v_event_cap IS NOT NULL) AND v_problem IS NULL AND v_refusal IS NULL
+     AND cardinality(v_known_users) > 0 THEN
+    v_counted_types := ARRAY[p_ticket_type_id];
+    IF v_event_cap IS NOT NULL THEN
+      PERFORM pg_advisory_xact_lock(l.key)
+         FROM (SELECT DISTINCT internal.buyer_lock_key(v_event_id, u) AS key FROM unnest(v_known_users) u
+                ORDER BY 1) l;
+      -- Read after the lock: a type created meanwhile, and reserved by this buyer, counts too.
+      v_counted_types := ARRAY(SELECT t.id FROM public.ticket_types t WHERE t.event_id = v_event_id);
+    END IF;
+    SELECT array_agg(b.id), array_agg(coalesce(h.type_seats, 0) + coalesce(o.type_seats, 0)),
+           array_agg(coalesce(h.event_seats, 0) + coalesce(o.event_seats, 0))
+      INTO v_buyers, v_type_seats, v_event_seats
+      FROM unnest(v_known_users) AS b(id)
+      LEFT JOIN LATERAL (
+        -- Only (user, type) in WHERE: the planner must take idx_order_reservations_user_type
+        -- (a buyer's few rows), not AND in the partial index of every live hold by expiry.
+        SELECT sum(r.quantity) FILTER (WHERE r.ticket_type_id = p_ticket_type_id AND r.status = 'ACTIVE'
+                                             AND r.expires_at > now())::integer AS type_seats,
+               sum(r.quantity) FILTER (WHERE r.status = 'ACTIVE' AND r.expires_at > now())::integer AS event_seats
+          FROM public.order_reservations r
+         WHERE r.user_id = b.id AND r.ticket_type_id = ANY (v_counted_types)) h ON true
+      LEFT JOIN LATERAL (
+        SELECT sum(i.quantity) FILTER (WHERE i.ticket_type_id = p_ticket_type_id)::integer AS type_seats,
+               sum(i.quantity)::integer AS event_seats
+          FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
+         WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND i.ticket_type_id = ANY (v_counted_types)) o ON true;
+  END IF;
+
+  -- Each request in arrival order: arguments, the type, the user, the sale window, the caps,
+  -- then stock.
   -- (Few statements per request: in a volatile function each one takes a fresh snapshot.)
   FOR i IN 1..v_count LOOP
     v_quantity := p_quantities[i];
@@ -2127,6 +2596,14 @@ BEGIN
       WHEN v_refusal IS NOT NULL THEN 'type'
       WHEN p_users[i] <> ALL (v_known_users) THEN 'user'
       WHEN v_problem IS NOT NULL THEN 'sale' END;
+    IF v_refused IS NULL AND v_buyers IS NOT NULL THEN  -- a cap is set
+      k := array_position(v_buyers, p_users[i]);
+      IF v_quantity > v_type_cap - v_type_seats[k] THEN
+        v_refused := 'type cap';
+      ELSIF v_quantity > v_event_cap - v_event_seats[k] THEN
+        v_refused := 'event cap';
+      END IF;
+    END IF;
     IF v_refused IS NULL THEN
       IF v_quantity > v_available - v_taken AND NOT v_reclaimed THEN
         -- Short: no seat stays stuck behind a dead hold. Reclaim once, under our lock. The
@@ -2139,19 +2616,26 @@ BEGIN
       IF v_quantity <= v_available - v_taken THEN
         v_taken := v_taken + v_quantity;
         v_grant_pos := v_grant_pos || i;
+        IF v_buyers IS NOT NULL THEN  -- the buyer's next request in this call counts this one
+          v_type_seats[k] := v_type_seats[k] + v_quantity;
+          v_event_seats[k] := v_event_seats[k] + v_quantity;
+        END IF;
       ELSE
         v_refused := 'stock';
       END IF;
     END IF;
     IF v_refused IS NOT NULL THEN
       sqlstates[i] := CASE v_refused WHEN 'arguments' THEN 'BKVAL' WHEN 'type' THEN v_refusal WHEN 'user' THEN 'BKNTF'
-                                     WHEN 'sale' THEN 'BKSNO' ELSE 'BKSLD' END;
+                                     WHEN 'sale' THEN 'BKSNO' WHEN 'type cap' THEN 'BKLIM'
+                                     WHEN 'event cap' THEN 'BKLIM' ELSE 'BKSLD' END;
       messages[i] := CASE v_refused
         WHEN 'arguments' THEN CASE WHEN p_users[i] IS NULL THEN 'user_id and ticket_type_id are required'
                                    ELSE format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null')) END
         WHEN 'type' THEN v_refusal_message
         WHEN 'user' THEN 'user not found'
         WHEN 'sale' THEN v_problem
+        WHEN 'type cap' THEN format('at most %s tickets of this ticket type per buyer (you have %s)', v_type_cap, v_type_seats[k])
+        WHEN 'event cap' THEN format('at most %s tickets of this event per buyer (you have %s)', v_event_cap, v_event_seats[k])
         ELSE format('only %s tickets left', v_available - v_taken) END;
     END IF;
   END LOOP;
@@ -2202,7 +2686,29 @@ ALTER FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantit
 -- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set). Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKSLD, BKBSY); with p_raise the first refusal is raised instead, before any hold is written. Callers bound the number of requests (the batch: 1000), set lock_timeout and take several ticket types in id order.';
+COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, the buyer''s caps (ticket_types.max_per_user, events.max_tickets_per_user: unexpired ACTIVE holds + PENDING/PAID orders, counted together with the buyer''s earlier requests of the call), stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set); under an event cap also a transaction advisory lock per (event, buyer), sorted. Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKBSY); with p_raise the first refusal is raised instead, before any hold is written. Callers bound the number of requests (the batch: 1000), set lock_timeout and take several ticket types in id order.';
+
+
+--
+-- Name: reserve_fingerprint(uuid, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.reserve_fingerprint(p_ticket_type_id uuid, p_quantity integer) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  -- The same for every way in (one request, optimistic, coalesced): a gateway restarted with
+  -- another reserve strategy still recognises the request.
+  SELECT 'reserve ' || coalesce(p_ticket_type_id::text, '-') || ' ' || coalesce(p_quantity::text, '-')
+$$;
+
+
+ALTER FUNCTION internal.reserve_fingerprint(p_ticket_type_id uuid, p_quantity integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reserve_fingerprint(p_ticket_type_id uuid, p_quantity integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.reserve_fingerprint(p_ticket_type_id uuid, p_quantity integer) IS 'What an idempotency key of a reserve stands for: the route and its arguments.';
 
 
 --
@@ -2302,6 +2808,27 @@ COMMENT ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from
 
 
 --
+-- Name: store_idempotent_response(uuid, text, json); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) RETURNS json
+    LANGUAGE sql
+    AS $$
+  UPDATE public.idempotency_keys SET response = p_response WHERE user_id = p_user_id AND key = p_key;
+  SELECT p_response;
+$$;
+
+
+ALTER FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION store_idempotent_response(p_user_id uuid, p_key text, p_response json); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) IS 'Records the success response of a claimed key (same transaction as the work); returns it.';
+
+
+--
 -- Name: ticket_types; Type: TABLE; Schema: public; Owner: booking_owner
 --
 
@@ -2317,6 +2844,7 @@ CREATE TABLE public.ticket_types (
     version integer DEFAULT 1 NOT NULL,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    max_per_user integer,
     CONSTRAINT chk_ticket_types_available_lte_initial CHECK ((available_quantity <= initial_quantity)),
     CONSTRAINT chk_ticket_types_price CHECK ((price >= (0)::numeric)),
     CONSTRAINT chk_ticket_types_quantity CHECK (((initial_quantity >= 0) AND (available_quantity >= 0)))
@@ -2324,6 +2852,13 @@ CREATE TABLE public.ticket_types (
 
 
 ALTER TABLE public.ticket_types OWNER TO booking_owner;
+
+--
+-- Name: COLUMN ticket_types.max_per_user; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.ticket_types.max_per_user IS 'Seats of this ticket type one buyer may hold or own (ACTIVE holds + PENDING/PAID orders); NULL: no cap.';
+
 
 --
 -- Name: ticket_type_json(public.ticket_types, public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
@@ -2337,13 +2872,15 @@ CREATE FUNCTION internal.ticket_type_json(tt public.ticket_types, e public.event
       'id', tt.id, 'event_id', tt.event_id, 'name', tt.name, 'price', tt.price::text,
       'initial_quantity', tt.initial_quantity,
       'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time,
+      'max_per_user', tt.max_per_user,
       'available_quantity', tt.available_quantity,
       'on_sale', internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) IS NULL)
   ELSE
     json_build_object(
       'id', tt.id, 'event_id', tt.event_id, 'name', tt.name, 'price', tt.price::text,
       'initial_quantity', tt.initial_quantity,
-      'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time)
+      'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time,
+      'max_per_user', tt.max_per_user)
   END
 $$;
 
@@ -2398,6 +2935,26 @@ ALTER FUNCTION internal.user_json(u public.users) OWNER TO booking_owner;
 
 COMMENT ON FUNCTION internal.user_json(u public.users) IS 'A user as API JSON (never the password hash).';
 
+
+--
+-- Name: check_max_per_user(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.check_max_per_user() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF NEW.max_per_user < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'check_violation', TABLE = TG_TABLE_NAME,
+      MESSAGE = 'max_per_user must be at least 1 (or NULL: no cap)';
+  END IF;
+  RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.check_max_per_user() OWNER TO booking_owner;
 
 --
 -- Name: check_sale_times_rfc3339(); Type: FUNCTION; Schema: public; Owner: booking_owner
@@ -2475,6 +3032,28 @@ $$;
 
 
 ALTER FUNCTION public.update_updated_at_column() OWNER TO booking_owner;
+
+--
+-- Name: idempotency_keys; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.idempotency_keys (
+    user_id uuid NOT NULL,
+    key text NOT NULL,
+    fingerprint text NOT NULL,
+    response json,
+    created_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+ALTER TABLE public.idempotency_keys OWNER TO booking_owner;
+
+--
+-- Name: TABLE idempotency_keys; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.idempotency_keys IS 'Idempotency-Key records: the route and arguments (fingerprint) and the success response of a user''s keyed request; older than 24 hours counts as absent; purged by api.purge_idempotency_keys().';
+
 
 --
 -- Name: order_items; Type: TABLE; Schema: public; Owner: booking_owner
@@ -2719,6 +3298,14 @@ ALTER TABLE ONLY public.events
 
 
 --
+-- Name: idempotency_keys idempotency_keys_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.idempotency_keys
+    ADD CONSTRAINT idempotency_keys_pkey PRIMARY KEY (user_id, key);
+
+
+--
 -- Name: order_items order_items_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -2905,6 +3492,13 @@ CREATE INDEX idx_events_status_start_time ON public.events USING btree (status, 
 
 
 --
+-- Name: idx_idempotency_keys_created_at; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_idempotency_keys_created_at ON public.idempotency_keys USING btree (created_at);
+
+
+--
 -- Name: idx_order_items_order_id; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
@@ -2954,10 +3548,10 @@ CREATE INDEX idx_order_reservations_ticket_type_id ON public.order_reservations 
 
 
 --
--- Name: idx_order_reservations_user_id; Type: INDEX; Schema: public; Owner: booking_owner
+-- Name: idx_order_reservations_user_type; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
-CREATE INDEX idx_order_reservations_user_id ON public.order_reservations USING btree (user_id);
+CREATE INDEX idx_order_reservations_user_type ON public.order_reservations USING btree (user_id, ticket_type_id);
 
 
 --
@@ -3157,6 +3751,13 @@ CREATE INDEX idx_users_role ON public.users USING btree (role);
 
 
 --
+-- Name: ticket_types check_max_per_user; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER check_max_per_user BEFORE INSERT OR UPDATE OF max_per_user ON public.ticket_types FOR EACH ROW EXECUTE FUNCTION public.check_max_per_user();
+
+
+--
 -- Name: ticket_types check_sale_times_rfc3339; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -3167,14 +3768,14 @@ CREATE TRIGGER check_sale_times_rfc3339 BEFORE INSERT OR UPDATE OF start_sale_ti
 -- Name: events notify_events_change; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
-CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, name, description, banner_url, location, start_time, end_time, status ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, name, description, banner_url, location, start_time, end_time, status, max_tickets_per_user ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
 
 
 --
 -- Name: ticket_types notify_ticket_types_change; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
-CREATE TRIGGER notify_ticket_types_change AFTER INSERT OR DELETE OR UPDATE OF event_id, name, price, initial_quantity, start_sale_time, end_sale_time ON public.ticket_types FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+CREATE TRIGGER notify_ticket_types_change AFTER INSERT OR DELETE OR UPDATE OF event_id, name, price, initial_quantity, start_sale_time, end_sale_time, max_per_user ON public.ticket_types FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
 
 
 --
@@ -3332,6 +3933,13 @@ GRANT ALL ON FUNCTION api.admin_get_event(p_event_id uuid) TO booking_gateway;
 
 
 --
+-- Name: FUNCTION buyer_counts(p_email text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.buyer_counts(p_email text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION cancel_event(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -3385,19 +3993,19 @@ REVOKE ALL ON FUNCTION api.clear_rate_limit(p_key_prefix text) FROM PUBLIC;
 
 
 --
--- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) TO booking_gateway;
 
 
 --
--- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) TO booking_gateway;
 
 
 --
@@ -3409,11 +4017,11 @@ GRANT ALL ON FUNCTION api.create_session(p_user_id uuid, p_refresh_hash bytea, p
 
 
 --
--- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone, p_max_per_user integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone, p_max_per_user integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer, p_start_sale_time timestamp with time zone, p_end_sale_time timestamp with time zone, p_max_per_user integer) TO booking_gateway;
 
 
 --
@@ -3480,6 +4088,13 @@ GRANT ALL ON FUNCTION api.publish_event(p_event_id uuid) TO booking_gateway;
 
 
 --
+-- Name: FUNCTION purge_idempotency_keys(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.purge_idempotency_keys() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION purge_rate_limits(); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -3532,27 +4147,27 @@ GRANT ALL ON FUNCTION api.register_user(p_email text, p_password_hash text, p_fu
 
 
 --
--- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) TO booking_gateway;
-
-
---
--- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[]); Type: ACL; Schema: api; Owner: booking_owner
---
-
-REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) TO booking_gateway;
 
 
 --
--- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) TO booking_gateway;
 
 
 --
@@ -3615,6 +4230,27 @@ REVOKE ALL ON FUNCTION api.user_sessions(p_email text) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION buyer_lock_key(p_event_id uuid, p_user_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cap_change(p_changes jsonb, p_name text, p_current integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.cap_change(p_changes jsonb, p_name text, p_current integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_cap(p_name text, p_cap integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_cap(p_name text, p_cap integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION check_change_keys(p_changes jsonb, p_allowed text[]); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -3626,6 +4262,13 @@ REVOKE ALL ON FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed tex
 --
 
 REVOKE ALL ON FUNCTION internal.check_event(p_slug text, p_name text, p_location text, p_banner_url text, p_start_time timestamp with time zone, p_end_time timestamp with time zone) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_idempotency_key(p_key text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_idempotency_key(p_key text) FROM PUBLIC;
 
 
 --
@@ -3650,6 +4293,13 @@ REVOKE ALL ON FUNCTION internal.check_ticket_type(p_name text, p_price numeric, 
 
 
 --
+-- Name: FUNCTION claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION event_json(e public.events, p_live boolean); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -3661,6 +4311,13 @@ REVOKE ALL ON FUNCTION internal.event_json(e public.events, p_live boolean) FROM
 --
 
 REVOKE ALL ON FUNCTION internal.hold_period() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION idempotency_ttl(); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.idempotency_ttl() FROM PUBLIC;
 
 
 --
@@ -3699,6 +4356,13 @@ REVOKE ALL ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p
 
 
 --
+-- Name: FUNCTION reserve_fingerprint(p_ticket_type_id uuid, p_quantity integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.reserve_fingerprint(p_ticket_type_id uuid, p_quantity integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION revoke_sessions(p_session_ids uuid[], p_reason text, p_deny boolean); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -3720,6 +4384,13 @@ REVOKE ALL ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_f
 
 
 --
+-- Name: FUNCTION store_idempotent_response(p_user_id uuid, p_key text, p_response json); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION ticket_type_json(tt public.ticket_types, e public.events, p_live boolean); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -3731,6 +4402,13 @@ REVOKE ALL ON FUNCTION internal.ticket_type_json(tt public.ticket_types, e publi
 --
 
 REVOKE ALL ON FUNCTION internal.user_json(u public.users) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION check_max_per_user(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.check_max_per_user() FROM PUBLIC;
 
 
 --

@@ -122,6 +122,8 @@ DBA_ONLY_CALLS = {
     "expire_reservations": "",
     "cleanup_reservations": "",
     "check_invariants": "",
+    "buyer_counts": "'a@b.co'",
+    "purge_idempotency_keys": "",
 }
 
 

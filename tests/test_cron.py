@@ -32,12 +32,19 @@ def test_jobs_are_scheduled_in_the_cron_database(cron_db: str) -> None:
                 "booking_owner",
             ),
             ("booking-expire-reservations", "* * * * *", "SELECT api.expire_reservations()", cron_db, "booking_owner"),
+            (
+                "booking-purge-idempotency-keys",
+                "*/10 * * * *",
+                "SELECT api.purge_idempotency_keys()",
+                cron_db,
+                "booking_owner",
+            ),
             ("booking-purge-rate-limits", "*/10 * * * *", "SELECT api.purge_rate_limits()", cron_db, "booking_owner"),
             ("booking-purge-sessions", "*/10 * * * *", "SELECT api.purge_sessions()", cron_db, "booking_owner"),
         ]
     migrate(url_for(cron_db, "postgres"))  # rescheduling is idempotent
     with psycopg.connect(url_for(cron_db, "postgres")) as conn:
-        assert conn.execute("SELECT count(*) FROM cron.job").fetchone() == (4,)
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone() == (5,)
 
 
 def test_other_databases_get_no_cron(owner: psycopg.Connection) -> None:

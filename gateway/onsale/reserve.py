@@ -16,7 +16,12 @@ stay in SQL: api.reserve_tickets_batch answers each request as api.reserve_ticke
 
 A request whose client went away before its batch was sent is dropped from the batch; one
 that is granted after its client went away has its hold cancelled at once, so the seats go
-back on sale instead of waiting out the hold.
+back on sale instead of waiting out the hold -- unless it came with an Idempotency-Key: that
+client will retry with the key and must get the hold its key recorded.
+
+Idempotency keys travel with each request (`p_idempotency_key`, or in a batch
+`p_idempotency_keys` aligned with the requests; a batch without keys does not send the array).
+The SQL functions claim, replay and record them.
 """
 
 from __future__ import annotations
@@ -61,14 +66,21 @@ class Reserver:
         self.coalescer = ReserveCoalescer(db, batch_max)  # idle unless coalescing
 
     async def reserve(
-        self, user_id: str, ticket_type_id: str, quantity: int, client_gone: Callable[[], Awaitable[None]]
+        self,
+        user_id: str,
+        ticket_type_id: str,
+        quantity: int,
+        client_gone: Callable[[], Awaitable[None]],
+        idempotency_key: str | None = None,
     ) -> str | None:
         """The reservation JSON; raises the ApiError the SQL function raised. Returns None when
         `client_gone()` finished first (a coalesced request is then dropped, or its hold given back)."""
         if not self.coalescing:
-            args = {"p_user_id": user_id, "p_ticket_type_id": ticket_type_id, "p_quantity": quantity}
+            args: dict[str, Any] = {"p_user_id": user_id, "p_ticket_type_id": ticket_type_id, "p_quantity": quantity}
+            if idempotency_key is not None:
+                args["p_idempotency_key"] = idempotency_key
             return await self.db.call(self.function, args)
-        granted = self.coalescer.submit(user_id, ticket_type_id, quantity)
+        granted = self.coalescer.submit(user_id, ticket_type_id, quantity, idempotency_key)
         gone = asyncio.ensure_future(client_gone())
         gone.add_done_callback(lambda _: granted.cancel())
         try:
@@ -88,6 +100,7 @@ class Reserver:
 class Waiter:
     user_id: str
     quantity: int
+    idempotency_key: str | None = None
     future: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -99,10 +112,12 @@ class ReserveCoalescer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.batches = 0  # calls made, for tests and metrics
 
-    def submit(self, user_id: str, ticket_type_id: str, quantity: int) -> asyncio.Future[str]:
+    def submit(
+        self, user_id: str, ticket_type_id: str, quantity: int, idempotency_key: str | None = None
+    ) -> asyncio.Future[str]:
         """A future of the reservation JSON, or of the ApiError api.reserve_tickets would raise.
         Cancel it if the client goes away."""
-        waiter = Waiter(user_id, quantity)
+        waiter = Waiter(user_id, quantity, idempotency_key)
         queue = self._queues.get(ticket_type_id)
         if queue is None:  # nothing in flight for this type: start a drain, which sends at once
             queue = self._queues[ticket_type_id] = deque()
@@ -147,7 +162,8 @@ class ReserveCoalescer:
             answers = await self._call_batch(ticket_type_id, batch)
             for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
                 if waiter.future.cancelled():
-                    if reservation is not None:
+                    # A keyed hold stays: the client's retry with its key gets this very hold.
+                    if reservation is not None and waiter.idempotency_key is None:
                         self._spawn(self._release(waiter.user_id, json.loads(reservation)["id"]))
                 elif reservation is not None:
                     waiter.future.set_result(reservation)
@@ -171,7 +187,10 @@ class ReserveCoalescer:
         """The one call of the batch function: one row per request, in order:
         (reservation JSON text | None, sqlstate, message)."""
         requests = reserve_requests((w.user_id, ticket_type_id, w.quantity) for w in batch)  # api.reserve_request[]
-        return await self.db.rows(BATCH_FUNCTION, {"p_requests": requests})
+        args: dict[str, Any] = {"p_requests": requests}
+        if any(w.idempotency_key is not None for w in batch):
+            args["p_idempotency_keys"] = [w.idempotency_key for w in batch]
+        return await self.db.rows(BATCH_FUNCTION, args)
 
     async def _release(self, user_id: str, reservation_id: str) -> None:
         try:

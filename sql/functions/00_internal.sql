@@ -106,13 +106,15 @@ AS $$
       'id', tt.id, 'event_id', tt.event_id, 'name', tt.name, 'price', tt.price::text,
       'initial_quantity', tt.initial_quantity,
       'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time,
+      'max_per_user', tt.max_per_user,
       'available_quantity', tt.available_quantity,
       'on_sale', internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time) IS NULL)
   ELSE
     json_build_object(
       'id', tt.id, 'event_id', tt.event_id, 'name', tt.name, 'price', tt.price::text,
       'initial_quantity', tt.initial_quantity,
-      'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time)
+      'start_sale_time', tt.start_sale_time, 'end_sale_time', tt.end_sale_time,
+      'max_per_user', tt.max_per_user)
   END
 $$;
 COMMENT ON FUNCTION internal.ticket_type_json(public.ticket_types, public.events, boolean) IS
@@ -127,6 +129,7 @@ AS $$
     'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
     'banner_url', e.banner_url, 'location', e.location,
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
+    'max_tickets_per_user', e.max_tickets_per_user,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
         FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))

@@ -58,6 +58,43 @@ COMMENT ON FUNCTION internal.check_ticket_type(text, numeric, integer, timestamp
   'Field checks for a ticket type, before they meet the column types. Raises BKVAL.';
 
 
+CREATE OR REPLACE FUNCTION internal.check_cap(p_name text, p_cap integer)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_cap < 1 OR p_cap > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('%s must be between 1 and 1000000, or null (no cap)', p_name);
+  END IF;
+  RETURN p_cap;
+END;
+$$;
+COMMENT ON FUNCTION internal.check_cap(text, integer) IS
+  'A per-buyer cap (max_per_user, max_tickets_per_user): 1..1000000 or NULL (no cap). Raises BKVAL.';
+
+
+CREATE OR REPLACE FUNCTION internal.cap_change(p_changes jsonb, p_name text, p_current integer)
+RETURNS integer
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+DECLARE
+  v_value jsonb := p_changes -> p_name;
+BEGIN
+  IF NOT p_changes ? p_name THEN
+    RETURN p_current;
+  ELSIF jsonb_typeof(v_value) = 'null' THEN
+    RETURN NULL;
+  ELSIF jsonb_typeof(v_value) <> 'number' OR v_value::numeric <> trunc(v_value::numeric)
+        OR v_value::numeric NOT BETWEEN 1 AND 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('%s must be between 1 and 1000000, or null (no cap)', p_name);
+  END IF;
+  RETURN v_value::numeric::integer;
+END;
+$$;
+COMMENT ON FUNCTION internal.cap_change(jsonb, text, integer) IS
+  'The new value of a cap in a patch (p_current when not named; NULL clears it). Raises BKVAL.';
+
+
 CREATE OR REPLACE FUNCTION internal.check_change_keys(p_changes jsonb, p_allowed text[])
 RETURNS void
 LANGUAGE plpgsql IMMUTABLE
@@ -167,7 +204,7 @@ COMMENT ON FUNCTION api.admin_get_event(uuid) IS
 
 CREATE OR REPLACE FUNCTION api.create_event(
   p_slug text, p_name text, p_location text, p_start_time timestamptz, p_end_time timestamptz,
-  p_description text DEFAULT NULL, p_banner_url text DEFAULT NULL)
+  p_description text DEFAULT NULL, p_banner_url text DEFAULT NULL, p_max_tickets_per_user integer DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -177,10 +214,12 @@ DECLARE
   v_event events;
 BEGIN
   PERFORM internal.check_event(p_slug, p_name, p_location, p_banner_url, p_start_time, p_end_time);
+  PERFORM internal.check_cap('max_tickets_per_user', p_max_tickets_per_user);
 
-  INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status)
+  INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status,
+                      max_tickets_per_user)
   VALUES (p_slug, btrim(p_name), p_description, p_banner_url, btrim(p_location),
-          p_start_time, p_end_time, 'DRAFT')
+          p_start_time, p_end_time, 'DRAFT', p_max_tickets_per_user)
   ON CONFLICT (slug) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -189,8 +228,9 @@ BEGIN
   RETURN internal.event_json(v_event, true);
 END;
 $$;
-COMMENT ON FUNCTION api.create_event(text, text, text, timestamptz, timestamptz, text, text) IS
-  'Creates an event in status DRAFT and returns it. Raises BKVAL (fields), BKSLG (slug taken).';
+COMMENT ON FUNCTION api.create_event(text, text, text, timestamptz, timestamptz, text, text, integer) IS
+  'Creates an event in status DRAFT and returns it. p_max_tickets_per_user: seats one buyer may '
+  'hold or own over all its ticket types (NULL: no cap). Raises BKVAL (fields), BKSLG (slug taken).';
 
 
 CREATE OR REPLACE FUNCTION api.update_event(p_event_id uuid, p_changes jsonb)
@@ -209,9 +249,11 @@ DECLARE
   v_location text;
   v_start timestamptz;
   v_end timestamptz;
+  v_cap integer;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
-    ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time']);
+    ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time',
+          'max_tickets_per_user']);
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
@@ -229,13 +271,14 @@ BEGIN
   v_start := CASE WHEN p_changes ? 'start_time' THEN (p_changes->>'start_time')::timestamptz ELSE v_event.start_time END;
   v_end := CASE WHEN p_changes ? 'end_time' THEN (p_changes->>'end_time')::timestamptz ELSE v_event.end_time END;
   PERFORM internal.check_event(v_slug, v_name, v_location, v_banner_url, v_start, v_end);
+  v_cap := internal.cap_change(p_changes, 'max_tickets_per_user', v_event.max_tickets_per_user);
   IF v_slug <> v_event.slug AND EXISTS (SELECT 1 FROM events WHERE slug = v_slug) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
   END IF;
 
   UPDATE events
      SET slug = v_slug, name = v_name, description = v_description, banner_url = v_banner_url,
-         location = v_location, start_time = v_start, end_time = v_end
+         location = v_location, start_time = v_start, end_time = v_end, max_tickets_per_user = v_cap
    WHERE id = p_event_id
   RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
@@ -243,7 +286,8 @@ END;
 $$;
 COMMENT ON FUNCTION api.update_event(uuid, jsonb) IS
   'Patches an event: p_changes is a JSON object with any of slug, name, description, '
-  'banner_url, location, start_time, end_time. Locks the event row. Raises BKVAL, BKNTF, '
+  'banner_url, location, start_time, end_time, max_tickets_per_user (null: no cap; applies to '
+  'reserves from now on, seats already held stay). Locks the event row. Raises BKVAL, BKNTF, '
   'BKSLG, BKIST (cancelled or ended events are frozen).';
 
 
@@ -304,7 +348,8 @@ COMMENT ON FUNCTION api.cancel_event(uuid) IS
 
 CREATE OR REPLACE FUNCTION api.create_ticket_type(
   p_event_id uuid, p_name text, p_price numeric, p_initial_quantity integer,
-  p_start_sale_time timestamptz DEFAULT NULL, p_end_sale_time timestamptz DEFAULT NULL)
+  p_start_sale_time timestamptz DEFAULT NULL, p_end_sale_time timestamptz DEFAULT NULL,
+  p_max_per_user integer DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -316,6 +361,7 @@ DECLARE
   v_tt ticket_types;
 BEGIN
   PERFORM internal.check_ticket_type(p_name, p_price, p_initial_quantity, p_start_sale_time, p_end_sale_time);
+  PERFORM internal.check_cap('max_per_user', p_max_per_user);
 
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR KEY SHARE;
   IF NOT FOUND THEN
@@ -327,16 +373,17 @@ BEGIN
   END IF;
 
   INSERT INTO ticket_types (event_id, name, price, initial_quantity, available_quantity,
-                            start_sale_time, end_sale_time)
+                            start_sale_time, end_sale_time, max_per_user)
   VALUES (p_event_id, btrim(p_name), p_price, p_initial_quantity, p_initial_quantity,
-          p_start_sale_time, p_end_sale_time)
+          p_start_sale_time, p_end_sale_time, p_max_per_user)
   RETURNING * INTO v_tt;
   RETURN internal.ticket_type_json(v_tt, v_event, true);
 END;
 $$;
-COMMENT ON FUNCTION api.create_ticket_type(uuid, text, numeric, integer, timestamptz, timestamptz) IS
+COMMENT ON FUNCTION api.create_ticket_type(uuid, text, numeric, integer, timestamptz, timestamptz, integer) IS
   'Adds a ticket type to an event with available_quantity = initial_quantity. NULL sale '
-  'times mean open from publication / until the event ends. Raises BKVAL, BKNTF, BKIST.';
+  'times mean open from publication / until the event ends. p_max_per_user: seats of it one '
+  'buyer may hold or own (NULL: no cap). Raises BKVAL, BKNTF, BKIST.';
 
 
 CREATE OR REPLACE FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes jsonb)
@@ -353,9 +400,10 @@ DECLARE
   v_price numeric;
   v_start timestamptz;
   v_end timestamptz;
+  v_cap integer;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
-    ARRAY['name', 'price', 'start_sale_time', 'end_sale_time']);
+    ARRAY['name', 'price', 'start_sale_time', 'end_sale_time', 'max_per_user']);
   SELECT * INTO v_tt FROM ticket_types WHERE id = p_ticket_type_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'ticket type not found';
@@ -368,9 +416,11 @@ BEGIN
   v_end := CASE WHEN p_changes ? 'end_sale_time'
                 THEN (p_changes->>'end_sale_time')::timestamptz ELSE v_tt.end_sale_time END;
   PERFORM internal.check_ticket_type(v_name, v_price, v_tt.initial_quantity, v_start, v_end);
+  v_cap := internal.cap_change(p_changes, 'max_per_user', v_tt.max_per_user);
 
   UPDATE ticket_types
-     SET name = v_name, price = v_price, start_sale_time = v_start, end_sale_time = v_end
+     SET name = v_name, price = v_price, start_sale_time = v_start, end_sale_time = v_end,
+         max_per_user = v_cap
    WHERE id = p_ticket_type_id
   RETURNING * INTO v_tt;
   SELECT * INTO v_event FROM events WHERE id = v_tt.event_id;
@@ -378,6 +428,6 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION api.update_ticket_type(uuid, jsonb) IS
-  'Patches a ticket type: p_changes with any of name, price, start_sale_time, end_sale_time '
-  '(stock is changed only by bookings). Locks the ticket type row (same lock reserve takes). '
+  'Patches a ticket type: p_changes with any of name, price, start_sale_time, end_sale_time, '
+  'max_per_user (null: no cap; applies to reserves from now on) (stock is changed only by bookings). Locks the ticket type row (same lock reserve takes). '
   'Raises BKVAL, BKNTF.';

@@ -1,7 +1,7 @@
 -- Orders: completing a hold into a paid order with tickets, and a user's bookings.
 
 CREATE OR REPLACE FUNCTION api.complete_booking(
-  p_user_id uuid, p_reservation_id uuid, p_payment_method text)
+  p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -14,7 +14,17 @@ DECLARE
   v_event_status text;
   v_order orders;
   v_email text;
+  v_stored json;
 BEGIN
+  -- A key is claimed first (before the reservation row: the lock order) and records the order
+  -- in this same transaction: a retry after a lost answer gets the same order, not BKRNA.
+  IF p_idempotency_key IS NOT NULL THEN
+    v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
+      'complete ' || coalesce(p_reservation_id::text, '-') || ' ' || coalesce(p_payment_method, '-'));
+    IF v_stored IS NOT NULL THEN
+      RETURN v_stored;
+    END IF;
+  END IF;
   IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
       MESSAGE = 'payment_method must be one of MOMO, ZALOPAY, BANKING, CARD';
@@ -63,16 +73,21 @@ BEGIN
   VALUES ('order_confirmation_email',
           jsonb_build_object('order_id', v_order.id, 'user_id', p_user_id, 'email', v_email));
 
+  IF p_idempotency_key IS NOT NULL THEN
+    RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key, internal.order_json(v_order));
+  END IF;
   RETURN internal.order_json(v_order);
 END;
 $$;
-COMMENT ON FUNCTION api.complete_booking(uuid, uuid, text) IS
+COMMENT ON FUNCTION api.complete_booking(uuid, uuid, text, text) IS
   'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, '
   'item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique '
   'transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a '
   'confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. '
   'Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or '
-  'cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile).';
+  'cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key '
+  'used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key '
+  'and request within 24 hours returns the first order again; recorded in the same transaction.';
 
 
 CREATE OR REPLACE FUNCTION api.my_bookings(
