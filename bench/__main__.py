@@ -41,6 +41,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 SECRET = "bench-secret-bench-secret-bench-secret-0123456789"
 HOT = "10000000-0000-4000-8000-000000000001"
+CAPPED = "50000000-0000-4000-8000-000000000001"  # max_per_user 4, its event max_tickets_per_user 8
+CAPPED_ROW = "reserve capped (4 per buyer: then 409 limit_exceeded)"
 USERS = 2000
 LIMITS_ON_ROW = "reserve hot (coalesced, RATE_LIMITS=on)"
 # Rules raised for the limits-on rows: 10,000,000 a minute is one every 6 us (intervals are
@@ -208,6 +210,9 @@ class Bench:
                 ("GET /events (cached)", "get.lua", {"WRK_PATH": "/events"}),
                 ("GET /events/{slug} (live)", "get.lua", {"WRK_PATH": "/events/bench-event-1"}),
                 ("reserve hot (coalesced)", "reserve.lua", {"HOT_TICKET_TYPE": HOT}),
+                # Caps on: the 2000 buyers get 4 seats each (8,000 holds over the run), every
+                # later request is refused by the cap, decided in the same core under the same lock.
+                (CAPPED_ROW, "reserve.lua", {"HOT_TICKET_TYPE": CAPPED}),
                 ("purchase (reserve + complete)", "purchase.lua", {}),
             ]
             for connections in self.args.connections:
@@ -264,7 +269,8 @@ class Bench:
             f"Machine: {os.cpu_count()} cores, {memory_bytes() / 2**30:.0f} GiB, {platform.platform()}; "
             f"{'; '.join([pg_version, *wrk_version])}; Python {platform.python_version()}.",
             "Database: a private cluster with the tuned settings of `dbctl/cluster.py` (durable: fsync and "
-            "synchronous_commit on), seeded by `bench/seed.sql` (2000 users, one hot ticket type, 1000 others).",
+            "synchronous_commit on), seeded by `bench/seed.sql` "
+            "(2000 users, one hot ticket type, 1000 others, one capped type).",
             f"pgbench: `-M prepared -T {self.args.seconds}`, as booking_owner, scripts in `bench/pgbench/`. "
             f"HTTP: wrk `-t2 --timeout 10s -d {self.args.http_seconds}s`, scripts in `bench/wrk/`, "
             f"{self.args.workers} uvicorn worker(s), pool 5..20, tokens of 2000 distinct users; the gateway, "
@@ -309,6 +315,10 @@ class Bench:
             out.append(f"- HTTP, {r.load} connections: hot reserve with RATE_LIMITS=on {r.rate:,.0f} req/s = "
                        f"**{r.rate / hot[r.load].rate:.0%}** of RATE_LIMITS=off {hot[r.load].rate:,.0f} req/s; "
                        f"p99 {_ms(r.p99_ms)} ms; errors {r.errors}")  # fmt: skip
+        for r in (r for r in self.rows if r.scenario == CAPPED_ROW and r.load in hot):
+            out.append(f"- HTTP, {r.load} connections: capped reserve (caps on) {r.rate:,.0f} req/s = "
+                       f"**{r.rate / hot[r.load].rate:.0%}** of the uncapped hot reserve; p99 {_ms(r.p99_ms)} ms; "
+                       f"non-2xx are 409 limit_exceeded: {r.errors}")  # fmt: skip
         return [*out, "", *self.targets(ceiling), ""]
 
     def targets(self, ceiling: dict[int, Row]) -> list[str]:

@@ -29,16 +29,16 @@ from gateway.errors import (
     method_not_allowed,
     not_found,
     payload_too_large,
-    unauthorized,
     rate_limited,
+    unauthorized,
 )
 from gateway.logs import AccessLog, configure_logging, route_template
 from gateway.models import Body, clean_text, idempotency_key, parse_body, path_uuid
 from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
-from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.ratelimit import RateLimiter, request_address
+from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
 JSON = "application/json"
