@@ -165,14 +165,15 @@ async def register(gw: Gateway, request: Request, endpoint: Endpoint, _: Princip
 
 async def login(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
     body = await endpoint_body(gw, request, endpoint)
-    found = await gw.db.call(endpoint.function, {"p_email": body.email})
+    # With limits on, the lookup counts this attempt against the failed-login throttle first.
+    found = await gw.db.call(endpoint.function, {"p_email": body.email, "p_count_attempt": gw.limiter.enabled})
     creds: dict[str, str] = json.loads(found) if found else {}
-    throttled = gw.limiter.login_throttled(creds)  # failed-login throttle: before the password
+    throttled = gw.limiter.login_throttled(creds)  # before the password: the right one too
     if throttled and gw.limiter.enabled:
         raise rate_limited(throttled, "too many failed logins for this e-mail address; retry later")
     if not await gw.auth.verify(creds.get("password_hash"), body.password):
-        await gw.limiter.login_failed(body.email)
         raise invalid_credentials()
+    await gw.limiter.login_succeeded(body.email)  # a success counts nothing
     request.state.user_id = creds["id"]
     return await start_session(gw, creds["id"])
 

@@ -71,11 +71,14 @@ class Auth:
         principal = hit[1]
         if principal.session_id in revocations.sessions:
             raise unauthorized("the session has ended", invalid_token=True)
-        change = revocations.roles.get(principal.user_id)
-        if change is not None and change[1] >= hit[2] and change[0] != principal.role:
-            return Principal(principal.user_id, change[0], principal.session_id)
         if not revocations.loaded:
             raise busy()  # nothing known about revocations yet: do not guess
+        # The user's latest role change (kept 24 h, longer than any token lives) is their role
+        # now, whatever the token says: no comparison with the token's iat, which comes from
+        # another clock and could be stamped after a change its role read did not see yet.
+        change = revocations.roles.get(principal.user_id)
+        if change is not None and change[0] != principal.role:
+            return Principal(principal.user_id, change[0], principal.session_id)
         return principal
 
     def _verify(self, token: str) -> tuple[float, Principal, float]:

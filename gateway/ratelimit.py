@@ -9,7 +9,8 @@ once (no timer, no added delay under light load). The call is its own transactio
 refused or failed business call still counts.
 
 The failed-login throttle is per e-mail address: `api.get_user_credentials` (the login lookup)
-says whether the address is throttled, and `api.record_login_failure` counts a wrong password.
+counts the attempt before the password is checked and says whether the address is throttled;
+`api.record_login_success` gives a successful attempt back, so only failures stay counted.
 
 RATE_LIMITS=off: no check at all (no database call).
 """
@@ -33,8 +34,8 @@ from gateway.errors import ApiError, busy, internal_error, rate_limited, validat
 log = logging.getLogger("gateway.ratelimit")
 
 CHECK_FUNCTION = "check_rate_limits"
-LOGIN_FAILURE_FUNCTION = "record_login_failure"
-ALL_FUNCTIONS = frozenset({CHECK_FUNCTION, LOGIN_FAILURE_FUNCTION})
+LOGIN_SUCCESS_FUNCTION = "record_login_success"
+ALL_FUNCTIONS = frozenset({CHECK_FUNCTION, LOGIN_SUCCESS_FUNCTION})
 MAX_FORWARDED_ENTRIES = 32  # more hops than any real proxy chain: the header is refused
 
 Networks = Sequence[IPv4Network | IPv6Network]
@@ -68,6 +69,17 @@ def _trusted(host: str, trusted: Networks) -> bool:
     return any(addr in net for net in trusted)
 
 
+def _without_port(entry: str) -> str:
+    """An X-Forwarded-For entry without the port some proxies append: `203.0.113.7:5678`,
+    `[2001:db8::1]:443` (a bare IPv6 address has several colons and is left alone)."""
+    if entry.startswith("["):
+        host, bracket, _ = entry[1:].partition("]")
+        return host if bracket else entry
+    if entry.count(":") == 1:
+        return entry.partition(":")[0]
+    return entry
+
+
 def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Networks) -> str:
     """The client's address: the TCP peer; when the peer is a trusted proxy, the right-most
     X-Forwarded-For entry that is not itself a trusted proxy (entries left of it are whatever
@@ -81,7 +93,7 @@ def client_address(peer: str | None, forwarded_for: Sequence[str], trusted: Netw
         raise validation_failed(f"X-Forwarded-For has more than {MAX_FORWARDED_ENTRIES} entries")
     for entry in reversed(entries):
         try:
-            host = str(ip_address(entry))
+            host = str(ip_address(_without_port(entry)))
         except ValueError:
             raise validation_failed("X-Forwarded-For must be a list of IP addresses") from None
         if not _trusted(host, trusted):
@@ -210,9 +222,9 @@ class RateLimiter:
         """Seconds a login must wait (0: go on), from api.get_user_credentials' answer."""
         return int(credentials.get("retry_after") or 0)
 
-    async def login_failed(self, email: str) -> None:
+    async def login_succeeded(self, email: str) -> None:
         if self.enabled:
-            await self.db.call(LOGIN_FAILURE_FUNCTION, {"p_email": email})
+            await self.db.call(LOGIN_SUCCESS_FUNCTION, {"p_email": email})
 
     async def close(self) -> None:
         task = self._draining

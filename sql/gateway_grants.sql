@@ -19,4 +19,4 @@ GRANT EXECUTE ON FUNCTION
   api.create_session, api.refresh_session, api.end_session, api.revocation_state
 TO booking_gateway;
 -- Rate limits (gateway/ratelimit.py): the coalesced check and the failed-login record.
-GRANT EXECUTE ON FUNCTION api.check_rate_limits, api.record_login_failure TO booking_gateway;
+GRANT EXECUTE ON FUNCTION api.check_rate_limits, api.record_login_success TO booking_gateway;

@@ -331,6 +331,7 @@ COMMENT ON FUNCTION api.check_invariants() IS '(DBA-only) One row per violation,
 CREATE FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) RETURNS TABLE(request integer, retry_after integer)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
     AS $$
 DECLARE
   v_n integer := coalesce(cardinality(p_classes), 0);
@@ -879,34 +880,38 @@ COMMENT ON FUNCTION api.get_user(p_user_id uuid) IS 'A user as JSON {id, email, 
 
 
 --
--- Name: get_user_credentials(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: get_user_credentials(text, boolean); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.get_user_credentials(p_email text) RETURNS json
-    LANGUAGE sql STABLE SECURITY DEFINER
+CREATE FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean DEFAULT false) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  -- retry_after: the failed-login throttle (sql/functions/70_rate_limits.sql), peeked here so
-  -- login needs no extra round trip; the same for known and unknown addresses.
-  SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash,
-                           'retry_after', (
-    SELECT ceil(extract(epoch FROM greatest(c.tat, now()) - now() - (r.period - r.period / r.max_requests)))::integer
-      FROM rate_limit_rules r
-      JOIN rate_limit_counters c ON c.key = 'login_failures:email:' || e.email
-     WHERE r.class = 'login_failures' AND r.scope = 'email'
-       AND greatest(c.tat, now()) - now() > r.period - r.period / r.max_requests))
-    FROM (SELECT lower(btrim(p_email)) AS email) e
-    LEFT JOIN users u ON u.email = e.email
+DECLARE
+  v_email text := lower(btrim(p_email));
+  v_wait integer := 0;
+BEGIN
+  -- The failed-login throttle (sql/functions/70_rate_limits.sql), in this call so login needs
+  -- no extra round trip: the attempt is counted before the password is checked, the same for
+  -- known and unknown addresses.
+  IF p_count_attempt THEN
+    v_wait := internal.login_attempt(v_email);
+  END IF;
+  RETURN (SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash,
+                                   'retry_after', nullif(v_wait, 0))
+            FROM (SELECT v_email AS email) e
+            LEFT JOIN users u ON u.email = e.email);
+END;
 $$;
 
 
-ALTER FUNCTION api.get_user_credentials(p_email text) OWNER TO booking_owner;
+ALTER FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION get_user_credentials(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION get_user_credentials(p_email text, p_count_attempt boolean); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.get_user_credentials(p_email text) IS 'Login lookup: {id, role, password_hash, retry_after} for an e-mail; id, role and password_hash are NULL when there is no such user (the gateway then verifies against a dummy hash so timing does not tell). retry_after: seconds while failed logins for this address are throttled (api.record_login_failure), else NULL. Locks nothing.';
+COMMENT ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean) IS 'Login lookup: {id, role, password_hash, retry_after} for an e-mail; id, role and password_hash are NULL when there is no such user (the gateway then verifies against a dummy hash so timing does not tell). With p_count_attempt (the gateway, rate limits on) it first counts one attempt against the failed-login throttle: retry_after is then the seconds to wait when the address is throttled (nothing counted), else NULL; a successful login gives the attempt back (api.record_login_success). Locks only that counter row.';
 
 
 --
@@ -1074,7 +1079,9 @@ DECLARE
   v_roles integer;
 BEGIN
   -- 24 h: longer than any access token lives (JWT_TTL_SECONDS <= 86400).
-  DELETE FROM sessions WHERE expires_at <= now() OR revoked_at < now() - interval '24 hours';
+  -- Ended sessions are kept 24 h too, so a DBA can still revoke the access tokens refreshed
+  -- just before their end.
+  DELETE FROM sessions WHERE expires_at < now() - interval '24 hours' OR revoked_at < now() - interval '24 hours';
   GET DIAGNOSTICS v_sessions = ROW_COUNT;
   DELETE FROM refresh_tokens WHERE expires_at <= now();
   GET DIAGNOSTICS v_tokens = ROW_COUNT;
@@ -1094,7 +1101,7 @@ ALTER FUNCTION api.purge_sessions() OWNER TO booking_owner;
 -- Name: FUNCTION purge_sessions(); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.purge_sessions() IS '(DBA-only) Deletes ended sessions (past their end, or revoked over 24 h ago, with their tokens), expired refresh tokens, and deny-list and role-change rows older than 24 h. pg_cron runs it every 10 minutes. Returns the counts deleted ({sessions, refresh_tokens (expired ones of live sessions), revoked_sessions, role_changes}).';
+COMMENT ON FUNCTION api.purge_sessions() IS '(DBA-only) Deletes ended sessions (past their end or revoked, over 24 h ago, with their tokens), expired refresh tokens, and deny-list and role-change rows older than 24 h. pg_cron runs it every 10 minutes. Returns the counts deleted ({sessions, refresh_tokens (expired ones of live sessions), revoked_sessions, role_changes}).';
 
 
 --
@@ -1152,45 +1159,28 @@ COMMENT ON FUNCTION api.rate_limits() IS '(DBA-only) The rate-limit rules in for
 
 
 --
--- Name: record_login_failure(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: record_login_success(text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.record_login_failure(p_email text) RETURNS integer
-    LANGUAGE plpgsql SECURITY DEFINER
+CREATE FUNCTION api.record_login_success(p_email text) RETURNS void
+    LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-DECLARE
-  v_rule rate_limit_rules;
-  v_now timestamptz := clock_timestamp();
-  v_tat timestamptz;
-BEGIN
-  SELECT * INTO v_rule FROM rate_limit_rules WHERE class = 'login_failures' AND scope = 'email';
-  IF NOT FOUND OR p_email IS NULL THEN
-    RETURN 0;
-  END IF;
-  INSERT INTO rate_limit_counters AS c (key, tat, period, last_ok)
-  VALUES ('login_failures:email:' || lower(btrim(p_email)), v_now + v_rule.period / v_rule.max_requests,
-          v_rule.period, true)
-  ON CONFLICT (key) DO UPDATE
-     SET tat = greatest(c.tat, v_now) + v_rule.period / v_rule.max_requests
-   WHERE greatest(c.tat, v_now) - v_now <= v_rule.period - v_rule.period / v_rule.max_requests
-  RETURNING c.tat INTO v_tat;
-  IF v_tat IS NULL THEN  -- already throttled: the failure moves nothing
-    SELECT c.tat INTO v_tat FROM rate_limit_counters c WHERE c.key = 'login_failures:email:' || lower(btrim(p_email));
-  END IF;
-  RETURN greatest(0, ceil(extract(epoch FROM
-    greatest(v_tat, v_now) - v_now - (v_rule.period - v_rule.period / v_rule.max_requests))))::integer;
-END;
+  -- The attempt api.get_user_credentials counted was a success: it counts nothing.
+  UPDATE rate_limit_counters c SET tat = c.tat - r.period / r.max_requests
+    FROM rate_limit_rules r
+   WHERE c.key = 'login_failures:email:' || lower(btrim(p_email))
+     AND r.class = 'login_failures' AND r.scope = 'email'
 $$;
 
 
-ALTER FUNCTION api.record_login_failure(p_email text) OWNER TO booking_owner;
+ALTER FUNCTION api.record_login_success(p_email text) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION record_login_failure(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION record_login_success(p_email text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.record_login_failure(p_email text) IS 'Counts one failed login for an e-mail address (trimmed, lower-cased; known or not) against the login_failures rule. Returns the seconds until the next login for it is allowed (0: not throttled yet). Locks that address''s counter row.';
+COMMENT ON FUNCTION api.record_login_success(p_email text) IS 'A login for this e-mail address succeeded: gives back the attempt api.get_user_credentials (p_count_attempt) counted, so only failed logins are throttled. Locks that counter row.';
 
 
 --
@@ -1221,25 +1211,28 @@ BEGIN
   IF v_session.id IS NULL OR v_token.token_hash IS NULL THEN  -- deleted meanwhile
     RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'unknown refresh token';
   END IF;
-  IF v_session.revoked_at IS NOT NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the session has been revoked';
-  END IF;
   IF v_session.expires_at <= now() OR v_token.expires_at <= now() THEN
     RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the refresh token has expired';
+  END IF;
+  -- clock_timestamp(), not now(): this transaction may have begun before the one that spent
+  -- the token, and waited for it on the session lock.
+  IF v_token.used_at IS NOT NULL
+     AND v_token.used_at <= clock_timestamp() - make_interval(secs => p_grace_seconds) THEN
+    -- A spent token again (RFC 9700 4.14.2): someone holds a copy. End the whole session (also
+    -- one that only stopped refreshing, after a role change: its access tokens go on the
+    -- deny-list now), and say so by the answer rather than an error, so this revocation commits.
+    PERFORM internal.revoke_sessions(ARRAY[v_session.id], 'reuse', true);
+    RETURN json_build_object('outcome', 'reused', 'session_id', v_session.id, 'user_id', v_session.user_id);
+  END IF;
+  IF v_session.revoked_at IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the session has been revoked';
   END IF;
 
   IF v_token.used_at IS NULL THEN
     v_outcome := 'rotated';
     UPDATE refresh_tokens SET used_at = now() WHERE token_hash = p_refresh_hash;
-  -- clock_timestamp(), not now(): this transaction may have begun before the one that spent
-  -- the token, and waited for it on the session lock.
-  ELSIF v_token.used_at > clock_timestamp() - make_interval(secs => p_grace_seconds) THEN
-    v_outcome := 'grace';  -- two tabs refreshing at once: each gets a pair
   ELSE
-    -- A spent token again (RFC 9700 4.14.2): someone holds a copy. End the whole session, and
-    -- say so by the answer rather than an error, so this revocation commits.
-    PERFORM internal.revoke_sessions(ARRAY[v_session.id], 'reuse', true);
-    RETURN json_build_object('outcome', 'reused', 'session_id', v_session.id, 'user_id', v_session.user_id);
+    v_outcome := 'grace';  -- two tabs refreshing at once: each gets a pair
   END IF;
 
   INSERT INTO refresh_tokens (token_hash, session_id, parent_hash, expires_at)
@@ -1650,7 +1643,9 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
   END IF;
   RETURN internal.revoke_sessions(
-    ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user_id AND s.expires_at > now() ORDER BY s.id),
+    -- Also sessions past their end: an access token refreshed just before the end lives on
+    -- for up to JWT_TTL_SECONDS (purge keeps ended sessions 24 h for this).
+    ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user_id ORDER BY s.id),
     'dba', true);
 END;
 $$;
@@ -2314,6 +2309,53 @@ COMMENT ON FUNCTION internal.idempotency_ttl() IS 'How long an idempotency key a
 
 
 --
+-- Name: login_attempt(text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.login_attempt(p_email text) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_rule public.rate_limit_rules;
+  v_now timestamptz := clock_timestamp();
+  v_key text := 'login_failures:email:' || lower(btrim(p_email));
+  v_t interval;
+  v_tol interval;
+  v_tat timestamptz;
+BEGIN
+  SELECT * INTO v_rule FROM public.rate_limit_rules r WHERE r.class = 'login_failures' AND r.scope = 'email';
+  IF NOT FOUND OR p_email IS NULL THEN
+    RETURN 0;
+  END IF;
+  v_t := v_rule.period / v_rule.max_requests;
+  v_tol := v_rule.period - v_t;
+  -- One attempt counted, atomically, BEFORE the password is checked: concurrent guesses wait
+  -- on this row and each sees the others' counts (a check-then-count would let a burst through).
+  INSERT INTO public.rate_limit_counters AS c (key, tat, period, last_ok)
+  VALUES (v_key, v_now + v_t, v_rule.period, true)
+  ON CONFLICT (key) DO UPDATE
+     SET tat = greatest(c.tat, v_now) + v_t, period = excluded.period
+   WHERE greatest(c.tat, v_now) - v_now <= v_tol
+  RETURNING c.tat INTO v_tat;
+  IF v_tat IS NOT NULL THEN
+    RETURN 0;  -- counted: go on and check the password
+  END IF;
+  SELECT c.tat INTO v_tat FROM public.rate_limit_counters c WHERE c.key = v_key;
+  RETURN greatest(1, ceil(extract(epoch FROM greatest(v_tat, v_now) - v_now - v_tol)))::integer;
+END;
+$$;
+
+
+ALTER FUNCTION internal.login_attempt(p_email text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION login_attempt(p_email text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.login_attempt(p_email text) IS 'The failed-login throttle (rule login_failures / email): counts one login attempt for an e-mail address (trimmed, lower-cased; known or not) and returns 0, or, when the address is throttled, counts nothing and returns the seconds to wait. api.record_login_success gives a successful attempt back, so only failures stay counted. Locks that address''s counter row.';
+
+
+--
 -- Name: new_ticket_code(); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -2722,9 +2764,12 @@ DECLARE
   v_ended integer;
 BEGIN
   -- Ends refreshing (the first reason stays), and with p_deny the access tokens too.
+  -- Rows locked in id order: two revocations of overlapping sessions cannot deadlock.
   UPDATE public.sessions s
      SET revoked_at = now(), revoked_reason = p_reason
-   WHERE s.id = ANY (p_session_ids) AND s.revoked_at IS NULL;
+   WHERE s.id IN (SELECT x.id FROM public.sessions x
+                   WHERE x.id = ANY (p_session_ids) AND x.revoked_at IS NULL
+                   ORDER BY x.id FOR NO KEY UPDATE);
   GET DIAGNOSTICS v_ended = ROW_COUNT;
   IF p_deny THEN
     INSERT INTO public.revoked_sessions (session_id)
@@ -4056,11 +4101,11 @@ GRANT ALL ON FUNCTION api.get_user(p_user_id uuid) TO booking_gateway;
 
 
 --
--- Name: FUNCTION get_user_credentials(p_email text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION get_user_credentials(p_email text, p_count_attempt boolean); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.get_user_credentials(p_email text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.get_user_credentials(p_email text) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean) TO booking_gateway;
 
 
 --
@@ -4123,11 +4168,11 @@ REVOKE ALL ON FUNCTION api.rate_limits() FROM PUBLIC;
 
 
 --
--- Name: FUNCTION record_login_failure(p_email text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION record_login_success(p_email text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.record_login_failure(p_email text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.record_login_failure(p_email text) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.record_login_success(p_email text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_login_success(p_email text) TO booking_gateway;
 
 
 --
@@ -4318,6 +4363,13 @@ REVOKE ALL ON FUNCTION internal.hold_period() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION internal.idempotency_ttl() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION login_attempt(p_email text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.login_attempt(p_email text) FROM PUBLIC;
 
 
 --

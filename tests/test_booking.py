@@ -5,12 +5,14 @@ from __future__ import annotations
 import re
 import time
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.conftest import call, dba_call, sqlstate_of
+from dbctl.seed import ADMIN_EMAIL, DEMO_SLUG, seed
+from tests.conftest import call, dba_call, sqlstate_of, url_for
 from tests.factories import NOW, make_event, make_ticket_type, make_user, reserve, stock, violations
 
 # ---------------------------------------------------------------- users
@@ -427,3 +429,16 @@ def test_check_invariants_reports_each_kind_of_violation(gw: psycopg.Connection,
     owner.execute("DELETE FROM tickets WHERE ticket_code = %s", (order["tickets"][0]["ticket_code"],))
     owner.execute("UPDATE payments SET amount = 1 WHERE order_id = %s", (order["id"],))
     assert sorted(v[0] for v in violations(gw)) == ["order_total", "stock_balance", "tickets_issued"]
+
+
+def test_the_demo_seed_creates_its_admin_once(dbname: str, owner: psycopg.Connection, tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`make run`'s seed: the admin exists afterwards (it once looked the admin up through the login
+    lookup, whose answer stopped being NULL for an unknown address, and never created it)."""
+    monkeypatch.setenv("BOOKING_STATE_DIR", str(tmp_path))
+    seed(url_for(dbname))
+    seed(url_for(dbname))  # idempotent
+    rows = owner.execute("SELECT role FROM users WHERE email = %s", (ADMIN_EMAIL,)).fetchall()
+    assert rows == [("admin",)]
+    assert (tmp_path / "admin-login.txt").read_text().startswith(ADMIN_EMAIL)
+    assert owner.execute("SELECT count(*) FROM events WHERE slug = %s", (DEMO_SLUG,)).fetchone() == (1,)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import shutil
+import threading
 import time
 from collections import Counter
 from ipaddress import ip_network
@@ -158,6 +159,10 @@ def test_client_address_believes_only_trusted_proxies() -> None:
     assert client_address("10.0.0.2", ["1.2.3.4", "198.51.100.7, 10.0.0.9"], trusted) == "198.51.100.7"
     assert client_address("::1", ["10.0.0.3, 10.0.0.4"], trusted) == "10.0.0.3"  # all trusted: left-most
     assert client_address("10.0.0.2", ["1.2.3.4"], []) == "10.0.0.2"  # nothing trusted
+    # Entries with the port some proxies append (review finding: they were a 422).
+    assert client_address("10.0.0.2", ["198.51.100.7:5678"], trusted) == "198.51.100.7"
+    assert client_address("10.0.0.2", ["[2001:db8::1]:443"], trusted) == "2001:db8::1"
+    assert client_address("10.0.0.2", ["2001:db8::1"], trusted) == "2001:db8::1"
     with pytest.raises(ApiError) as bad:
         client_address("10.0.0.2", ["not-an-address"], trusted)
     assert bad.value.code == "validation_failed"
@@ -422,3 +427,26 @@ def test_real_gateway_processes_share_one_budget_and_ignore_forwarded_for(
     assert spoofed == [200] * 4 + [429] * 2, spoofed
     assert set(counters(owner, "browse:")) == {"browse:address:127.0.0.1"}
     assert violations(gw) == []
+
+
+def test_concurrent_wrong_guesses_cannot_outrun_the_login_throttle(dbname: str, owner: psycopg.Connection) -> None:
+    """Review finding: a check-then-count let 40 simultaneous guesses all be checked."""
+    user = make_user(owner)
+    app = create_app(settings_for(dbname, rate_limits=True))
+    statuses: list[int] = []
+    with LiveServer(app) as server:
+        barrier = threading.Barrier(40)
+
+        def guess(n: int) -> None:
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                barrier.wait()
+                r = http.post("/auth/login", json={"email": user["email"], "password": f"wrong-{n}"})
+                statuses.append(r.status_code)
+
+        threads = [threading.Thread(target=guess, args=(n,)) for n in range(40)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    # The rule is 10 failures per 15 minutes per e-mail address: at most 10 passwords get checked.
+    assert statuses.count(401) <= 10, f"{statuses.count(401)} passwords were checked"

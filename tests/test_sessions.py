@@ -29,7 +29,7 @@ from gateway.config import ConfigError, Settings
 from gateway.errors import ApiError
 from gateway.revocations import Revocations, listen_for_revocations
 from tests.conftest import dba_call, url_for
-from tests.factories import make_event, make_user
+from tests.factories import make_event, make_ticket_type, make_user
 from tests.http import PASSWORD, PASSWORD_HASH, SECRET, client_for, forged, login
 
 Client = TestClient | httpx.Client
@@ -424,7 +424,8 @@ def test_purge_removes_expired_rows_and_keeps_live_ones(client: TestClient, owne
     refresh(client, live["refresh_token"])
     owner.execute("UPDATE refresh_tokens SET expires_at = now() - interval '1 s' WHERE parent_hash IS NULL"
                   " AND session_id = %s", (sids[0],))  # fmt: skip
-    owner.execute("UPDATE sessions SET expires_at = now() - interval '1 s' WHERE id = %s", (sids[1],))
+    # Ended over 24 h ago (an ended session is kept 24 h: its last access tokens may still be revoked).
+    owner.execute("UPDATE sessions SET expires_at = now() - interval '25 hours' WHERE id = %s", (sids[1],))
     owner.execute("UPDATE sessions SET revoked_at = now() - interval '25 hours', revoked_reason = 'dba'"
                   " WHERE id = %s", (sids[2],))  # fmt: skip
     old, recent = uuid.uuid4(), uuid.uuid4()
@@ -505,8 +506,9 @@ def test_concurrent_refreshes_with_one_token_are_decided_one_after_the_other(
         t.start()
     for t in threads:
         t.join()
-    # The first rotates, the next sees a spent token and revokes the session, the rest find it revoked.
-    assert sorted(outcomes) == ["BKUNA"] * 6 + ["reused", "rotated"], outcomes
+    # The first rotates; every later one sees a spent token: reuse (the session is revoked by the
+    # first of them; reuse is answered so even on a revoked session, and denies its access tokens).
+    assert sorted(outcomes) == ["reused"] * 7 + ["rotated"], outcomes
     assert owner.execute("SELECT count(*) FROM refresh_tokens").fetchone() == (2,)
     assert owner.execute("SELECT revoked_reason FROM sessions").fetchone() == ("reuse",)
 
@@ -525,3 +527,64 @@ def test_nothing_is_accepted_before_the_deny_list_is_loaded() -> None:
     with pytest.raises(ApiError) as caught:
         auth.principal(authorization)  # cached as verified, refused all the same
     assert caught.value.code == "unauthorized"
+
+
+def test_a_demotion_in_a_dba_transaction_applies_to_a_token_issued_meanwhile(
+    client: TestClient, owner: psycopg.Connection
+) -> None:
+    """Review finding: a login while a DBA's transaction demotes the admin read the old role and
+    was stamped after the change's time: the latest role change now applies whatever the iat."""
+    admin, _ = new_user(client, owner, role="admin")
+    event = make_event(owner, publish=False)
+    with psycopg.connect(url_for(owner.info.dbname, "booking_owner")) as dba:  # a psql session: BEGIN ... COMMIT
+        dba.execute("SELECT 1")  # the transaction (and its now()) starts here
+        time.sleep(1.5)
+        pair = signed_in(client, admin["email"])  # an admin logs in while the DBA is typing
+        dba.execute("SELECT api.set_user_role(%s, 'user')", (admin["email"],))
+        dba.commit()
+    revocations = revocations_of(client)
+    until(lambda: revocations.roles.get(admin["id"], ("", 0.0))[0] == "user")
+    # The demotion "takes effect at once" for tokens issued before it: this one was.
+    problem(client.get(f"/admin/events/{event['id']}", headers=bearer(pair)), 403, "forbidden")
+
+
+def test_revoke_user_sessions_reaches_tokens_of_sessions_past_their_end(
+    client: TestClient, owner: psycopg.Connection
+) -> None:
+    """Review finding: an access token refreshed just before the session's end outlives it."""
+    user, _ = new_user(client, owner)
+    pair = signed_in(client, user["email"])
+    owner.execute("UPDATE sessions SET expires_at = now() + interval '1 second'")
+    owner.commit()
+    fresh = refresh(client, pair["refresh_token"]).json()  # access token valid JWT_TTL_SECONDS (15 min)
+    time.sleep(1.2)  # the session reached its absolute end; its last access token has not
+    assert client.get("/me", headers=bearer(fresh)).status_code == 200
+    dba_call(owner, "revoke_user_sessions", p_email=user["email"])  # "ends every live session ... at once"
+    time.sleep(0.3)
+    problem(client.get("/me", headers=bearer(fresh)), 401, "unauthorized")
+
+
+def test_bad_session_and_abuse_headers_get_4xx_never_500(dbname: str, owner: psycopg.Connection) -> None:
+    with client_for(dbname, rate_limits=True) as c:
+        user, _ = new_user(c, owner)
+        pair = signed_in(c, user["email"])
+        tt = make_ticket_type(owner, quantity=50)
+        out = {}
+        for name, headers in {
+            "key-space": {"Idempotency-Key": "a b"},
+            "key-256": {"Idempotency-Key": "a" * 256},
+            "key-latin1": {"Idempotency-Key": "caf\xe9".encode("latin-1")},
+            "xff-junk": {"X-Forwarded-For": "not-an-ip"},
+        }.items():
+            r = c.post(
+                "/bookings/reserve",
+                headers={**bearer(pair), **headers},
+                json={"ticket_type_id": tt["id"], "quantity": 1},
+            )
+            out[name] = r.status_code
+        for body in [{"refresh_token": "a" * 43}, {"refresh_token": "é" * 43}, {"refresh_token": 5}, {}]:
+            out[str(body)[:30]] = c.post("/auth/refresh", json=body).status_code
+        out["logout1"] = c.post("/auth/logout", headers=bearer(pair)).status_code
+        out["logout2"] = c.post("/auth/logout", headers=bearer(pair)).status_code
+        out["refresh-after-logout"] = c.post("/auth/refresh", json={"refresh_token": pair["refresh_token"]}).status_code
+        assert 500 not in out.values(), out

@@ -38,29 +38,35 @@ COMMENT ON FUNCTION api.register_user(text, text, text) IS
   'row. Raises BKVAL (bad e-mail/name), BKEML (e-mail taken).';
 
 
-CREATE OR REPLACE FUNCTION api.get_user_credentials(p_email text)
+CREATE OR REPLACE FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean DEFAULT false)
 RETURNS json
-LANGUAGE sql STABLE
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
-  -- retry_after: the failed-login throttle (sql/functions/70_rate_limits.sql), peeked here so
-  -- login needs no extra round trip; the same for known and unknown addresses.
-  SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash,
-                           'retry_after', (
-    SELECT ceil(extract(epoch FROM greatest(c.tat, now()) - now() - (r.period - r.period / r.max_requests)))::integer
-      FROM rate_limit_rules r
-      JOIN rate_limit_counters c ON c.key = 'login_failures:email:' || e.email
-     WHERE r.class = 'login_failures' AND r.scope = 'email'
-       AND greatest(c.tat, now()) - now() > r.period - r.period / r.max_requests))
-    FROM (SELECT lower(btrim(p_email)) AS email) e
-    LEFT JOIN users u ON u.email = e.email
+DECLARE
+  v_email text := lower(btrim(p_email));
+  v_wait integer := 0;
+BEGIN
+  -- The failed-login throttle (sql/functions/70_rate_limits.sql), in this call so login needs
+  -- no extra round trip: the attempt is counted before the password is checked, the same for
+  -- known and unknown addresses.
+  IF p_count_attempt THEN
+    v_wait := internal.login_attempt(v_email);
+  END IF;
+  RETURN (SELECT json_build_object('id', u.id, 'role', u.role, 'password_hash', u.password_hash,
+                                   'retry_after', nullif(v_wait, 0))
+            FROM (SELECT v_email AS email) e
+            LEFT JOIN users u ON u.email = e.email);
+END;
 $$;
-COMMENT ON FUNCTION api.get_user_credentials(text) IS
+COMMENT ON FUNCTION api.get_user_credentials(text, boolean) IS
   'Login lookup: {id, role, password_hash, retry_after} for an e-mail; id, role and '
   'password_hash are NULL when there is no such user (the gateway then verifies against a '
-  'dummy hash so timing does not tell). retry_after: seconds while failed logins for this '
-  'address are throttled (api.record_login_failure), else NULL. Locks nothing.';
+  'dummy hash so timing does not tell). With p_count_attempt (the gateway, rate limits on) it '
+  'first counts one attempt against the failed-login throttle: retry_after is then the seconds '
+  'to wait when the address is throttled (nothing counted), else NULL; a successful login '
+  'gives the attempt back (api.record_login_success). Locks only that counter row.';
 
 
 CREATE OR REPLACE FUNCTION api.get_user(p_user_id uuid)

@@ -12,9 +12,12 @@ DECLARE
   v_ended integer;
 BEGIN
   -- Ends refreshing (the first reason stays), and with p_deny the access tokens too.
+  -- Rows locked in id order: two revocations of overlapping sessions cannot deadlock.
   UPDATE public.sessions s
      SET revoked_at = now(), revoked_reason = p_reason
-   WHERE s.id = ANY (p_session_ids) AND s.revoked_at IS NULL;
+   WHERE s.id IN (SELECT x.id FROM public.sessions x
+                   WHERE x.id = ANY (p_session_ids) AND x.revoked_at IS NULL
+                   ORDER BY x.id FOR NO KEY UPDATE);
   GET DIAGNOSTICS v_ended = ROW_COUNT;
   IF p_deny THEN
     INSERT INTO public.revoked_sessions (session_id)
@@ -110,25 +113,28 @@ BEGIN
   IF v_session.id IS NULL OR v_token.token_hash IS NULL THEN  -- deleted meanwhile
     RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'unknown refresh token';
   END IF;
-  IF v_session.revoked_at IS NOT NULL THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the session has been revoked';
-  END IF;
   IF v_session.expires_at <= now() OR v_token.expires_at <= now() THEN
     RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the refresh token has expired';
+  END IF;
+  -- clock_timestamp(), not now(): this transaction may have begun before the one that spent
+  -- the token, and waited for it on the session lock.
+  IF v_token.used_at IS NOT NULL
+     AND v_token.used_at <= clock_timestamp() - make_interval(secs => p_grace_seconds) THEN
+    -- A spent token again (RFC 9700 4.14.2): someone holds a copy. End the whole session (also
+    -- one that only stopped refreshing, after a role change: its access tokens go on the
+    -- deny-list now), and say so by the answer rather than an error, so this revocation commits.
+    PERFORM internal.revoke_sessions(ARRAY[v_session.id], 'reuse', true);
+    RETURN json_build_object('outcome', 'reused', 'session_id', v_session.id, 'user_id', v_session.user_id);
+  END IF;
+  IF v_session.revoked_at IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKUNA', MESSAGE = 'the session has been revoked';
   END IF;
 
   IF v_token.used_at IS NULL THEN
     v_outcome := 'rotated';
     UPDATE refresh_tokens SET used_at = now() WHERE token_hash = p_refresh_hash;
-  -- clock_timestamp(), not now(): this transaction may have begun before the one that spent
-  -- the token, and waited for it on the session lock.
-  ELSIF v_token.used_at > clock_timestamp() - make_interval(secs => p_grace_seconds) THEN
-    v_outcome := 'grace';  -- two tabs refreshing at once: each gets a pair
   ELSE
-    -- A spent token again (RFC 9700 4.14.2): someone holds a copy. End the whole session, and
-    -- say so by the answer rather than an error, so this revocation commits.
-    PERFORM internal.revoke_sessions(ARRAY[v_session.id], 'reuse', true);
-    RETURN json_build_object('outcome', 'reused', 'session_id', v_session.id, 'user_id', v_session.user_id);
+    v_outcome := 'grace';  -- two tabs refreshing at once: each gets a pair
   END IF;
 
   INSERT INTO refresh_tokens (token_hash, session_id, parent_hash, expires_at)
@@ -246,7 +252,9 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
   END IF;
   RETURN internal.revoke_sessions(
-    ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user_id AND s.expires_at > now() ORDER BY s.id),
+    -- Also sessions past their end: an access token refreshed just before the end lives on
+    -- for up to JWT_TTL_SECONDS (purge keeps ended sessions 24 h for this).
+    ARRAY(SELECT s.id FROM sessions s WHERE s.user_id = v_user_id ORDER BY s.id),
     'dba', true);
 END;
 $$;
@@ -269,7 +277,9 @@ DECLARE
   v_roles integer;
 BEGIN
   -- 24 h: longer than any access token lives (JWT_TTL_SECONDS <= 86400).
-  DELETE FROM sessions WHERE expires_at <= now() OR revoked_at < now() - interval '24 hours';
+  -- Ended sessions are kept 24 h too, so a DBA can still revoke the access tokens refreshed
+  -- just before their end.
+  DELETE FROM sessions WHERE expires_at < now() - interval '24 hours' OR revoked_at < now() - interval '24 hours';
   GET DIAGNOSTICS v_sessions = ROW_COUNT;
   DELETE FROM refresh_tokens WHERE expires_at <= now();
   GET DIAGNOSTICS v_tokens = ROW_COUNT;
@@ -282,7 +292,7 @@ BEGIN
 END;
 $$;
 COMMENT ON FUNCTION api.purge_sessions() IS
-  '(DBA-only) Deletes ended sessions (past their end, or revoked over 24 h ago, with their '
+  '(DBA-only) Deletes ended sessions (past their end or revoked, over 24 h ago, with their '
   'tokens), expired refresh tokens, and deny-list and role-change rows older than 24 h. '
   'pg_cron runs it every 10 minutes. Returns the counts deleted ({sessions, refresh_tokens '
   '(expired ones of live sessions), revoked_sessions, role_changes}).';

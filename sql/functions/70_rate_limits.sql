@@ -19,6 +19,7 @@ RETURNS TABLE (request integer, retry_after integer)
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'  -- a DBA's open transaction on a counter row: 503 busy, not a stall
 AS $$
 DECLARE
   v_n integer := coalesce(cardinality(p_classes), 0);
@@ -148,39 +149,61 @@ COMMENT ON FUNCTION api.check_rate_limits(text[], uuid[], text[]) IS
   'Raises BKVAL.';
 
 
-CREATE OR REPLACE FUNCTION api.record_login_failure(p_email text)
+CREATE OR REPLACE FUNCTION internal.login_attempt(p_email text)
 RETURNS integer
 LANGUAGE plpgsql
-SECURITY DEFINER
-SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-  v_rule rate_limit_rules;
+  v_rule public.rate_limit_rules;
   v_now timestamptz := clock_timestamp();
+  v_key text := 'login_failures:email:' || lower(btrim(p_email));
+  v_t interval;
+  v_tol interval;
   v_tat timestamptz;
 BEGIN
-  SELECT * INTO v_rule FROM rate_limit_rules WHERE class = 'login_failures' AND scope = 'email';
+  SELECT * INTO v_rule FROM public.rate_limit_rules r WHERE r.class = 'login_failures' AND r.scope = 'email';
   IF NOT FOUND OR p_email IS NULL THEN
     RETURN 0;
   END IF;
-  INSERT INTO rate_limit_counters AS c (key, tat, period, last_ok)
-  VALUES ('login_failures:email:' || lower(btrim(p_email)), v_now + v_rule.period / v_rule.max_requests,
-          v_rule.period, true)
+  v_t := v_rule.period / v_rule.max_requests;
+  v_tol := v_rule.period - v_t;
+  -- One attempt counted, atomically, BEFORE the password is checked: concurrent guesses wait
+  -- on this row and each sees the others' counts (a check-then-count would let a burst through).
+  INSERT INTO public.rate_limit_counters AS c (key, tat, period, last_ok)
+  VALUES (v_key, v_now + v_t, v_rule.period, true)
   ON CONFLICT (key) DO UPDATE
-     SET tat = greatest(c.tat, v_now) + v_rule.period / v_rule.max_requests
-   WHERE greatest(c.tat, v_now) - v_now <= v_rule.period - v_rule.period / v_rule.max_requests
+     SET tat = greatest(c.tat, v_now) + v_t, period = excluded.period
+   WHERE greatest(c.tat, v_now) - v_now <= v_tol
   RETURNING c.tat INTO v_tat;
-  IF v_tat IS NULL THEN  -- already throttled: the failure moves nothing
-    SELECT c.tat INTO v_tat FROM rate_limit_counters c WHERE c.key = 'login_failures:email:' || lower(btrim(p_email));
+  IF v_tat IS NOT NULL THEN
+    RETURN 0;  -- counted: go on and check the password
   END IF;
-  RETURN greatest(0, ceil(extract(epoch FROM
-    greatest(v_tat, v_now) - v_now - (v_rule.period - v_rule.period / v_rule.max_requests))))::integer;
+  SELECT c.tat INTO v_tat FROM public.rate_limit_counters c WHERE c.key = v_key;
+  RETURN greatest(1, ceil(extract(epoch FROM greatest(v_tat, v_now) - v_now - v_tol)))::integer;
 END;
 $$;
-COMMENT ON FUNCTION api.record_login_failure(text) IS
-  'Counts one failed login for an e-mail address (trimmed, lower-cased; known or not) against '
-  'the login_failures rule. Returns the seconds until the next login for it is allowed (0: '
-  'not throttled yet). Locks that address''s counter row.';
+COMMENT ON FUNCTION internal.login_attempt(text) IS
+  'The failed-login throttle (rule login_failures / email): counts one login attempt for an '
+  'e-mail address (trimmed, lower-cased; known or not) and returns 0, or, when the address is '
+  'throttled, counts nothing and returns the seconds to wait. api.record_login_success gives '
+  'a successful attempt back, so only failures stay counted. Locks that address''s counter row.';
+
+
+CREATE OR REPLACE FUNCTION api.record_login_success(p_email text)
+RETURNS void
+LANGUAGE sql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+  -- The attempt api.get_user_credentials counted was a success: it counts nothing.
+  UPDATE rate_limit_counters c SET tat = c.tat - r.period / r.max_requests
+    FROM rate_limit_rules r
+   WHERE c.key = 'login_failures:email:' || lower(btrim(p_email))
+     AND r.class = 'login_failures' AND r.scope = 'email'
+$$;
+COMMENT ON FUNCTION api.record_login_success(text) IS
+  'A login for this e-mail address succeeded: gives back the attempt api.get_user_credentials '
+  '(p_count_attempt) counted, so only failed logins are throttled. Locks that counter row.';
 
 
 CREATE OR REPLACE FUNCTION api.rate_limits()

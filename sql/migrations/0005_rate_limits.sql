@@ -17,7 +17,7 @@ COMMENT ON TABLE rate_limit_rules IS
   'Change with api.set_rate_limit(); read with api.rate_limits().';
 
 INSERT INTO rate_limit_rules (class, scope, max_requests, period) VALUES
-  ('auth', 'address', 300, interval '1 minute'),
+  ('auth', 'address', 1200, interval '1 minute'),
   ('browse', 'user', 600, interval '1 minute'),
   ('browse', 'address', 6000, interval '1 minute'),
   ('bookings', 'user', 60, interval '1 minute'),
