@@ -49,8 +49,8 @@ class Auth:
         # Tokens already verified, until they expire: onsale traffic repeats the same tokens,
         # and HMAC plus claim parsing on every request was a visible share of the hot path.
         # Keyed by the whole token (signature included), so nothing unverified can hit it.
-        # Value: (exp, principal as issued, iat).
-        self._verified: dict[str, tuple[float, Principal, float]] = {}
+        # Value: (exp, principal as issued).
+        self._verified: dict[str, tuple[float, Principal]] = {}
         self.revocations = Revocations()
 
     def issue(self, user_id: str, role: str, session_id: str) -> str:
@@ -81,7 +81,7 @@ class Auth:
             return Principal(principal.user_id, change[0], principal.session_id)
         return principal
 
-    def _verify(self, token: str) -> tuple[float, Principal, float]:
+    def _verify(self, token: str) -> tuple[float, Principal]:
         try:
             claims = jwt.decode(
                 token.strip(),
@@ -92,7 +92,6 @@ class Auth:
             )
             user_id = str(uuid.UUID(str(claims["sub"])))
             session_id = str(uuid.UUID(str(claims["sid"])))
-            issued_at = float(claims["iat"])
         except jwt.ExpiredSignatureError as exc:
             raise unauthorized("the token has expired", invalid_token=True) from exc
         except (jwt.InvalidTokenError, ValueError, TypeError) as exc:
@@ -100,7 +99,7 @@ class Auth:
         role = claims.get("role")
         if role not in ROLES:
             raise unauthorized("the token is invalid", invalid_token=True)
-        entry = (float(claims["exp"]), Principal(user_id, str(role), session_id), issued_at)
+        entry = (float(claims["exp"]), Principal(user_id, str(role), session_id))
         if len(self._verified) >= VERIFIED_CACHE_SIZE:
             self._verified.clear()
         self._verified[token] = entry
