@@ -53,7 +53,9 @@ def uvicorn_args(env: Mapping[str, str]) -> list[str]:
         "--host", server.host, "--port", str(server.port), "--workers", str(server.workers),
         # httptools plus a request-head size limit and a head timeout (gateway/serving.py)
         "--http", "gateway.serving:BoundedHttpToolsProtocol",
-        "--timeout-keep-alive", str(server.keep_alive_timeout),
+        "--timeout-keep-alive", str(server.keep_alive_timeout),  # > think time (gateway/config.py)
+        "--backlog", str(server.backlog),  # an onsale's burst of connects (gateway/config.py)
+        "--loop", server.loop,  # asyncio: uvloop starved accept under load (gateway/config.py)
         "--log-config", str(LOG_CONFIG_FILE),  # every line JSON, uvicorn's own too
         "--no-access-log", "--timeout-graceful-shutdown", "10",
         # The gateway decides whose X-Forwarded-For to believe (TRUSTED_PROXIES, gateway/ratelimit.py):

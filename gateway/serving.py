@@ -7,10 +7,12 @@ holding 1 MB of unfinished header grew a worker from 68 to 224 MB).
   `--h11-max-incomplete-event-size`; httptools/llhttp buffers any length.) Bytes are counted
   as they arrive, before the parser sees them, so a worker holds at most the limit per
   connection (plus the socket read in hand).
-- The head must be complete within HEADER_TIMEOUT_SECONDS of the connection opening or of its
-  first byte (uvicorn's keep-alive timer stops at the first byte, so a client trickling a header
-  could hold a connection for ever); otherwise 408 and close (a connection that sent nothing
-  is just closed).
+- The head must be complete within HEADER_TIMEOUT_SECONDS of its first byte (uvicorn's keep-alive
+  timer stops at the first byte, so a client trickling a header could hold a connection for
+  ever); otherwise 408 and close.
+- A new connection that sends nothing is closed after KEEP_ALIVE_SECONDS, as an idle keep-alive
+  one is (issue 10: it was HEADER_TIMEOUT_SECONDS from the opening, so a user who opened a
+  connection and thought for 10 s before the first click was cut off: wrk counted read errors).
 
 Idle keep-alive connections are closed by uvicorn itself (`--timeout-keep-alive`, KEEP_ALIVE_SECONDS).
 Use: uvicorn --http gateway.serving:BoundedHttpToolsProtocol (dbctl run does).
@@ -36,6 +38,7 @@ REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 class BoundedHttpToolsProtocol(HttpToolsProtocol):
     max_header_bytes = LIMITS.max_header_bytes
     header_timeout = LIMITS.header_timeout
+    idle_timeout = LIMITS.keep_alive_timeout
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -46,7 +49,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._arm_head_timer(self.idle_timeout)  # nothing sent yet: idle, not a slow head
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
@@ -68,7 +71,8 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._arm_head_timer()
+        self._disarm_head_timer()  # the idle timer of a fresh connection, if any
+        self._arm_head_timer(self.header_timeout)
 
     def on_headers_complete(self) -> None:
         self._reading_head = False
@@ -81,9 +85,9 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         self._reading_head = True
         self._head_bytes, self._head_tail = 0, b""
 
-    def _arm_head_timer(self) -> None:
+    def _arm_head_timer(self, seconds: float) -> None:
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)
+            self._head_timer = self.loop.call_later(seconds, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:

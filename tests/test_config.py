@@ -157,7 +157,7 @@ def test_secrets_never_show(caplog: pytest.LogCaptureFixture) -> None:
 def test_serving_settings() -> None:
     s = ServerSettings.from_env({"WEB_CONCURRENCY": "3"})
     assert (s.host, s.port, s.workers) == ("127.0.0.1", 8000, 3)
-    assert (s.max_header_bytes, s.header_timeout, s.keep_alive_timeout) == (16384, 10.0, 5)
+    assert (s.max_header_bytes, s.header_timeout, s.keep_alive_timeout) == (16384, 10.0, 65)
     assert ServerSettings.from_env({}).workers >= 1
     for name, value in [("GATEWAY_PORT", "0"), ("GATEWAY_PORT", "http"), ("WEB_CONCURRENCY", "0"),
                         ("MAX_HEADER_BYTES", "10"), ("HEADER_TIMEOUT_SECONDS", "-1"),

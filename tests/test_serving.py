@@ -223,3 +223,20 @@ def test_the_head_limit_is_exact_wherever_the_reads_end(served: Served, split: i
                 time.sleep(0.05)  # most likely a read of its own; the count is exact either way
                 sock.sendall(head[-split:])
             assert read_response(sock)[0] == status, (size, split)
+
+
+def test_a_user_who_thinks_before_the_first_click_keeps_the_connection(dbname: str, tmp_path: Path) -> None:
+    """Issue 10: a new connection that has sent nothing is idle, not a slow head: it lives as long as
+    an idle keep-alive connection (KEEP_ALIVE_SECONDS), not HEADER_TIMEOUT_SECONDS. Before, it was
+    closed at the head timeout, and a crowd that thought before clicking got read errors."""
+    server = Served(dbname, tmp_path / "gateway.log", HEADER_TIMEOUT_SECONDS="1", KEEP_ALIVE_SECONDS="30").start()
+    try:
+        with server.connect() as sock:
+            time.sleep(3)  # three head timeouts, thinking
+            get(sock)
+            assert read_response(sock)[0] == 200
+            time.sleep(3)  # and again between clicks, on the kept-alive connection
+            get(sock)
+            assert read_response(sock)[0] == 200
+    finally:
+        server.stop()
