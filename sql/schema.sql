@@ -1546,7 +1546,8 @@ BEGIN
   FOR v_group IN
     SELECT r.ticket_type_id, array_agg(r.user_id ORDER BY r.pos) AS users,
            array_agg(r.quantity ORDER BY r.pos) AS quantities, array_agg(r.pos ORDER BY r.pos) AS pos,
-           array_agg(p_admission_tokens[r.pos] ORDER BY r.pos) AS tokens,
+           -- (no tokens sent: the filter keeps every row out of this aggregate's sort)
+           array_agg(p_admission_tokens[r.pos] ORDER BY r.pos) FILTER (WHERE p_admission_tokens IS NOT NULL) AS tokens,
            count(*) OVER () AS types
       FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
      GROUP BY r.ticket_type_id

@@ -9,7 +9,9 @@ the past in SQL. Rates are chosen so every assertion has seconds of slack (one a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,6 +133,32 @@ def test_joining_again_returns_the_same_place_and_writes_nothing(
     ).fetchone()
     assert rows == (3, 3)
     assert overview(owner, event)["joined"] == 3
+
+
+def test_concurrent_joins_get_one_place_each_without_gaps(
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    event, _ = queue_event(gw)
+    open_sale(owner, event, 1)
+    users = [make_user(gw) for _ in range(16)]
+    jobs = users + [users[0]] * 8  # one fan joining from 9 tabs at once
+    conns = [connect("booking_gateway") for _ in jobs]
+    barrier = threading.Barrier(len(jobs))
+
+    def run(i: int) -> int:
+        barrier.wait()
+        return int(join(conns[i], event, jobs[i])["position"])
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        positions = list(pool.map(run, range(len(jobs))))
+    assert len({positions[0], *positions[16:]}) == 1  # the same place in every tab
+    assert sorted(positions[:16]) == list(range(1, 17))
+    rows = owner.execute(
+        "SELECT count(*), min(seq), max(seq), bool_and(position = seq) FROM waiting_room_entries WHERE event_id = %s",
+        (event["id"],),
+    ).fetchone()
+    assert rows == (16, 1, 16, True)
+    assert overview(owner, event)["joined"] == 16
 
 
 # ------------------------------------------------------------------ admission at the rate
