@@ -285,6 +285,22 @@ def test_the_core_refuses_a_reserve_without_a_valid_admission(
     # Another user's token, and the third (still waiting: no token of their own).
     assert sqlstate_of(gw, function, p_user_id=third["id"], p_admission_token=admitted["token"], **args) == "BKNAD"
     assert sqlstate_of(gw, function, p_user_id=second["id"], p_admission_token=admitted["token"], **args) == "BKNAD"
+    # Malformed ones are refused the same way (never a cast error), also the right token with
+    # its expiry written with a leading zero (nobody signs that form).
+    _, expiry, mac = admitted["token"].split(".")
+    for bad in [
+        "",
+        "v1.",
+        "v1..",
+        "v1.12a." + mac,
+        "v2." + expiry + "." + mac,
+        "v1." + "9" * 13 + "." + mac,
+        "v1.0" + expiry + "." + mac,
+        admitted["token"] + "0",
+        admitted["token"].upper(),
+        "v1.-1." + mac,
+    ]:
+        assert sqlstate_of(gw, function, p_user_id=first["id"], p_admission_token=bad, **args) == "BKNAD", bad
     # The right one: granted.
     hold = call(gw, function, p_user_id=first["id"], p_admission_token=admitted["token"], **args)
     assert hold["status"] == "ACTIVE"
