@@ -244,6 +244,37 @@ def test_pause_freezes_admission_and_resume_counts_from_then(gw: psycopg.Connect
     assert dba_call(gw, "resume_waiting_room", p_event_id=event["id"])["serving"] == 5  # idempotent
 
 
+def test_a_room_paused_before_anyone_joined_admits_nobody_until_resumed(
+    gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    event, _ = queue_event(gw, rate=6)
+    assert dba_call(gw, "pause_waiting_room", p_event_id=event["id"])["paused"] is True
+    users = [make_user(gw) for _ in range(3)]
+    for u in users:
+        join(gw, event, u)
+    open_sale(owner, event, 600)
+    assert all(status(gw, event, u)["status"] == "waiting" for u in users)
+    assert overview(owner, event)["serving"] == 0
+    dba_call(gw, "resume_waiting_room", p_event_id=event["id"])
+    advance(owner, event, 15)
+    assert sorted(status(gw, event, u)["status"] for u in users) == ["admitted", "waiting", "waiting"]
+
+
+def test_switching_the_room_off_sells_without_tokens(gw: psycopg.Connection, owner: psycopg.Connection) -> None:
+    event, tt = queue_event(gw, rate=6)
+    user = make_user(gw)
+    join(gw, event, user)
+    open_sale(owner, event, 5)
+    args = {"p_user_id": user["id"], "p_ticket_type_id": tt["id"], "p_quantity": 1}
+    assert sqlstate_of(gw, "reserve_tickets", **args) == "BKNAD"
+    call(gw, "update_event", p_event_id=event["id"], p_changes=psycopg.types.json.Jsonb({"queue_enabled": False}))
+    assert sqlstate_of(gw, "waiting_room_status", p_event_id=event["id"], p_user_id=user["id"]) == "BKNTF"
+    assert call(gw, "reserve_tickets", **args)["status"] == "ACTIVE"
+    # On again: the places are kept.
+    call(gw, "update_event", p_event_id=event["id"], p_changes=psycopg.types.json.Jsonb({"queue_enabled": True}))
+    assert status(gw, event, user)["position"] == 1
+
+
 # ------------------------------------------------------------------ tokens and the reserve core
 
 
