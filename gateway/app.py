@@ -33,7 +33,7 @@ from gateway.errors import (
     unauthorized,
 )
 from gateway.logs import AccessLog, configure_logging, route_template
-from gateway.models import Body, clean_text, idempotency_key, parse_body, path_uuid
+from gateway.models import Body, admission_token, clean_text, idempotency_key, parse_body, path_uuid
 from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
@@ -280,9 +280,10 @@ async def client_gone(request: Request) -> None:
 async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
     assert principal is not None
     key = idempotency_key(request.headers.get("idempotency-key"))
+    admission = admission_token(request.headers.get("x-admission-token"))
     body = await endpoint_body(gw, request, endpoint)
     reservation = await gw.reserver.reserve(
-        principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request), key
+        principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request), key, admission
     )
     if reservation is None:
         return Response(status_code=499)  # nobody is listening; the status is for the log

@@ -73,6 +73,11 @@ def _integral(value: Any) -> Any:
 
 Quantity = Annotated[int, Field(ge=1, le=10), BeforeValidator(_integral)]
 Stock = Annotated[int, Field(ge=0, le=1_000_000), BeforeValidator(_integral)]
+AdmissionRate = Annotated[
+    int,
+    Field(ge=1, le=1_000_000, description="People the waiting room admits per minute, spread evenly."),
+    BeforeValidator(_integral),
+]
 Cap = Annotated[
     int,
     Field(ge=1, le=1_000_000, description="Seats one buyer may hold or own (holds + pending and paid orders)."),
@@ -176,6 +181,10 @@ class EventIn(Body):
     start_time: Time
     end_time: Annotated[Time, Field(description=f"After start_time; RFC 3339 with an offset, {TIME_RANGE}.")]
     max_tickets_per_user: Cap | None = None  # over all the event's ticket types; null: no cap
+    queue_enabled: Annotated[
+        bool, Field(description="Sell through a waiting room (needs admission_rate_per_minute).")
+    ] = False
+    admission_rate_per_minute: AdmissionRate | None = None
 
 
 # Patches: a field left out is unchanged; null clears a nullable field and is refused elsewhere.
@@ -195,6 +204,8 @@ class EventPatch(Body):
     start_time: Time = UNSET
     end_time: Time = UNSET
     max_tickets_per_user: Cap | None = None
+    queue_enabled: bool = UNSET
+    admission_rate_per_minute: AdmissionRate | None = None
 
 
 class TicketTypeIn(Body):
@@ -248,6 +259,18 @@ def path_uuid(name: str, value: str) -> str:
 
 IDEMPOTENCY_KEY_PATTERN = r"^[!-~]{1,255}$"
 _IDEMPOTENCY_KEY = re.compile(IDEMPOTENCY_KEY_PATTERN)
+# What may be sent to SQL; only api.waiting_room_status's tokens pass there.
+ADMISSION_TOKEN_PATTERN = IDEMPOTENCY_KEY_PATTERN
+_ADMISSION_TOKEN = re.compile(ADMISSION_TOKEN_PATTERN)
+
+
+def admission_token(value: str | None) -> str | None:
+    """The X-Admission-Token header: absent, or 1-255 visible ASCII characters (checked in SQL)."""
+    if value is None:
+        return None
+    if not _ADMISSION_TOKEN.fullmatch(value):
+        raise validation_failed("X-Admission-Token: must be 1 to 255 visible ASCII characters")
+    return value
 
 
 def idempotency_key(value: str | None) -> str | None:

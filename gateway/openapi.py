@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.errors import ERRORS, PROBLEM_JSON, TYPE_PREFIX
-from gateway.models import IDEMPOTENCY_KEY_PATTERN
+from gateway.models import ADMISSION_TOKEN_PATTERN, IDEMPOTENCY_KEY_PATTERN
 from gateway.onsale.reserve import ROUTE_FUNCTION, function_for
 from gateway.routes import ADMIN, PAGE_DEFAULT, PAGE_MAX, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
@@ -35,6 +35,7 @@ TIME = {"type": "string", "format": "date-time"}
 MONEY = {"type": "string", "pattern": r"^[0-9]+\.[0-9]{2}$", "description": "decimal string, two places"}
 COUNT = {"type": "integer", "minimum": 0}
 CAP = {"type": "integer", "minimum": 1, "description": "seats one buyer may hold or own; null: no cap"}
+RATE = {"type": "integer", "minimum": 1, "description": "people the waiting room admits per minute"}
 
 
 def _enum(*values: str) -> dict[str, Any]:
@@ -49,6 +50,7 @@ _EVENT = {
     "id": UUID, "slug": {"type": "string"}, "name": {"type": "string"}, "description": _null({"type": "string"}),
     "banner_url": _null({"type": "string"}), "location": {"type": "string"}, "start_time": TIME, "end_time": TIME,
     "status": _enum("DRAFT", "PUBLISHED", "CANCELLED", "ENDED"), "max_tickets_per_user": _null(CAP),
+    "queue_enabled": {"type": "boolean"}, "admission_rate_per_minute": _null(RATE),
 }  # fmt: skip
 _TICKET = {
     "ticket_code": {"type": "string"}, "ticket_type_id": UUID, "status": _enum("UNUSED", "CHECKED_IN", "CANCELLED"),
@@ -82,6 +84,13 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                    "items": {"type": "array", "items": _ref("OrderItem")},
                    "payment": _null(_ref("Payment")), "tickets": {"type": "array", "items": _ref("Ticket")}}),
     "CheckedIn": _obj(_TICKET),
+    "QueuePlace": _obj({"event_id": UUID, "status": _enum("waiting", "admitted"),
+                        "position": _null({"type": "integer", "minimum": 1,
+                                           "description": "null until the sale opens (then a shuffle decides)"}),
+                        "ahead": _null(COUNT),
+                        "eta_seconds": _null({**COUNT, "description": "null while admission is paused"}),
+                        "admission_token": _null({"type": "string", "description": "send as X-Admission-Token"}),
+                        "admission_expires_at": _null(TIME)}),
     "Status": _obj({"status": {"type": "string"}}),
     "Problem": {
         "type": "object",
@@ -116,6 +125,12 @@ IDEMPOTENCY_KEY = {
                    "answer again (same status and body) and nothing is done twice; the same key with another "
                    "request: 422 idempotency_key_reused. Only successes are recorded: a refused request may be "
                    "retried with its key and is decided again.",
+}  # fmt: skip
+ADMISSION_TOKEN = {
+    "name": "X-Admission-Token", "in": "header", "required": False,
+    "schema": {"type": "string", "pattern": ADMISSION_TOKEN_PATTERN},
+    "description": "Required for events with a waiting room (queue_enabled): the admission_token of "
+                   "GET /events/{event_id}/queue, of the same user and event, unexpired; else 403 not_admitted.",
 }  # fmt: skip
 STATUS_HEADERS = {401: ["WWW-Authenticate"], 503: ["Retry-After"], 429: ["Retry-After"]}
 
@@ -157,6 +172,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             op["responses"]["304"] = {"description": "not modified", "headers": _headers("ETag", "Cache-Control")}
         if e.idempotent:
             params.append(IDEMPOTENCY_KEY)
+        if e.special == "reserve":
+            params.append(ADMISSION_TOKEN)
         if params:
             op["parameters"] = params
         if e.body is not None:

@@ -83,6 +83,12 @@ ROUTES: list[Endpoint] = [
              special="events", returns="[EventListed]", query=("q", "limit", "cursor")),
     Endpoint("GET", "/events/{id_or_slug}", "get_event", "One event with live availability",
              errors=("not_found",), returns="Event"),
+    Endpoint("POST", "/events/{event_id}/queue", "join_waiting_room",
+             "Join the event's waiting room (one place per user; joining again returns the same place)",
+             auth=USER, passes_user=True, errors=("not_found", "sale_not_open"), returns="QueuePlace"),
+    Endpoint("GET", "/events/{event_id}/queue", "waiting_room_status",
+             "My place in the event's waiting room now; the admission token once admitted",
+             auth=USER, passes_user=True, errors=("not_found",), returns="QueuePlace"),
     Endpoint("POST", "/admin/events", "create_event", "Create an event (DRAFT)", 201, ADMIN, EventIn,
              errors=("slug_taken",), returns="Event"),
     Endpoint("GET", "/admin/events/{event_id}", "admin_get_event", "One event in any status", auth=ADMIN,
@@ -100,7 +106,8 @@ ROUTES: list[Endpoint] = [
     Endpoint("POST", "/bookings/reserve", "reserve_tickets",
              "Hold seats for the hold period (database setting booking.hold_period, default 10 minutes)",
              201, USER, ReserveIn, passes_user=True, special="reserve",
-             errors=("not_found", "sold_out", "sale_not_open", "limit_exceeded", "idempotency_key_reused"),
+             errors=("not_found", "sold_out", "sale_not_open", "not_admitted", "limit_exceeded",
+                     "idempotency_key_reused"),
              returns="Reservation", idempotent=True),
     Endpoint("DELETE", "/bookings/reservations/{reservation_id}", "cancel_reservation", "Give a hold back", 204,
              USER, passes_user=True, errors=("not_found", "reservation_not_active", "reservation_expired")),
@@ -124,6 +131,8 @@ DBA_ONLY |= {"user_sessions", "revoke_session", "revoke_user_sessions", "purge_s
 # Rate limits (sql/functions/70_rate_limits.sql).
 DBA_ONLY |= {"rate_limits", "set_rate_limit", "rate_limit_state", "clear_rate_limit", "purge_rate_limits"}
 DBA_ONLY |= {"buyer_counts", "purge_idempotency_keys"}
+# The waiting room (sql/functions/80_waiting_room.sql).
+DBA_ONLY |= {"waiting_room", "set_waiting_room_rate", "pause_waiting_room", "resume_waiting_room", "waiting_room_audit"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

@@ -627,10 +627,10 @@ COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, 
 
 
 --
--- Name: create_event(text, text, text, timestamp with time zone, timestamp with time zone, text, text, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: create_event(text, text, text, timestamp with time zone, timestamp with time zone, text, text, integer, boolean, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text DEFAULT NULL::text, p_banner_url text DEFAULT NULL::text, p_max_tickets_per_user integer DEFAULT NULL::integer) RETURNS json
+CREATE FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text DEFAULT NULL::text, p_banner_url text DEFAULT NULL::text, p_max_tickets_per_user integer DEFAULT NULL::integer, p_queue_enabled boolean DEFAULT false, p_admission_rate_per_minute integer DEFAULT NULL::integer) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
@@ -639,11 +639,13 @@ DECLARE
 BEGIN
   PERFORM internal.check_event(p_slug, p_name, p_location, p_banner_url, p_start_time, p_end_time);
   PERFORM internal.check_cap('max_tickets_per_user', p_max_tickets_per_user);
+  PERFORM internal.check_waiting_room(p_queue_enabled, p_admission_rate_per_minute);
 
   INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status,
-                      max_tickets_per_user)
+                      max_tickets_per_user, queue_enabled, admission_rate_per_minute)
   VALUES (p_slug, btrim(p_name), p_description, p_banner_url, btrim(p_location),
-          p_start_time, p_end_time, 'DRAFT', p_max_tickets_per_user)
+          p_start_time, p_end_time, 'DRAFT', p_max_tickets_per_user, coalesce(p_queue_enabled, false),
+          p_admission_rate_per_minute)
   ON CONFLICT (slug) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -654,13 +656,13 @@ END;
 $$;
 
 
-ALTER FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) OWNER TO booking_owner;
+ALTER FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) IS 'Creates an event in status DRAFT and returns it. p_max_tickets_per_user: seats one buyer may hold or own over all its ticket types (NULL: no cap). Raises BKVAL (fields), BKSLG (slug taken).';
+COMMENT ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer) IS 'Creates an event in status DRAFT and returns it. p_max_tickets_per_user: seats one buyer may hold or own over all its ticket types (NULL: no cap). p_queue_enabled: the sale goes through a waiting room admitting p_admission_rate_per_minute people a minute (1..1000000, required then). Raises BKVAL (fields), BKSLG (slug taken).';
 
 
 --
@@ -915,6 +917,64 @@ COMMENT ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boole
 
 
 --
+-- Name: join_waiting_room(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  e events := internal.waiting_room_event(p_event_id);
+  w waiting_rooms;
+  v_seq integer;
+BEGIN
+  IF e.status <> 'PUBLISHED' OR e.end_time <= now() THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = format('the event is not on sale (it is %s)',
+      CASE WHEN e.status = 'PUBLISHED' THEN 'over' ELSE e.status END);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+  -- Joining again: the same place, no write.
+  IF EXISTS (SELECT 1 FROM waiting_room_entries WHERE event_id = p_event_id AND user_id = p_user_id) THEN
+    RETURN internal.waiting_room_answer(e, internal.waiting_room_open(p_event_id), p_user_id);
+  END IF;
+  INSERT INTO waiting_rooms (event_id) VALUES (p_event_id) ON CONFLICT DO NOTHING;
+  PERFORM internal.waiting_room_open(p_event_id);  -- after the opening, shuffle before joining
+  SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  -- A fresh statement after the lock: a concurrent join of this user has committed by now.
+  IF NOT EXISTS (SELECT 1 FROM waiting_room_entries WHERE event_id = p_event_id AND user_id = p_user_id) THEN
+    v_seq := w.joined + 1;
+    INSERT INTO waiting_room_entries (event_id, user_id, seq, position)
+    VALUES (p_event_id, p_user_id, v_seq, CASE WHEN w.shuffle_seed IS NOT NULL THEN v_seq END);
+    -- Idle capacity is banked for one person only: when the serving position has run more than
+    -- one place past everyone who joined, it restarts at this joiner (admitted at once) and the
+    -- rate counts from now. Else an hour of an empty room would let the next thousands in at once.
+    IF w.shuffle_seed IS NOT NULL AND w.paused_at IS NULL
+       AND internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled) > v_seq THEN
+      UPDATE waiting_rooms SET joined = v_seq, base = v_seq, base_at = now(), updated_at = now()
+       WHERE event_id = p_event_id RETURNING * INTO w;
+    ELSE
+      UPDATE waiting_rooms SET joined = v_seq, updated_at = now() WHERE event_id = p_event_id RETURNING * INTO w;
+    END IF;
+  END IF;
+  RETURN internal.waiting_room_answer(e, w, p_user_id);
+END;
+$$;
+
+
+ALTER FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION join_waiting_room(p_event_id uuid, p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) IS 'Joins the event''s waiting room (one place per user: joining again returns the same place) and returns the place as api.waiting_room_status does. Before the sale opens, the place is decided by the shuffle at the opening; after, first come, first served. Locks the waiting_rooms row. Raises BKNTF (no waiting room, unknown user), BKSNO (cancelled or over).';
+
+
+--
 -- Name: list_published_events(text, integer, timestamp with time zone, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -985,6 +1045,36 @@ ALTER FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_
 --
 
 COMMENT ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) IS 'The user''s orders, newest first by (created_at, id), each with items, payment and tickets. Pages: at most p_limit orders (NULL: all), after the order (p_after_created_at, p_after_id) when given (keyset: stable while orders are added). Locks nothing. Raises BKVAL (limit below 1).';
+
+
+--
+-- Name: pause_waiting_room(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.pause_waiting_room(p_event_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+  PERFORM internal.waiting_room_row(p_event_id);
+  UPDATE waiting_rooms w
+     SET base = internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled),
+         base_at = now(), paused_at = now(), updated_at = now()
+    FROM events e
+   WHERE w.event_id = p_event_id AND e.id = w.event_id AND w.paused_at IS NULL;
+  RETURN (SELECT row_to_json(r) FROM api.waiting_room(p_event_id) r);
+END;
+$$;
+
+
+ALTER FUNCTION api.pause_waiting_room(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION pause_waiting_room(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.pause_waiting_room(p_event_id uuid) IS '(DBA-only) Stops admitting (the serving position freezes; people admitted keep their tokens). Idempotent. Returns api.waiting_room''s row as JSON. Raises BKNTF.';
 
 
 --
@@ -1299,10 +1389,10 @@ COMMENT ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full
 
 
 --
--- Name: reserve_tickets(uuid, uuid, integer, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets(uuid, uuid, integer, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL::text) RETURNS json
+CREATE FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL::text, p_admission_token text DEFAULT NULL::text) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -1313,7 +1403,8 @@ DECLARE
 BEGIN
   IF p_idempotency_key IS NULL THEN
     -- Seed method 1 (pessimistic): the core locks the ticket type row.
-    RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1];
+    RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true,
+                             p_admission_tokens => ARRAY[p_admission_token])).reservations[1];
   END IF;
   -- Keyed: claim the key first (lock order), then the same work, then record its answer in
   -- this transaction. A refusal raises and rolls the claim back with everything else.
@@ -1323,25 +1414,26 @@ BEGIN
     RETURN v_stored;
   END IF;
   RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key,
-    (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1]);
+    (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true,
+                      p_admission_tokens => ARRAY[p_admission_token])).reservations[1]);
 END;
 $$;
 
 
-ALTER FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (default 10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Decided by internal.reserve. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). With p_idempotency_key (1-255 visible ASCII), the same user, key and request within 24 hours returns the first reservation again and holds nothing more; the key is recorded in the same transaction (only successes are recorded). Raises BKVAL, BKNTF (unknown user or type), BKSNO (not on sale), BKLIM (a per-buyer cap), BKSLD (sold out), BKIDR (key used with another request).';
+COMMENT ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) IS 'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period (default 10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. Decided by internal.reserve. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s -> 55P03). With p_idempotency_key (1-255 visible ASCII), the same user, key and request within 24 hours returns the first reservation again and holds nothing more; the key is recorded in the same transaction (only successes are recorded). For an event with a waiting room (queue_enabled), p_admission_token must be an unexpired admission token of this user for it (api.waiting_room_status hands it out), else BKNAD. Raises BKVAL, BKNTF (unknown user or type), BKSNO (not on sale), BKNAD (not admitted), BKLIM (a per-buyer cap), BKSLD (sold out), BKIDR (key used with another request).';
 
 
 --
--- Name: reserve_tickets_batch(api.reserve_request[], text[]); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets_batch(api.reserve_request[], text[], text[]); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[] DEFAULT NULL::text[]) RETURNS TABLE(reservation json, sqlstate text, message text)
+CREATE FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[] DEFAULT NULL::text[], p_admission_tokens text[] DEFAULT NULL::text[]) RETURNS TABLE(reservation json, sqlstate text, message text)
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -1374,6 +1466,10 @@ DECLARE
 BEGIN
   IF v_count > 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
+  END IF;
+  IF p_admission_tokens IS NOT NULL AND cardinality(p_admission_tokens) <> v_count THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'p_admission_tokens must have one element (or NULL) per request';
   END IF;
 
   IF p_idempotency_keys IS NOT NULL THEN
@@ -1436,6 +1532,10 @@ BEGIN
     END LOOP;
     v_originals := p_requests;
     p_requests := ARRAY(SELECT p_requests[u.w] FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord);
+    IF p_admission_tokens IS NOT NULL THEN  -- kept aligned with the requests still to decide
+      p_admission_tokens := ARRAY(SELECT p_admission_tokens[u.w]
+                                    FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord);
+    END IF;
   END IF;
 
   -- One core call per ticket type, in id order (the project's lock order). With several types
@@ -1446,6 +1546,8 @@ BEGIN
   FOR v_group IN
     SELECT r.ticket_type_id, array_agg(r.user_id ORDER BY r.pos) AS users,
            array_agg(r.quantity ORDER BY r.pos) AS quantities, array_agg(r.pos ORDER BY r.pos) AS pos,
+           -- (no tokens sent: the filter keeps every row out of this aggregate's sort)
+           array_agg(p_admission_tokens[r.pos] ORDER BY r.pos) FILTER (WHERE p_admission_tokens IS NOT NULL) AS tokens,
            count(*) OVER () AS types
       FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
      GROUP BY r.ticket_type_id
@@ -1463,7 +1565,8 @@ BEGIN
                 WHERE e.max_tickets_per_user IS NOT NULL AND r.user_id IS NOT NULL
                 ORDER BY 1) l;
     END IF;
-    v_answer := internal.reserve(v_group.ticket_type_id, v_group.users, v_group.quantities);
+    v_answer := internal.reserve(v_group.ticket_type_id, v_group.users, v_group.quantities,
+                                 p_admission_tokens => v_group.tokens);
     v_pos := v_pos || v_group.pos;
     v_reservations := v_reservations || v_answer.reservations;
     v_sqlstates := v_sqlstates || v_answer.sqlstates;
@@ -1508,20 +1611,20 @@ END;
 $$;
 
 
-ALTER FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[], p_admission_tokens text[]) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[], p_admission_tokens text[]); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves of a ticket type into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKIDR). Decided by internal.reserve, one call per ticket type in id order (each row locked once, lock_timeout 2s; with several types, all type rows and (event, buyer) cap locks are taken first); within a type, granted in array order while stock lasts, a buyer''s requests counted together against the caps. p_idempotency_keys (optional, aligned with p_requests, NULL elements: no key): keys claimed first, sorted by (user, key); a replay gets the recorded reservation; the same key twice in one call: the later request gets the first one''s answer; a refused request''s key is not recorded. At most 1000 requests (else BKVAL).';
+COMMENT ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[], p_admission_tokens text[]) IS 'Many reservations in one transaction (the gateway coalesces concurrent reserves of a ticket type into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKNAD, BKLIM, BKSLD, BKIDR). Decided by internal.reserve, one call per ticket type in id order (each row locked once, lock_timeout 2s; with several types, all type rows and (event, buyer) cap locks are taken first); within a type, granted in array order while stock lasts, a buyer''s requests counted together against the caps. p_idempotency_keys (optional, aligned with p_requests, NULL elements: no key): keys claimed first, sorted by (user, key); a replay gets the recorded reservation; the same key twice in one call: the later request gets the first one''s answer; a refused request''s key is not recorded. p_admission_tokens (optional, aligned with p_requests): each request''s waiting-room admission token, needed for events with queue_enabled (else BKNAD). At most 1000 requests (else BKVAL).';
 
 
 --
--- Name: reserve_tickets_optimistic(uuid, uuid, integer, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: reserve_tickets_optimistic(uuid, uuid, integer, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL::text) RETURNS json
+CREATE FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL::text, p_admission_token text DEFAULT NULL::text) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -1544,7 +1647,8 @@ BEGIN
     -- Seed method 2: read the version without a lock; the core takes the row only if the
     -- version is still the same (compare-and-set), else answers BKBSY and we try again.
     SELECT version INTO v_version FROM ticket_types WHERE id = p_ticket_type_id;
-    v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], v_version);
+    v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], v_version,
+                                 p_admission_tokens => ARRAY[p_admission_token]);
     IF v_answer.sqlstates[1] IS NULL THEN
       IF p_idempotency_key IS NOT NULL THEN
         PERFORM internal.store_idempotent_response(p_user_id, p_idempotency_key, v_answer.reservations[1]);
@@ -1564,13 +1668,40 @@ END;
 $$;
 
 
-ALTER FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) OWNER TO booking_owner;
+ALTER FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) IS 'Same checks, results and p_idempotency_key as api.reserve_tickets, but seed method 2: reads the ticket type''s version without a lock, then internal.reserve takes the row only if the version is unchanged (compare-and-set); up to 6 attempts with jittered exponential backoff. lock_timeout 2s. Raises BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKIDR, BKBSY (retries exhausted).';
+COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) IS 'Same checks, results, p_idempotency_key and p_admission_token as api.reserve_tickets, but seed method 2: reads the ticket type''s version without a lock, then internal.reserve takes the row only if the version is unchanged (compare-and-set); up to 6 attempts with jittered exponential backoff. lock_timeout 2s. Raises BKVAL, BKNTF, BKSNO, BKNAD, BKLIM, BKSLD, BKIDR, BKBSY (retries exhausted).';
+
+
+--
+-- Name: resume_waiting_room(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.resume_waiting_room(p_event_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+  PERFORM internal.waiting_room_row(p_event_id);
+  UPDATE waiting_rooms SET base_at = now(), paused_at = NULL, updated_at = now()
+   WHERE event_id = p_event_id AND paused_at IS NOT NULL;
+  RETURN (SELECT row_to_json(r) FROM api.waiting_room(p_event_id) r);
+END;
+$$;
+
+
+ALTER FUNCTION api.resume_waiting_room(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION resume_waiting_room(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.resume_waiting_room(p_event_id uuid) IS '(DBA-only) Admits again at the event''s rate, counting from now. Idempotent. Returns api.waiting_room''s row as JSON. Raises BKNTF.';
 
 
 --
@@ -1751,6 +1882,36 @@ COMMENT ON FUNCTION api.set_user_role(p_email text, p_role text) IS '(DBA-only) 
 
 
 --
+-- Name: set_waiting_room_rate(uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+  IF p_rate IS NULL OR p_rate NOT BETWEEN 1 AND 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'admission_rate_per_minute must be between 1 and 1000000';
+  END IF;
+  PERFORM internal.waiting_room_row(p_event_id);
+  -- The trigger waiting_room_rate_changed rebases under the old rate first.
+  UPDATE events SET admission_rate_per_minute = p_rate WHERE id = p_event_id;
+  RETURN (SELECT row_to_json(r) FROM api.waiting_room(p_event_id) r);
+END;
+$$;
+
+
+ALTER FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION set_waiting_room_rate(p_event_id uuid, p_rate integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) IS '(DBA-only) Changes the admission rate live (from now on; the position reached so far is kept). Returns api.waiting_room''s row as JSON. Raises BKVAL, BKNTF.';
+
+
+--
 -- Name: update_event(uuid, jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -1769,10 +1930,12 @@ DECLARE
   v_start timestamptz;
   v_end timestamptz;
   v_cap integer;
+  v_queue boolean;
+  v_rate integer;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
     ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time',
-          'max_tickets_per_user']);
+          'max_tickets_per_user', 'queue_enabled', 'admission_rate_per_minute']);
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
@@ -1791,13 +1954,23 @@ BEGIN
   v_end := CASE WHEN p_changes ? 'end_time' THEN (p_changes->>'end_time')::timestamptz ELSE v_event.end_time END;
   PERFORM internal.check_event(v_slug, v_name, v_location, v_banner_url, v_start, v_end);
   v_cap := internal.cap_change(p_changes, 'max_tickets_per_user', v_event.max_tickets_per_user);
+  v_queue := v_event.queue_enabled;
+  IF p_changes ? 'queue_enabled' THEN
+    IF jsonb_typeof(p_changes -> 'queue_enabled') <> 'boolean' THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'queue_enabled must be true or false';
+    END IF;
+    v_queue := (p_changes ->> 'queue_enabled')::boolean;
+  END IF;
+  v_rate := internal.cap_change(p_changes, 'admission_rate_per_minute', v_event.admission_rate_per_minute);
+  PERFORM internal.check_waiting_room(v_queue, v_rate);
   IF v_slug <> v_event.slug AND EXISTS (SELECT 1 FROM events WHERE slug = v_slug) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
   END IF;
 
   UPDATE events
      SET slug = v_slug, name = v_name, description = v_description, banner_url = v_banner_url,
-         location = v_location, start_time = v_start, end_time = v_end, max_tickets_per_user = v_cap
+         location = v_location, start_time = v_start, end_time = v_end, max_tickets_per_user = v_cap,
+         queue_enabled = v_queue, admission_rate_per_minute = v_rate
    WHERE id = p_event_id
   RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
@@ -1811,7 +1984,7 @@ ALTER FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) OWNER TO booki
 -- Name: FUNCTION update_event(p_event_id uuid, p_changes jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) IS 'Patches an event: p_changes is a JSON object with any of slug, name, description, banner_url, location, start_time, end_time, max_tickets_per_user (null: no cap; applies to reserves from now on, seats already held stay). Locks the event row. Raises BKVAL, BKNTF, BKSLG, BKIST (cancelled or ended events are frozen).';
+COMMENT ON FUNCTION api.update_event(p_event_id uuid, p_changes jsonb) IS 'Patches an event: p_changes is a JSON object with any of slug, name, description, banner_url, location, start_time, end_time, max_tickets_per_user (null: no cap; applies to reserves from now on, seats already held stay), queue_enabled, admission_rate_per_minute (a change applies from now on: the waiting room keeps the position it reached). Locks the event row (and, through a trigger, its waiting_rooms row). Raises BKVAL, BKNTF, BKSLG, BKIST (cancelled or ended events are frozen).';
 
 
 --
@@ -1893,6 +2066,181 @@ ALTER FUNCTION api.user_sessions(p_email text) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.user_sessions(p_email text) IS '(DBA-only) A user''s sessions, newest first: SELECT * FROM api.user_sessions(''a@b.co''). access_denied: its access tokens are refused (deny-list); revoked_at alone stops refreshing. Locks nothing.';
+
+
+--
+-- Name: waiting_room(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.waiting_room(p_event_id uuid) RETURNS TABLE(event_id uuid, queue_enabled boolean, admission_rate_per_minute integer, joined integer, serving integer, admitted integer, waiting integer, tokens_issued bigint, paused boolean, opened_at timestamp with time zone, shuffled_entries integer, shuffle_seed text, shuffled_at timestamp with time zone)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT e.id, e.queue_enabled, e.admission_rate_per_minute, coalesce(w.joined, 0),
+         coalesce(internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled), 0) AS serving,
+         least(coalesce(internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled), 0),
+               coalesce(w.joined, 0)),
+         greatest(coalesce(w.joined, 0) - coalesce(internal.waiting_room_serving(w, e.admission_rate_per_minute,
+                                                                                 e.queue_enabled), 0), 0),
+         (SELECT count(*) FROM waiting_room_entries x WHERE x.event_id = e.id AND x.admitted_at IS NOT NULL),
+         w.paused_at IS NOT NULL, w.opened_at, w.shuffled_entries, w.shuffle_seed, w.shuffled_at
+    FROM events e LEFT JOIN waiting_rooms w ON w.event_id = e.id
+   WHERE e.id = p_event_id
+$$;
+
+
+ALTER FUNCTION api.waiting_room(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.waiting_room(p_event_id uuid) IS '(DBA-only) An event''s waiting room: SELECT * FROM api.waiting_room(''<event id>''): people joined, serving position, admitted, waiting, tokens issued, rate, paused, the opening and its shuffle (seed, count, time).';
+
+
+--
+-- Name: waiting_room_audit(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.waiting_room_audit(p_event_id uuid) RETURNS TABLE(user_id uuid, seq integer, recorded_position integer, recomputed_position integer)
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- The shuffle again from its recorded seed: rows where the recorded position differs (none:
+  -- the order is the seeded one). Later joiners must have position = seq.
+  WITH w AS (SELECT * FROM waiting_rooms WHERE event_id = p_event_id AND shuffle_seed IS NOT NULL),
+       pre AS (SELECT x.user_id, x.seq, x.position,
+                      row_number() OVER (ORDER BY internal.shuffle_key(w.shuffle_seed, x.user_id), x.user_id)::integer AS rank
+                 FROM waiting_room_entries x JOIN w ON x.event_id = w.event_id
+                WHERE x.seq <= w.shuffled_through)
+  SELECT pre.user_id, pre.seq, pre.position, pre.rank FROM pre WHERE pre.position IS DISTINCT FROM pre.rank
+  UNION ALL
+  SELECT x.user_id, x.seq, x.position, x.seq
+    FROM waiting_room_entries x JOIN w ON x.event_id = w.event_id
+   WHERE x.seq > w.shuffled_through AND x.position IS DISTINCT FROM x.seq
+$$;
+
+
+ALTER FUNCTION api.waiting_room_audit(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_audit(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.waiting_room_audit(p_event_id uuid) IS '(DBA-only) Checks an event''s recorded admission order: recomputes the opening shuffle from its seed (sha256(seed || '':'' || user id), ascending) and lists every entry whose recorded position differs; later joiners must be in arrival order (position = seq). No rows: consistent.';
+
+
+--
+-- Name: waiting_room_status(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  e events := internal.waiting_room_event(p_event_id);
+  w waiting_rooms;
+BEGIN
+  SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id;
+  IF FOUND AND w.shuffle_seed IS NULL THEN
+    w := internal.waiting_room_open(p_event_id);  -- writes once per event, at the opening
+  END IF;
+  IF w.event_id IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'you are not in this waiting room',
+      HINT = 'POST /events/{event_id}/queue joins it';
+  END IF;
+  RETURN internal.waiting_room_answer(e, w, p_user_id);
+END;
+$$;
+
+
+ALTER FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_status(p_event_id uuid, p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) IS 'The caller''s place now: {event_id, status: waiting | admitted, position, ahead, eta_seconds, admission_token, admission_expires_at}. Reads only, except once per event (the shuffle at the opening) and once per user (the moment they are first told "admitted"). Raises BKNTF (no waiting room, or not joined).';
+
+
+--
+-- Name: admission_token(uuid, uuid, bigint, bytea); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  -- v1.<expiry, Unix seconds>.<hex HMAC-SHA256 of "v1|event|user|expiry"> (internal.admission_valid
+  -- checks the same message, written out there).
+  SELECT 'v1.' || p_expires || '.'
+         || encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|' || p_expires, 'UTF8'),
+                               p_secret, 'sha256'), 'hex')
+$$;
+
+
+ALTER FUNCTION internal.admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea) IS 'An admission token: v1.<expiry epoch>.<HMAC-SHA256 over event, user and expiry under admission_secret>.';
+
+
+--
+-- Name: admission_ttl(); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.admission_ttl() RETURNS interval
+    LANGUAGE sql STABLE
+    AS $$
+  SELECT coalesce(nullif(current_setting('booking.admission_ttl', true), ''), '10 minutes')::interval
+$$;
+
+
+ALTER FUNCTION internal.admission_ttl() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION admission_ttl(); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.admission_ttl() IS 'How long an admission lasts from the first poll that said "admitted": setting booking.admission_ttl (default 10 minutes, like the hold period).';
+
+
+--
+-- Name: admission_valid(text, uuid, uuid, bytea); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_user_id uuid, p_secret bytea) RETURNS boolean
+    LANGUAGE sql STABLE
+    AS $$
+  -- The shape by plain string tests (a regex with a bounded repetition cost ~5 us a call here),
+  -- then the expiry, then the MAC part against the one internal.admission_token signs (written
+  -- out here: the call cost ~2 us more), compared as sha256 of both so the comparison's timing
+  -- says nothing about the expected MAC. CASE keeps the order: the cast runs only on digits. An
+  -- expiry with leading zeros is signed by nobody, so its MAC never matches.
+  SELECT CASE
+    WHEN p_token IS NULL OR p_secret IS NULL OR left(p_token, 3) <> 'v1.' OR length(p_token) > 100 THEN false
+    WHEN length(split_part(p_token, '.', 2)) NOT BETWEEN 1 AND 12
+         OR translate(split_part(p_token, '.', 2), '0123456789', '') <> '' THEN false
+    WHEN split_part(p_token, '.', 2)::bigint <= extract(epoch FROM now()) THEN false
+    ELSE public.digest(split_part(p_token, '.', 3), 'sha256')
+       = public.digest(encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
+                                                     || split_part(p_token, '.', 2), 'UTF8'),
+                                          p_secret, 'sha256'), 'hex'), 'sha256')
+  END
+$$;
+
+
+ALTER FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_user_id uuid, p_secret bytea) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION admission_valid(p_token text, p_event_id uuid, p_user_id uuid, p_secret bytea); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_user_id uuid, p_secret bytea) IS 'True when p_token is an unexpired admission token of this user for this event.';
 
 
 --
@@ -2158,6 +2506,34 @@ COMMENT ON FUNCTION internal.check_ticket_type(p_name text, p_price numeric, p_i
 
 
 --
+-- Name: check_waiting_room(boolean, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.check_waiting_room(p_queue_enabled boolean, p_rate integer) RETURNS void
+    LANGUAGE plpgsql IMMUTABLE
+    AS $$
+BEGIN
+  IF p_rate < 1 OR p_rate > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'admission_rate_per_minute must be between 1 and 1000000';
+  END IF;
+  IF p_queue_enabled AND p_rate IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'admission_rate_per_minute is required while queue_enabled is true';
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.check_waiting_room(p_queue_enabled boolean, p_rate integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION check_waiting_room(p_queue_enabled boolean, p_rate integer); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.check_waiting_room(p_queue_enabled boolean, p_rate integer) IS 'An event''s waiting-room settings: the rate 1..1000000, required when queue_enabled. Raises BKVAL.';
+
+
+--
 -- Name: claim_idempotency_key(uuid, text, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -2225,7 +2601,11 @@ CREATE TABLE public.events (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     max_tickets_per_user integer,
+    queue_enabled boolean DEFAULT false NOT NULL,
+    admission_rate_per_minute integer,
+    CONSTRAINT chk_events_admission_rate CHECK (((admission_rate_per_minute >= 1) AND (admission_rate_per_minute <= 1000000))),
     CONSTRAINT chk_events_max_tickets_per_user CHECK ((max_tickets_per_user >= 1)),
+    CONSTRAINT chk_events_queue_rate CHECK (((NOT queue_enabled) OR (admission_rate_per_minute IS NOT NULL))),
     CONSTRAINT chk_events_status CHECK (((status)::text = ANY ((ARRAY['DRAFT'::character varying, 'PUBLISHED'::character varying, 'CANCELLED'::character varying, 'ENDED'::character varying])::text[]))),
     CONSTRAINT chk_events_time CHECK ((end_time > start_time)),
     CONSTRAINT chk_events_times_rfc3339 CHECK (((start_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (start_time < '10000-01-01 00:00:00+00'::timestamp with time zone) AND (end_time >= '0001-01-01 00:00:00+00'::timestamp with time zone) AND (end_time < '10000-01-01 00:00:00+00'::timestamp with time zone)))
@@ -2242,6 +2622,20 @@ COMMENT ON COLUMN public.events.max_tickets_per_user IS 'Seats one buyer may hol
 
 
 --
+-- Name: COLUMN events.queue_enabled; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.events.queue_enabled IS 'The sale goes through a waiting room: reserves need an admission token (X-Admission-Token).';
+
+
+--
+-- Name: COLUMN events.admission_rate_per_minute; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.events.admission_rate_per_minute IS 'People the waiting room admits per minute, spread evenly (required while queue_enabled).';
+
+
+--
 -- Name: event_json(public.events, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -2253,6 +2647,7 @@ CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS jso
     'banner_url', e.banner_url, 'location', e.location,
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
     'max_tickets_per_user', e.max_tickets_per_user,
+    'queue_enabled', e.queue_enabled, 'admission_rate_per_minute', e.admission_rate_per_minute,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
         FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
@@ -2532,10 +2927,10 @@ COMMENT ON FUNCTION internal.reservation_json(r public.order_reservations) IS 'A
 
 
 --
--- Name: reserve(uuid, uuid[], integer[], integer, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+-- Name: reserve(uuid, uuid[], integer[], integer, boolean, text[]); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer DEFAULT NULL::integer, p_raise boolean DEFAULT false, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) RETURNS record
+CREATE FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer DEFAULT NULL::integer, p_raise boolean DEFAULT false, p_admission_tokens text[] DEFAULT NULL::text[], OUT reservations json[], OUT sqlstates text[], OUT messages text[]) RETURNS record
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -2563,6 +2958,9 @@ DECLARE
   v_event_seats integer[];
   v_counted_types uuid[];  -- the types whose seats count: this one, or every type of the event
   k integer;
+  -- The waiting room (only when the event has one): each request needs an admission token.
+  v_queue boolean;
+  v_secret bytea;
 BEGIN
   IF NOT p_raise THEN  -- (raising, a refusal is never returned: only grants, set below)
     reservations := array_fill(NULL::json, ARRAY[v_count]);
@@ -2577,8 +2975,8 @@ BEGIN
   SELECT tt.available_quantity, internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time),
          -- A token can outlive its user: answer not_found rather than trip over the foreign key.
          ARRAY(SELECT u.id FROM public.users u WHERE u.id = ANY (p_users)),
-         e.id, tt.max_per_user, e.max_tickets_per_user
-    INTO v_available, v_problem, v_known_users, v_event_id, v_type_cap, v_event_cap
+         e.id, tt.max_per_user, e.max_tickets_per_user, e.queue_enabled
+    INTO v_available, v_problem, v_known_users, v_event_id, v_type_cap, v_event_cap, v_queue
     FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
    WHERE tt.id = p_ticket_type_id AND (p_expected_version IS NULL OR tt.version = p_expected_version)
      FOR NO KEY UPDATE OF tt;
@@ -2628,8 +3026,14 @@ BEGIN
          WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND i.ticket_type_id = ANY (v_counted_types)) o ON true;
   END IF;
 
-  -- Each request in arrival order: arguments, the type, the user, the sale window, the caps,
-  -- then stock.
+  -- The waiting room: the key its admission tokens are signed with (owner-only table). No room:
+  -- no statement here, and one false test per request below.
+  IF v_queue THEN
+    SELECT s.secret INTO v_secret FROM public.admission_secret s;
+  END IF;
+
+  -- Each request in arrival order: arguments, the type, the user, the sale window, the waiting
+  -- room's admission, the caps, then stock.
   -- (Few statements per request: in a volatile function each one takes a fresh snapshot.)
   FOR i IN 1..v_count LOOP
     v_quantity := p_quantities[i];
@@ -2637,7 +3041,9 @@ BEGIN
       WHEN p_users[i] IS NULL OR v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN 'arguments'
       WHEN v_refusal IS NOT NULL THEN 'type'
       WHEN p_users[i] <> ALL (v_known_users) THEN 'user'
-      WHEN v_problem IS NOT NULL THEN 'sale' END;
+      WHEN v_problem IS NOT NULL THEN 'sale'
+      WHEN v_queue AND NOT internal.admission_valid(p_admission_tokens[i], v_event_id, p_users[i], v_secret)
+        THEN 'admission' END;
     IF v_refused IS NULL AND v_buyers IS NOT NULL THEN  -- a cap is set
       k := array_position(v_buyers, p_users[i]);
       IF v_quantity > v_type_cap - v_type_seats[k] THEN
@@ -2669,13 +3075,15 @@ BEGIN
     IF v_refused IS NOT NULL THEN
       sqlstates[i] := CASE v_refused WHEN 'arguments' THEN 'BKVAL' WHEN 'type' THEN v_refusal WHEN 'user' THEN 'BKNTF'
                                      WHEN 'sale' THEN 'BKSNO' WHEN 'type cap' THEN 'BKLIM'
-                                     WHEN 'event cap' THEN 'BKLIM' ELSE 'BKSLD' END;
+                                     WHEN 'event cap' THEN 'BKLIM' WHEN 'admission' THEN 'BKNAD' ELSE 'BKSLD' END;
       messages[i] := CASE v_refused
         WHEN 'arguments' THEN CASE WHEN p_users[i] IS NULL THEN 'user_id and ticket_type_id are required'
                                    ELSE format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null')) END
         WHEN 'type' THEN v_refusal_message
         WHEN 'user' THEN 'user not found'
         WHEN 'sale' THEN v_problem
+        WHEN 'admission' THEN 'this event sells through its waiting room: an unexpired admission token '
+                              'of yours for it is required (X-Admission-Token)'
         WHEN 'type cap' THEN format('at most %s tickets of this ticket type per buyer (you have %s)', v_type_cap, v_type_seats[k])
         WHEN 'event cap' THEN format('at most %s tickets of this event per buyer (you have %s)', v_event_cap, v_event_seats[k])
         ELSE format('only %s tickets left', v_available - v_taken) END;
@@ -2722,13 +3130,13 @@ END;
 $$;
 
 
-ALTER FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) OWNER TO booking_owner;
+ALTER FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, p_admission_tokens text[], OUT reservations json[], OUT sqlstates text[], OUT messages text[]) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, p_admission_tokens text[], OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, the buyer''s caps (ticket_types.max_per_user, events.max_tickets_per_user: unexpired ACTIVE holds + PENDING/PAID orders, counted together with the buyer''s earlier requests of the call), stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set); under an event cap also a transaction advisory lock per (event, buyer), sorted. Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKBSY); with p_raise the first refusal is raised instead, before any hold is written. Callers bound the number of requests (the batch: 1000), set lock_timeout and take several ticket types in id order.';
+COMMENT ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, p_admission_tokens text[], OUT reservations json[], OUT sqlstates text[], OUT messages text[]) IS 'The one place a reservation is decided: requests of users p_users for p_quantities seats of one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, the user exists, the event is PUBLISHED and inside the sale window, the waiting room''s admission when the event has one (events.queue_enabled: p_admission_tokens[i] must be an unexpired admission token of that user for this event, else BKNAD), the buyer''s caps (ticket_types.max_per_user, events.max_tickets_per_user: unexpired ACTIVE holds + PENDING/PAID orders, counted together with the buyer''s earlier requests of the call), stock (reclaiming the type''s expired holds once when short); granted requests become ACTIVE holds for booking.hold_period. Locks the ticket_types row once (FOR NO KEY UPDATE); with p_expected_version only if its version still matches (else BKBSY: compare-and-set); under an event cap also a transaction advisory lock per (event, buyer), sorted. Returns three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and message (BKVAL, BKNTF, BKSNO, BKNAD, BKLIM, BKSLD, BKBSY); with p_raise the first refusal is raised instead, before any hold is written. Callers bound the number of requests (the batch: 1000), set lock_timeout and take several ticket types in id order.';
 
 
 --
@@ -2850,6 +3258,26 @@ ALTER FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text
 --
 
 COMMENT ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_from text[]) IS 'Moves an event to p_to if its status is one of p_from (same status: no-op). Locks the event row.';
+
+
+--
+-- Name: shuffle_key(text, uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid) RETURNS bytea
+    LANGUAGE sql IMMUTABLE
+    AS $$
+  SELECT public.digest(p_seed || ':' || p_user_id, 'sha256')
+$$;
+
+
+ALTER FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION shuffle_key(p_seed text, p_user_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid) IS 'The sort key of the pre-opening shuffle: sha256(seed || '':'' || user id).';
 
 
 --
@@ -2982,6 +3410,280 @@ COMMENT ON FUNCTION internal.user_json(u public.users) IS 'A user as API JSON (n
 
 
 --
+-- Name: waiting_rooms; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.waiting_rooms (
+    event_id uuid NOT NULL,
+    joined integer DEFAULT 0 NOT NULL,
+    base integer DEFAULT 0 NOT NULL,
+    base_at timestamp with time zone,
+    paused_at timestamp with time zone,
+    opened_at timestamp with time zone,
+    shuffle_seed text,
+    shuffled_entries integer,
+    shuffled_through integer,
+    shuffled_at timestamp with time zone,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_waiting_rooms_counts CHECK (((joined >= 0) AND (base >= 0)))
+);
+
+
+ALTER TABLE public.waiting_rooms OWNER TO booking_owner;
+
+--
+-- Name: TABLE waiting_rooms; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.waiting_rooms IS 'Per event waiting-room state: entries joined, the serving position (base at base_at, advancing at events.admission_rate_per_minute unless paused), and the recorded shuffle of the people who joined before the sale opened (seed, count, time; api.waiting_room_audit recomputes it).';
+
+
+--
+-- Name: waiting_room_answer(public.events, public.waiting_rooms, uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_answer(e public.events, w public.waiting_rooms, p_user_id uuid) RETURNS json
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_entry public.waiting_room_entries;
+  v_serving integer := internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled);
+  v_opens timestamptz;
+  v_expires bigint;
+  v_eta numeric;
+BEGIN
+  SELECT * INTO v_entry FROM public.waiting_room_entries WHERE event_id = e.id AND user_id = p_user_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'you are not in this waiting room',
+      HINT = 'POST /events/{event_id}/queue joins it';
+  END IF;
+  IF v_entry.position IS NULL THEN  -- before the opening: the shuffle decides the place
+    v_opens := internal.waiting_room_opens_at(e.id);
+    RETURN json_build_object('event_id', e.id, 'status', 'waiting', 'position', NULL, 'ahead', NULL,
+      'eta_seconds', CASE WHEN v_opens > now() THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
+      'admission_token', NULL, 'admission_expires_at', NULL);
+  END IF;
+  IF v_entry.position > v_serving THEN
+    -- Exact time left under the current rule (null while paused): position p is served once
+    -- base + elapsed * rate / 60 >= p.
+    IF w.paused_at IS NULL AND e.queue_enabled THEN
+      v_eta := (v_entry.position - w.base) * 60.0 / e.admission_rate_per_minute
+               - extract(epoch FROM now() - greatest(w.base_at, w.opened_at));
+    END IF;
+    RETURN json_build_object('event_id', e.id, 'status', 'waiting', 'position', v_entry.position,
+      'ahead', v_entry.position - v_serving - 1,
+      'eta_seconds', CASE WHEN v_eta IS NOT NULL THEN ceil(greatest(v_eta, 0))::bigint END,
+      'admission_token', NULL, 'admission_expires_at', NULL);
+  END IF;
+  IF v_entry.admitted_at IS NULL THEN  -- the one write of a poll: the admission's window starts
+    UPDATE public.waiting_room_entries SET admitted_at = now()
+     WHERE event_id = e.id AND user_id = p_user_id AND admitted_at IS NULL
+    RETURNING * INTO v_entry;
+    IF NOT FOUND THEN  -- a concurrent poll of the same user was first
+      SELECT * INTO v_entry FROM public.waiting_room_entries WHERE event_id = e.id AND user_id = p_user_id;
+    END IF;
+  END IF;
+  v_expires := floor(extract(epoch FROM v_entry.admitted_at + internal.admission_ttl()))::bigint;
+  RETURN json_build_object('event_id', e.id, 'status', 'admitted', 'position', v_entry.position,
+    'ahead', 0, 'eta_seconds', 0,
+    'admission_token', internal.admission_token(e.id, p_user_id, v_expires,
+                                                (SELECT s.secret FROM public.admission_secret s)),
+    'admission_expires_at', to_timestamp(v_expires));
+END;
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_answer(e public.events, w public.waiting_rooms, p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_answer(e public.events, w public.waiting_rooms, p_user_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_answer(e public.events, w public.waiting_rooms, p_user_id uuid) IS 'A user''s place as the API answers it: {event_id, status, position, ahead, eta_seconds, admission_token, admission_expires_at}. Raises BKNTF when the user has not joined.';
+
+
+--
+-- Name: waiting_room_event(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_event(p_event_id uuid) RETURNS public.events
+    LANGUAGE plpgsql STABLE
+    AS $$
+DECLARE
+  v_event public.events;
+BEGIN
+  SELECT * INTO v_event FROM public.events WHERE id = p_event_id;
+  IF NOT FOUND OR NOT v_event.queue_enabled OR v_event.status = 'DRAFT' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'this event has no waiting room';
+  END IF;
+  RETURN v_event;
+END;
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_event(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_event(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_event(p_event_id uuid) IS 'The event, if it has a waiting room (queue_enabled, not a draft). Raises BKNTF.';
+
+
+--
+-- Name: waiting_room_open(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_open(p_event_id uuid) RETURNS public.waiting_rooms
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  w public.waiting_rooms;
+  v_opens timestamptz;
+  v_seed text;
+  v_count integer;
+BEGIN
+  -- Once per event: when the sale has opened and nobody shuffled yet. Under the room's lock.
+  SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id;
+  IF NOT FOUND OR w.shuffle_seed IS NOT NULL THEN
+    RETURN w;
+  END IF;
+  v_opens := internal.waiting_room_opens_at(p_event_id);
+  IF now() < v_opens THEN
+    RETURN w;
+  END IF;
+  SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  IF w.shuffle_seed IS NOT NULL THEN  -- another transaction did it while we waited
+    RETURN w;
+  END IF;
+  -- The shuffle: everyone here now joined before the opening (a join after it shuffles first).
+  -- Order: sha256(seed || user id); a DBA recomputes it from the recorded seed.
+  v_seed := encode(public.gen_random_bytes(16), 'hex');
+  UPDATE public.waiting_room_entries e SET position = s.rank
+    FROM (SELECT x.user_id, row_number() OVER (ORDER BY internal.shuffle_key(v_seed, x.user_id), x.user_id) AS rank
+            FROM public.waiting_room_entries x WHERE x.event_id = p_event_id) s
+   WHERE e.event_id = p_event_id AND e.user_id = s.user_id;
+  GET DIAGNOSTICS v_count = ROW_COUNT;
+  UPDATE public.waiting_rooms
+     SET shuffle_seed = v_seed, shuffled_entries = v_count, shuffled_through = w.joined, shuffled_at = now(),
+         opened_at = CASE WHEN v_opens = '-infinity' THEN now() ELSE v_opens END, updated_at = now()
+   WHERE event_id = p_event_id
+  RETURNING * INTO w;
+  RETURN w;
+END;
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_open(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_open(p_event_id uuid) IS 'Opens the room once the sale has opened: shuffles everyone who joined before (positions 1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks the waiting_rooms row only when it shuffles.';
+
+
+--
+-- Name: waiting_room_opens_at(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_opens_at(p_event_id uuid) RETURNS timestamp with time zone
+    LANGUAGE sql STABLE
+    AS $$
+  -- The earliest start_sale_time of the event's types; -infinity (open from publication) when
+  -- one of them has none, or there are none.
+  SELECT CASE WHEN count(*) = 0 OR bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
+              ELSE min(t.start_sale_time) END
+    FROM public.ticket_types t WHERE t.event_id = p_event_id
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_opens_at(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_opens_at(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_opens_at(p_event_id uuid) IS 'When an event''s sale opens: the earliest start_sale_time of its ticket types, or -infinity (at publication) when one of them has none.';
+
+
+--
+-- Name: waiting_room_rebase(uuid, integer, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_rebase(p_event_id uuid, p_rate integer, p_enabled boolean) RETURNS void
+    LANGUAGE sql
+    AS $$
+  -- Before a change of the rule (rate, on/off): the position reached under the old rule becomes
+  -- the base, from now on. One statement: it runs on the latest row after any wait.
+  UPDATE public.waiting_rooms w
+     SET base = internal.waiting_room_serving(w, p_rate, p_enabled), base_at = now(), updated_at = now()
+   WHERE w.event_id = p_event_id
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_rebase(p_event_id uuid, p_rate integer, p_enabled boolean) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_rebase(p_event_id uuid, p_rate integer, p_enabled boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_rebase(p_event_id uuid, p_rate integer, p_enabled boolean) IS 'Freezes the serving position reached under the old rate (p_rate, p_enabled) as the base from now on.';
+
+
+--
+-- Name: waiting_room_row(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_row(p_event_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM public.events WHERE id = p_event_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  INSERT INTO public.waiting_rooms (event_id) VALUES (p_event_id) ON CONFLICT DO NOTHING;
+END;
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_row(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_row(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_row(p_event_id uuid) IS 'Makes sure the event''s waiting_rooms row exists (a pause before anyone joined). Raises BKNTF.';
+
+
+--
+-- Name: waiting_room_serving(public.waiting_rooms, integer, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_serving(w public.waiting_rooms, p_rate integer, p_enabled boolean) RETURNS integer
+    LANGUAGE sql STABLE
+    AS $$
+  -- THE admission rule: positions up to this one are admitted. Nobody before the opening;
+  -- frozen while paused (or while the room is off); otherwise one more every 60/rate seconds.
+  SELECT CASE
+    WHEN w.opened_at IS NULL OR now() < w.opened_at THEN 0
+    WHEN w.paused_at IS NOT NULL OR NOT p_enabled OR p_rate IS NULL THEN w.base
+    ELSE least(w.base + floor(extract(epoch FROM now() - greatest(w.base_at, w.opened_at)) * p_rate / 60),
+               2000000000)::integer
+  END
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_serving(w public.waiting_rooms, p_rate integer, p_enabled boolean) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_serving(w public.waiting_rooms, p_rate integer, p_enabled boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_serving(w public.waiting_rooms, p_rate integer, p_enabled boolean) IS 'The serving position now: 0 before the opening; base while paused; else base + floor(seconds since max(base_at, opened_at) * rate / 60).';
+
+
+--
 -- Name: check_max_per_user(); Type: FUNCTION; Schema: public; Owner: booking_owner
 --
 
@@ -3077,6 +3779,44 @@ $$;
 
 
 ALTER FUNCTION public.update_updated_at_column() OWNER TO booking_owner;
+
+--
+-- Name: waiting_room_rate_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_room_rate_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM internal.waiting_room_rebase(OLD.id, OLD.admission_rate_per_minute, OLD.queue_enabled);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_room_rate_changed() OWNER TO booking_owner;
+
+--
+-- Name: admission_secret; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.admission_secret (
+    id boolean DEFAULT true NOT NULL,
+    secret bytea DEFAULT public.gen_random_bytes(32) NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT admission_secret_id_check CHECK (id)
+);
+
+
+ALTER TABLE public.admission_secret OWNER TO booking_owner;
+
+--
+-- Name: TABLE admission_secret; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.admission_secret IS 'The HMAC-SHA256 key of waiting-room admission tokens (one row, owner-only). Replacing it (UPDATE admission_secret SET secret = gen_random_bytes(32)) voids every token issued so far.';
+
 
 --
 -- Name: idempotency_keys; Type: TABLE; Schema: public; Owner: booking_owner
@@ -3327,6 +4067,37 @@ CREATE TABLE public.tickets (
 ALTER TABLE public.tickets OWNER TO booking_owner;
 
 --
+-- Name: waiting_room_entries; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.waiting_room_entries (
+    event_id uuid NOT NULL,
+    user_id uuid NOT NULL,
+    seq integer NOT NULL,
+    "position" integer,
+    joined_at timestamp with time zone DEFAULT now() NOT NULL,
+    admitted_at timestamp with time zone
+);
+
+
+ALTER TABLE public.waiting_room_entries OWNER TO booking_owner;
+
+--
+-- Name: TABLE waiting_room_entries; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.waiting_room_entries IS 'A user''s place in an event''s waiting room: seq = arrival order, position = admission order.';
+
+
+--
+-- Name: admission_secret admission_secret_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.admission_secret
+    ADD CONSTRAINT admission_secret_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: events events_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -3479,6 +4250,22 @@ ALTER TABLE ONLY public.tickets
 
 
 --
+-- Name: waiting_room_entries uq_waiting_room_entries_position; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_room_entries
+    ADD CONSTRAINT uq_waiting_room_entries_position UNIQUE (event_id, "position");
+
+
+--
+-- Name: waiting_room_entries uq_waiting_room_entries_seq; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_room_entries
+    ADD CONSTRAINT uq_waiting_room_entries_seq UNIQUE (event_id, seq);
+
+
+--
 -- Name: users users_email_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -3492,6 +4279,22 @@ ALTER TABLE ONLY public.users
 
 ALTER TABLE ONLY public.users
     ADD CONSTRAINT users_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: waiting_room_entries waiting_room_entries_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_room_entries
+    ADD CONSTRAINT waiting_room_entries_pkey PRIMARY KEY (event_id, user_id);
+
+
+--
+-- Name: waiting_rooms waiting_rooms_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_rooms
+    ADD CONSTRAINT waiting_rooms_pkey PRIMARY KEY (event_id);
 
 
 --
@@ -3796,6 +4599,13 @@ CREATE INDEX idx_users_role ON public.users USING btree (role);
 
 
 --
+-- Name: idx_waiting_room_entries_user; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_waiting_room_entries_user ON public.waiting_room_entries USING btree (user_id);
+
+
+--
 -- Name: ticket_types check_max_per_user; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -3813,7 +4623,7 @@ CREATE TRIGGER check_sale_times_rfc3339 BEFORE INSERT OR UPDATE OF start_sale_ti
 -- Name: events notify_events_change; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
-CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, name, description, banner_url, location, start_time, end_time, status, max_tickets_per_user ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, name, description, banner_url, location, start_time, end_time, status, max_tickets_per_user, queue_enabled, admission_rate_per_minute ON public.events FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
 
 
 --
@@ -3856,6 +4666,13 @@ CREATE TRIGGER update_ticket_types_updated_at BEFORE UPDATE ON public.ticket_typ
 --
 
 CREATE TRIGGER update_users_updated_at BEFORE UPDATE ON public.users FOR EACH ROW EXECUTE FUNCTION public.update_updated_at_column();
+
+
+--
+-- Name: events waiting_room_rate_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_rate_changed AFTER UPDATE OF admission_rate_per_minute, queue_enabled ON public.events FOR EACH ROW WHEN (((old.admission_rate_per_minute IS DISTINCT FROM new.admission_rate_per_minute) OR (old.queue_enabled IS DISTINCT FROM new.queue_enabled))) EXECUTE FUNCTION public.waiting_room_rate_changed();
 
 
 --
@@ -3955,6 +4772,30 @@ ALTER TABLE ONLY public.sessions
 
 
 --
+-- Name: waiting_room_entries waiting_room_entries_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_room_entries
+    ADD CONSTRAINT waiting_room_entries_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.waiting_rooms(event_id) ON DELETE CASCADE;
+
+
+--
+-- Name: waiting_room_entries waiting_room_entries_user_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_room_entries
+    ADD CONSTRAINT waiting_room_entries_user_id_fkey FOREIGN KEY (user_id) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: waiting_rooms waiting_rooms_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.waiting_rooms
+    ADD CONSTRAINT waiting_rooms_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.events(id) ON DELETE CASCADE;
+
+
+--
 -- Name: SCHEMA api; Type: ACL; Schema: -; Owner: booking_owner
 --
 
@@ -4046,11 +4887,11 @@ GRANT ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid
 
 
 --
--- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer) TO booking_gateway;
 
 
 --
@@ -4109,6 +4950,14 @@ GRANT ALL ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boo
 
 
 --
+-- Name: FUNCTION join_waiting_room(p_event_id uuid, p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) TO booking_gateway;
+
+
+--
 -- Name: FUNCTION list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -4122,6 +4971,13 @@ GRANT ALL ON FUNCTION api.list_published_events(p_query text, p_limit integer, p
 
 REVOKE ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION pause_waiting_room(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.pause_waiting_room(p_event_id uuid) FROM PUBLIC;
 
 
 --
@@ -4192,27 +5048,34 @@ GRANT ALL ON FUNCTION api.register_user(p_email text, p_password_hash text, p_fu
 
 
 --
--- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) TO booking_gateway;
-
-
---
--- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]); Type: ACL; Schema: api; Owner: booking_owner
---
-
-REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[]) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) TO booking_gateway;
 
 
 --
--- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[], p_admission_tokens text[]); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text) TO booking_gateway;
+REVOKE ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[], p_admission_tokens text[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[], p_idempotency_keys text[], p_admission_tokens text[]) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION resume_waiting_room(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.resume_waiting_room(p_event_id uuid) FROM PUBLIC;
 
 
 --
@@ -4252,6 +5115,13 @@ REVOKE ALL ON FUNCTION api.set_user_role(p_email text, p_role text) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION set_waiting_room_rate(p_event_id uuid, p_rate integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION update_event(p_event_id uuid, p_changes jsonb); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -4272,6 +5142,49 @@ GRANT ALL ON FUNCTION api.update_ticket_type(p_ticket_type_id uuid, p_changes js
 --
 
 REVOKE ALL ON FUNCTION api.user_sessions(p_email text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.waiting_room(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_audit(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.waiting_room_audit(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_status(p_event_id uuid, p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION admission_ttl(); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.admission_ttl() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION admission_valid(p_token text, p_event_id uuid, p_user_id uuid, p_secret bytea); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_user_id uuid, p_secret bytea) FROM PUBLIC;
 
 
 --
@@ -4338,6 +5251,13 @@ REVOKE ALL ON FUNCTION internal.check_ticket_type(p_name text, p_price numeric, 
 
 
 --
+-- Name: FUNCTION check_waiting_room(p_queue_enabled boolean, p_rate integer); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.check_waiting_room(p_queue_enabled boolean, p_rate integer) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -4401,10 +5321,10 @@ REVOKE ALL ON FUNCTION internal.reservation_json(r public.order_reservations) FR
 
 
 --
--- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, p_admission_tokens text[], OUT reservations json[], OUT sqlstates text[], OUT messages text[]); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, OUT reservations json[], OUT sqlstates text[], OUT messages text[]) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.reserve(p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer, p_raise boolean, p_admission_tokens text[], OUT reservations json[], OUT sqlstates text[], OUT messages text[]) FROM PUBLIC;
 
 
 --
@@ -4436,6 +5356,13 @@ REVOKE ALL ON FUNCTION internal.set_event_status(p_event_id uuid, p_to text, p_f
 
 
 --
+-- Name: FUNCTION shuffle_key(p_seed text, p_user_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION store_idempotent_response(p_user_id uuid, p_key text, p_response json); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -4454,6 +5381,55 @@ REVOKE ALL ON FUNCTION internal.ticket_type_json(tt public.ticket_types, e publi
 --
 
 REVOKE ALL ON FUNCTION internal.user_json(u public.users) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_answer(e public.events, w public.waiting_rooms, p_user_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_answer(e public.events, w public.waiting_rooms, p_user_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_event(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_event(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_open(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_opens_at(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_opens_at(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_rebase(p_event_id uuid, p_rate integer, p_enabled boolean); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_rebase(p_event_id uuid, p_rate integer, p_enabled boolean) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_row(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_row(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_serving(w public.waiting_rooms, p_rate integer, p_enabled boolean); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_serving(w public.waiting_rooms, p_rate integer, p_enabled boolean) FROM PUBLIC;
 
 
 --
@@ -4489,6 +5465,13 @@ REVOKE ALL ON FUNCTION public.revoke_deleted_user_sessions() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.update_updated_at_column() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_rate_changed(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_room_rate_changed() FROM PUBLIC;
 
 
 --

@@ -124,6 +124,11 @@ DBA_ONLY_CALLS = {
     "check_invariants": "",
     "buyer_counts": "'a@b.co'",
     "purge_idempotency_keys": "",
+    "waiting_room": "gen_random_uuid()",
+    "set_waiting_room_rate": "gen_random_uuid(), 10",
+    "pause_waiting_room": "gen_random_uuid()",
+    "resume_waiting_room": "gen_random_uuid()",
+    "waiting_room_audit": "gen_random_uuid()",
 }
 
 

@@ -22,6 +22,10 @@ client will retry with the key and must get the hold its key recorded.
 Idempotency keys travel with each request (`p_idempotency_key`, or in a batch
 `p_idempotency_keys` aligned with the requests; a batch without keys does not send the array).
 The SQL functions claim, replay and record them.
+
+Waiting-room admission tokens (X-Admission-Token) travel the same way (`p_admission_token`, or
+`p_admission_tokens` in a batch, sent only when a request of it has one); the reserve core
+checks them for events with a waiting room. Nothing here decides admission.
 """
 
 from __future__ import annotations
@@ -72,6 +76,7 @@ class Reserver:
         quantity: int,
         client_gone: Callable[[], Awaitable[None]],
         idempotency_key: str | None = None,
+        admission_token: str | None = None,
     ) -> str | None:
         """The reservation JSON; raises the ApiError the SQL function raised. Returns None when
         `client_gone()` finished first (a coalesced request is then dropped, or its hold given back)."""
@@ -79,8 +84,10 @@ class Reserver:
             args: dict[str, Any] = {"p_user_id": user_id, "p_ticket_type_id": ticket_type_id, "p_quantity": quantity}
             if idempotency_key is not None:
                 args["p_idempotency_key"] = idempotency_key
+            if admission_token is not None:
+                args["p_admission_token"] = admission_token
             return await self.db.call(self.function, args)
-        granted = self.coalescer.submit(user_id, ticket_type_id, quantity, idempotency_key)
+        granted = self.coalescer.submit(user_id, ticket_type_id, quantity, idempotency_key, admission_token)
         gone = asyncio.ensure_future(client_gone())
         gone.add_done_callback(lambda _: granted.cancel())
         try:
@@ -101,6 +108,7 @@ class Waiter:
     user_id: str
     quantity: int
     idempotency_key: str | None = None
+    admission_token: str | None = None
     future: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
 
@@ -113,11 +121,16 @@ class ReserveCoalescer:
         self.batches = 0  # calls made, for tests and metrics
 
     def submit(
-        self, user_id: str, ticket_type_id: str, quantity: int, idempotency_key: str | None = None
+        self,
+        user_id: str,
+        ticket_type_id: str,
+        quantity: int,
+        idempotency_key: str | None = None,
+        admission_token: str | None = None,
     ) -> asyncio.Future[str]:
         """A future of the reservation JSON, or of the ApiError api.reserve_tickets would raise.
         Cancel it if the client goes away."""
-        waiter = Waiter(user_id, quantity, idempotency_key)
+        waiter = Waiter(user_id, quantity, idempotency_key, admission_token)
         queue = self._queues.get(ticket_type_id)
         if queue is None:  # nothing in flight for this type: start a drain, which sends at once
             queue = self._queues[ticket_type_id] = deque()
@@ -190,6 +203,8 @@ class ReserveCoalescer:
         args: dict[str, Any] = {"p_requests": requests}
         if any(w.idempotency_key is not None for w in batch):
             args["p_idempotency_keys"] = [w.idempotency_key for w in batch]
+        if any(w.admission_token is not None for w in batch):
+            args["p_admission_tokens"] = [w.admission_token for w in batch]
         return await self.db.rows(BATCH_FUNCTION, args)
 
     async def _release(self, user_id: str, reservation_id: str) -> None:

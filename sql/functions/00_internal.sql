@@ -130,6 +130,7 @@ AS $$
     'banner_url', e.banner_url, 'location', e.location,
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
     'max_tickets_per_user', e.max_tickets_per_user,
+    'queue_enabled', e.queue_enabled, 'admission_rate_per_minute', e.admission_rate_per_minute,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
         FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))

@@ -73,6 +73,24 @@ COMMENT ON FUNCTION internal.check_cap(text, integer) IS
   'A per-buyer cap (max_per_user, max_tickets_per_user): 1..1000000 or NULL (no cap). Raises BKVAL.';
 
 
+CREATE OR REPLACE FUNCTION internal.check_waiting_room(p_queue_enabled boolean, p_rate integer)
+RETURNS void
+LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+  IF p_rate < 1 OR p_rate > 1000000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'admission_rate_per_minute must be between 1 and 1000000';
+  END IF;
+  IF p_queue_enabled AND p_rate IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'admission_rate_per_minute is required while queue_enabled is true';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION internal.check_waiting_room(boolean, integer) IS
+  'An event''s waiting-room settings: the rate 1..1000000, required when queue_enabled. Raises BKVAL.';
+
+
 CREATE OR REPLACE FUNCTION internal.cap_change(p_changes jsonb, p_name text, p_current integer)
 RETURNS integer
 LANGUAGE plpgsql IMMUTABLE
@@ -204,7 +222,8 @@ COMMENT ON FUNCTION api.admin_get_event(uuid) IS
 
 CREATE OR REPLACE FUNCTION api.create_event(
   p_slug text, p_name text, p_location text, p_start_time timestamptz, p_end_time timestamptz,
-  p_description text DEFAULT NULL, p_banner_url text DEFAULT NULL, p_max_tickets_per_user integer DEFAULT NULL)
+  p_description text DEFAULT NULL, p_banner_url text DEFAULT NULL, p_max_tickets_per_user integer DEFAULT NULL,
+  p_queue_enabled boolean DEFAULT false, p_admission_rate_per_minute integer DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -215,11 +234,13 @@ DECLARE
 BEGIN
   PERFORM internal.check_event(p_slug, p_name, p_location, p_banner_url, p_start_time, p_end_time);
   PERFORM internal.check_cap('max_tickets_per_user', p_max_tickets_per_user);
+  PERFORM internal.check_waiting_room(p_queue_enabled, p_admission_rate_per_minute);
 
   INSERT INTO events (slug, name, description, banner_url, location, start_time, end_time, status,
-                      max_tickets_per_user)
+                      max_tickets_per_user, queue_enabled, admission_rate_per_minute)
   VALUES (p_slug, btrim(p_name), p_description, p_banner_url, btrim(p_location),
-          p_start_time, p_end_time, 'DRAFT', p_max_tickets_per_user)
+          p_start_time, p_end_time, 'DRAFT', p_max_tickets_per_user, coalesce(p_queue_enabled, false),
+          p_admission_rate_per_minute)
   ON CONFLICT (slug) DO NOTHING
   RETURNING * INTO v_event;
   IF NOT FOUND THEN
@@ -228,9 +249,11 @@ BEGIN
   RETURN internal.event_json(v_event, true);
 END;
 $$;
-COMMENT ON FUNCTION api.create_event(text, text, text, timestamptz, timestamptz, text, text, integer) IS
+COMMENT ON FUNCTION api.create_event(text, text, text, timestamptz, timestamptz, text, text, integer, boolean, integer) IS
   'Creates an event in status DRAFT and returns it. p_max_tickets_per_user: seats one buyer may '
-  'hold or own over all its ticket types (NULL: no cap). Raises BKVAL (fields), BKSLG (slug taken).';
+  'hold or own over all its ticket types (NULL: no cap). p_queue_enabled: the sale goes through '
+  'a waiting room admitting p_admission_rate_per_minute people a minute (1..1000000, required '
+  'then). Raises BKVAL (fields), BKSLG (slug taken).';
 
 
 CREATE OR REPLACE FUNCTION api.update_event(p_event_id uuid, p_changes jsonb)
@@ -250,10 +273,12 @@ DECLARE
   v_start timestamptz;
   v_end timestamptz;
   v_cap integer;
+  v_queue boolean;
+  v_rate integer;
 BEGIN
   PERFORM internal.check_change_keys(p_changes,
     ARRAY['slug', 'name', 'description', 'banner_url', 'location', 'start_time', 'end_time',
-          'max_tickets_per_user']);
+          'max_tickets_per_user', 'queue_enabled', 'admission_rate_per_minute']);
   SELECT * INTO v_event FROM events WHERE id = p_event_id FOR NO KEY UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
@@ -272,13 +297,23 @@ BEGIN
   v_end := CASE WHEN p_changes ? 'end_time' THEN (p_changes->>'end_time')::timestamptz ELSE v_event.end_time END;
   PERFORM internal.check_event(v_slug, v_name, v_location, v_banner_url, v_start, v_end);
   v_cap := internal.cap_change(p_changes, 'max_tickets_per_user', v_event.max_tickets_per_user);
+  v_queue := v_event.queue_enabled;
+  IF p_changes ? 'queue_enabled' THEN
+    IF jsonb_typeof(p_changes -> 'queue_enabled') <> 'boolean' THEN
+      RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'queue_enabled must be true or false';
+    END IF;
+    v_queue := (p_changes ->> 'queue_enabled')::boolean;
+  END IF;
+  v_rate := internal.cap_change(p_changes, 'admission_rate_per_minute', v_event.admission_rate_per_minute);
+  PERFORM internal.check_waiting_room(v_queue, v_rate);
   IF v_slug <> v_event.slug AND EXISTS (SELECT 1 FROM events WHERE slug = v_slug) THEN
     RAISE EXCEPTION USING ERRCODE = 'BKSLG', MESSAGE = 'an event with this slug exists';
   END IF;
 
   UPDATE events
      SET slug = v_slug, name = v_name, description = v_description, banner_url = v_banner_url,
-         location = v_location, start_time = v_start, end_time = v_end, max_tickets_per_user = v_cap
+         location = v_location, start_time = v_start, end_time = v_end, max_tickets_per_user = v_cap,
+         queue_enabled = v_queue, admission_rate_per_minute = v_rate
    WHERE id = p_event_id
   RETURNING * INTO v_event;
   RETURN internal.event_json(v_event, true);
@@ -287,7 +322,9 @@ $$;
 COMMENT ON FUNCTION api.update_event(uuid, jsonb) IS
   'Patches an event: p_changes is a JSON object with any of slug, name, description, '
   'banner_url, location, start_time, end_time, max_tickets_per_user (null: no cap; applies to '
-  'reserves from now on, seats already held stay). Locks the event row. Raises BKVAL, BKNTF, '
+  'reserves from now on, seats already held stay), queue_enabled, admission_rate_per_minute (a '
+  'change applies from now on: the waiting room keeps the position it reached). Locks the event '
+  'row (and, through a trigger, its waiting_rooms row). Raises BKVAL, BKNTF, '
   'BKSLG, BKIST (cancelled or ended events are frozen).';
 
 

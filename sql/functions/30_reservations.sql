@@ -4,7 +4,8 @@
 
 CREATE OR REPLACE FUNCTION internal.reserve(
   p_ticket_type_id uuid, p_users uuid[], p_quantities integer[], p_expected_version integer DEFAULT NULL,
-  p_raise boolean DEFAULT false, OUT reservations json[], OUT sqlstates text[], OUT messages text[])
+  p_raise boolean DEFAULT false, p_admission_tokens text[] DEFAULT NULL,
+  OUT reservations json[], OUT sqlstates text[], OUT messages text[])
 LANGUAGE plpgsql
 AS $$
 DECLARE
@@ -32,6 +33,9 @@ DECLARE
   v_event_seats integer[];
   v_counted_types uuid[];  -- the types whose seats count: this one, or every type of the event
   k integer;
+  -- The waiting room (only when the event has one): each request needs an admission token.
+  v_queue boolean;
+  v_secret bytea;
 BEGIN
   IF NOT p_raise THEN  -- (raising, a refusal is never returned: only grants, set below)
     reservations := array_fill(NULL::json, ARRAY[v_count]);
@@ -46,8 +50,8 @@ BEGIN
   SELECT tt.available_quantity, internal.sale_problem(e.status, e.end_time, tt.start_sale_time, tt.end_sale_time),
          -- A token can outlive its user: answer not_found rather than trip over the foreign key.
          ARRAY(SELECT u.id FROM public.users u WHERE u.id = ANY (p_users)),
-         e.id, tt.max_per_user, e.max_tickets_per_user
-    INTO v_available, v_problem, v_known_users, v_event_id, v_type_cap, v_event_cap
+         e.id, tt.max_per_user, e.max_tickets_per_user, e.queue_enabled
+    INTO v_available, v_problem, v_known_users, v_event_id, v_type_cap, v_event_cap, v_queue
     FROM public.ticket_types tt JOIN public.events e ON e.id = tt.event_id
    WHERE tt.id = p_ticket_type_id AND (p_expected_version IS NULL OR tt.version = p_expected_version)
      FOR NO KEY UPDATE OF tt;
@@ -97,8 +101,14 @@ BEGIN
          WHERE o.user_id = b.id AND o.status IN ('PENDING', 'PAID') AND i.ticket_type_id = ANY (v_counted_types)) o ON true;
   END IF;
 
-  -- Each request in arrival order: arguments, the type, the user, the sale window, the caps,
-  -- then stock.
+  -- The waiting room: the key its admission tokens are signed with (owner-only table). No room:
+  -- no statement here, and one false test per request below.
+  IF v_queue THEN
+    SELECT s.secret INTO v_secret FROM public.admission_secret s;
+  END IF;
+
+  -- Each request in arrival order: arguments, the type, the user, the sale window, the waiting
+  -- room's admission, the caps, then stock.
   -- (Few statements per request: in a volatile function each one takes a fresh snapshot.)
   FOR i IN 1..v_count LOOP
     v_quantity := p_quantities[i];
@@ -106,7 +116,9 @@ BEGIN
       WHEN p_users[i] IS NULL OR v_quantity IS NULL OR v_quantity NOT BETWEEN 1 AND 10 THEN 'arguments'
       WHEN v_refusal IS NOT NULL THEN 'type'
       WHEN p_users[i] <> ALL (v_known_users) THEN 'user'
-      WHEN v_problem IS NOT NULL THEN 'sale' END;
+      WHEN v_problem IS NOT NULL THEN 'sale'
+      WHEN v_queue AND NOT internal.admission_valid(p_admission_tokens[i], v_event_id, p_users[i], v_secret)
+        THEN 'admission' END;
     IF v_refused IS NULL AND v_buyers IS NOT NULL THEN  -- a cap is set
       k := array_position(v_buyers, p_users[i]);
       IF v_quantity > v_type_cap - v_type_seats[k] THEN
@@ -138,13 +150,15 @@ BEGIN
     IF v_refused IS NOT NULL THEN
       sqlstates[i] := CASE v_refused WHEN 'arguments' THEN 'BKVAL' WHEN 'type' THEN v_refusal WHEN 'user' THEN 'BKNTF'
                                      WHEN 'sale' THEN 'BKSNO' WHEN 'type cap' THEN 'BKLIM'
-                                     WHEN 'event cap' THEN 'BKLIM' ELSE 'BKSLD' END;
+                                     WHEN 'event cap' THEN 'BKLIM' WHEN 'admission' THEN 'BKNAD' ELSE 'BKSLD' END;
       messages[i] := CASE v_refused
         WHEN 'arguments' THEN CASE WHEN p_users[i] IS NULL THEN 'user_id and ticket_type_id are required'
                                    ELSE format('quantity must be between 1 and 10, got %s', coalesce(v_quantity::text, 'null')) END
         WHEN 'type' THEN v_refusal_message
         WHEN 'user' THEN 'user not found'
         WHEN 'sale' THEN v_problem
+        WHEN 'admission' THEN 'this event sells through its waiting room: an unexpired admission token '
+                              'of yours for it is required (X-Admission-Token)'
         WHEN 'type cap' THEN format('at most %s tickets of this ticket type per buyer (you have %s)', v_type_cap, v_type_seats[k])
         WHEN 'event cap' THEN format('at most %s tickets of this event per buyer (you have %s)', v_event_cap, v_event_seats[k])
         ELSE format('only %s tickets left', v_available - v_taken) END;
@@ -189,10 +203,12 @@ BEGIN
   END IF;
 END;
 $$;
-COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer, boolean) IS
+COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer, boolean, text[]) IS
   'The one place a reservation is decided: requests of users p_users for p_quantities seats of '
   'one ticket type, in arrival order. For each: arguments (quantity 1..10), the type exists, '
-  'the user exists, the event is PUBLISHED and inside the sale window, the buyer''s caps '
+  'the user exists, the event is PUBLISHED and inside the sale window, the waiting room''s '
+  'admission when the event has one (events.queue_enabled: p_admission_tokens[i] must be an unexpired '
+  'admission token of that user for this event, else BKNAD), the buyer''s caps '
   '(ticket_types.max_per_user, events.max_tickets_per_user: unexpired ACTIVE holds + PENDING/PAID '
   'orders, counted together with the buyer''s earlier requests of the call), stock (reclaiming the '
   'type''s expired holds once when short); granted requests become ACTIVE holds for '
@@ -200,13 +216,14 @@ COMMENT ON FUNCTION internal.reserve(uuid, uuid[], integer[], integer, boolean) 
   'p_expected_version only if its version still matches (else BKBSY: compare-and-set); under an '
   'event cap also a transaction advisory lock per (event, buyer), sorted. Returns '
   'three arrays, one element per request: the reservation JSON, or NULL with the SQLSTATE and '
-  'message (BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKBSY); with p_raise the first refusal is raised '
+  'message (BKVAL, BKNTF, BKSNO, BKNAD, BKLIM, BKSLD, BKBSY); with p_raise the first refusal is raised '
   'instead, before any hold is written. Callers bound the number of requests (the batch: 1000), '
   'set lock_timeout and take several ticket types in id order.';
 
 
 CREATE OR REPLACE FUNCTION api.reserve_tickets(
-  p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL)
+  p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL,
+  p_admission_token text DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -219,7 +236,8 @@ DECLARE
 BEGIN
   IF p_idempotency_key IS NULL THEN
     -- Seed method 1 (pessimistic): the core locks the ticket type row.
-    RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1];
+    RETURN (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true,
+                             p_admission_tokens => ARRAY[p_admission_token])).reservations[1];
   END IF;
   -- Keyed: claim the key first (lock order), then the same work, then record its answer in
   -- this transaction. A refusal raises and rolls the claim back with everything else.
@@ -229,22 +247,26 @@ BEGIN
     RETURN v_stored;
   END IF;
   RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key,
-    (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true)).reservations[1]);
+    (internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], p_raise => true,
+                      p_admission_tokens => ARRAY[p_admission_token])).reservations[1]);
 END;
 $$;
-COMMENT ON FUNCTION api.reserve_tickets(uuid, uuid, integer, text) IS
+COMMENT ON FUNCTION api.reserve_tickets(uuid, uuid, integer, text, text) IS
   'Holds p_quantity (1..10) seats of a ticket type for a user for booking.hold_period '
   '(default 10 minutes): checks the event is PUBLISHED and the sale window, reclaims expired '
   'holds of the type when stock is short, decrements stock and returns the ACTIVE reservation. '
   'Decided by internal.reserve. Locks the ticket_types row (FOR NO KEY UPDATE, lock_timeout 2s '
   '-> 55P03). With p_idempotency_key (1-255 visible ASCII), the same user, key and request within '
   '24 hours returns the first reservation again and holds nothing more; the key is recorded in '
-  'the same transaction (only successes are recorded). Raises BKVAL, BKNTF (unknown user or type), '
-  'BKSNO (not on sale), BKLIM (a per-buyer cap), BKSLD (sold out), BKIDR (key used with another request).';
+  'the same transaction (only successes are recorded). For an event with a waiting room '
+  '(queue_enabled), p_admission_token must be an unexpired admission token of this user for it '
+  '(api.waiting_room_status hands it out), else BKNAD. Raises BKVAL, BKNTF (unknown user or type), '
+  'BKSNO (not on sale), BKNAD (not admitted), BKLIM (a per-buyer cap), BKSLD (sold out), BKIDR (key used with another request).';
 
 
 CREATE OR REPLACE FUNCTION api.reserve_tickets_optimistic(
-  p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL)
+  p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text DEFAULT NULL,
+  p_admission_token text DEFAULT NULL)
 RETURNS json
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -269,7 +291,8 @@ BEGIN
     -- Seed method 2: read the version without a lock; the core takes the row only if the
     -- version is still the same (compare-and-set), else answers BKBSY and we try again.
     SELECT version INTO v_version FROM ticket_types WHERE id = p_ticket_type_id;
-    v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], v_version);
+    v_answer := internal.reserve(p_ticket_type_id, ARRAY[p_user_id], ARRAY[p_quantity], v_version,
+                                 p_admission_tokens => ARRAY[p_admission_token]);
     IF v_answer.sqlstates[1] IS NULL THEN
       IF p_idempotency_key IS NOT NULL THEN
         PERFORM internal.store_idempotent_response(p_user_id, p_idempotency_key, v_answer.reservations[1]);
@@ -287,15 +310,15 @@ BEGIN
     HINT = 'Retry, or use the pessimistic api.reserve_tickets.';
 END;
 $$;
-COMMENT ON FUNCTION api.reserve_tickets_optimistic(uuid, uuid, integer, text) IS
-  'Same checks, results and p_idempotency_key as api.reserve_tickets, but seed method 2: reads the ticket type''s '
+COMMENT ON FUNCTION api.reserve_tickets_optimistic(uuid, uuid, integer, text, text) IS
+  'Same checks, results, p_idempotency_key and p_admission_token as api.reserve_tickets, but seed method 2: reads the ticket type''s '
   'version without a lock, then internal.reserve takes the row only if the version is unchanged '
   '(compare-and-set); up to 6 attempts with jittered exponential backoff. lock_timeout 2s. '
-  'Raises BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKIDR, BKBSY (retries exhausted).';
+  'Raises BKVAL, BKNTF, BKSNO, BKNAD, BKLIM, BKSLD, BKIDR, BKBSY (retries exhausted).';
 
 
 CREATE OR REPLACE FUNCTION api.reserve_tickets_batch(
-  p_requests api.reserve_request[], p_idempotency_keys text[] DEFAULT NULL)
+  p_requests api.reserve_request[], p_idempotency_keys text[] DEFAULT NULL, p_admission_tokens text[] DEFAULT NULL)
 RETURNS TABLE (reservation json, sqlstate text, message text)
 LANGUAGE plpgsql
 SECURITY DEFINER
@@ -330,6 +353,10 @@ DECLARE
 BEGIN
   IF v_count > 1000 THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 requests per call';
+  END IF;
+  IF p_admission_tokens IS NOT NULL AND cardinality(p_admission_tokens) <> v_count THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'p_admission_tokens must have one element (or NULL) per request';
   END IF;
 
   IF p_idempotency_keys IS NOT NULL THEN
@@ -392,6 +419,10 @@ BEGIN
     END LOOP;
     v_originals := p_requests;
     p_requests := ARRAY(SELECT p_requests[u.w] FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord);
+    IF p_admission_tokens IS NOT NULL THEN  -- kept aligned with the requests still to decide
+      p_admission_tokens := ARRAY(SELECT p_admission_tokens[u.w]
+                                    FROM unnest(v_work_pos) WITH ORDINALITY AS u(w, ord) ORDER BY u.ord);
+    END IF;
   END IF;
 
   -- One core call per ticket type, in id order (the project's lock order). With several types
@@ -402,6 +433,8 @@ BEGIN
   FOR v_group IN
     SELECT r.ticket_type_id, array_agg(r.user_id ORDER BY r.pos) AS users,
            array_agg(r.quantity ORDER BY r.pos) AS quantities, array_agg(r.pos ORDER BY r.pos) AS pos,
+           -- (no tokens sent: the filter keeps every row out of this aggregate's sort)
+           array_agg(p_admission_tokens[r.pos] ORDER BY r.pos) FILTER (WHERE p_admission_tokens IS NOT NULL) AS tokens,
            count(*) OVER () AS types
       FROM unnest(p_requests) WITH ORDINALITY AS r(user_id, ticket_type_id, quantity, pos)
      GROUP BY r.ticket_type_id
@@ -419,7 +452,8 @@ BEGIN
                 WHERE e.max_tickets_per_user IS NOT NULL AND r.user_id IS NOT NULL
                 ORDER BY 1) l;
     END IF;
-    v_answer := internal.reserve(v_group.ticket_type_id, v_group.users, v_group.quantities);
+    v_answer := internal.reserve(v_group.ticket_type_id, v_group.users, v_group.quantities,
+                                 p_admission_tokens => v_group.tokens);
     v_pos := v_pos || v_group.pos;
     v_reservations := v_reservations || v_answer.reservations;
     v_sqlstates := v_sqlstates || v_answer.sqlstates;
@@ -462,19 +496,21 @@ BEGIN
   RETURN QUERY SELECT * FROM unnest(o_reservations, o_sqlstates, o_messages);
 END;
 $$;
-COMMENT ON FUNCTION api.reserve_tickets_batch(api.reserve_request[], text[]) IS
+COMMENT ON FUNCTION api.reserve_tickets_batch(api.reserve_request[], text[], text[]) IS
   'Many reservations in one transaction (the gateway coalesces concurrent reserves of a ticket '
   'type into one call): p_requests is an array of api.reserve_request (user_id, ticket_type_id, '
   'quantity), e.g. ARRAY[ROW(u, t, 2)]::api.reserve_request[]. Returns one row per request, in '
   'order: the reservation (as api.reserve_tickets returns it), or NULL with the sqlstate and '
-  'message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKLIM, BKSLD, BKIDR). Decided by '
+  'message api.reserve_tickets would raise (BKVAL, BKNTF, BKSNO, BKNAD, BKLIM, BKSLD, BKIDR). Decided by '
   'internal.reserve, one call per ticket type in id order (each row locked once, lock_timeout '
   '2s; with several types, all type rows and (event, buyer) cap locks are taken first); within a '
   'type, granted in array order while stock lasts, a buyer''s requests counted together against '
   'the caps. p_idempotency_keys (optional, aligned with p_requests, NULL elements: no key): keys '
   'claimed first, sorted by (user, key); a replay gets the recorded reservation; the same key '
   'twice in one call: the later request gets the first one''s answer; a refused request''s key '
-  'is not recorded. At most 1000 requests (else BKVAL).';
+  'is not recorded. p_admission_tokens (optional, aligned with p_requests): each request''s '
+  'waiting-room admission token, needed for events with queue_enabled (else BKNAD). At most 1000 '
+  'requests (else BKVAL).';
 
 
 CREATE OR REPLACE FUNCTION api.cancel_reservation(p_user_id uuid, p_reservation_id uuid)

@@ -1,0 +1,100 @@
+-- depends: 0004_buyer_caps_idempotency 0005_rate_limits 0006_sessions
+-- The waiting room (issue 10, item 3), opt-in per event. The rules live in
+-- sql/functions/80_waiting_room.sql (join, status, the serving position, the shuffle, admission
+-- tokens) and in the reserve core (internal.reserve checks the admission token).
+
+-- Per event: whether its sale goes through a waiting room, and how many people it admits per
+-- minute (required while the room is on). A CHECK on events is free for reserves (they never
+-- update events).
+ALTER TABLE events ADD COLUMN queue_enabled BOOLEAN NOT NULL DEFAULT false;
+ALTER TABLE events ADD COLUMN admission_rate_per_minute INT;
+ALTER TABLE events ADD CONSTRAINT chk_events_admission_rate
+  CHECK (admission_rate_per_minute BETWEEN 1 AND 1000000);
+ALTER TABLE events ADD CONSTRAINT chk_events_queue_rate
+  CHECK (NOT queue_enabled OR admission_rate_per_minute IS NOT NULL);
+COMMENT ON COLUMN events.queue_enabled IS
+  'The sale goes through a waiting room: reserves need an admission token (X-Admission-Token).';
+COMMENT ON COLUMN events.admission_rate_per_minute IS
+  'People the waiting room admits per minute, spread evenly (required while queue_enabled).';
+
+-- Both show in the cached event lists: their changes drop the gateways' caches too.
+DROP TRIGGER notify_events_change ON events;
+CREATE TRIGGER notify_events_change
+  AFTER INSERT OR DELETE OR UPDATE OF slug, name, description, banner_url, location,
+    start_time, end_time, status, max_tickets_per_user, queue_enabled, admission_rate_per_minute
+  ON events FOR EACH STATEMENT EXECUTE FUNCTION notify_catalog_change();
+
+-- One row per event whose room someone joined: the serving position is a function of time,
+-- base + floor(seconds since max(base_at, opened_at) * rate / 60), frozen while paused
+-- (internal.waiting_room_serving). A change of rate, a pause or a resume "rebases": base takes
+-- the position reached, base_at the moment. No tick job writes here.
+CREATE TABLE waiting_rooms (
+  event_id UUID PRIMARY KEY REFERENCES events(id) ON DELETE CASCADE,
+  joined INT NOT NULL DEFAULT 0,          -- entries so far; the next joiner's seq is joined + 1
+  base INT NOT NULL DEFAULT 0,            -- the serving position at base_at
+  base_at TIMESTAMPTZ,                    -- NULL: from the sale's opening
+  paused_at TIMESTAMPTZ,                  -- NULL: admitting
+  opened_at TIMESTAMPTZ,                  -- when the sale opened (recorded by the shuffle)
+  shuffle_seed TEXT,                      -- NULL: not shuffled yet (the sale has not opened)
+  shuffled_entries INT,                   -- how many pre-opening joiners the shuffle ordered
+  shuffled_through INT,                   -- ... namely the entries with seq up to this one
+  shuffled_at TIMESTAMPTZ,
+  updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),  -- the last rebase, shuffle or join
+
+  CONSTRAINT chk_waiting_rooms_counts CHECK (joined >= 0 AND base >= 0)
+);
+COMMENT ON TABLE waiting_rooms IS
+  'Per event waiting-room state: entries joined, the serving position (base at base_at, advancing '
+  'at events.admission_rate_per_minute unless paused), and the recorded shuffle of the people who '
+  'joined before the sale opened (seed, count, time; api.waiting_room_audit recomputes it).';
+
+-- One place per user per event. seq: arrival order (1, 2, ...); position: the admission order
+-- (= seq for people who joined after the opening; for earlier ones, their rank in the shuffle).
+CREATE TABLE waiting_room_entries (
+  event_id UUID NOT NULL REFERENCES waiting_rooms(event_id) ON DELETE CASCADE,
+  user_id UUID NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+  seq INT NOT NULL,
+  position INT,                           -- NULL until the shuffle, for pre-opening joiners
+  joined_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),
+  admitted_at TIMESTAMPTZ,                -- first time the holder was told "admitted": the token's window starts
+
+  PRIMARY KEY (event_id, user_id),
+  CONSTRAINT uq_waiting_room_entries_seq UNIQUE (event_id, seq),
+  CONSTRAINT uq_waiting_room_entries_position UNIQUE (event_id, position)
+);
+CREATE INDEX idx_waiting_room_entries_user ON waiting_room_entries(user_id);  -- the users FK's cascade
+COMMENT ON TABLE waiting_room_entries IS
+  'A user''s place in an event''s waiting room: seq = arrival order, position = admission order.';
+
+-- The key admission tokens are signed with (HMAC-SHA256). Only the owner reads it (the gateway
+-- role has no table privileges at all); tokens are made and checked by SQL functions, so the
+-- secret never leaves the database. One row; each database gets its own random key.
+CREATE TABLE admission_secret (
+  id BOOLEAN PRIMARY KEY DEFAULT true CHECK (id),
+  secret BYTEA NOT NULL DEFAULT gen_random_bytes(32),
+  created_at TIMESTAMPTZ NOT NULL DEFAULT NOW()
+);
+INSERT INTO admission_secret DEFAULT VALUES;
+COMMENT ON TABLE admission_secret IS
+  'The HMAC-SHA256 key of waiting-room admission tokens (one row, owner-only). Replacing it '
+  '(UPDATE admission_secret SET secret = gen_random_bytes(32)) voids every token issued so far.';
+
+-- A rate change (PATCH, or api.set_waiting_room_rate) or switching the room on/off rebases the
+-- serving position with the rule as it was before the change, so the new rate applies from now
+-- on, not retroactively. The rule itself is internal.waiting_room_rebase (functions loader).
+CREATE FUNCTION waiting_room_rate_changed()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM internal.waiting_room_rebase(OLD.id, OLD.admission_rate_per_minute, OLD.queue_enabled);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_room_rate_changed
+  AFTER UPDATE OF admission_rate_per_minute, queue_enabled ON events
+  FOR EACH ROW
+  WHEN (OLD.admission_rate_per_minute IS DISTINCT FROM NEW.admission_rate_per_minute
+        OR OLD.queue_enabled IS DISTINCT FROM NEW.queue_enabled)
+  EXECUTE FUNCTION waiting_room_rate_changed();
