@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
+import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from psycopg.types.json import Jsonb
@@ -41,6 +45,7 @@ from gateway.ratelimit import RateLimiter, request_address
 from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 from gateway.shedding import Shedder
+from gateway.waiting_room import WaitingRooms, listen_for_waiting_rooms
 
 JSON = "application/json"
 STARTUP_REVOCATIONS_WAIT = 2.0  # seconds start() waits for the deny-list (503 busy until it is loaded)
@@ -75,6 +80,7 @@ class Gateway:
         )
         self.coalescer = self.reserver.coalescer
         self.limiter = RateLimiter(self.db, settings.rate_limits, settings.rate_limit_batch_max)
+        self.rooms = WaitingRooms()
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -87,6 +93,7 @@ class Gateway:
                 listen_for_revocations(self.auth.revocations, self.settings.database_url.get_secret_value())
             ),
             asyncio.create_task(prune_forever(self.auth.revocations)),
+            asyncio.create_task(listen_for_waiting_rooms(self.rooms, self.settings.database_url.get_secret_value())),
         ]
         await self.auth.revocations.first_load(STARTUP_REVOCATIONS_WAIT)
 
@@ -290,6 +297,29 @@ async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: 
     return json_response(reservation, endpoint.status)
 
 
+async def join_queue(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    """POST /events/{event_id}/queue: the database places the fan; this process remembers where."""
+    assert principal is not None
+    event_id = path_uuid("event_id", request.path_params["event_id"])
+    place = await gw.db.call(endpoint.function, {"p_event_id": event_id, "p_user_id": principal.user_id})
+    return json_response(gw.rooms.learn(event_id, principal.user_id, place), endpoint.status)
+
+
+async def queue_status(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    """GET /events/{event_id}/queue: from this process's mirror when it can answer (a waiting fan
+    whose place it knows: gateway/waiting_room.py), else from the database. Only the latter counts
+    against the rate limits: a rate-limit check is itself a database call, and an answer from memory
+    costs about what a refusal would."""
+    assert principal is not None
+    event_id = path_uuid("event_id", request.path_params["event_id"])
+    known = gw.rooms.answer(event_id, principal.user_id)
+    if known is not None:
+        return json_response(known, endpoint.status)
+    await check_rate_limit(gw, request, endpoint, principal)
+    place = await gw.db.call(endpoint.function, {"p_event_id": event_id, "p_user_id": principal.user_id})
+    return json_response(gw.rooms.learn(event_id, principal.user_id, place), endpoint.status)
+
+
 SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {
     "register": register,
     "login": login,
@@ -298,7 +328,17 @@ SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awai
     "events": events,
     "my_bookings": my_bookings,
     "reserve": reserve,
+    "join_queue": join_queue,
+    "queue_status": queue_status,
 }
+# Specials that check the rate limits themselves (or not at all for some answers).
+LIMITS_INSIDE = frozenset({"queue_status"})
+
+
+async def check_rate_limit(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> None:
+    if gw.limiter.enabled:
+        address = request_address(request, gw.settings.trusted_proxies)
+        await gw.limiter.check(endpoint.rate_class, principal.user_id if principal else None, address)
 
 
 def make_handler(endpoint: Endpoint) -> Handler:
@@ -307,9 +347,8 @@ def make_handler(endpoint: Endpoint) -> Handler:
     async def handle(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         principal = authenticate(gw, request, endpoint.auth)
-        if gw.limiter.enabled:
-            address = request_address(request, gw.settings.trusted_proxies)
-            await gw.limiter.check(endpoint.rate_class, principal.user_id if principal else None, address)
+        if endpoint.special not in LIMITS_INSIDE:
+            await check_rate_limit(gw, request, endpoint, principal)
         if special is not None:
             return await special(gw, request, endpoint, principal)
         args = path_args(request)
@@ -357,6 +396,7 @@ def make_routes() -> list[Route]:
     paths["/healthz"] = {"GET": healthz}
     paths["/readyz"] = {"GET": readyz}
     paths["/openapi.json"] = {"GET": openapi}
+    paths["/events/{event_id}/waiting-room"] = {"GET": waiting_room_page}
     return [Route(path, PathHandlers(handlers)) for path, handlers in paths.items()]
 
 
@@ -371,6 +411,36 @@ async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     await gw.db.ping()
     return JSONResponse({"status": "ready"})
+
+
+# ------------------------------------------------------------------ the waiting room's page
+
+WAITING_ROOM_PAGE = (Path(__file__).parent / "static" / "waiting-room.html").read_bytes()
+
+
+def _inline_hashes(tag: str) -> str:
+    blocks = re.findall(rf"<{tag}>(.*?)</{tag}>".encode(), WAITING_ROOM_PAGE, re.DOTALL)
+    return " ".join(f"'sha256-{base64.b64encode(hashlib.sha256(b).digest()).decode()}'" for b in blocks)
+
+
+# Only the page's own inline script and style run (by hash), it talks only to this origin, and
+# nothing may frame it, submit its form elsewhere or load anything else.
+WAITING_ROOM_HEADERS = {
+    "Content-Security-Policy": (
+        f"default-src 'none'; script-src {_inline_hashes('script')}; style-src {_inline_hashes('style')}; "
+        "connect-src 'self'; form-action 'none'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "public, max-age=300",
+}
+
+
+async def waiting_room_page(request: Request) -> Response:
+    """The same static page for every well-formed event id, without a database call (it is served to
+    the whole crowd at once); the page itself says so when the event has no room (its join is 404)."""
+    path_uuid("event_id", request.path_params["event_id"])
+    return Response(WAITING_ROOM_PAGE, media_type="text/html; charset=utf-8", headers=WAITING_ROOM_HEADERS)
 
 
 async def openapi(request: Request) -> Response:

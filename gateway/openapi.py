@@ -90,7 +90,10 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                         "ahead": _null(COUNT),
                         "eta_seconds": _null({**COUNT, "description": "null while admission is paused"}),
                         "admission_token": _null({"type": "string", "description": "send as X-Admission-Token"}),
-                        "admission_expires_at": _null(TIME)}),
+                        "admission_expires_at": _null(TIME),
+                        "poll_after_seconds": _null({"type": "integer", "minimum": 2, "maximum": 30,
+                                                     "description": "ask again after this many seconds "
+                                                                    "(jittered); null once admitted"})}),
     "Status": _obj({"status": {"type": "string"}}),
     "Problem": {
         "type": "object",
@@ -194,6 +197,14 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         if path == "/readyz":
             _document_error(op, "busy")
         paths[path] = {"get": op}
+    paths["/events/{event_id}/waiting-room"] = {"get": {
+        "summary": "The page fans wait on (HTML): joins, polls, shows the place, then the admission token",
+        "operationId": "waiting_room_page",
+        "parameters": [{"name": "event_id", "in": "path", "required": True, "schema": UUID}],
+        "responses": {"200": {"description": "the page", "content": {"text/html": {"schema": {"type": "string"}}}}},
+    }}  # fmt: skip
+    _document_error(paths["/events/{event_id}/waiting-room"]["get"], "method_not_allowed")
+    _document_error(paths["/events/{event_id}/waiting-room"]["get"], "validation_failed")
     return {
         "openapi": "3.1.0",
         "info": {"title": "Event ticket booking", "version": "1"},

@@ -85,10 +85,11 @@ ROUTES: list[Endpoint] = [
              errors=("not_found",), returns="Event"),
     Endpoint("POST", "/events/{event_id}/queue", "join_waiting_room",
              "Join the event's waiting room (one place per user; joining again returns the same place)",
-             auth=USER, passes_user=True, errors=("not_found", "sale_not_open"), returns="QueuePlace"),
+             auth=USER, passes_user=True, special="join_queue", errors=("not_found", "sale_not_open"),
+             returns="QueuePlace"),
     Endpoint("GET", "/events/{event_id}/queue", "waiting_room_status",
              "My place in the event's waiting room now; the admission token once admitted",
-             auth=USER, passes_user=True, errors=("not_found",), returns="QueuePlace"),
+             auth=USER, passes_user=True, special="queue_status", errors=("not_found",), returns="QueuePlace"),
     Endpoint("POST", "/admin/events", "create_event", "Create an event (DRAFT)", 201, ADMIN, EventIn,
              errors=("slug_taken",), returns="Event"),
     Endpoint("GET", "/admin/events/{event_id}", "admin_get_event", "One event in any status", auth=ADMIN,
@@ -122,8 +123,9 @@ ROUTES: list[Endpoint] = [
              errors=("not_found", "already_checked_in", "ticket_cancelled"), returns="CheckedIn"),
 ]  # fmt: skip
 
-# api functions the gateway calls besides its routes' own (login's session, the revocation listener).
-GATEWAY_CALLS = {"create_session", "revocation_state"}
+# api functions the gateway calls besides its routes' own (login's session, the revocation and
+# waiting-room listeners).
+GATEWAY_CALLS = {"create_session", "revocation_state", "waiting_room_state"}
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
@@ -133,6 +135,7 @@ DBA_ONLY |= {"rate_limits", "set_rate_limit", "rate_limit_state", "clear_rate_li
 DBA_ONLY |= {"buyer_counts", "purge_idempotency_keys"}
 # The waiting room (sql/functions/80_waiting_room.sql).
 DBA_ONLY |= {"waiting_room", "set_waiting_room_rate", "pause_waiting_room", "resume_waiting_room", "waiting_room_audit"}
+DBA_ONLY |= {"rotate_admission_secret"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

@@ -129,6 +129,7 @@ DBA_ONLY_CALLS = {
     "pause_waiting_room": "gen_random_uuid()",
     "resume_waiting_room": "gen_random_uuid()",
     "waiting_room_audit": "gen_random_uuid()",
+    "rotate_admission_secret": "",
 }
 
 

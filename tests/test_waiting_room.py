@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from starlette.testclient import TestClient
 
 from gateway.sqlcalls import reserve_requests
 from tests.conftest import call, dba_call, sqlstate_of
@@ -71,6 +73,23 @@ def overview(conn: psycopg.Connection, event: dict[str, Any]) -> dict[str, Any]:
 
 
 PLACE_KEYS = {"event_id", "status", "position", "ahead", "eta_seconds", "admission_token", "admission_expires_at"}
+HTTP_PLACE_KEYS = PLACE_KEYS | {"poll_after_seconds"}  # the gateway adds when to ask again
+
+
+def mirrored(client: TestClient, change: Callable[[], None], within: float = 5.0) -> None:
+    """Make a change in SQL, then wait until the gateway's waiting-room mirror has heard of it
+    (NOTIFY is delivered asynchronously: a poll right after could be answered from the old state)."""
+    rooms = client.app.state.gateway.rooms  # type: ignore[attr-defined]
+    before = rooms.changes
+    change()
+    deadline = time.monotonic() + within
+    while rooms.changes == before:
+        assert time.monotonic() < deadline, "the gateway did not hear of the change"
+        time.sleep(0.01)
+
+
+def without_poll_hint(place: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in place.items() if k != "poll_after_seconds"}
 
 
 # ------------------------------------------------------------------ order
@@ -425,7 +444,7 @@ def test_http_join_poll_reserve_and_a_gateway_restart_keeps_every_place(dbname: 
         for _, headers in fans:
             r = client.post(f"/events/{event['id']}/queue", headers=headers)
             assert r.status_code == 200, r.text
-            assert set(r.json()) == PLACE_KEYS and r.json()["status"] == "waiting"
+            assert set(r.json()) == HTTP_PLACE_KEYS and r.json()["status"] == "waiting"
             again = client.post(f"/events/{event['id']}/queue", headers=headers)
             assert again.status_code == 200 and again.json()["position"] == r.json()["position"]
         # No waiting room, or not joined: 404.
@@ -437,13 +456,19 @@ def test_http_join_poll_reserve_and_a_gateway_restart_keeps_every_place(dbname: 
         assert client.get(f"/events/{event['id']}/queue").status_code == 401
         assert client.get("/events/not-a-uuid/queue", headers=fan_headers).status_code == 422
 
-        open_sale(owner, event, 15)  # one admitted (position 1)
-        before = {user["id"]: client.get(f"/events/{event['id']}/queue", headers=h).json() for user, h in fans}
+        mirrored(client, lambda: open_sale(owner, event, 15))  # one admitted (position 1)
+        before = {
+            user["id"]: without_poll_hint(client.get(f"/events/{event['id']}/queue", headers=h).json())
+            for user, h in fans
+        }
         assert sorted(p["position"] for p in before.values()) == [1, 2, 3, 4]
 
     # A new gateway (a restart): everyone's place is where it was; nothing lived in the process.
     with client_for(dbname) as client:
-        after = {user["id"]: client.get(f"/events/{event['id']}/queue", headers=h).json() for user, h in fans}
+        after = {
+            user["id"]: without_poll_hint(client.get(f"/events/{event['id']}/queue", headers=h).json())
+            for user, h in fans
+        }
         assert after == before
         lucky, lucky_headers = next((u, h) for u, h in fans if after[u["id"]]["status"] == "admitted")
         unlucky_headers = next(h for u, h in fans if after[u["id"]]["status"] == "waiting")

@@ -241,6 +241,64 @@ COMMENT ON FUNCTION internal.waiting_room_answer(public.events, public.waiting_r
   'admission_token, admission_expires_at}. Raises BKNTF when the user has not joined.';
 
 
+-- ------------------------------------------------------------------ the gateways' mirror
+
+CREATE OR REPLACE FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events)
+RETURNS json
+LANGUAGE sql STABLE
+AS $$
+  -- What a gateway needs to compute the rule itself (gateway/waiting_room.py, the same formula as
+  -- internal.waiting_room_serving): times as Unix microseconds, exact. opens_at only before the
+  -- shuffle (null: at publication, i.e. already open).
+  SELECT json_build_object(
+    'event_id', w.event_id, 'enabled', e.queue_enabled AND e.status <> 'DRAFT',
+    'rate', e.admission_rate_per_minute, 'base', w.base,
+    'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
+    'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
+    'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
+                  (extract(epoch FROM nullif(internal.waiting_room_opens_at(w.event_id), '-infinity')) * 1000000)::bigint
+                END)
+$$;
+COMMENT ON FUNCTION internal.waiting_room_mirror(public.waiting_rooms, public.events) IS
+  'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, '
+  'opened_at, shuffled, opens_at} (times in Unix microseconds).';
+
+
+CREATE OR REPLACE FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean)
+RETURNS void
+LANGUAGE plpgsql
+AS $$
+BEGIN
+  -- NOTIFY booking_waiting_rooms 'r:<mirror JSON>' (delivered at commit, in commit order: every
+  -- change of a room holds its row lock, so the last notice a gateway gets is the latest state).
+  PERFORM pg_notify('booking_waiting_rooms', 'r:' || internal.waiting_room_mirror(w, e)::text)
+     FROM public.waiting_rooms w JOIN public.events e ON e.id = w.event_id
+    WHERE w.event_id = p_event_id AND (NOT p_only_before_opening OR w.shuffle_seed IS NULL);
+END;
+$$;
+COMMENT ON FUNCTION internal.waiting_room_notify(uuid, boolean) IS
+  'Tells every gateway a room''s new rule (NOTIFY booking_waiting_rooms, r:<mirror JSON>); with '
+  'p_only_before_opening, only while it has not opened. No room: nothing.';
+
+
+CREATE OR REPLACE FUNCTION api.waiting_room_state()
+RETURNS json
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+  SELECT json_build_object(
+    'now', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+    'rooms', coalesce((SELECT json_agg(internal.waiting_room_mirror(w, e))
+                         FROM waiting_rooms w JOIN events e ON e.id = w.event_id
+                        WHERE e.queue_enabled AND e.end_time > now()), '[]'::json))
+$$;
+COMMENT ON FUNCTION api.waiting_room_state() IS
+  'What every gateway mirrors, loaded whole when its listener (re)connects: {now (this server''s '
+  'clock, Unix microseconds), rooms: [internal.waiting_room_mirror of every room of an event on '
+  'sale with its room on]}. Changes then come by NOTIFY booking_waiting_rooms. Locks nothing.';
+
+
 CREATE OR REPLACE FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid)
 RETURNS json
 LANGUAGE plpgsql
@@ -450,3 +508,27 @@ COMMENT ON FUNCTION api.waiting_room_audit(uuid) IS
   '(DBA-only) Checks an event''s recorded admission order: recomputes the opening shuffle from '
   'its seed (sha256(seed || '':'' || user id), ascending) and lists every entry whose recorded '
   'position differs; later joiners must be in arrival order (position = seq). No rows: consistent.';
+
+
+CREATE OR REPLACE FUNCTION api.rotate_admission_secret()
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_live bigint;
+BEGIN
+  SELECT count(*) INTO v_live FROM waiting_room_entries
+   WHERE admitted_at IS NOT NULL AND admitted_at + internal.admission_ttl() > now();
+  UPDATE admission_secret SET secret = gen_random_bytes(32), created_at = now();
+  -- The gateways drop the admission answers they hold (they carry tokens under the old key).
+  PERFORM pg_notify('booking_waiting_rooms', 'k');
+  RETURN json_build_object('rotated_at', now(), 'live_admissions', v_live);
+END;
+$$;
+COMMENT ON FUNCTION api.rotate_admission_secret() IS
+  '(DBA-only) A new key for admission tokens (when the old one may have leaked): every token '
+  'issued so far stops working at once, everywhere. An admitted fan''s next poll gets a token under '
+  'the new key with the same expiry (the admission window is not extended). Returns {rotated_at, '
+  'live_admissions: admissions whose window was still open}. Locks the admission_secret row.';

@@ -76,8 +76,8 @@ CREATE TABLE admission_secret (
 );
 INSERT INTO admission_secret DEFAULT VALUES;
 COMMENT ON TABLE admission_secret IS
-  'The HMAC-SHA256 key of waiting-room admission tokens (one row, owner-only). Replacing it '
-  '(UPDATE admission_secret SET secret = gen_random_bytes(32)) voids every token issued so far.';
+  'The HMAC-SHA256 key of waiting-room admission tokens (one row, owner-only). '
+  'api.rotate_admission_secret() replaces it: every token issued so far is void.';
 
 -- A rate change (PATCH, or api.set_waiting_room_rate) or switching the room on/off rebases the
 -- serving position with the rule as it was before the change, so the new rate applies from now
@@ -98,3 +98,44 @@ CREATE TRIGGER waiting_room_rate_changed
   WHEN (OLD.admission_rate_per_minute IS DISTINCT FROM NEW.admission_rate_per_minute
         OR OLD.queue_enabled IS DISTINCT FROM NEW.queue_enabled)
   EXECUTE FUNCTION waiting_room_rate_changed();
+
+-- Every gateway process mirrors each room's rule (gateway/waiting_room.py) so that a waiting
+-- fan's poll is answered without a database call. Whatever the rule reads changes only here:
+-- the serving base, a pause, the opening and its shuffle (this trigger; a rate change or on/off
+-- rebases, so it comes through here too), and, before the opening, the ticket types' sale start
+-- (the next trigger). Each change NOTIFYs channel booking_waiting_rooms with the room's new
+-- state, delivered at commit; the gateways reload everything on (re)connect. A join only
+-- counts (joined, updated_at): no notice.
+CREATE FUNCTION waiting_room_changed()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    PERFORM pg_notify('booking_waiting_rooms', 'd:' || OLD.event_id);
+  ELSE
+    PERFORM internal.waiting_room_notify(NEW.event_id, false);
+  END IF;
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_room_changed
+  AFTER INSERT OR DELETE OR UPDATE OF base, base_at, paused_at, opened_at, shuffle_seed ON waiting_rooms
+  FOR EACH ROW EXECUTE FUNCTION waiting_room_changed();
+
+-- Before the opening a room's mirror holds when the sale opens (the earliest start_sale_time):
+-- a change of the types moves it. Rare (admin edits); reserves never touch start_sale_time.
+CREATE FUNCTION waiting_room_opening_changed()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM internal.waiting_room_notify(CASE WHEN TG_OP = 'DELETE' THEN OLD.event_id ELSE NEW.event_id END, true);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_room_opening_changed
+  AFTER INSERT OR DELETE OR UPDATE OF start_sale_time ON ticket_types
+  FOR EACH ROW EXECUTE FUNCTION waiting_room_opening_changed();

@@ -1,0 +1,256 @@
+"""The waiting room's polls, answered from memory (issue 10, item 3).
+
+PostgreSQL decides everything (sql/functions/80_waiting_room.sql): who joined and where, the
+opening's shuffle, the admission rule, `admitted_at` and the admission tokens. The rule is a pure
+function of a room's row and the clock, so every gateway process keeps a mirror of each room's
+row (`Room`) and computes it itself:
+
+    serving = 0 before the opening; base while paused or off;
+              else base + floor((now - max(base_at, opened_at)) * rate / 60)
+
+the same formula as `internal.waiting_room_serving`, in exact integer microseconds (a test
+compares the two at many times). The mirror follows NOTIFY `booking_waiting_rooms` (a trigger on
+`waiting_rooms` and one on the ticket types' sale start send each room's new state), and the
+whole state is loaded again on every (re)connect, after LISTEN, like gateway/revocations.py.
+
+A fan's position never changes once assigned, so each process remembers it (a bounded map) from
+the join's or a poll's database answer. A poll is answered here, with no database call, when the
+mirror is live and the room on, and either the fan's position is known and still ahead of the
+serving position, or the room has not opened yet and the fan is known to have joined. Everything
+else goes to the database: the first poll a process sees of a fan, the opening (whose poll
+shuffles), and the moment a fan is admitted (the database records `admitted_at` and signs the
+token); that admitted answer is then kept too (same token on every poll, as the database would
+answer) until the key is rotated (NOTIFY 'k').
+
+Clock: the database's clock decides. On every load the listener measures the offset between this
+process's clock and PostgreSQL's and applies it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+
+log = logging.getLogger("gateway.waiting_room")
+
+CHANNEL = "booking_waiting_rooms"
+PLACES_MAX = 200_000  # fans remembered per process (about 100 bytes each); the oldest go first
+US = 1_000_000
+SERVING_MAX = 2_000_000_000  # as internal.waiting_room_serving caps it
+
+# poll_after_seconds: a third of the ETA (polls get denser as the turn nears), within these
+# bounds, +-20% jitter so a crowd that joined together does not poll together.
+POLL_MIN, POLL_MAX, POLL_PAUSED = 2, 30, 15
+
+
+@dataclass(frozen=True)
+class Room:
+    """One room's row as internal.waiting_room_mirror sends it (times: Unix microseconds)."""
+
+    event_id: str
+    enabled: bool
+    rate: int | None
+    base: int
+    base_at: int | None
+    paused: bool
+    opened_at: int | None
+    shuffled: bool
+    opens_at: int | None  # before the shuffle: when the sale opens (None: at publication)
+
+    @classmethod
+    def from_json(cls, row: dict[str, Any]) -> Room:
+        return cls(
+            event_id=str(row["event_id"]),
+            enabled=bool(row["enabled"]),
+            rate=row["rate"],
+            base=int(row["base"]),
+            base_at=row["base_at"],
+            paused=bool(row["paused"]),
+            opened_at=row["opened_at"],
+            shuffled=bool(row["shuffled"]),
+            opens_at=row["opens_at"],
+        )
+
+    def _start(self) -> int:
+        assert self.opened_at is not None
+        # greatest(base_at, opened_at) in SQL ignores a NULL base_at
+        return self.opened_at if self.base_at is None else max(self.base_at, self.opened_at)
+
+    def serving(self, now: int) -> int:
+        """internal.waiting_room_serving: positions up to this one are admitted."""
+        if self.opened_at is None or now < self.opened_at:
+            return 0
+        if self.paused or not self.enabled or self.rate is None:
+            return self.base
+        return min(self.base + (now - self._start()) * self.rate // (60 * US), SERVING_MAX)
+
+    def eta_seconds(self, position: int, now: int) -> int | None:
+        """internal.waiting_room_answer's ETA for a position not yet served: exact under the
+        current rule (ceil of the seconds until base + elapsed * rate / 60 reaches it); None while
+        paused or off."""
+        if self.paused or not self.enabled or self.rate is None:
+            return None
+        left = (position - self.base) * 60 * US - (now - self._start()) * self.rate  # in us * rate
+        return 0 if left <= 0 else -(-left // (self.rate * US))
+
+    def answer(self, position: int | None, now: int) -> dict[str, Any] | None:
+        """The waiting fan's place as api.waiting_room_status would answer it at `now`, or None when
+        only the database can answer (admitted, or the opening's shuffle is due)."""
+        if not self.enabled:
+            return None
+        if position is None:  # joined before the opening: no place until the shuffle
+            if self.shuffled or self.opens_at is None or now >= self.opens_at:
+                return None
+            eta = -(-(self.opens_at - now) // US)
+            return waiting(self.event_id, None, None, eta)
+        if not self.shuffled:
+            return None
+        serving = self.serving(now)
+        if position <= serving:
+            return None
+        return waiting(self.event_id, position, position - serving - 1, self.eta_seconds(position, now))
+
+
+def waiting(event_id: str, position: int | None, ahead: int | None, eta: int | None) -> dict[str, Any]:
+    return {
+        "event_id": event_id,
+        "status": "waiting",
+        "position": position,
+        "ahead": ahead,
+        "eta_seconds": eta,
+        "admission_token": None,
+        "admission_expires_at": None,
+    }
+
+
+def poll_after_seconds(place: dict[str, Any]) -> int | None:
+    """When the client should ask again: None once admitted (nothing to wait for); else a third of
+    the ETA within 2..30 s (15 s while paused: no ETA), with +-20% jitter."""
+    if place.get("status") != "waiting":
+        return None
+    eta = place.get("eta_seconds")
+    base = POLL_PAUSED if eta is None else eta / 3
+    return max(POLL_MIN, min(POLL_MAX, round(base * random.uniform(0.8, 1.2))))
+
+
+class WaitingRooms:
+    """This process's mirror of the rooms and the places it has seen."""
+
+    def __init__(self, places_max: int = PLACES_MAX) -> None:
+        self.rooms: dict[str, Room] = {}
+        # (event id, user id) -> position (None: joined before the opening, not shuffled yet)
+        self.places: dict[tuple[str, str], int | None] = {}
+        # (event id, user id) -> the database's "admitted" answer (JSON text with the token)
+        self.admitted: dict[tuple[str, str], str] = {}
+        self.places_max = places_max
+        self.listening = False
+        self.offset_us = 0  # PostgreSQL's clock minus ours
+        self.memory_answers = 0  # polls answered without the database (for tests and the bench)
+        self.changes = 0  # notices and loads applied (tests wait on it)
+
+    def now(self) -> int:
+        return time.time_ns() // 1000 + self.offset_us
+
+    # ---------------------------------------------------------------- the mirror
+
+    def replace(self, state: dict[str, Any], offset_us: int) -> None:
+        """The whole state from api.waiting_room_state() (on every (re)connect)."""
+        self.rooms = {room.event_id: room for room in (Room.from_json(r) for r in state.get("rooms") or ())}
+        self.admitted.clear()  # a key rotated while we were away would make them stale
+        self.offset_us = offset_us
+        self.changes += 1
+
+    def apply(self, payload: str) -> None:
+        """One notice: `r:<mirror JSON>`, `d:<event id>` (room deleted), `k` (key rotated)."""
+        kind, _, rest = payload.partition(":")
+        try:
+            if kind == "r":
+                room = Room.from_json(json.loads(rest))
+                self.rooms[room.event_id] = room
+            elif kind == "d":
+                self.rooms.pop(rest, None)
+                for key in [k for k in self.places if k[0] == rest]:
+                    del self.places[key]
+                for key in [k for k in self.admitted if k[0] == rest]:
+                    del self.admitted[key]
+            elif kind == "k":
+                self.admitted.clear()
+            else:
+                raise ValueError(kind)
+        except (ValueError, KeyError, TypeError):
+            log.warning("ignored a malformed waiting-room notice %r", payload[:100])
+            return
+        self.changes += 1
+
+    # ---------------------------------------------------------------- polls
+
+    def answer(self, event_id: str, user_id: str) -> str | None:
+        """The poll's answer (JSON text, poll_after_seconds included) from memory, or None when the
+        database must answer."""
+        if not self.listening:
+            return None
+        room = self.rooms.get(event_id)
+        if room is None or not room.enabled:
+            return None
+        key = (event_id, user_id)
+        admitted = self.admitted.get(key)
+        if admitted is not None:
+            return admitted
+        if key not in self.places:
+            return None
+        place = room.answer(self.places[key], self.now())
+        if place is None:
+            return None
+        self.memory_answers += 1
+        place["poll_after_seconds"] = poll_after_seconds(place)
+        return json.dumps(place)
+
+    def learn(self, event_id: str, user_id: str, text: str | None) -> str:
+        """A database answer (join or poll): remember the fan's place; returns the answer with
+        poll_after_seconds added."""
+        place: dict[str, Any] = json.loads(text or "{}")
+        key = (event_id, user_id)
+        if key not in self.places and len(self.places) >= self.places_max:
+            del self.places[next(iter(self.places))]
+        self.places[key] = place.get("position")
+        place["poll_after_seconds"] = poll_after_seconds(place)
+        answer = json.dumps(place)
+        if place.get("status") == "admitted" and self.listening:
+            if key not in self.admitted and len(self.admitted) >= self.places_max:
+                del self.admitted[next(iter(self.admitted))]
+            self.admitted[key] = answer
+        return answer
+
+
+async def listen_for_waiting_rooms(rooms: WaitingRooms, conninfo: str, retry_delay: float = 1.0) -> None:
+    """Run for ever: LISTEN, load every room, apply every NOTIFY; reconnect after failures."""
+    while True:
+        try:
+            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+                await conn.execute(f"LISTEN {CHANNEL}")
+                before = time.time_ns() // 1000
+                cur = await conn.execute("SELECT api.waiting_room_state()::text")
+                row = await cur.fetchone()
+                after = time.time_ns() // 1000
+                state = json.loads(row[0]) if row and row[0] else {}
+                # The server read its clock somewhere within the round trip: assume the middle.
+                offset = int(state.get("now") or (before + after) // 2) - (before + after) // 2
+                rooms.replace(state, offset)
+                rooms.listening = True
+                log.info("listening for waiting rooms (%s rooms)", len(rooms.rooms))
+                async for notice in conn.notifies():
+                    rooms.apply(notice.payload)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("waiting-room listener lost: %s", exc)
+        finally:
+            rooms.listening = False
+        await asyncio.sleep(retry_delay)
