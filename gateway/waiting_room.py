@@ -41,6 +41,7 @@ import psycopg
 log = logging.getLogger("gateway.waiting_room")
 
 CHANNEL = "booking_waiting_rooms"
+LISTENER_NAME = "booking-gateway-waiting-rooms"  # application_name of the listener's connection
 PLACES_MAX = 200_000  # fans remembered per process (about 100 bytes each); the oldest go first
 US = 1_000_000
 SERVING_MAX = 2_000_000_000  # as internal.waiting_room_serving caps it
@@ -233,7 +234,9 @@ async def listen_for_waiting_rooms(rooms: WaitingRooms, conninfo: str, retry_del
     """Run for ever: LISTEN, load every room, apply every NOTIFY; reconnect after failures."""
     while True:
         try:
-            async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
+            async with await psycopg.AsyncConnection.connect(
+                conninfo, autocommit=True, application_name=LISTENER_NAME
+            ) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
                 before = time.time_ns() // 1000
                 cur = await conn.execute("SELECT api.waiting_room_state()::text")
