@@ -11,8 +11,9 @@ STAMP := $(VENV)/.installed
 run: deps venv
 	@$(PY) -m dbctl run
 
-## test: the whole test suite against private PostgreSQL clusters
+## test: the whole test suite against private PostgreSQL clusters (and headless Chromium)
 test: deps venv
+	@scripts/install-system-deps chromium
 	$(PY) -m pytest
 
 ## lint: ruff (lint + format check) and mypy on the gateway
