@@ -1792,6 +1792,36 @@ COMMENT ON FUNCTION api.revoke_user_sessions(p_email text) IS '(DBA-only) Ends e
 
 
 --
+-- Name: rotate_admission_secret(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.rotate_admission_secret() RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_live bigint;
+BEGIN
+  SELECT count(*) INTO v_live FROM waiting_room_entries
+   WHERE admitted_at IS NOT NULL AND admitted_at + internal.admission_ttl() > now();
+  UPDATE admission_secret SET secret = gen_random_bytes(32), created_at = now();
+  -- The gateways drop the admission answers they hold (they carry tokens under the old key).
+  PERFORM pg_notify('booking_waiting_rooms', 'k');
+  RETURN json_build_object('rotated_at', now(), 'live_admissions', v_live);
+END;
+$$;
+
+
+ALTER FUNCTION api.rotate_admission_secret() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION rotate_admission_secret(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.rotate_admission_secret() IS '(DBA-only) A new key for admission tokens (when the old one may have leaked): every token issued so far stops working at once, everywhere. An admitted fan''s next poll gets a token under the new key with the same expiry (the admission window is not extended). Returns {rotated_at, live_admissions: admissions whose window was still open}. Locks the admission_secret row.';
+
+
+--
 -- Name: set_rate_limit(text, text, integer, interval); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -2128,6 +2158,31 @@ ALTER FUNCTION api.waiting_room_audit(p_event_id uuid) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.waiting_room_audit(p_event_id uuid) IS '(DBA-only) Checks an event''s recorded admission order: recomputes the opening shuffle from its seed (sha256(seed || '':'' || user id), ascending) and lists every entry whose recorded position differs; later joiners must be in arrival order (position = seq). No rows: consistent.';
+
+
+--
+-- Name: waiting_room_state(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.waiting_room_state() RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+    'now', (extract(epoch FROM clock_timestamp()) * 1000000)::bigint,
+    'rooms', coalesce((SELECT json_agg(internal.waiting_room_mirror(w, e))
+                         FROM waiting_rooms w JOIN events e ON e.id = w.event_id
+                        WHERE e.queue_enabled AND e.end_time > now()), '[]'::json))
+$$;
+
+
+ALTER FUNCTION api.waiting_room_state() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_state(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.waiting_room_state() IS 'What every gateway mirrors, loaded whole when its listener (re)connects: {now (this server''s clock, Unix microseconds), rooms: [internal.waiting_room_mirror of every room of an event on sale with its room on]}. Changes then come by NOTIFY booking_waiting_rooms. Locks nothing.';
 
 
 --
@@ -3531,6 +3586,62 @@ COMMENT ON FUNCTION internal.waiting_room_event(p_event_id uuid) IS 'The event, 
 
 
 --
+-- Name: waiting_room_mirror(public.waiting_rooms, public.events); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) RETURNS json
+    LANGUAGE sql STABLE
+    AS $$
+  -- What a gateway needs to compute the rule itself (gateway/waiting_room.py, the same formula as
+  -- internal.waiting_room_serving): times as Unix microseconds, exact. opens_at only before the
+  -- shuffle (null: at publication, i.e. already open).
+  SELECT json_build_object(
+    'event_id', w.event_id, 'enabled', e.queue_enabled AND e.status <> 'DRAFT',
+    'rate', e.admission_rate_per_minute, 'base', w.base,
+    'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
+    'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
+    'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
+                  (extract(epoch FROM nullif(internal.waiting_room_opens_at(w.event_id), '-infinity')) * 1000000)::bigint
+                END)
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_mirror(w public.waiting_rooms, e public.events); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) IS 'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, opened_at, shuffled, opens_at} (times in Unix microseconds).';
+
+
+--
+-- Name: waiting_room_notify(uuid, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  -- NOTIFY booking_waiting_rooms 'r:<mirror JSON>' (delivered at commit, in commit order: every
+  -- change of a room holds its row lock, so the last notice a gateway gets is the latest state).
+  PERFORM pg_notify('booking_waiting_rooms', 'r:' || internal.waiting_room_mirror(w, e)::text)
+     FROM public.waiting_rooms w JOIN public.events e ON e.id = w.event_id
+    WHERE w.event_id = p_event_id AND (NOT p_only_before_opening OR w.shuffle_seed IS NULL);
+END;
+$$;
+
+
+ALTER FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_notify(p_event_id uuid, p_only_before_opening boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean) IS 'Tells every gateway a room''s new rule (NOTIFY booking_waiting_rooms, r:<mirror JSON>); with p_only_before_opening, only while it has not opened. No room: nothing.';
+
+
+--
 -- Name: waiting_room_open(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -3781,6 +3892,44 @@ $$;
 ALTER FUNCTION public.update_updated_at_column() OWNER TO booking_owner;
 
 --
+-- Name: waiting_room_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_room_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  IF TG_OP = 'DELETE' THEN
+    PERFORM pg_notify('booking_waiting_rooms', 'd:' || OLD.event_id);
+  ELSE
+    PERFORM internal.waiting_room_notify(NEW.event_id, false);
+  END IF;
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_room_changed() OWNER TO booking_owner;
+
+--
+-- Name: waiting_room_opening_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_room_opening_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM internal.waiting_room_notify(CASE WHEN TG_OP = 'DELETE' THEN OLD.event_id ELSE NEW.event_id END, true);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_room_opening_changed() OWNER TO booking_owner;
+
+--
 -- Name: waiting_room_rate_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
 --
 
@@ -3815,7 +3964,7 @@ ALTER TABLE public.admission_secret OWNER TO booking_owner;
 -- Name: TABLE admission_secret; Type: COMMENT; Schema: public; Owner: booking_owner
 --
 
-COMMENT ON TABLE public.admission_secret IS 'The HMAC-SHA256 key of waiting-room admission tokens (one row, owner-only). Replacing it (UPDATE admission_secret SET secret = gen_random_bytes(32)) voids every token issued so far.';
+COMMENT ON TABLE public.admission_secret IS 'The HMAC-SHA256 key of waiting-room admission tokens (one row, owner-only). api.rotate_admission_secret() replaces it: every token issued so far is void.';
 
 
 --
@@ -4669,6 +4818,20 @@ CREATE TRIGGER update_users_updated_at BEFORE UPDATE ON public.users FOR EACH RO
 
 
 --
+-- Name: waiting_rooms waiting_room_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_changed AFTER INSERT OR DELETE OR UPDATE OF base, base_at, paused_at, opened_at, shuffle_seed ON public.waiting_rooms FOR EACH ROW EXECUTE FUNCTION public.waiting_room_changed();
+
+
+--
+-- Name: ticket_types waiting_room_opening_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_opening_changed AFTER INSERT OR DELETE OR UPDATE OF start_sale_time ON public.ticket_types FOR EACH ROW EXECUTE FUNCTION public.waiting_room_opening_changed();
+
+
+--
 -- Name: events waiting_room_rate_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -5101,6 +5264,13 @@ REVOKE ALL ON FUNCTION api.revoke_user_sessions(p_email text) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION rotate_admission_secret(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.rotate_admission_secret() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION set_rate_limit(p_class text, p_scope text, p_max_requests integer, p_period interval); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -5156,6 +5326,14 @@ REVOKE ALL ON FUNCTION api.waiting_room(p_event_id uuid) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION api.waiting_room_audit(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_state(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.waiting_room_state() FROM PUBLIC;
+GRANT ALL ON FUNCTION api.waiting_room_state() TO booking_gateway;
 
 
 --
@@ -5398,6 +5576,20 @@ REVOKE ALL ON FUNCTION internal.waiting_room_event(p_event_id uuid) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION waiting_room_mirror(w public.waiting_rooms, e public.events); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_notify(p_event_id uuid, p_only_before_opening boolean); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -5465,6 +5657,20 @@ REVOKE ALL ON FUNCTION public.revoke_deleted_user_sessions() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.update_updated_at_column() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_changed(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_room_changed() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_opening_changed(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_room_opening_changed() FROM PUBLIC;
 
 
 --

@@ -137,9 +137,17 @@ def mirror_is(client: TestClient, owner: psycopg.Connection, event: dict[str, An
     return check
 
 
+@pytest.fixture
+def limited_client(dbname: str) -> Iterator[TestClient]:
+    """With rate limits on, as in production (their check is a database call of its own)."""
+    with client_for(dbname, rate_limits=True) as c:
+        yield c
+
+
 def test_waiting_fans_polls_reach_no_database_function(
-    client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection
+    limited_client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection
 ) -> None:
+    client = limited_client
     event, tt = queue_event(gw, rate=6)
     fans = [new_user(client, owner) for _ in range(5)]
     url = f"/events/{event['id']}/queue"
@@ -153,8 +161,10 @@ def test_waiting_fans_polls_reach_no_database_function(
     assert len(waiting) == 4
     rooms = rooms_of(client)
 
-    # The database function cannot run any more for the gateway: waiting fans are still answered.
-    owner.execute("REVOKE EXECUTE ON FUNCTION api.waiting_room_status FROM booking_gateway")
+    _, stranger = new_user(client, owner)  # logged in now: login needs the database
+    # Neither the status function nor the rate-limit check can run any more for the gateway:
+    # waiting fans are still answered.
+    owner.execute("REVOKE EXECUTE ON FUNCTION api.waiting_room_status, api.check_rate_limits FROM booking_gateway")
     before = rooms.memory_answers
     for _ in range(3):
         for user, headers in waiting:
@@ -169,12 +179,11 @@ def test_waiting_fans_polls_reach_no_database_function(
             assert POLL_MIN <= place["poll_after_seconds"] <= POLL_MAX
     assert rooms.memory_answers - before == 12
     # Not vacuous: a fan this process has never seen needs the database, which now refuses.
-    _, stranger = new_user(client, owner)
     assert client.get(url, headers=stranger).status_code >= 400
 
     # Time passes (in SQL): the next in line is admitted. Memory knows it cannot sign: the
     # database answers (the only call), records admitted_at and signs the token.
-    owner.execute("GRANT EXECUTE ON FUNCTION api.waiting_room_status TO booking_gateway")
+    owner.execute("GRANT EXECUTE ON FUNCTION api.waiting_room_status, api.check_rate_limits TO booking_gateway")
     next_user, next_headers = min(waiting, key=lambda f: first[f[0]["id"]]["position"])
     assert first[next_user["id"]]["position"] == 2
     advance(owner, event, 10)
