@@ -32,6 +32,7 @@ import asyncio
 import json
 import logging
 import random
+import sys
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -42,7 +43,9 @@ log = logging.getLogger("gateway.waiting_room")
 
 CHANNEL = "booking_waiting_rooms"
 LISTENER_NAME = "booking-gateway-waiting-rooms"  # application_name of the listener's connection
-PLACES_MAX = 200_000  # fans remembered per process (about 100 bytes each); the oldest go first
+# Fans remembered per process, about 250 bytes each (so at most ~50 MB); past it the oldest are
+# forgotten (their next poll asks the database once more).
+PLACES_MAX = 200_000
 US = 1_000_000
 SERVING_MAX = 2_000_000_000  # as internal.waiting_room_serving caps it
 
@@ -217,7 +220,7 @@ class WaitingRooms:
         """A database answer (join or poll): remember the fan's place; returns the answer with
         poll_after_seconds added."""
         place: dict[str, Any] = json.loads(text or "{}")
-        key = (event_id, user_id)
+        key = (sys.intern(event_id), user_id)  # one copy of an event's id for all its fans
         if key not in self.places and len(self.places) >= self.places_max:
             del self.places[next(iter(self.places))]
         self.places[key] = place.get("position")

@@ -283,7 +283,7 @@ COMMENT ON FUNCTION internal.waiting_room_notify(uuid, boolean) IS
 
 CREATE OR REPLACE FUNCTION api.waiting_room_state()
 RETURNS json
-LANGUAGE sql STABLE
+LANGUAGE sql VOLATILE  -- clock_timestamp(): the server's clock when it answers
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
