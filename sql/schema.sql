@@ -2165,7 +2165,7 @@ COMMENT ON FUNCTION api.waiting_room_audit(p_event_id uuid) IS '(DBA-only) Check
 --
 
 CREATE FUNCTION api.waiting_room_state() RETURNS json
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE sql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
   SELECT json_build_object(
