@@ -153,7 +153,7 @@ def test_waiting_fans_polls_reach_no_database_function(
     url = f"/events/{event['id']}/queue"
     for _, headers in fans:
         assert client.post(url, headers=headers).status_code == 200
-    open_sale(owner, event, 15)  # position 1 admitted, 2..5 waiting
+    open_sale(owner, event, 11)  # position 1 admitted, 2..5 waiting (for 9 more seconds)
     eventually(mirror_is(client, owner, event))
     first = {u["id"]: client.get(url, headers=h).json() for u, h in fans}  # the opening shuffles (database)
     eventually(mirror_is(client, owner, event))  # the shuffle's notice
@@ -175,7 +175,7 @@ def test_waiting_fans_polls_reach_no_database_function(
             assert without_poll_hint(place) | {"eta_seconds": None} == without_poll_hint(first[user["id"]]) | {
                 "eta_seconds": None
             }
-            assert 0 <= first[user["id"]]["eta_seconds"] - place["eta_seconds"] <= 2  # a second or two later
+            assert 0 <= first[user["id"]]["eta_seconds"] - place["eta_seconds"] <= 5  # a little later
             assert POLL_MIN <= place["poll_after_seconds"] <= POLL_MAX
     assert rooms.memory_answers - before == 12
     # Not vacuous: a fan this process has never seen needs the database, which now refuses.
