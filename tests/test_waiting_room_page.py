@@ -125,3 +125,30 @@ def test_without_a_token_the_page_asks_for_a_login_then_joins(
         other.eval(f"sessionStorage.setItem('booking.access_token', {json.dumps(login(server, me['email']))})")
         other.eval("location.reload()")
         other.wait_for("document.body.dataset.status === 'none'", 20, lambda: other.eval(STATE))
+
+
+def test_the_page_trades_its_refresh_token_when_the_access_token_expires(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    event, _ = queue_event(gw, rate=6)
+    open_sale(owner, event, 1)
+    join(gw, event, make_user(gw))  # position 1
+    me = fan(owner, gw)
+    with LiveServer(create_app(settings_for(dbname, token_ttl=2))) as server, Browser() as browser:
+        r = httpx.post(f"{server.url}/auth/login", json={"email": me["email"], "password": PASSWORD})
+        pair = r.json()
+        tab = browser.open(
+            f"{server.url}/events/{event['id']}/waiting-room#token={pair['access_token']}&refresh={pair['refresh_token']}"
+        )
+        tab.wait_for("document.body.dataset.status === 'waiting'", 20, lambda: tab.eval(STATE))
+        assert text(tab, "position") == "2"
+        assert "refresh=" not in tab.eval("location.href")
+        # The access token lives 1-2 s; the next poll (a few seconds on) is refused, the page
+        # trades the refresh token for a new pair and asks again, without bothering the fan.
+        tab.wait_for(
+            f"sessionStorage.getItem('booking.access_token') !== {json.dumps(pair['access_token'])}", 30,
+            lambda: tab.eval(STATE),
+        )  # fmt: skip
+        tab.wait_for("document.body.dataset.status === 'waiting'", 5, lambda: tab.eval(STATE))
+        assert tab.eval("sessionStorage.getItem('booking.refresh_token')") not in (None, pair["refresh_token"])
+        assert text(tab, "position") == "2"
