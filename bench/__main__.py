@@ -283,7 +283,9 @@ class Bench:
             gateway, url = self.start_gateway(coalesce=True)
             try:
                 if part == "crowd":
-                    rep.purchase = crowd.run_crowd(self, url, a.crowd_users, a.crowd_seconds, procs=a.crowd_procs)
+                    rep.purchase = crowd.run_crowd(
+                        self, url, gateway.pid, a.crowd_users, a.crowd_seconds, procs=a.crowd_procs
+                    )
                     rep.charts["crowd"] = plots.crowd_timeline(rep.purchase, "crowd.png")
                     print(_crowd_line(rep.purchase), flush=True)
                 elif part == "overload":
@@ -312,74 +314,81 @@ class Bench:
                 _stop(gateway)
 
     def crowd_sections(self) -> list[str]:
-        rep = self.crowd_report
+        """The crowd part of RESULTS.md: one block per bench, each with its load model, figures,
+        charts and targets, between markers so a `--only crowd` run replaces just its blocks."""
+        rep, targets = self.crowd_report, self.crowd_targets()
+        blocks: dict[str, list[str]] = {}
+        if rep.purchase:
+            blocks["crowd"] = ["### crowd", "", f"Load model: {rep.purchase.model}.", "", *_crowd_table(rep.purchase),
+                               *_chart(rep.charts.get("crowd"), "crowd: p99 per route over time")]  # fmt: skip
+        if rep.overload is not None:
+            blocks["overload"] = _overload_section(rep.overload, rep.charts.get("overload"))
+        elif rep.overload_missing:
+            blocks["overload"] = ["### overload", "", "Not run: `bench/overload.py` is not in this tree.", ""]
+        if rep.room:
+            blocks["room"] = _room_section(rep.room, rep.charts.get("room"))
+        if rep.cost:
+            blocks["cost"] = _cost_section(rep.cost)
+        if rep.soak:
+            blocks["soak"] = _soak_section(rep.soak, rep.charts.get("soak"), rep.charts.get("soak-latency"))
         out = [CROWD_BEGIN, "## The crowd (issue 10): users who think between clicks", "",
                "Load generator: `bench/flowgen.py`, one keep-alive connection per simulated user with its own "
                "token and state; a closed loop per user with think time (each user waits for an answer, "
                "thinks, clicks again), so the offered rate is about users / (mean think + latency). Its own "
                "overhead is reported as *send lag*: how late each request left after its user's think "
                "time ended (milliseconds: the latencies are the server's; seconds: the generator was the "
-               "bottleneck). The generator, the gateway and PostgreSQL share the machine's cores.",
+               "bottleneck), and its CPU is shown beside the gateway's and PostgreSQL's: they share the "
+               "machine's cores. Each bench runs on a fresh gateway (production settings, `RATE_LIMITS=off`); "
+               "`api.check_invariants()` was empty after each (the runner stops otherwise).",
                ""]  # fmt: skip
-        if rep.purchase:
-            out += ["### crowd", "", f"Load model: {rep.purchase.model}.", "", *_crowd_table(rep.purchase),
-                    *_chart(rep.charts.get("crowd"), "crowd: p99 per route over time")]  # fmt: skip
-        if rep.overload is not None:
-            out += _overload_section(rep.overload, rep.charts.get("overload"))
-        elif rep.overload_missing:
-            out += ["### overload", "", "Not run: `bench/overload.py` is not in this tree.", ""]
-        if rep.room:
-            out += _room_section(rep.room, rep.charts.get("room"))
-        if rep.cost:
-            out += _cost_section(rep.cost)
-        if rep.soak:
-            out += _soak_section(rep.soak, rep.charts.get("soak"), rep.charts.get("soak-latency"))
-        return [*out, *self.crowd_targets(), "", CROWD_END]
+        for part in CROWD_PARTS:
+            if part in blocks:
+                verdicts = ["Targets:", "", *targets[part], ""] if targets.get(part) else []
+                out += [_part_begin(part), *blocks[part], *verdicts, _part_end(part)]
+        return [*out, CROWD_END]
 
-    def crowd_targets(self) -> list[str]:
-        """Issue 10's targets, judged on this run's numbers."""
+    def crowd_targets(self) -> dict[str, list[str]]:
+        """Issue 10's targets, judged on this run's numbers, per bench."""
         rep = self.crowd_report
-        out = ["### Targets (issue 10)", ""]
+        targets: dict[str, list[str]] = {}
         if rep.purchase:
             c = rep.purchase
             worst = max(c.routes, key=lambda r: r.p99_ms or 0.0)
-            out.append(f"- crowd, p99 < 500 ms on every route: worst {worst.route} {_ms(worst.p99_ms)} ms "
+            targets["crowd"] = [f"- p99 < 500 ms on every route: worst {worst.route} {_ms(worst.p99_ms)} ms "
                        f"{_verdict(all((r.p99_ms or 1e9) < 500 for r in c.routes))}; zero socket errors: "
                        f"{c.socket_error_count} {_verdict(c.socket_error_count == 0)} "
-                       f"(5xx: {c.total.server_errors})")  # fmt: skip
+                       f"(5xx: {c.total.server_errors})"]  # fmt: skip
         if rep.overload is not None:
             o, hot = rep.overload.overload, rep.overload.hot_1000_rps
             share = o.served_rps / hot if hot else 0.0
-            out.append(f"- overload, served p99 < 500 ms: {_ms(o.served_p99_ms)} ms "
+            targets["overload"] = [f"- served p99 < 500 ms: {_ms(o.served_p99_ms)} ms "
                        f"{_verdict((o.served_p99_ms or 1e9) < 500)}; shed p99 < 50 ms: {_ms(o.shed_p99_ms)} ms "
                        f"{_verdict(o.shed_p99_ms is None or o.shed_p99_ms < 50)}; goodput >= 80% of the hot reserve "
                        f"at 1000 connections: {o.served_rps:,.0f} / {hot:,.0f} req/s = {share:.0%} "
-                       f"{_verdict(share >= 0.8)}")  # fmt: skip
+                       f"{_verdict(share >= 0.8)}"]  # fmt: skip
         if rep.room:
             r = rep.room
             p99 = {s.route: s.p99_ms for s in r.routes}
             order_ok = (r.order_violations == 0 and r.early_admissions == 0 and r.position_mismatches == 0
                         and r.audit_rows == 0 and r.positions_ok)  # fmt: skip
-            out.append(f"- waiting room, join p99 < 200 ms: {_ms(p99.get(crowd.R_JOIN))} ms "
+            targets["room"] = [f"- join p99 < 200 ms: {_ms(p99.get(crowd.R_JOIN))} ms "
                        f"{_verdict((p99.get(crowd.R_JOIN) or 1e9) < 200)}; poll p99 < 100 ms: "
                        f"{_ms(p99.get(crowd.R_POLL))} ms {_verdict((p99.get(crowd.R_POLL) or 1e9) < 100)}; reserve "
                        f"p99 < 500 ms: {_ms(p99.get(crowd.R_ROOM_RESERVE))} ms "
-                       f"{_verdict((p99.get(crowd.R_ROOM_RESERVE) or 1e9) < 500)}")  # fmt: skip
-            out.append(f"- waiting room, admissions follow the recorded order exactly: {_verdict(order_ok)} "
+                       f"{_verdict((p99.get(crowd.R_ROOM_RESERVE) or 1e9) < 500)}",
+                               f"- admissions follow the recorded order exactly: {_verdict(order_ok)} "
                        f"({r.order_violations} answers out of order, {r.early_admissions} admitted early, "
                        f"{r.position_mismatches} positions differing from the database, "
                        f"{r.audit_rows} rows from api.waiting_room_audit); zero oversell: {r.seats_sold:,} sold of "
-                       f"{r.stock:,} {_verdict(0 <= r.seats_sold <= r.stock)}")  # fmt: skip
+                       f"{r.stock:,} {_verdict(0 <= r.seats_sold <= r.stock)}"]  # fmt: skip
         if rep.soak:
             s = rep.soak
             growth = max(s.rss_growth.values(), default=0.0)
             fives = s.crowd.total.server_errors
-            out.append(f"- soak ({s.seconds} s), RSS growth < 10%: worst worker {growth:+.1%} "
+            targets["soak"] = [f"- {s.seconds} s: RSS growth < 10%: worst worker {growth:+.1%} "
                        f"{_verdict(growth < 0.10)}; zero 5xx: {fives} {_verdict(fives == 0)}; invariant clean "
-                       f"at each of {s.invariant_checks} checks **met**")  # fmt: skip
-        out.append("- Zero oversell: `api.check_invariants()` was empty after every crowd bench (the runner "
-                   "stops otherwise).")  # fmt: skip
-        return out
+                       f"at each of {s.invariant_checks} checks **met**"]  # fmt: skip
+        return targets
 
     # ------------------------------------------------------------------ report
 
@@ -604,7 +613,9 @@ def _crowd_table(c: crowd.CrowdResult) -> list[str]:
     return [*_route_table([*c.routes, c.total], c.seconds), "",
             f"Offered (planned) about {c.offered_rps:,.0f} req/s, answered {c.achieved_rps:,.0f} req/s. Socket "
             f"errors (connect/read/timeout): {'/'.join(str(c.socket_errors.get(k, 0)) for k in SOCKET_ERRORS)}. "
-            f"Generator send lag: p50 {_ms(c.lag_p50_ms)}, p99 {_ms(c.lag_p99_ms)}, max {_ms(c.lag_max_ms)} ms.",
+            f"Generator send lag: p50 {_ms(c.lag_p50_ms)}, p99 {_ms(c.lag_p99_ms)}, max {_ms(c.lag_max_ms)} ms. "
+            "CPU over the run (mean cores of the machine's " + f"{os.cpu_count()}): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in c.cpu_cores.items()) + ".",
             ""]  # fmt: skip
 
 
@@ -634,7 +645,10 @@ def _room_section(r: crowd.RoomResult, chart: str | None) -> list[str]:
         return ", ".join(f"p{p} {x:,.1f} s" for p, x in picks if x is not None) + (f", max {v[-1]:,.1f} s" if v else "")
 
     return ["### waiting room", "", f"Load model: {r.model}.", "", *_route_table(r.routes, r.seconds), "",
-            f"Joined {r.joined:,}; told admitted {r.admitted_seen:,}; reserved {r.reserved:,} (201), sold out "
+            f"Joined {r.joined:,} ({r.joined_before_opening:,} before the opening; the successful joins were sent "
+            f"over {r.join_span_s:,.1f} s, {r.joined / max(r.join_span_s, 0.001):,.0f} joins/s, a fan retrying "
+            f"after each 503 `busy` as Retry-After says); told admitted {r.admitted_seen:,}; reserved "
+            f"{r.reserved:,} (201), sold out "
             f"{r.sold_out:,} (409){'; other answers ' + _statuses(r.other_reserve) if r.other_reserve else ''}; "
             f"{r.seats_sold:,} seats sold of {r.stock:,}. Socket errors (connect/read/timeout): "
             f"{'/'.join(str(r.socket_errors.get(k, 0)) for k in SOCKET_ERRORS)}. Generator send lag p99 "
@@ -686,12 +700,31 @@ def _soak_section(s: crowd.SoakResult, chart: str | None, latency_chart: str | N
     return out
 
 
+def _part_begin(part: str) -> str:
+    return f"<!-- crowd bench {part}: begin -->"
+
+
+def _part_end(part: str) -> str:
+    return f"<!-- crowd bench {part}: end -->"
+
+
 def splice_crowd(existing: str, section: str) -> str:
-    """RESULTS.md with its crowd section replaced (a `--only crowd` run keeps the other parts)."""
+    """RESULTS.md after a `--only crowd` run: each bench block of `section` replaces the same
+    block in `existing` (or joins the crowd part, in CROWD_PARTS order); everything else stays."""
     begin, end = existing.find(CROWD_BEGIN), existing.find(CROWD_END)
-    if begin >= 0 and end > begin:
-        return existing[:begin] + section + existing[end + len(CROWD_END) :]
-    return existing.rstrip("\n") + "\n\n" + section + "\n"
+    if begin < 0 or end < begin:
+        return existing.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+
+    def block(text: str, part: str) -> str | None:
+        a, b = text.find(_part_begin(part)), text.find(_part_end(part))
+        return text[a : b + len(_part_end(part))] if a >= 0 and b > a else None
+
+    old = existing[begin : end + len(CROWD_END)]
+    blocks = [block(section, p) or block(old, p) for p in CROWD_PARTS]
+    first = min((section.find(_part_begin(p)) for p in CROWD_PARTS if _part_begin(p) in section), default=-1)
+    intro = section[:first] if first >= 0 else section[: section.find(CROWD_END)]
+    merged = intro + "\n".join(b for b in blocks if b) + "\n" + CROWD_END
+    return existing[:begin] + merged + existing[end + len(CROWD_END) :]
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -744,16 +777,23 @@ def main() -> None:
     crowd_args.add_argument("--cost-seconds", type=int, default=10)
     crowd_args.add_argument("--soak-seconds", type=int, default=int(os.environ.get("BENCH_SOAK_SECONDS", 600)))
     crowd_args.add_argument("--soak-interval", type=float, default=60.0, help="RSS and invariant every N s")
-    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave bench/RESULTS.md and bench/plots/ alone"
+    )
+    parser.add_argument("--plots-dir", type=Path, help="where the charts go (default bench/plots; with --no-write "
+                        "a temporary folder)")  # fmt: skip
     args = parser.parse_args()
-    if args.only != "pgbench" and shutil.which("wrk") is None:
+    # wrk drives the HTTP part and the overload bench; the rest of the crowd part is Python.
+    needs_wrk = args.only in (None, "http") or (args.only == "crowd" and "overload" in args.crowd_parts)
+    if needs_wrk and shutil.which("wrk") is None:
         raise SystemExit(
             "the HTTP part of the bench needs wrk, which is not installed: `make bench` installs it "
             "(scripts/install-system-deps wrk), or run `apt-get install wrk`; "
-            "`python -m bench --only pgbench` runs without it."
+            "`python -m bench --only pgbench` runs without it, and so does `--only crowd` without the overload part."
         )
     started = time.time()
     bench = Bench(args)
+    plots.output = args.plots_dir or (bench.tmp / "plots" if args.no_write else plots.PLOTS)
     try:
         bench.setup_database()
         print("| scenario | load | rate | reservations/s | avg ms | p50 ms | p99 ms | p99.9 ms | max ms | errors |",

@@ -151,7 +151,7 @@ class CrowdResult:
     lag_p99_ms: float | None
     lag_max_ms: float | None
     procs: int
-    command: str = ""
+    cpu_cores: dict[str, float] = field(default_factory=dict)  # mean cores used over the run, per party
     timeline: list[tuple[float, dict[str, tuple[float | None, float | None, int]]]] = field(default_factory=list)
 
     @property
@@ -187,8 +187,27 @@ def timeline(stats: Stats, start: float, end: float, step: float = 5.0) -> list[
     return out
 
 
-def run_crowd(bench: Bench, url: str, users: int, seconds: int, think_max: float = 10.0, ramp: float = 10.0,
-              procs: int = 2) -> CrowdResult:  # fmt: skip
+class CpuMeter:
+    """Mean cores used by the gateway's workers and by PostgreSQL between start() and stop()."""
+
+    def __init__(self, bench: Bench, gateway_pid: int) -> None:
+        self.bench, self.gateway_pid = bench, gateway_pid
+
+    def start(self) -> CpuMeter:
+        self.t0 = time.monotonic()
+        self.workers = gateway_workers(self.gateway_pid)
+        self.g0, self.d0 = _cpu(self.workers), _cpu(postgres_pids(self.bench))
+        return self
+
+    def stop(self, generator_cpu_s: float, generator_seconds: float) -> dict[str, float]:
+        dt = time.monotonic() - self.t0
+        db = _cpu(postgres_pids(self.bench)) - self.d0
+        return {"gateway": (_cpu(self.workers) - self.g0) / dt, "postgres": db / dt,
+                "generator": generator_cpu_s / generator_seconds}  # fmt: skip
+
+
+def run_crowd(bench: Bench, url: str, gateway_pid: int, users: int, seconds: int, think_max: float = 10.0,
+              ramp: float = 10.0, procs: int = 2) -> CrowdResult:  # fmt: skip
     """10,000 users through the purchase flow; the first `ramp` + think seconds (arrivals) are
     measured too: a crowd arrives in a burst."""
     ensure_users(bench, users)
@@ -196,14 +215,21 @@ def run_crowd(bench: Bench, url: str, users: int, seconds: int, think_max: float
     host, port = host_port(url)
     start = time.time() + 1.0
     end = start + seconds
+    launched = time.time()
     run = FlowRun(host, port, crowd_flow, tokens, crowd_params(think_max, ramp), end, procs).start()
+    meter = CpuMeter(bench, gateway_pid).start()
     stats = run.wait()
+    cores = meter.stop(stats.cpu_s, time.time() - launched)
     bench.check_invariants(f"crowd ({users} users)")
     model = (f"closed loop per user: {users:,} users, one keep-alive connection each, arriving over {ramp:.0f} s, "
              f"think uniform 0-{think_max:.0f} s (mean {think_max / 2:.1f} s) before every click, {seconds} s, "
              f"Python generator in {procs} processes")  # fmt: skip
     offered = users / (think_max / 2)
-    return summarize("crowd", model, users, stats, start, end, offered, procs, [R_LIST, R_EVENT, R_RESERVE, R_COMPLETE])
+    result = summarize(
+        "crowd", model, users, stats, start, end, offered, procs, [R_LIST, R_EVENT, R_RESERVE, R_COMPLETE]
+    )
+    result.cpu_cores = cores
+    return result
 
 
 # ---------------------------------------------------------------------- the waiting room
@@ -275,6 +301,8 @@ class RoomResult:
     admission_times: list[float]  # seconds from the opening to the first "admitted" answer, by position
     wait_seconds: list[float]  # seconds from joining to the first "admitted" answer
     seconds: float
+    join_span_s: float = 0.0  # from the first to the last successful join (sent times)
+    joined_before_opening: int = 0
     timeline: list[tuple[float, dict[str, Any]]] = field(default_factory=list)
 
 
@@ -318,6 +346,27 @@ def run_waiting_room(bench: Bench, url: str, users: int, admit_seconds: int = 10
     return check_room(bench, stats, users, rate, stock, model, start, end)
 
 
+def order_violations(answers: list[tuple[Any, ...]]) -> int:
+    """Answers that contradict one serving position that never decreases. An answer is
+    ("answer", user, sent, received, status, position, ahead): "admitted" says serving >= position;
+    "waiting" says serving = position - ahead - 1 exactly. No answer sent after another was
+    received may show a lower serving position than that one implied: if fan A was told admitted
+    and a later poll says the serving position is below A's, A was admitted out of order."""
+    exact = sorted((a[2], a[5] - a[6] - 1) for a in answers if a[4] == "waiting" and a[5] is not None)
+    suffix_min = [2**31] * (len(exact) + 1)
+    for i in range(len(exact) - 1, -1, -1):
+        suffix_min[i] = min(exact[i][1], suffix_min[i + 1])
+    sent_times = [e[0] for e in exact]
+    violations = 0
+    for a in answers:
+        if a[5] is None:
+            continue
+        bound = a[5] if a[4] == "admitted" else a[5] - a[6] - 1
+        if suffix_min[bisect.bisect_left(sent_times, a[3])] < bound:
+            violations += 1
+    return violations
+
+
 def check_room(bench: Bench, stats: Stats, users: int, rate: int, stock: int, model: str, start: float,
                end: float) -> RoomResult:  # fmt: skip
     with psycopg.connect(bench.url()) as conn:
@@ -339,22 +388,7 @@ def check_room(bench: Bench, stats: Stats, users: int, rate: int, stock: int, mo
             position.setdefault(a[1], a[5])
             if position[a[1]] != a[5] or recorded.get(user_id(a[1])) != a[5]:
                 mismatches += 1
-    # One serving position, never decreasing: every answer says serving >= L (admitted: L =
-    # position; waiting: serving = position - ahead - 1 exactly). No answer sent after another was
-    # received may show a lower serving position than that one implied.
-    exact = sorted((a[2], a[5] - a[6] - 1) for a in answers if a[4] == "waiting" and a[5] is not None)
-    suffix_min = [0] * (len(exact) + 1)
-    suffix_min[len(exact)] = 2**31
-    for i in range(len(exact) - 1, -1, -1):
-        suffix_min[i] = min(exact[i][1], suffix_min[i + 1])
-    sent_times = [e[0] for e in exact]
-    violations = 0
-    for a in answers:
-        if a[5] is None:
-            continue
-        bound = a[5] if a[4] == "admitted" else a[5] - a[6] - 1
-        if suffix_min[bisect.bisect_left(sent_times, a[3])] < bound:
-            violations += 1
+    violations = order_violations(answers)
     first_admitted: dict[int, float] = {}
     for a in sorted(answers, key=lambda x: x[3]):
         if a[4] == "admitted":
@@ -375,6 +409,10 @@ def check_room(bench: Bench, stats: Stats, users: int, rate: int, stock: int, mo
         int(sold[0]) if sold else -1, opened_at, [t for _, t in by_position], waits, end - start,
         timeline=timeline(stats, start, end),
     )  # fmt: skip
+    join_times = sorted(j[2] for j in joins.values())
+    if join_times:
+        result.join_span_s = join_times[-1] - join_times[0]
+        result.joined_before_opening = sum(1 for t in join_times if t < opened_at)
     return result
 
 
@@ -438,7 +476,9 @@ def run_soak(bench: Bench, url: str, gateway_pid: int, seconds: int, procs: int 
     host, port = host_port(url)
     start = time.time() + 1.0
     end = start + seconds
+    launched = time.time()
     run = FlowRun(host, port, crowd_flow, tokens, crowd_params(think_max, 10.0), end, procs).start()
+    meter = CpuMeter(bench, gateway_pid).start()
     samples: list[tuple[float, dict[int, int], int]] = []
     checks = 0
     next_at = time.time()
@@ -450,6 +490,7 @@ def run_soak(bench: Bench, url: str, gateway_pid: int, seconds: int, procs: int 
             next_at += interval
         time.sleep(min(1.0, max(0.05, next_at - time.time())))
     stats = run.wait()
+    cores = meter.stop(stats.cpu_s, time.time() - launched)
     samples.append((time.time() - start, {w: rss_kib(w) for w in gateway_workers(gateway_pid)}, -1))
     bench.check_invariants("soak (end)")
     checks += 1
@@ -461,6 +502,7 @@ def run_soak(bench: Bench, url: str, gateway_pid: int, seconds: int, procs: int 
              f"{seconds} s")  # fmt: skip
     crowd = summarize("soak", model, users, stats, start, end, users / (think_max / 2), procs,
                       [R_LIST, R_EVENT, R_RESERVE, R_COMPLETE])  # fmt: skip
+    crowd.cpu_cores = cores
     # Growth from the first sample taken after a minute of load (the workers' warm-up) to the last.
     base = next((s for s in samples if s[0] >= min(interval, seconds / 2) - 1), samples[0])
     growth = {pid: samples[-1][1].get(pid, 0) / kib - 1 for pid, kib in base[1].items() if kib}

@@ -23,6 +23,7 @@ import asyncio
 import multiprocessing
 import os
 import random
+import resource
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -102,6 +103,7 @@ class Stats:
     socket_errors: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOCKET_ERRORS, 0))
     notes: list[Any] = field(default_factory=list)  # whatever a flow records (e.g. waiting-room answers)
     users_done: int = 0
+    cpu_s: float = 0.0  # the generator's own CPU (utime + stime of its processes)
 
     def route_id(self, name: str) -> int:
         try:
@@ -121,6 +123,7 @@ class Stats:
             self.socket_errors[k] = self.socket_errors.get(k, 0) + v
         self.notes.extend(other.notes)
         self.users_done += other.users_done
+        self.cpu_s += other.cpu_s
 
     # ------------------------------------------------------------------ summaries
 
@@ -284,6 +287,8 @@ def _child(conn: Any, host: str, port: int, flow: Flow, tokens: list[tuple[int, 
         stats = uvloop.run(coro)
     except ImportError:
         stats = asyncio.run(coro)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    stats.cpu_s = usage.ru_utime + usage.ru_stime
     conn.send(stats)
     conn.close()
 

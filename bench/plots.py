@@ -17,12 +17,14 @@ if TYPE_CHECKING:
     from bench.crowd import CrowdResult, RoomResult, SoakResult
 
 PLOTS = Path(__file__).resolve().parent / "plots"
+output = PLOTS  # where charts go (python -m bench --no-write: a temporary folder)
 
 
 def _save(fig: Any, name: str) -> str:
-    PLOTS.mkdir(exist_ok=True)
+    """Writes the chart; returns its path relative to bench/RESULTS.md."""
+    output.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    fig.savefig(PLOTS / name, dpi=90)
+    fig.savefig(output / name, dpi=90)
     plt.close(fig)
     return f"plots/{name}"
 
