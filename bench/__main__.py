@@ -52,7 +52,7 @@ CAPPED = "50000000-0000-4000-8000-000000000001"  # max_per_user 4, its event max
 CAPPED_ROW = "reserve capped (4 per buyer: then 409 limit_exceeded)"
 USERS = 2000
 CROWD_BEGIN, CROWD_END = "<!-- crowd part: begin -->", "<!-- crowd part: end -->"
-CROWD_PARTS = ("crowd", "overload", "room", "cost", "soak")
+CROWD_PARTS = ("crowd", "sweep", "overload", "room", "cost", "soak")
 LIMITS_ON_ROW = "reserve hot (coalesced, RATE_LIMITS=on)"
 # Rules raised for the limits-on rows: 10,000,000 a minute is one every 6 us (intervals are
 # microseconds: a limit above 60,000,000 a minute would round the emission interval to 0).
@@ -80,6 +80,7 @@ class CrowdReport:
     """What the crowd part measured (None: that bench did not run) and the charts drawn."""
 
     purchase: crowd.CrowdResult | None = None  # the `crowd` bench
+    sweep: list[crowd.CrowdResult] = field(default_factory=list)  # the same at other sizes
     overload: Any | None = None  # bench.overload.OverloadResult
     overload_missing: bool = False  # bench/overload.py is not in this tree
     room: crowd.RoomResult | None = None
@@ -288,6 +289,12 @@ class Bench:
                     )
                     rep.charts["crowd"] = plots.crowd_timeline(rep.purchase, "crowd.png")
                     print(_crowd_line(rep.purchase), flush=True)
+                elif part == "sweep":
+                    rep.sweep = crowd.run_sweep(self, url, gateway.pid, a.sweep_users, a.sweep_seconds,
+                                                procs=a.crowd_procs)  # fmt: skip
+                    rep.charts["sweep"] = plots.crowd_knee([*rep.sweep, *([rep.purchase] if rep.purchase else [])])
+                    for point in rep.sweep:
+                        print(_crowd_line(point), flush=True)
                 elif part == "overload":
                     rep.overload = crowd.run_overload(self, url, a.overload_seconds)
                     rep.overload_missing = rep.overload is None
@@ -321,6 +328,9 @@ class Bench:
         if rep.purchase:
             blocks["crowd"] = ["### crowd", "", f"Load model: {rep.purchase.model}.", "", *_crowd_table(rep.purchase),
                                *_chart(rep.charts.get("crowd"), "crowd: p99 per route over time")]  # fmt: skip
+        if rep.sweep:
+            blocks["sweep"] = _sweep_section([*rep.sweep, *([rep.purchase] if rep.purchase else [])],
+                                             rep.charts.get("sweep"))  # fmt: skip
         if rep.overload is not None:
             blocks["overload"] = _overload_section(rep.overload, rep.charts.get("overload"))
         elif rep.overload_missing:
@@ -619,6 +629,23 @@ def _crowd_table(c: crowd.CrowdResult) -> list[str]:
             ""]  # fmt: skip
 
 
+def _sweep_section(points: list[crowd.CrowdResult], chart: str | None) -> list[str]:
+    points = sorted(points, key=lambda c: c.users)
+    out = ["### crowd sweep: latency against load", "",
+           f"Load model: {points[0].model.split(':')[0]}: the purchase flow of `crowd`, think uniform 0-10 s "
+           f"(mean 5 s), at {', '.join(f'{c.users:,}' for c in points)} users; the offered load is users / 5 s. "
+           "Served = every answer but 503 `busy`.", "",
+           "| users | seconds | offered req/s | served req/s | shed (503) req/s | served p50 ms | served p99 ms "
+           "| shed p99 ms | max ms | socket errors | gateway / PostgreSQL / generator cores |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for c in points:
+        cores = " / ".join(f"{c.cpu_cores.get(k, 0):.2f}" for k in ("gateway", "postgres", "generator"))
+        out.append(f"| {c.users:,} | {c.seconds:.0f} | {c.offered_rps:,.0f} | {c.served[0] / c.seconds:,.0f} "
+                   f"| {c.shed[0] / c.seconds:,.0f} | {_ms(c.served[1])} | {_ms(c.served[2])} | {_ms(c.shed[2])} "
+                   f"| {_ms(c.total.max_ms)} | {c.socket_error_count} | {cores} |")  # fmt: skip
+    return [*out, "", *_chart(chart, "purchase flow: latency against offered load")]
+
+
 def _chart(path: str | None, title: str) -> list[str]:
     return [f"![{title}]({path})", ""] if path else []
 
@@ -766,6 +793,13 @@ def main() -> None:
     crowd_args.add_argument("--crowd-users", type=int, default=10_000)
     crowd_args.add_argument("--crowd-seconds", type=int, default=60)
     crowd_args.add_argument("--crowd-procs", type=int, default=2, help="load generator processes")
+    crowd_args.add_argument(
+        "--sweep-users",
+        type=_ints,
+        default=[2500, 5000, 7500],
+        help="crowd sizes of the sweep (the crowd bench adds its own point)",
+    )
+    crowd_args.add_argument("--sweep-seconds", type=int, default=25)
     crowd_args.add_argument("--overload-seconds", type=int, default=20, help="per run of bench/overload.py")
     crowd_args.add_argument("--room-users", type=int, default=10_000)
     crowd_args.add_argument(

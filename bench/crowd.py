@@ -152,6 +152,8 @@ class CrowdResult:
     lag_max_ms: float | None
     procs: int
     cpu_cores: dict[str, float] = field(default_factory=dict)  # mean cores used over the run, per party
+    served: tuple[int, float | None, float | None] = (0, None, None)  # answers other than 503: n, p50, p99
+    shed: tuple[int, float | None, float | None] = (0, None, None)  # 503 busy: n, p50, p99
     timeline: list[tuple[float, dict[str, tuple[float | None, float | None, int]]]] = field(default_factory=list)
 
     @property
@@ -163,10 +165,14 @@ def summarize(name: str, model: str, users: int, stats: Stats, start: float, end
               procs: int, routes: list[str]) -> CrowdResult:  # fmt: skip
     lags = sorted(stats.lag_ms)
     total = stats.summary(None, start, end)
+    window = [i for i in range(len(stats.sent)) if start <= stats.sent[i] < end and stats.status[i]]
+    served = sorted(stats.latency_ms[i] for i in window if stats.status[i] != 503)
+    shed = sorted(stats.latency_ms[i] for i in window if stats.status[i] == 503)
     return CrowdResult(
         name, model, users, end - start, offered, total.requests / (end - start),
         [stats.summary(r, start, end) for r in routes if r in stats.routes], total, dict(stats.socket_errors),
         pct(lags, 50), pct(lags, 99), lags[-1] if lags else None, procs, timeline=timeline(stats, start, end),
+        served=(len(served), pct(served, 50), pct(served, 99)), shed=(len(shed), pct(shed, 50), pct(shed, 99)),
     )  # fmt: skip
 
 
@@ -207,13 +213,13 @@ class CpuMeter:
 
 
 def run_crowd(bench: Bench, url: str, gateway_pid: int, users: int, seconds: int, think_max: float = 10.0,
-              ramp: float = 10.0, procs: int = 2) -> CrowdResult:  # fmt: skip
-    """10,000 users through the purchase flow; the first `ramp` + think seconds (arrivals) are
-    measured too: a crowd arrives in a burst."""
+              ramp: float = 10.0, procs: int = 2, warmup: float = 0.0) -> CrowdResult:  # fmt: skip
+    """10,000 users through the purchase flow. By default the arrivals (`ramp` seconds) are
+    measured too: a crowd arrives in a burst. `warmup`: seconds run but not counted."""
     ensure_users(bench, users)
     tokens = make_tokens(bench.secret, 1, users)
     host, port = host_port(url)
-    start = time.time() + 1.0
+    start = time.time() + 1.0 + warmup
     end = start + seconds
     launched = time.time()
     run = FlowRun(host, port, crowd_flow, tokens, crowd_params(think_max, ramp), end, procs).start()
@@ -222,7 +228,8 @@ def run_crowd(bench: Bench, url: str, gateway_pid: int, users: int, seconds: int
     cores = meter.stop(stats.cpu_s, time.time() - launched)
     bench.check_invariants(f"crowd ({users} users)")
     model = (f"closed loop per user: {users:,} users, one keep-alive connection each, arriving over {ramp:.0f} s, "
-             f"think uniform 0-{think_max:.0f} s (mean {think_max / 2:.1f} s) before every click, {seconds} s, "
+             f"think uniform 0-{think_max:.0f} s (mean {think_max / 2:.1f} s) before every click, {seconds} s "
+             f"{'counted after ' + format(warmup, '.0f') + ' s of warm-up' if warmup else 'from the first arrival'}, "
              f"Python generator in {procs} processes")  # fmt: skip
     offered = users / (think_max / 2)
     result = summarize(
@@ -230,6 +237,12 @@ def run_crowd(bench: Bench, url: str, gateway_pid: int, users: int, seconds: int
     )
     result.cpu_cores = cores
     return result
+
+
+def run_sweep(bench: Bench, url: str, gateway_pid: int, users: list[int], seconds: int, procs: int = 2,
+              think_max: float = 10.0) -> list[CrowdResult]:  # fmt: skip
+    """The crowd at several sizes (the same flow and think time): latency against offered load."""
+    return [run_crowd(bench, url, gateway_pid, n, seconds, think_max, procs=procs, warmup=10.0) for n in users]
 
 
 # ---------------------------------------------------------------------- the waiting room

@@ -59,6 +59,37 @@ def overload_knee(result: Any) -> str | None:
     return _save(fig, "overload-knee.png")
 
 
+def crowd_knee(points: list[CrowdResult]) -> str | None:
+    """The crowd's purchase flow at several sizes: answered p50/p99 (503 apart) and the rates
+    against the offered load; where p99 leaves the floor and 503s appear is the knee."""
+    points = sorted(points, key=lambda c: c.offered_rps)
+    if len(points) < 2:
+        return None
+    x = [c.offered_rps for c in points]
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for idx, label, style in ((1, "served p50", "o-"), (2, "served p99", "s-")):
+        ys = [c.served[idx] for c in points]
+        ax.plot([a for a, y in zip(x, ys, strict=True) if y is not None], [y for y in ys if y is not None], style,
+                label=label)  # fmt: skip
+    ys = [c.shed[2] for c in points]
+    if any(y is not None for y in ys):
+        ax.plot([a for a, y in zip(x, ys, strict=True) if y is not None], [y for y in ys if y is not None], "^--",
+                label="shed (503) p99")  # fmt: skip
+    ax.axhline(500, color="red", lw=0.8, ls=":", label="500 ms target")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load, requests/s (users / mean think 5 s)")
+    ax.set_ylabel("latency, ms (log)")
+    rates = ax.twinx()
+    rates.plot(x, [c.served[0] / c.seconds for c in points], "g-", alpha=0.4, lw=3, label="served req/s")
+    rates.plot(x, [c.shed[0] / c.seconds for c in points], "m-", alpha=0.4, lw=3, label="shed req/s")
+    rates.set_ylabel("requests/s")
+    lines, more = ax.get_legend_handles_labels(), rates.get_legend_handles_labels()
+    ax.legend(lines[0] + more[0], lines[1] + more[1], fontsize=8, loc="upper left")
+    ax.set_title("Purchase flow against offered load (closed loop per user, think 0-10 s, users varied)",
+                 fontsize=10)  # fmt: skip
+    return _save(fig, "crowd-knee.png")
+
+
 def crowd_timeline(crowd: CrowdResult, name: str) -> str | None:
     """p50 and p99 per route in 5-second bins over the run, and the request rate."""
     if not crowd.timeline:
