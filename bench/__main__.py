@@ -4,7 +4,7 @@ bench/RESULTS.md. After every run api.check_invariants() must be empty, or the b
 
   python -m bench [--seconds 10] [--http-seconds 10] [--clients 1,8,32,128]
                   [--connections 64,256,1000] [--huge 10000] [--only pgbench|http|crowd] [--no-write]
-                  [--crowd-parts crowd,overload,room,cost,soak] [--crowd-users 10000] [--soak-seconds 600] ...
+                  [--crowd-parts crowd,sweep,overload,room,cost,soak] [--crowd-users 10000] [--soak-seconds 600] ...
 
 The crowd part (issue 10: users who think between clicks, the overload sweep, the waiting room,
 the soak, cost per request) is in bench/crowd.py, its charts in bench/plots.py. `--only crowd`
