@@ -210,6 +210,7 @@ class User:
             finally:
                 timer.cancel()
             if b"\r\nconnection: close" in head.lower():
+                conn.closed = True  # now: the next request must not write to it before connection_lost
                 conn.transport.close()
         except SocketError as e:
             stats.socket_errors[e.kind] += 1
