@@ -351,10 +351,13 @@ class Bench:
                "machine's cores. Each bench runs on a fresh gateway (production settings, `RATE_LIMITS=off`); "
                "`api.check_invariants()` was empty after each (the runner stops otherwise).",
                ""]  # fmt: skip
+        # A `--only crowd` run replaces only its own blocks: each says when and how it was made.
+        run = f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `python -m bench {' '.join(sys.argv[1:])}`."
         for part in CROWD_PARTS:
             if part in blocks:
                 verdicts = ["Targets:", "", *targets[part], ""] if targets.get(part) else []
-                out += [_part_begin(part), *blocks[part], *verdicts, _part_end(part)]
+                title, rest = blocks[part][0], blocks[part][1:]
+                out += [_part_begin(part), title, "", run, *rest, *verdicts, _part_end(part)]
         return [*out, CROWD_END]
 
     def crowd_targets(self) -> dict[str, list[str]]:
