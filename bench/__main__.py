@@ -654,15 +654,24 @@ def _chart(path: str | None, title: str) -> list[str]:
 
 
 def _overload_section(o: Any, chart: str | None) -> list[str]:
+    """bench/overload.py's OverloadResult: the hot run at 1000 connections (when it sends the whole
+    point), the sweep of think times, and the overload point (once, if it is also in the sweep)."""
     out = ["### overload (`bench/overload.py`)", "", f"Load model: {o.model}.", "",
            "| load | users | offered req/s | served req/s | shed req/s | served p50 ms | served p99 ms "
-           "| shed p50 ms | shed p99 ms | all p99 ms | socket errors |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]  # fmt: skip
-    for p in [o.overload, *o.sweep]:
+           "| shed p50 ms | shed p99 ms | all p99 ms | socket errors | CPU cores: gateway / generator / PostgreSQL |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    hot = getattr(o, "hot_1000", None)
+    points = [*([hot] if hot is not None else []), *o.sweep]
+    if all(p is not o.overload for p in o.sweep):
+        points.append(o.overload)
+    for p in points:
         offered = "-" if p.offered_rps is None else f"{p.offered_rps:,.0f}"
-        out.append(f"| {p.label} | {p.users:,} | {offered} | {p.served_rps:,.0f} | {p.shed_rps:,.0f} "
+        cpu = [getattr(p, k, None) for k in ("cpu_gateway", "cpu_wrk", "cpu_postgres")]
+        cores = " / ".join("-" if c is None else f"{c:.2f}" for c in cpu)
+        label = f"**{p.label}** (the overload point)" if p is o.overload else p.label
+        out.append(f"| {label} | {p.users:,} | {offered} | {p.served_rps:,.0f} | {p.shed_rps:,.0f} "
                    f"| {_ms(p.served_p50_ms)} | {_ms(p.served_p99_ms)} | {_ms(p.shed_p50_ms)} | {_ms(p.shed_p99_ms)} "
-                   f"| {_ms(p.all_p99_ms)} | {p.socket_errors:,} |")  # fmt: skip
+                   f"| {_ms(p.all_p99_ms)} | {p.socket_errors:,} | {cores} |")  # fmt: skip
     out += ["", f"The hot reserve at 1000 connections (closed loop, no think time) in the same run: "
             f"{o.hot_1000_rps:,.0f} req/s.", "", *_chart(chart, "latency and rates against offered load")]  # fmt: skip
     return out

@@ -97,7 +97,8 @@ def test_overload_result_renders_and_plots(tmp_path: Path) -> None:
              point("think 1 s", 9000, 3100, 5900, 450)]  # fmt: skip
     result = SimpleNamespace(hot_1000_rps=3500.0, overload=sweep[-1], sweep=sweep, model="closed loop per user")
     text = "\n".join(_overload_section(result, "plots/overload-knee.png"))
-    assert "| think 1 s | 10,000 | 9,000 | 3,100 | 5,900 |" in text and "3,500 req/s" in text
+    assert "| **think 1 s** (the overload point) | 10,000 | 9,000 | 3,100 | 5,900 |" in text and "3,500 req/s" in text
+    assert text.count("think 1 s") == 1  # the overload point is also in the sweep: shown once
     plots.output = tmp_path
     try:
         assert plots.overload_knee(result) == "plots/overload-knee.png"
