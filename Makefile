@@ -20,7 +20,7 @@ test: deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway dbctl
+	$(VENV)/bin/mypy gateway dbctl bench
 
 fmt: venv
 	$(VENV)/bin/ruff format .

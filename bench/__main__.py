@@ -3,7 +3,12 @@ real gateway, all on 127.0.0.1 and bounded in time. Prints one table per part an
 bench/RESULTS.md. After every run api.check_invariants() must be empty, or the bench fails.
 
   python -m bench [--seconds 10] [--http-seconds 10] [--clients 1,8,32,128]
-                  [--connections 64,256,1000] [--huge 10000] [--only pgbench|http] [--no-write]
+                  [--connections 64,256,1000] [--huge 10000] [--only pgbench|http|crowd] [--no-write]
+                  [--crowd-parts crowd,sweep,overload,room,cost,soak] [--crowd-users 10000] [--soak-seconds 600] ...
+
+The crowd part (issue 10: users who think between clicks, the overload sweep, the waiting room,
+the soak, cost per request) is in bench/crowd.py, its charts in bench/plots.py. `--only crowd`
+rewrites only the crowd section of bench/RESULTS.md and keeps the rest.
 """
 
 from __future__ import annotations
@@ -24,13 +29,15 @@ import sys
 import tempfile
 import time
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jwt
 import psycopg
 
+from bench import crowd, plots
+from bench.flowgen import SOCKET_ERRORS, RouteSummary, pct
 from dbctl.__main__ import uvicorn_args
 from dbctl.cluster import Cluster, create_database, memory_bytes, pg_tool, tuned_settings
 from dbctl.migrate import migrate
@@ -44,6 +51,8 @@ HOT = "10000000-0000-4000-8000-000000000001"
 CAPPED = "50000000-0000-4000-8000-000000000001"  # max_per_user 4, its event max_tickets_per_user 8
 CAPPED_ROW = "reserve capped (4 per buyer: then 409 limit_exceeded)"
 USERS = 2000
+CROWD_BEGIN, CROWD_END = "<!-- crowd part: begin -->", "<!-- crowd part: end -->"
+CROWD_PARTS = ("crowd", "sweep", "overload", "room", "cost", "soak")
 LIMITS_ON_ROW = "reserve hot (coalesced, RATE_LIMITS=on)"
 # Rules raised for the limits-on rows: 10,000,000 a minute is one every 6 us (intervals are
 # microseconds: a limit above 60,000,000 a minute would round the emission interval to 0).
@@ -66,7 +75,24 @@ class Row:
     errors: str
 
 
+@dataclass
+class CrowdReport:
+    """What the crowd part measured (None: that bench did not run) and the charts drawn."""
+
+    purchase: crowd.CrowdResult | None = None  # the `crowd` bench
+    sweep: list[crowd.CrowdResult] = field(default_factory=list)  # the same at other sizes
+    overload: Any | None = None  # bench.overload.OverloadResult
+    overload_missing: bool = False  # bench/overload.py is not in this tree
+    room: crowd.RoomResult | None = None
+    cost: crowd.CostResult | None = None
+    soak: crowd.SoakResult | None = None
+    charts: dict[str, str | None] = field(default_factory=dict)
+    ran: bool = False
+
+
 class Bench:
+    secret = SECRET  # signs the users' tokens (bench/crowd.py signs its own users' with it)
+
     def __init__(self, args: argparse.Namespace) -> None:
         self.args = args
         self.tmp = Path(tempfile.mkdtemp(prefix="booking-bench-"))
@@ -75,6 +101,7 @@ class Bench:
         # Durable settings, as in production (not the tests' fsync=off).
         self.cluster = Cluster(self.tmp / "pg" / "data", port, {**tuned_settings(port), "max_connections": "300"})
         self.rows: list[Row] = []
+        self.crowd_report = CrowdReport()
 
     # ------------------------------------------------------------------ database
 
@@ -244,6 +271,138 @@ class Bench:
         print(self.format_row(self.rows[-1]), flush=True)
         self.check_invariants(f"http {scenario} at {connections} connections")
 
+    # ------------------------------------------------------------------ the crowd (issue 10)
+
+    def crowd_part(self) -> None:
+        """Each bench on a fresh gateway (production settings, RATE_LIMITS off), bounded in time,
+        api.check_invariants() after each (the soak: each interval)."""
+        a, rep = self.args, self.crowd_report
+        rep.ran = True
+        _raise_file_limits()
+        self.tokens = self.tokens_file()  # bench.overload's wrk scripts read it
+        for part in a.crowd_parts:
+            gateway, url = self.start_gateway(coalesce=True)
+            try:
+                if part == "crowd":
+                    rep.purchase = crowd.run_crowd(
+                        self, url, gateway.pid, a.crowd_users, a.crowd_seconds, procs=a.crowd_procs
+                    )
+                    rep.charts["crowd"] = plots.crowd_timeline(rep.purchase, "crowd.png")
+                    print(_crowd_line(rep.purchase), flush=True)
+                elif part == "sweep":
+                    rep.sweep = crowd.run_sweep(self, url, gateway.pid, a.sweep_users, a.sweep_seconds,
+                                                procs=a.crowd_procs)  # fmt: skip
+                    rep.charts["sweep"] = plots.crowd_knee([*rep.sweep, *([rep.purchase] if rep.purchase else [])])
+                    for point in rep.sweep:
+                        print(_crowd_line(point), flush=True)
+                elif part == "overload":
+                    rep.overload = crowd.run_overload(self, url, a.overload_seconds)
+                    rep.overload_missing = rep.overload is None
+                    if rep.overload is not None:
+                        rep.charts["overload"] = plots.overload_knee(rep.overload)
+                        print(f"overload: {rep.overload.overload}", flush=True)
+                elif part == "room":
+                    rep.room = crowd.run_waiting_room(self, url, a.room_users, a.room_admit_seconds,
+                                                      procs=a.crowd_procs)  # fmt: skip
+                    rep.charts["room"] = plots.room_admissions(rep.room)
+                    print("waiting room:", *(_route_line(r) for r in rep.room.routes), sep="\n  ", flush=True)
+                elif part == "cost":
+                    rep.cost = crowd.run_cost(self, url, gateway.pid, a.cost_seconds)
+                    for row in rep.cost.rows:
+                        print(f"cost: {row.name}: {row.gateway_us:,.0f} us gateway, {row.db_us:,.0f} us database "
+                              f"per request ({row.requests:,} requests)", flush=True)  # fmt: skip
+                elif part == "soak":
+                    rep.soak = crowd.run_soak(self, url, gateway.pid, a.soak_seconds, procs=a.crowd_procs,
+                                              interval=a.soak_interval)  # fmt: skip
+                    rep.charts["soak"] = plots.soak_rss(rep.soak)
+                    rep.charts["soak-latency"] = plots.crowd_timeline(rep.soak.crowd, "soak-latency.png")
+                    print(_crowd_line(rep.soak.crowd), flush=True)
+            finally:
+                _stop(gateway)
+
+    def crowd_sections(self) -> list[str]:
+        """The crowd part of RESULTS.md: one block per bench, each with its load model, figures,
+        charts and targets, between markers so a `--only crowd` run replaces just its blocks."""
+        rep, targets = self.crowd_report, self.crowd_targets()
+        blocks: dict[str, list[str]] = {}
+        if rep.purchase:
+            blocks["crowd"] = ["### crowd", "", f"Load model: {rep.purchase.model}.", "", *_crowd_table(rep.purchase),
+                               *_chart(rep.charts.get("crowd"), "crowd: p99 per route over time")]  # fmt: skip
+        if rep.sweep:
+            blocks["sweep"] = _sweep_section([*rep.sweep, *([rep.purchase] if rep.purchase else [])],
+                                             rep.charts.get("sweep"))  # fmt: skip
+        if rep.overload is not None:
+            blocks["overload"] = _overload_section(rep.overload, rep.charts.get("overload"))
+        elif rep.overload_missing:
+            blocks["overload"] = ["### overload", "", "Not run: `bench/overload.py` is not in this tree.", ""]
+        if rep.room:
+            blocks["room"] = _room_section(rep.room, rep.charts.get("room"))
+        if rep.cost:
+            blocks["cost"] = _cost_section(rep.cost)
+        if rep.soak:
+            blocks["soak"] = _soak_section(rep.soak, rep.charts.get("soak"), rep.charts.get("soak-latency"))
+        out = [CROWD_BEGIN, "## The crowd (issue 10): users who think between clicks", "",
+               "Load generator: `bench/flowgen.py`, one keep-alive connection per simulated user with its own "
+               "token and state; a closed loop per user with think time (each user waits for an answer, "
+               "thinks, clicks again), so the offered rate is about users / (mean think + latency). Its own "
+               "overhead is reported as *send lag*: how late each request left after its user's think "
+               "time ended (milliseconds: the latencies are the server's; seconds: the generator was the "
+               "bottleneck), and its CPU is shown beside the gateway's and PostgreSQL's: they share the "
+               "machine's cores. Each bench runs on a fresh gateway (production settings, `RATE_LIMITS=off`); "
+               "`api.check_invariants()` was empty after each (the runner stops otherwise).",
+               ""]  # fmt: skip
+        # A `--only crowd` run replaces only its own blocks: each says when and how it was made.
+        run = f"Run: {dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC, `python -m bench {' '.join(sys.argv[1:])}`."
+        for part in CROWD_PARTS:
+            if part in blocks:
+                verdicts = ["Targets:", "", *targets[part], ""] if targets.get(part) else []
+                title, rest = blocks[part][0], blocks[part][1:]
+                out += [_part_begin(part), title, "", run, *rest, *verdicts, _part_end(part)]
+        return [*out, CROWD_END]
+
+    def crowd_targets(self) -> dict[str, list[str]]:
+        """Issue 10's targets, judged on this run's numbers, per bench."""
+        rep = self.crowd_report
+        targets: dict[str, list[str]] = {}
+        if rep.purchase:
+            c = rep.purchase
+            worst = max(c.routes, key=lambda r: r.p99_ms or 0.0)
+            targets["crowd"] = [f"- p99 < 500 ms on every route: worst {worst.route} {_ms(worst.p99_ms)} ms "
+                       f"{_verdict(all((r.p99_ms or 1e9) < 500 for r in c.routes))}; zero socket errors: "
+                       f"{c.socket_error_count} {_verdict(c.socket_error_count == 0)} "
+                       f"(5xx: {c.total.server_errors})"]  # fmt: skip
+        if rep.overload is not None:
+            o, hot = rep.overload.overload, rep.overload.hot_1000_rps
+            share = o.served_rps / hot if hot else 0.0
+            targets["overload"] = [f"- served p99 < 500 ms: {_ms(o.served_p99_ms)} ms "
+                       f"{_verdict((o.served_p99_ms or 1e9) < 500)}; shed p99 < 50 ms: {_ms(o.shed_p99_ms)} ms "
+                       f"{_verdict(o.shed_p99_ms is None or o.shed_p99_ms < 50)}; goodput >= 80% of the hot reserve "
+                       f"at 1000 connections: {o.served_rps:,.0f} / {hot:,.0f} req/s = {share:.0%} "
+                       f"{_verdict(share >= 0.8)}"]  # fmt: skip
+        if rep.room:
+            r = rep.room
+            p99 = {s.route: s.p99_ms for s in r.routes}
+            order_ok = (r.order_violations == 0 and r.early_admissions == 0 and r.position_mismatches == 0
+                        and r.audit_rows == 0 and r.positions_ok)  # fmt: skip
+            targets["room"] = [f"- join p99 < 200 ms: {_ms(p99.get(crowd.R_JOIN))} ms "
+                       f"{_verdict((p99.get(crowd.R_JOIN) or 1e9) < 200)}; poll p99 < 100 ms: "
+                       f"{_ms(p99.get(crowd.R_POLL))} ms {_verdict((p99.get(crowd.R_POLL) or 1e9) < 100)}; reserve "
+                       f"p99 < 500 ms: {_ms(p99.get(crowd.R_ROOM_RESERVE))} ms "
+                       f"{_verdict((p99.get(crowd.R_ROOM_RESERVE) or 1e9) < 500)}",
+                               f"- admissions follow the recorded order exactly: {_verdict(order_ok)} "
+                       f"({r.order_violations} answers out of order, {r.early_admissions} admitted early, "
+                       f"{r.position_mismatches} positions differing from the database, "
+                       f"{r.audit_rows} rows from api.waiting_room_audit); zero oversell: {r.seats_sold:,} sold of "
+                       f"{r.stock:,} {_verdict(0 <= r.seats_sold <= r.stock)}"]  # fmt: skip
+        if rep.soak:
+            s = rep.soak
+            growth = max(s.rss_growth.values(), default=0.0)
+            fives = s.crowd.total.server_errors
+            targets["soak"] = [f"- {s.seconds} s: RSS growth < 10%: worst worker {growth:+.1%} "
+                       f"{_verdict(growth < 0.10)}; zero 5xx: {fives} {_verdict(fives == 0)}; invariant clean "
+                       f"at each of {s.invariant_checks} checks **met**"]  # fmt: skip
+        return targets
+
     # ------------------------------------------------------------------ report
 
     @staticmethod
@@ -289,7 +448,10 @@ class Bench:
             rows = [r for r in self.rows if r.part == part]
             if rows:
                 lines += [title, "", *header, *(self.format_row(r) for r in rows), ""]
-        lines += self.summary()
+        if self.rows:
+            lines += self.summary()
+        if self.crowd_report.ran:
+            lines += self.crowd_sections()
         return "\n".join(lines) + "\n"
 
     def summary(self) -> list[str]:
@@ -430,12 +592,194 @@ def _raise_file_limits() -> None:
                 pass
 
 
+# ---------------------------------------------------------------------- crowd report helpers
+
+
+def _verdict(ok: bool) -> str:
+    return "**met**" if ok else "**not met**"
+
+
+def _statuses(statuses: dict[int, int]) -> str:
+    return ", ".join(f"{'socket error' if k == 0 else k}: {v:,}" for k, v in sorted(statuses.items()))
+
+
+def _route_line(r: RouteSummary) -> str:
+    return (f"{r.route}: {r.requests:,} requests, p50 {_ms(r.p50_ms)} p99 {_ms(r.p99_ms)} max {_ms(r.max_ms)} ms; "
+            f"{_statuses(r.statuses)}")  # fmt: skip
+
+
+def _crowd_line(c: crowd.CrowdResult) -> str:
+    return "\n  ".join([f"{c.name}: {c.achieved_rps:,.0f} req/s, socket errors {c.socket_errors}, send lag p99 "
+                        f"{_ms(c.lag_p99_ms)} ms", *(_route_line(r) for r in c.routes)])  # fmt: skip
+
+
+def _route_table(routes: list[RouteSummary], seconds: float) -> list[str]:
+    out = ["| route | requests | answers/s | p50 ms | p90 ms | p99 ms | max ms | statuses |",
+           "|---|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for r in routes:
+        out.append(f"| {r.route} | {r.requests:,} | {r.requests / seconds:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p90_ms)} "
+                   f"| {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {_statuses(r.statuses)} |")  # fmt: skip
+    return out
+
+
+def _crowd_table(c: crowd.CrowdResult) -> list[str]:
+    return [*_route_table([*c.routes, c.total], c.seconds), "",
+            f"Offered (planned) about {c.offered_rps:,.0f} req/s, answered {c.achieved_rps:,.0f} req/s. Socket "
+            f"errors (connect/read/timeout): {'/'.join(str(c.socket_errors.get(k, 0)) for k in SOCKET_ERRORS)}. "
+            f"Generator send lag: p50 {_ms(c.lag_p50_ms)}, p99 {_ms(c.lag_p99_ms)}, max {_ms(c.lag_max_ms)} ms. "
+            "CPU over the run (mean cores of the machine's " + f"{os.cpu_count()}): "
+            + ", ".join(f"{k} {v:.2f}" for k, v in c.cpu_cores.items()) + ".",
+            ""]  # fmt: skip
+
+
+def _sweep_section(points: list[crowd.CrowdResult], chart: str | None) -> list[str]:
+    points = sorted(points, key=lambda c: c.users)
+    out = ["### crowd sweep: latency against load", "",
+           f"Load model: {points[0].model.split(':')[0]}: the purchase flow of `crowd`, think uniform 0-10 s "
+           f"(mean 5 s), at {', '.join(f'{c.users:,}' for c in points)} users; the offered load is users / 5 s. "
+           "Served = every answer but 503 `busy`.", "",
+           "| users | seconds | offered req/s | served req/s | shed (503) req/s | served p50 ms | served p99 ms "
+           "| shed p99 ms | max ms | socket errors | gateway / PostgreSQL / generator cores |",
+           "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for c in points:
+        cores = " / ".join(f"{c.cpu_cores.get(k, 0):.2f}" for k in ("gateway", "postgres", "generator"))
+        out.append(f"| {c.users:,} | {c.seconds:.0f} | {c.offered_rps:,.0f} | {c.served[0] / c.seconds:,.0f} "
+                   f"| {c.shed[0] / c.seconds:,.0f} | {_ms(c.served[1])} | {_ms(c.served[2])} | {_ms(c.shed[2])} "
+                   f"| {_ms(c.total.max_ms)} | {c.socket_error_count} | {cores} |")  # fmt: skip
+    return [*out, "", *_chart(chart, "purchase flow: latency against offered load")]
+
+
+def _chart(path: str | None, title: str) -> list[str]:
+    return [f"![{title}]({path})", ""] if path else []
+
+
+def _overload_section(o: Any, chart: str | None) -> list[str]:
+    """bench/overload.py's OverloadResult: the hot run at 1000 connections (when it sends the whole
+    point), the sweep of think times, and the overload point (once, if it is also in the sweep)."""
+    out = ["### overload (`bench/overload.py`)", "", f"Load model: {o.model}.", "",
+           "| load | users | offered req/s | served req/s | shed req/s | served p50 ms | served p99 ms "
+           "| shed p50 ms | shed p99 ms | all p99 ms | socket errors | CPU cores: gateway / generator / PostgreSQL |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    hot = getattr(o, "hot_1000", None)
+    points = [*([hot] if hot is not None else []), *o.sweep]
+    if all(p is not o.overload for p in o.sweep):
+        points.append(o.overload)
+    for p in points:
+        offered = "-" if p.offered_rps is None else f"{p.offered_rps:,.0f}"
+        cpu = [getattr(p, k, None) for k in ("cpu_gateway", "cpu_wrk", "cpu_postgres")]
+        cores = " / ".join("-" if c is None else f"{c:.2f}" for c in cpu)
+        label = f"**{p.label}** (the overload point)" if p is o.overload else p.label
+        out.append(f"| {label} | {p.users:,} | {offered} | {p.served_rps:,.0f} | {p.shed_rps:,.0f} "
+                   f"| {_ms(p.served_p50_ms)} | {_ms(p.served_p99_ms)} | {_ms(p.shed_p50_ms)} | {_ms(p.shed_p99_ms)} "
+                   f"| {_ms(p.all_p99_ms)} | {p.socket_errors:,} | {cores} |")  # fmt: skip
+    out += ["", f"The hot reserve at 1000 connections (closed loop, no think time) in the same run: "
+            f"{o.hot_1000_rps:,.0f} req/s.", "", *_chart(chart, "latency and rates against offered load")]  # fmt: skip
+    return out
+
+
+def _room_section(r: crowd.RoomResult, chart: str | None) -> list[str]:
+    def dist(values: list[float]) -> str:
+        v = sorted(values)
+        picks = [(p, pct(v, p)) for p in (10, 50, 90, 99)]
+        return ", ".join(f"p{p} {x:,.1f} s" for p, x in picks if x is not None) + (f", max {v[-1]:,.1f} s" if v else "")
+
+    return ["### waiting room", "", f"Load model: {r.model}.", "", *_route_table(r.routes, r.seconds), "",
+            f"Joined {r.joined:,} ({r.joined_before_opening:,} before the opening; the successful joins were sent "
+            f"over {r.join_span_s:,.1f} s, {r.joined / max(r.join_span_s, 0.001):,.0f} joins/s, a fan retrying "
+            f"after each 503 `busy` as Retry-After says); told admitted {r.admitted_seen:,}; reserved "
+            f"{r.reserved:,} (201), sold out "
+            f"{r.sold_out:,} (409){'; other answers ' + _statuses(r.other_reserve) if r.other_reserve else ''}; "
+            f"{r.seats_sold:,} seats sold of {r.stock:,}. Socket errors (connect/read/timeout): "
+            f"{'/'.join(str(r.socket_errors.get(k, 0)) for k in SOCKET_ERRORS)}. Generator send lag p99 "
+            f"{_ms(r.lag_p99_ms)} ms, max {_ms(r.lag_max_ms)} ms.",
+            "",
+            "Order, checked from the answers: positions are exactly 1..joined "
+            f"({'yes' if r.positions_ok else 'NO'}) and equal the database's ({r.position_mismatches} differ); "
+            f"no answer shows the serving position lower than an earlier answer implied ({r.order_violations} do); "
+            f"nobody was told admitted before position x 60 / rate after the opening ({r.early_admissions} were); "
+            f"`api.waiting_room_audit` (the recorded shuffle recomputed): {r.audit_rows} rows.",
+            "",
+            f"Time to admission (joining to the first \"admitted\" answer): {dist(r.wait_seconds)}. Since the "
+            f"opening, by position: {dist(r.admission_times)} (the last admissions are due at "
+            f"{r.joined * 60 / r.rate_per_minute:,.0f} s; a fan learns it at the next poll, 2-5 s later).",
+            "", *_chart(chart, "waiting room: admissions over time, time to admission")]  # fmt: skip
+
+
+def _cost_section(c: crowd.CostResult) -> list[str]:
+    out = ["### Cost per request (from measured CPU)", "", f"Load model: {c.model}.", "",
+           "| request | requests | req/s | gateway CPU s | gateway us/request | PostgreSQL us/request | statuses |",
+           "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
+    for row in c.rows:
+        out.append(f"| {row.name} | {row.requests:,} | {row.requests / row.seconds:,.0f} | {row.gateway_cpu_s:.2f} "
+                   f"| {row.gateway_us:,.0f} | {row.db_us:,.0f} | {_statuses(row.statuses)} |")  # fmt: skip
+    poll = c.rows[0]
+    g, d = c.cores(poll)
+    rate = c.fans / c.poll_every_s
+    out += ["", f"On paper: {c.fans:,} queued fans polling every {c.poll_every_s:.0f} s are {rate:,.0f} polls/s; at "
+            f"{poll.gateway_us:,.0f} us each that is **{g:.1f} gateway cores** (plus {d:.1f} PostgreSQL cores while "
+            "every poll is a database call; a poll answered from the gateway's memory needs none). The reserves "
+            "behind them are bounded by the admission rate, not by the crowd.", ""]  # fmt: skip
+    return out
+
+
+def _soak_section(s: crowd.SoakResult, chart: str | None, latency_chart: str | None) -> list[str]:
+    pids = sorted({pid for _, rss, _ in s.samples for pid in rss})
+    out = ["### soak", "", f"Load model: {s.model}. Capacity probe: the same flow with no think time (closed "
+           f"loop, 400 users, 10 s): {s.capacity_rps:,.0f} req/s.", "",
+           "| minute | " + " | ".join(f"worker {n} RSS MiB" for n in range(1, len(pids) + 1)) + " | 5xx so far |",
+           "|---:|" + "---:|" * len(pids) + "---:|"]  # fmt: skip
+    for t, rss, fives in s.samples:
+        cells = " | ".join(f"{rss[p] / 1024:,.1f}" if p in rss else "-" for p in pids)
+        out.append(f"| {t / 60:.1f} | {cells} | {fives} |")
+    growth = ", ".join(f"{g:+.1%}" for _, g in sorted(s.rss_growth.items()))
+    out += ["", f"RSS growth per worker from the first minute to the end: {growth}. `api.check_invariants()` "
+            f"was empty at each of {s.invariant_checks} checks.", "", *_crowd_table(s.crowd),
+            *_chart(chart, "soak: RSS per worker"),
+            *_chart(latency_chart, "soak: p99 per route over time")]  # fmt: skip
+    return out
+
+
+def _part_begin(part: str) -> str:
+    return f"<!-- crowd bench {part}: begin -->"
+
+
+def _part_end(part: str) -> str:
+    return f"<!-- crowd bench {part}: end -->"
+
+
+def splice_crowd(existing: str, section: str) -> str:
+    """RESULTS.md after a `--only crowd` run: each bench block of `section` replaces the same
+    block in `existing` (or joins the crowd part, in CROWD_PARTS order); everything else stays."""
+    begin, end = existing.find(CROWD_BEGIN), existing.find(CROWD_END)
+    if begin < 0 or end < begin:
+        return existing.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+
+    def block(text: str, part: str) -> str | None:
+        a, b = text.find(_part_begin(part)), text.find(_part_end(part))
+        return text[a : b + len(_part_end(part))] if a >= 0 and b > a else None
+
+    old = existing[begin : end + len(CROWD_END)]
+    blocks = [block(section, p) or block(old, p) for p in CROWD_PARTS]
+    first = min((section.find(_part_begin(p)) for p in CROWD_PARTS if _part_begin(p) in section), default=-1)
+    intro = section[:first] if first >= 0 else section[: section.find(CROWD_END)]
+    merged = intro + "\n".join(b for b in blocks if b) + "\n" + CROWD_END
+    return existing[:begin] + merged + existing[end + len(CROWD_END) :]
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     proc.send_signal(signal.SIGTERM)
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
         proc.kill()
+
+
+def _parts(text: str) -> list[str]:
+    parts = [x.strip() for x in text.split(",") if x.strip()]
+    unknown = set(parts) - set(CROWD_PARTS)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown crowd part(s) {sorted(unknown)}; choose from {CROWD_PARTS}")
+    return [p for p in CROWD_PARTS if p in parts]
 
 
 def _ints(text: str) -> list[int]:
@@ -450,17 +794,52 @@ def main() -> None:
     parser.add_argument("--connections", type=_ints, default=[64, 256, 1000])
     parser.add_argument("--huge", type=_ints, default=[10000])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)))
-    parser.add_argument("--only", choices=["pgbench", "http"])
-    parser.add_argument("--no-write", action="store_true", help="print only; leave bench/RESULTS.md alone")
+    parser.add_argument("--only", choices=["pgbench", "http", "crowd"])
+    crowd_args = parser.add_argument_group("the crowd part (bench/crowd.py)")
+    crowd_args.add_argument(
+        "--crowd-parts",
+        type=_parts,
+        default=list(CROWD_PARTS),
+        help="a comma-separated subset of " + ",".join(CROWD_PARTS) + " (run in that order)",
+    )
+    crowd_args.add_argument("--crowd-users", type=int, default=10_000)
+    crowd_args.add_argument("--crowd-seconds", type=int, default=60)
+    crowd_args.add_argument("--crowd-procs", type=int, default=2, help="load generator processes")
+    crowd_args.add_argument(
+        "--sweep-users",
+        type=_ints,
+        default=[2500, 5000, 7500],
+        help="crowd sizes of the sweep (the crowd bench adds its own point)",
+    )
+    crowd_args.add_argument("--sweep-seconds", type=int, default=25)
+    crowd_args.add_argument("--overload-seconds", type=int, default=20, help="per run of bench/overload.py")
+    crowd_args.add_argument("--room-users", type=int, default=10_000)
+    crowd_args.add_argument(
+        "--room-admit-seconds",
+        type=int,
+        default=100,
+        help="the admission rate lets everyone in within this many seconds",
+    )
+    crowd_args.add_argument("--cost-seconds", type=int, default=10)
+    crowd_args.add_argument("--soak-seconds", type=int, default=int(os.environ.get("BENCH_SOAK_SECONDS", 600)))
+    crowd_args.add_argument("--soak-interval", type=float, default=60.0, help="RSS and invariant every N s")
+    parser.add_argument(
+        "--no-write", action="store_true", help="print only; leave bench/RESULTS.md and bench/plots/ alone"
+    )
+    parser.add_argument("--plots-dir", type=Path, help="where the charts go (default bench/plots; with --no-write "
+                        "a temporary folder)")  # fmt: skip
     args = parser.parse_args()
-    if args.only != "pgbench" and shutil.which("wrk") is None:
+    # wrk drives the HTTP part and the overload bench; the rest of the crowd part is Python.
+    needs_wrk = args.only in (None, "http") or (args.only == "crowd" and "overload" in args.crowd_parts)
+    if needs_wrk and shutil.which("wrk") is None:
         raise SystemExit(
             "the HTTP part of the bench needs wrk, which is not installed: `make bench` installs it "
             "(scripts/install-system-deps wrk), or run `apt-get install wrk`; "
-            "`python -m bench --only pgbench` runs without it."
+            "`python -m bench --only pgbench` runs without it, and so does `--only crowd` without the overload part."
         )
     started = time.time()
     bench = Bench(args)
+    plots.output = args.plots_dir or (bench.tmp / "plots" if args.no_write else plots.PLOTS)
     try:
         bench.setup_database()
         print("| scenario | load | rate | reservations/s | avg ms | p50 ms | p99 ms | p99.9 ms | max ms | errors |",
@@ -469,10 +848,17 @@ def main() -> None:
             bench.pgbench()
         if args.only in (None, "http"):
             bench.http()
+        if args.only in (None, "crowd"):
+            bench.crowd_part()
         report = bench.report(started)
         print(report)
         if not args.no_write:
-            (HERE / "RESULTS.md").write_text(report)
+            results = HERE / "RESULTS.md"
+            if args.only == "crowd" and results.exists():
+                section = "\n".join(bench.crowd_sections()) + "\n"
+                results.write_text(splice_crowd(results.read_text(), section))
+            else:
+                results.write_text(report)
             print(f"wrote {HERE / 'RESULTS.md'} ({bench.reservations():,} reservations made)")
     finally:
         bench.cleanup()
