@@ -30,9 +30,7 @@ MISSING = "00000000-0000-0000-0000-000000000000"
 
 
 def join_batch(conn: psycopg.Connection, event: dict[str, Any], user_ids: list[str]) -> list[tuple[Any, ...]]:
-    return conn.execute(
-        "SELECT * FROM api.join_waiting_room_batch(%s, %s::uuid[])", (event["id"], user_ids)
-    ).fetchall()
+    return conn.execute("SELECT * FROM api.join_waiting_room_batch(%s, %s::uuid[])", (event["id"], user_ids)).fetchall()
 
 
 def entries(owner: psycopg.Connection, event: dict[str, Any]) -> dict[str, tuple[int, int | None]]:
@@ -75,7 +73,8 @@ def test_whole_batch_errors_are_the_single_joins_errors(gw: psycopg.Connection, 
     users = [make_user(gw)["id"] for _ in range(2)]
     plain = make_event(gw)  # no waiting room
     event, _ = queue_event(gw)
-    for fn, args in (("join_waiting_room_batch", {"p_user_ids": users}), ("join_waiting_room", {"p_user_id": users[0]})):
+    singles: dict[str, Any] = {"p_user_id": users[0]}
+    for fn, args in (("join_waiting_room_batch", {"p_user_ids": users}), ("join_waiting_room", singles)):
         assert sqlstate_of(gw, fn, p_event_id=plain["id"], **args) == "BKNTF"
         assert sqlstate_of(gw, fn, p_event_id=MISSING, **args) == "BKNTF"
     assert sqlstate_of(gw, "join_waiting_room_batch", p_event_id=event["id"], p_user_ids=users * 501) == "BKVAL"
@@ -136,7 +135,7 @@ def test_concurrent_batches_give_seq_one_to_n_without_gaps(
     event, _ = queue_event(gw)
     open_sale(owner, event, 1)
     users = [make_user(gw)["id"] for _ in range(60)]
-    batches = [users[i * 10 : i * 10 + 15] + [users[(7 * i) % 60]] for i in range(6)]  # overlaps, repeats
+    batches = [[*users[i * 10 : i * 10 + 15], users[(7 * i) % 60]] for i in range(6)]  # overlaps, repeats
     conns = [connect() for _ in batches]
     barrier = threading.Barrier(len(batches))
 
