@@ -218,3 +218,25 @@ def test_concurrent_http_joins_are_coalesced(dbname: str, gw: psycopg.Connection
         time.sleep(0.2)
     assert calls.get("join_waiting_room_batch") == batches, calls
     assert "join_waiting_room" not in calls, calls
+
+
+def test_http_answers_of_coalesced_joins_are_the_single_joins(
+    dbname: str, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    """Errors come back per element or per call; each fan gets the HTTP answer a single join gave."""
+    event, _ = queue_event(gw)
+    plain = make_event(gw)
+    fans = [make_user(gw)["id"] for _ in range(4)]
+    app = create_app(settings_for(dbname))
+    with LiveServer(app) as server:
+
+        def joins(event_id: str, users: list[str]) -> list[tuple[int, Any]]:
+            jobs = [("POST", f"/events/{event_id}/queue", forged({"sub": u}), None) for u in users]
+            return asyncio.run(fire(server.url, jobs, connections=len(jobs)))
+
+        answers = joins(event["id"], [*fans, MISSING])
+        assert [s for s, _ in answers] == [200, 200, 200, 200, 404], answers
+        assert answers[4][1]["code"] == "not_found" and "user not found" in str(answers[4][1]), answers[4]
+        assert {(s, b["code"]) for s, b in joins(plain["id"], fans)} == {(404, "not_found")}
+        call(gw, "cancel_event", p_event_id=event["id"])
+        assert {(s, b["code"]) for s, b in joins(event["id"], fans)} == {(409, "sale_not_open")}
