@@ -38,6 +38,7 @@ from gateway.errors import (
 )
 from gateway.logs import AccessLog, configure_logging, route_template
 from gateway.models import Body, admission_token, clean_text, idempotency_key, parse_body, path_uuid
+from gateway.onsale.join import JoinCoalescer
 from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
@@ -79,6 +80,7 @@ class Gateway:
             self.db, settings.reserve_strategy, settings.reserve_coalesce, settings.reserve_batch_max
         )
         self.coalescer = self.reserver.coalescer
+        self.joiner = JoinCoalescer(self.db, settings.join_batch_max)
         self.limiter = RateLimiter(self.db, settings.rate_limits, settings.rate_limit_batch_max)
         self.rooms = WaitingRooms()
         self.tasks: list[asyncio.Task[None]] = []
@@ -104,6 +106,7 @@ class Gateway:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.reserver.close()
+        await self.joiner.close()
         await self.limiter.close()
         await self.pool.close()
 
@@ -298,10 +301,11 @@ async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: 
 
 
 async def join_queue(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
-    """POST /events/{event_id}/queue: the database places the fan; this process remembers where."""
+    """POST /events/{event_id}/queue: the database places the fan (concurrent joins of one event
+    share one call: gateway/onsale/join.py); this process remembers where."""
     assert principal is not None
     event_id = path_uuid("event_id", request.path_params["event_id"])
-    place = await gw.db.call(endpoint.function, {"p_event_id": event_id, "p_user_id": principal.user_id})
+    place = await gw.joiner.join(event_id, principal.user_id)
     return json_response(gw.rooms.learn(event_id, principal.user_id, place), endpoint.status)
 
 

@@ -133,6 +133,9 @@ class Settings(_Settings):
     reserve_coalesce: bool = Field(True, validation_alias=_env("RESERVE_COALESCE"))
     # api.reserve_tickets_batch refuses more than 1000 requests per call.
     reserve_batch_max: int = Field(50, ge=1, le=1000, validation_alias=_env("RESERVE_BATCH_MAX"))
+    # Concurrent joins of one event's waiting room share one call (gateway/onsale/join.py);
+    # api.join_waiting_room_batch refuses more than 1000 users per call.
+    join_batch_max: int = Field(200, ge=1, le=1000, validation_alias=_env("JOIN_BATCH_MAX"))
     max_body_bytes: int = Field(65536, ge=1, validation_alias=_env("MAX_BODY_BYTES"))
     hash_concurrency: int = Field(4, ge=1)
     # Rate limits (gateway/ratelimit.py): on|off (pydantic's bool), and the proxies whose

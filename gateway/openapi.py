@@ -10,6 +10,7 @@ from typing import Any
 from gateway.config import Settings
 from gateway.errors import ERRORS, PROBLEM_JSON, TYPE_PREFIX
 from gateway.models import ADMISSION_TOKEN_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from gateway.onsale.join import BATCH_FUNCTION as JOIN_BATCH_FUNCTION
 from gateway.onsale.reserve import ROUTE_FUNCTION, function_for
 from gateway.routes import ADMIN, PAGE_DEFAULT, PAGE_MAX, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
 
@@ -162,6 +163,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     schemas: dict[str, Any] = dict(RESPONSE_SCHEMAS)
     for e in ROUTES:
         function = reserve_function if e.function == ROUTE_FUNCTION else e.function
+        if e.special == "join_queue":  # coalesced: gateway/onsale/join.py
+            function = JOIN_BATCH_FUNCTION
         op: dict[str, Any] = {
             "summary": e.summary,
             "operationId": e.function,

@@ -124,8 +124,8 @@ ROUTES: list[Endpoint] = [
 ]  # fmt: skip
 
 # api functions the gateway calls besides its routes' own (login's session, the revocation and
-# waiting-room listeners).
-GATEWAY_CALLS = {"create_session", "revocation_state", "waiting_room_state"}
+# waiting-room listeners, the coalesced joins of a waiting room: gateway/onsale/join.py).
+GATEWAY_CALLS = {"create_session", "revocation_state", "waiting_room_state", "join_waiting_room_batch"}
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}

@@ -926,41 +926,14 @@ CREATE FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) RETURNS j
     SET lock_timeout TO '2s'
     AS $$
 DECLARE
-  e events := internal.waiting_room_event(p_event_id);
-  w waiting_rooms;
-  v_seq integer;
+  r record;
 BEGIN
-  IF e.status <> 'PUBLISHED' OR e.end_time <= now() THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = format('the event is not on sale (it is %s)',
-      CASE WHEN e.status = 'PUBLISHED' THEN 'over' ELSE e.status END);
+  -- The rule lives once: a batch of one.
+  SELECT * INTO r FROM api.join_waiting_room_batch(p_event_id, ARRAY[p_user_id]);
+  IF r.sqlstate IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = r.sqlstate, MESSAGE = r.message;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user_id) THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
-  END IF;
-  -- Joining again: the same place, no write.
-  IF EXISTS (SELECT 1 FROM waiting_room_entries WHERE event_id = p_event_id AND user_id = p_user_id) THEN
-    RETURN internal.waiting_room_answer(e, internal.waiting_room_open(p_event_id), p_user_id);
-  END IF;
-  INSERT INTO waiting_rooms (event_id) VALUES (p_event_id) ON CONFLICT DO NOTHING;
-  PERFORM internal.waiting_room_open(p_event_id);  -- after the opening, shuffle before joining
-  SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
-  -- A fresh statement after the lock: a concurrent join of this user has committed by now.
-  IF NOT EXISTS (SELECT 1 FROM waiting_room_entries WHERE event_id = p_event_id AND user_id = p_user_id) THEN
-    v_seq := w.joined + 1;
-    INSERT INTO waiting_room_entries (event_id, user_id, seq, position)
-    VALUES (p_event_id, p_user_id, v_seq, CASE WHEN w.shuffle_seed IS NOT NULL THEN v_seq END);
-    -- Idle capacity is banked for one person only: when the serving position has run more than
-    -- one place past everyone who joined, it restarts at this joiner (admitted at once) and the
-    -- rate counts from now. Else an hour of an empty room would let the next thousands in at once.
-    IF w.shuffle_seed IS NOT NULL AND w.paused_at IS NULL
-       AND internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled) > v_seq THEN
-      UPDATE waiting_rooms SET joined = v_seq, base = v_seq, base_at = now(), updated_at = now()
-       WHERE event_id = p_event_id RETURNING * INTO w;
-    ELSE
-      UPDATE waiting_rooms SET joined = v_seq, updated_at = now() WHERE event_id = p_event_id RETURNING * INTO w;
-    END IF;
-  END IF;
-  RETURN internal.waiting_room_answer(e, w, p_user_id);
+  RETURN r.place;
 END;
 $$;
 
@@ -971,7 +944,97 @@ ALTER FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) OWNER TO b
 -- Name: FUNCTION join_waiting_room(p_event_id uuid, p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) IS 'Joins the event''s waiting room (one place per user: joining again returns the same place) and returns the place as api.waiting_room_status does. Before the sale opens, the place is decided by the shuffle at the opening; after, first come, first served. Locks the waiting_rooms row. Raises BKNTF (no waiting room, unknown user), BKSNO (cancelled or over).';
+COMMENT ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) IS 'Joins the event''s waiting room (one place per user: joining again returns the same place) and returns the place as api.waiting_room_status does. Before the sale opens, the place is decided by the shuffle at the opening; after, first come, first served. A batch of one: api.join_waiting_room_batch. Locks the waiting_rooms row. Raises BKNTF (no waiting room, unknown user), BKSNO (cancelled or over).';
+
+
+--
+-- Name: join_waiting_room_batch(uuid, uuid[]); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]) RETURNS TABLE(place json, sqlstate text, message text)
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  e events := internal.waiting_room_event(p_event_id);
+  w waiting_rooms;
+  v_count integer := coalesce(cardinality(p_user_ids), 0);
+  v_known boolean[];
+  v_new integer;
+BEGIN
+  -- The gateway coalesces concurrent joins of one event into one call (gateway/onsale/join.py):
+  -- one lock of the room row, one insert, one update of joined, one commit for all of them.
+  IF v_count > 1000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'at most 1000 users per call';
+  END IF;
+  IF e.status <> 'PUBLISHED' OR e.end_time <= now() THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSNO', MESSAGE = format('the event is not on sale (it is %s)',
+      CASE WHEN e.status = 'PUBLISHED' THEN 'over' ELSE e.status END);
+  END IF;
+  IF v_count = 0 THEN
+    RETURN;
+  END IF;
+  SELECT array_agg(x.id IS NOT NULL ORDER BY u.ord) INTO v_known
+    FROM unnest(p_user_ids) WITH ORDINALITY AS u(user_id, ord) LEFT JOIN users x ON x.id = u.user_id;
+  -- Everyone known joined already (joining again: the same place, no write): no lock.
+  IF EXISTS (SELECT 1 FROM unnest(p_user_ids) WITH ORDINALITY AS u(user_id, ord)
+              WHERE v_known[u.ord]
+                AND NOT EXISTS (SELECT 1 FROM waiting_room_entries x
+                                 WHERE x.event_id = p_event_id AND x.user_id = u.user_id)) THEN
+    INSERT INTO waiting_rooms (event_id) VALUES (p_event_id) ON CONFLICT DO NOTHING;
+    PERFORM internal.waiting_room_open(p_event_id);  -- after the opening, shuffle before joining
+    SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+    -- A fresh statement after the lock: concurrent joins of these users have committed by now.
+    -- New places in the order of the batch (a user named twice gets the first one's), seq after
+    -- the last; after the opening, position = seq.
+    INSERT INTO waiting_room_entries (event_id, user_id, seq, position)
+    SELECT p_event_id, n.user_id, w.joined + n.rank, CASE WHEN w.shuffle_seed IS NOT NULL THEN w.joined + n.rank END
+      FROM (SELECT f.user_id, row_number() OVER (ORDER BY f.ord)::integer AS rank
+              FROM (SELECT u.user_id, min(u.ord) AS ord
+                      FROM unnest(p_user_ids) WITH ORDINALITY AS u(user_id, ord)
+                     WHERE v_known[u.ord]
+                       AND NOT EXISTS (SELECT 1 FROM waiting_room_entries x
+                                        WHERE x.event_id = p_event_id AND x.user_id = u.user_id)
+                     GROUP BY u.user_id) f) n
+     ORDER BY n.rank;
+    GET DIAGNOSTICS v_new = ROW_COUNT;
+    IF v_new > 0 THEN
+      -- Idle capacity is banked for one person only: when the serving position has run more than
+      -- one place past everyone who joined, it restarts at the batch's first new joiner (admitted
+      -- at once) and the rate counts from now; the others queue behind. Else an hour of an empty
+      -- room would let the next thousands in at once. Updates of joined alone notify nobody (the
+      -- trigger waiting_room_changed watches the rule's columns only).
+      IF w.shuffle_seed IS NOT NULL AND w.paused_at IS NULL
+         AND internal.waiting_room_serving(w, e.admission_rate_per_minute, e.queue_enabled) > w.joined + 1 THEN
+        UPDATE waiting_rooms SET joined = w.joined + v_new, base = w.joined + 1, base_at = now(), updated_at = now()
+         WHERE event_id = p_event_id RETURNING * INTO w;
+      ELSE
+        UPDATE waiting_rooms SET joined = w.joined + v_new, updated_at = now()
+         WHERE event_id = p_event_id RETURNING * INTO w;
+      END IF;
+    END IF;
+  ELSE
+    w := internal.waiting_room_open(p_event_id);
+  END IF;
+  -- One answer per element, in order: the place, or this element's own error.
+  RETURN QUERY
+    SELECT CASE WHEN v_known[u.ord] THEN internal.waiting_room_answer(e, w, u.user_id) END,
+           CASE WHEN NOT v_known[u.ord] THEN 'BKNTF' END,
+           CASE WHEN NOT v_known[u.ord] THEN 'user not found' END
+      FROM unnest(p_user_ids) WITH ORDINALITY AS u(user_id, ord)
+     ORDER BY u.ord;
+END;
+$$;
+
+
+ALTER FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]) IS 'Joins many users to one event''s waiting room in one transaction (the gateway coalesces concurrent joins): one row per element, in order, (place, NULL, NULL) as api.join_waiting_room answers, or (NULL, sqlstate, message) for that element alone (BKNTF: unknown user). New places take consecutive seq in the order of the array; a user named twice, or already in, gets the existing place. Locks the waiting_rooms row once. Raises for all: BKNTF (no waiting room), BKSNO (cancelled or over), BKVAL (more than 1000 users).';
 
 
 --
@@ -5118,6 +5181,14 @@ GRANT ALL ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boo
 
 REVOKE ALL ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.join_waiting_room(p_event_id uuid, p_user_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[]) TO booking_gateway;
 
 
 --

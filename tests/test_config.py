@@ -41,11 +41,12 @@ def test_every_documented_variable_is_read_by_its_name() -> None:
         JWT_TTL_SECONDS="60", POOL_MIN_SIZE="2", POOL_MAX_SIZE="3", POOL_TIMEOUT_SECONDS="0.5",
         POOL_MAX_IDLE_SECONDS="9", EVENTS_CACHE_TTL_SECONDS="7", EVENTS_CACHE_SWEEP_SECONDS="8",
         RESERVE_STRATEGY="optimistic", RESERVE_COALESCE="off", RESERVE_BATCH_MAX="9", MAX_BODY_BYTES="1024",
-        BOOKING_ENV="production",
+        BOOKING_ENV="production", JOIN_BATCH_MAX="11",
     )  # fmt: skip
     assert (s.token_ttl, s.pool_min, s.pool_max, s.pool_timeout, s.pool_max_idle) == (60, 2, 3, 0.5, 9)
     assert (s.cache_ttl, s.cache_sweep, s.reserve_strategy, s.reserve_coalesce) == (7, 8, "optimistic", False)
     assert (s.reserve_batch_max, s.max_body_bytes, s.production) == (9, 1024, True)
+    assert (s.join_batch_max, from_env().join_batch_max) == (11, 200)
     # Every variable the README's table lists for the gateway is one the settings read.
     table = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", table))
@@ -103,6 +104,8 @@ def test_no_secret_no_start() -> None:
         ({"JWT_TTL_SECONDS": "0"}, "JWT_TTL_SECONDS"),
         ({"RESERVE_BATCH_MAX": "0"}, "RESERVE_BATCH_MAX"),
         ({"RESERVE_BATCH_MAX": "1001"}, "RESERVE_BATCH_MAX"),  # the batch function refuses > 1000
+        ({"JOIN_BATCH_MAX": "0"}, "JOIN_BATCH_MAX"),
+        ({"JOIN_BATCH_MAX": "1001"}, "JOIN_BATCH_MAX"),  # api.join_waiting_room_batch refuses > 1000
         ({"MAX_BODY_BYTES": "-1"}, "MAX_BODY_BYTES"),
         ({"RESERVE_STRATEGY": "Pessimistic"}, "RESERVE_STRATEGY"),
     ],
