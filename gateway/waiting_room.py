@@ -66,7 +66,7 @@ class Room:
     paused: bool
     opened_at: int | None
     shuffled: bool
-    opens_at: int | None  # before the shuffle: when the sale opens (None: at publication)
+    opens_at: int | None  # before the shuffle: when the sale opens (None: at publication, or no type yet)
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Room:

@@ -3515,7 +3515,7 @@ BEGIN
   IF v_entry.position IS NULL THEN  -- before the opening: the shuffle decides the place
     v_opens := internal.waiting_room_opens_at(e.id);
     RETURN json_build_object('event_id', e.id, 'status', 'waiting', 'position', NULL, 'ahead', NULL,
-      'eta_seconds', CASE WHEN v_opens > now() THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
+      'eta_seconds', CASE WHEN v_opens > now() AND isfinite(v_opens) THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
       'admission_token', NULL, 'admission_expires_at', NULL);
   END IF;
   IF v_entry.position > v_serving THEN
@@ -3594,14 +3594,16 @@ CREATE FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.ev
     AS $$
   -- What a gateway needs to compute the rule itself (gateway/waiting_room.py, the same formula as
   -- internal.waiting_room_serving): times as Unix microseconds, exact. opens_at only before the
-  -- shuffle (null: at publication, i.e. already open).
+  -- shuffle (null: at publication, i.e. already open, or not known yet: no ticket type; either
+  -- way the gateway leaves the answer to the database).
   SELECT json_build_object(
     'event_id', w.event_id, 'enabled', e.queue_enabled AND e.status <> 'DRAFT',
     'rate', e.admission_rate_per_minute, 'base', w.base,
     'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
     'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
     'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
-                  (extract(epoch FROM nullif(internal.waiting_room_opens_at(w.event_id), '-infinity')) * 1000000)::bigint
+                  (extract(epoch FROM nullif(nullif(internal.waiting_room_opens_at(w.event_id), '-infinity'), 'infinity'))
+                   * 1000000)::bigint
                 END)
 $$;
 
@@ -3702,8 +3704,12 @@ CREATE FUNCTION internal.waiting_room_opens_at(p_event_id uuid) RETURNS timestam
     LANGUAGE sql STABLE
     AS $$
   -- The earliest start_sale_time of the event's types; -infinity (open from publication) when
-  -- one of them has none, or there are none.
-  SELECT CASE WHEN count(*) = 0 OR bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
+  -- one of them has none; infinity (not yet: nothing is on sale) while the event has no type.
+  -- Without the last rule a room opened at its first join when the admin had not added the types
+  -- yet: no shuffle at the real opening (the first to find the event came first) and everyone
+  -- admitted, their tokens expiring, before a type's later start_sale_time.
+  SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
+              WHEN bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
               ELSE min(t.start_sale_time) END
     FROM public.ticket_types t WHERE t.event_id = p_event_id
 $$;
@@ -3715,7 +3721,7 @@ ALTER FUNCTION internal.waiting_room_opens_at(p_event_id uuid) OWNER TO booking_
 -- Name: FUNCTION waiting_room_opens_at(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.waiting_room_opens_at(p_event_id uuid) IS 'When an event''s sale opens: the earliest start_sale_time of its ticket types, or -infinity (at publication) when one of them has none.';
+COMMENT ON FUNCTION internal.waiting_room_opens_at(p_event_id uuid) IS 'When an event''s sale opens: the earliest start_sale_time of its ticket types, -infinity (at publication) when one of them has none, infinity (not yet) while it has no ticket type.';
 
 
 --
