@@ -15,7 +15,7 @@ from starlette.testclient import TestClient
 from tests.conftest import call, sqlstate_of
 from tests.factories import make_event, make_user
 from tests.http import client_for, new_user
-from tests.test_waiting_room import join, open_sale, status
+from tests.test_waiting_room import advance, join, open_sale, status
 
 
 @pytest.fixture
@@ -53,3 +53,22 @@ def test_a_room_does_not_open_before_its_event_has_a_ticket_type(
     row = owner.execute("SELECT shuffled_entries FROM waiting_rooms WHERE event_id = %s", (event["id"],)).fetchone()
     assert row == (6,)  # the scout was shuffled with everyone there at the opening
     assert owner.execute("SELECT * FROM api.waiting_room_audit(%s)", (event["id"],)).fetchall() == []
+
+
+@pytest.mark.parametrize("function", ["reserve_tickets", "reserve_tickets_optimistic"])
+def test_an_admission_token_with_anything_appended_is_refused(
+    gw: psycopg.Connection, owner: psycopg.Connection, function: str
+) -> None:
+    """Only the MAC part was compared: the token followed by '.<anything>' (up to the length
+    bound) was another string the core accepted."""
+    event = make_event(gw, publish=False, p_queue_enabled=True, p_admission_rate_per_minute=6)
+    tt = call(gw, "create_ticket_type", p_event_id=event["id"], p_name="GA", p_price="1.00", p_initial_quantity=10)
+    call(gw, "publish_event", p_event_id=event["id"])
+    user = make_user(gw)
+    join(gw, event, user)  # opens the room (the type has no sale start): first in line
+    advance(owner, event, 15)
+    token = status(gw, event, user)["admission_token"]
+    args = {"p_user_id": user["id"], "p_ticket_type_id": tt["id"], "p_quantity": 1}
+    for bad in [token + ".", token + ".junk", token + "." + "z" * 21, token + ".0"]:
+        assert sqlstate_of(gw, function, p_admission_token=bad, **args) == "BKNAD", bad
+    assert sqlstate_of(gw, function, p_admission_token=token, **args) is None

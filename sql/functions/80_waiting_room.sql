@@ -45,7 +45,7 @@ RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
   -- The shape by plain string tests (a regex with a bounded repetition cost ~5 us a call here),
-  -- then the expiry, then the MAC part against the one internal.admission_token signs (written
+  -- then the expiry, then the token against the one internal.admission_token signs (written
   -- out here: the call cost ~2 us more), compared as sha256 of both so the comparison's timing
   -- says nothing about the expected MAC. CASE keeps the order: the cast runs only on digits. An
   -- expiry with leading zeros is signed by nobody, so its MAC never matches.
@@ -54,10 +54,13 @@ AS $$
     WHEN length(split_part(p_token, '.', 2)) NOT BETWEEN 1 AND 12
          OR translate(split_part(p_token, '.', 2), '0123456789', '') <> '' THEN false
     WHEN split_part(p_token, '.', 2)::bigint <= extract(epoch FROM now()) THEN false
-    ELSE public.digest(split_part(p_token, '.', 3), 'sha256')
-       = public.digest(encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
-                                                     || split_part(p_token, '.', 2), 'UTF8'),
-                                          p_secret, 'sha256'), 'hex'), 'sha256')
+    -- The whole token against the one that would be signed (not only its third part: anything
+    -- after it, '.junk', made another string that passed, found in review).
+    ELSE public.digest(p_token, 'sha256')
+       = public.digest('v1.' || split_part(p_token, '.', 2) || '.'
+                       || encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
+                                                        || split_part(p_token, '.', 2), 'UTF8'),
+                                             p_secret, 'sha256'), 'hex'), 'sha256')
   END
 $$;
 COMMENT ON FUNCTION internal.admission_valid(text, uuid, uuid, bytea) IS
