@@ -158,6 +158,9 @@ class WaitingRooms:
         self.offset_us = 0  # PostgreSQL's clock minus ours
         self.memory_answers = 0  # polls answered without the database (for tests and the bench)
         self.changes = 0  # notices and loads applied (tests wait on it)
+        # Bumped by whatever makes kept answers stale (a load, a room deleted, the key rotated): a
+        # database answer read before such a change and arriving after it is not remembered.
+        self.generation = 0
 
     def now(self) -> int:
         return time.time_ns() // 1000 + self.offset_us
@@ -169,6 +172,7 @@ class WaitingRooms:
         self.rooms = {room.event_id: room for room in (Room.from_json(r) for r in state.get("rooms") or ())}
         self.admitted.clear()  # a key rotated while we were away would make them stale
         self.offset_us = offset_us
+        self.generation += 1
         self.changes += 1
 
     def apply(self, payload: str) -> None:
@@ -184,8 +188,10 @@ class WaitingRooms:
                     del self.places[key]
                 for key in [k for k in self.admitted if k[0] == rest]:
                     del self.admitted[key]
+                self.generation += 1
             elif kind == "k":
                 self.admitted.clear()
+                self.generation += 1
             else:
                 raise ValueError(kind)
         except (ValueError, KeyError, TypeError):
@@ -216,10 +222,15 @@ class WaitingRooms:
         place["poll_after_seconds"] = poll_after_seconds(place)
         return json.dumps(place)
 
-    def learn(self, event_id: str, user_id: str, text: str | None) -> str:
+    def learn(self, event_id: str, user_id: str, text: str | None, generation: int | None = None) -> str:
         """A database answer (join or poll): remember the fan's place; returns the answer with
-        poll_after_seconds added."""
+        poll_after_seconds added. `generation`: self.generation when the call was sent; if it has
+        moved since (say the key was rotated while the call ran: its token may be under the old
+        key), the answer is passed on but not remembered, so the next poll asks again."""
         place: dict[str, Any] = json.loads(text or "{}")
+        if generation is not None and generation != self.generation:
+            place["poll_after_seconds"] = poll_after_seconds(place)
+            return json.dumps(place)
         key = (sys.intern(event_id), user_id)  # one copy of an event's id for all its fans
         if key not in self.places and len(self.places) >= self.places_max:
             del self.places[next(iter(self.places))]

@@ -5,17 +5,20 @@ tests/test_waiting_room.py.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import psycopg
 import pytest
 from starlette.testclient import TestClient
 
-from tests.conftest import call, sqlstate_of
+from gateway.waiting_room import WaitingRooms
+from tests.conftest import call, dba_call, sqlstate_of
 from tests.factories import make_event, make_user
 from tests.http import client_for, new_user
-from tests.test_waiting_room import advance, join, open_sale, status
+from tests.test_waiting_room import advance, join, open_sale, queue_event, status
 
 
 @pytest.fixture
@@ -72,3 +75,65 @@ def test_an_admission_token_with_anything_appended_is_refused(
     for bad in [token + ".", token + ".junk", token + "." + "z" * 21, token + ".0"]:
         assert sqlstate_of(gw, function, p_admission_token=bad, **args) == "BKNAD", bad
     assert sqlstate_of(gw, function, p_admission_token=token, **args) is None
+
+
+def rooms_of(client: TestClient) -> WaitingRooms:
+    rooms: WaitingRooms = client.app.state.gateway.rooms  # type: ignore[attr-defined]
+    return rooms
+
+
+def eventually(check: Callable[[], bool], within: float = 10.0) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        time.sleep(0.02)
+
+
+def test_a_token_signed_before_a_key_rotation_is_not_kept_by_the_gateway(
+    client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    """A poll that the database answered "admitted" with a token under the old key, and whose
+    answer reached the gateway after the rotation's notice (which empties the kept answers), was
+    kept: every later poll got the dead token from memory, and the fan could not reserve."""
+    event, tt = queue_event(gw, rate=6)
+    fan, headers = new_user(client, owner)
+    url = f"/events/{event['id']}/queue"
+    assert client.post(url, headers=headers).json()["position"] is None  # joined before the opening
+    open_sale(owner, event, 15)  # position 1 is admitted by the next poll
+    # Hold that poll's commit (after it signed) until the key is rotated: a deferred trigger waits
+    # for an advisory lock this test holds.
+    owner.execute(
+        "CREATE FUNCTION public.hold_commit() RETURNS trigger LANGUAGE plpgsql SECURITY DEFINER AS"
+        " $$ BEGIN PERFORM pg_advisory_xact_lock(4242); RETURN NULL; END $$"
+    )
+    owner.execute(
+        "CREATE CONSTRAINT TRIGGER hold_commit AFTER UPDATE ON waiting_room_entries"
+        " DEFERRABLE INITIALLY DEFERRED FOR EACH ROW EXECUTE FUNCTION public.hold_commit()"
+    )
+    holder = connect("booking_owner")
+    holder.execute("SELECT pg_advisory_lock(4242)")
+    answers: list[dict[str, object]] = []
+    poll = threading.Thread(target=lambda: answers.append(client.get(url, headers=headers).json()))
+    poll.start()
+    eventually(lambda: owner.execute(
+        "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242 AND NOT granted"
+    ).fetchone() == (1,))  # fmt: skip
+    rooms = rooms_of(client)
+    before = rooms.changes
+    dba_call(gw, "rotate_admission_secret")
+    eventually(lambda: rooms.changes > before)  # the gateway heard of the rotation
+    holder.execute("SELECT pg_advisory_unlock(4242)")
+    poll.join(10)
+    assert answers and answers[0]["status"] == "admitted"
+    stale = answers[0]["admission_token"]
+    owner.execute("DROP TRIGGER hold_commit ON waiting_room_entries")
+
+    reserve = {"ticket_type_id": tt["id"], "quantity": 1}
+    r = client.post("/bookings/reserve", headers={**headers, "X-Admission-Token": stale}, json=reserve)
+    assert r.status_code == 403  # the race happened: that answer was signed under the old key
+    fresh = client.get(url, headers=headers).json()
+    assert fresh["status"] == "admitted" and fresh["admission_token"] != stale
+    assert fresh["admission_expires_at"] == answers[0]["admission_expires_at"]
+    r = client.post("/bookings/reserve", headers={**headers, "X-Admission-Token": fresh["admission_token"]},
+                    json=reserve)  # fmt: skip
+    assert r.status_code == 201, r.text
