@@ -67,6 +67,7 @@ class Room:
     opened_at: int | None
     shuffled: bool
     opens_at: int | None  # before the shuffle: when the sale opens (None: at publication, or no type yet)
+    created_at: int | None = None  # which incarnation of the room (a room deleted and made again differs)
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Room:
@@ -80,6 +81,7 @@ class Room:
             opened_at=row["opened_at"],
             shuffled=bool(row["shuffled"]),
             opens_at=row["opens_at"],
+            created_at=row.get("created_at"),
         )
 
     def _start(self) -> int:
@@ -169,14 +171,24 @@ class WaitingRooms:
 
     def replace(self, state: dict[str, Any], offset_us: int) -> None:
         """The whole state from api.waiting_room_state() (on every (re)connect)."""
-        self.rooms = {room.event_id: room for room in (Room.from_json(r) for r in state.get("rooms") or ())}
+        rooms = {room.event_id: room for room in (Room.from_json(r) for r in state.get("rooms") or ())}
+        # The places remembered stay only for rooms that are the same incarnation as before: a room
+        # deleted (and maybe made again) while we were away took its places with it.
+        kept = {
+            event_id
+            for event_id, room in rooms.items()
+            if event_id in self.rooms and self.rooms[event_id].created_at == room.created_at
+        }
+        self.places = {key: position for key, position in self.places.items() if key[0] in kept}
+        self.rooms = rooms
         self.admitted.clear()  # a key rotated while we were away would make them stale
         self.offset_us = offset_us
         self.generation += 1
         self.changes += 1
 
     def apply(self, payload: str) -> None:
-        """One notice: `r:<mirror JSON>`, `d:<event id>` (room deleted), `k` (key rotated)."""
+        """One notice: `r:<mirror JSON>`, `d:<event id>` (room deleted), `k` (key rotated), `x` or
+        `x:rooms` (every place, or every room, truncated)."""
         kind, _, rest = payload.partition(":")
         try:
             if kind == "r":
@@ -191,6 +203,12 @@ class WaitingRooms:
                 self.generation += 1
             elif kind == "k":
                 self.admitted.clear()
+                self.generation += 1
+            elif kind == "x":  # TRUNCATE: every place (and with "x:rooms" every room) is gone
+                self.places.clear()
+                self.admitted.clear()
+                if rest == "rooms":
+                    self.rooms.clear()
                 self.generation += 1
             else:
                 raise ValueError(kind)

@@ -3483,6 +3483,7 @@ CREATE TABLE public.waiting_rooms (
     shuffled_through integer,
     shuffled_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     CONSTRAINT chk_waiting_rooms_counts CHECK (((joined >= 0) AND (base >= 0)))
 );
 
@@ -3604,6 +3605,7 @@ CREATE FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.ev
     'rate', e.admission_rate_per_minute, 'base', w.base,
     'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
     'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
+    'created_at', (extract(epoch FROM w.created_at) * 1000000)::bigint,
     'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
                   (extract(epoch FROM nullif(nullif(internal.waiting_room_opens_at(w.event_id), '-infinity'), 'infinity'))
                    * 1000000)::bigint
@@ -3617,7 +3619,7 @@ ALTER FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.eve
 -- Name: FUNCTION waiting_room_mirror(w public.waiting_rooms, e public.events); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) IS 'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, opened_at, shuffled, opens_at} (times in Unix microseconds).';
+COMMENT ON FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) IS 'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, opened_at, shuffled, created_at (which incarnation of the room), opens_at} (times in Unix microseconds).';
 
 
 --
@@ -3954,6 +3956,23 @@ $$;
 
 
 ALTER FUNCTION public.waiting_room_rate_changed() OWNER TO booking_owner;
+
+--
+-- Name: waiting_rooms_truncated(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_rooms_truncated() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM pg_notify('booking_waiting_rooms', CASE WHEN TG_TABLE_NAME = 'waiting_rooms' THEN 'x:rooms' ELSE 'x' END);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_rooms_truncated() OWNER TO booking_owner;
 
 --
 -- Name: admission_secret; Type: TABLE; Schema: public; Owner: booking_owner
@@ -4834,6 +4853,13 @@ CREATE TRIGGER waiting_room_changed AFTER INSERT OR DELETE OR UPDATE OF base, ba
 
 
 --
+-- Name: waiting_room_entries waiting_room_entries_truncated; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_entries_truncated AFTER TRUNCATE ON public.waiting_room_entries FOR EACH STATEMENT EXECUTE FUNCTION public.waiting_rooms_truncated();
+
+
+--
 -- Name: ticket_types waiting_room_opening_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -4845,6 +4871,13 @@ CREATE TRIGGER waiting_room_opening_changed AFTER INSERT OR DELETE OR UPDATE OF 
 --
 
 CREATE TRIGGER waiting_room_rate_changed AFTER UPDATE OF admission_rate_per_minute, queue_enabled ON public.events FOR EACH ROW WHEN (((old.admission_rate_per_minute IS DISTINCT FROM new.admission_rate_per_minute) OR (old.queue_enabled IS DISTINCT FROM new.queue_enabled))) EXECUTE FUNCTION public.waiting_room_rate_changed();
+
+
+--
+-- Name: waiting_rooms waiting_rooms_truncated; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_rooms_truncated AFTER TRUNCATE ON public.waiting_rooms FOR EACH STATEMENT EXECUTE FUNCTION public.waiting_rooms_truncated();
 
 
 --
@@ -5687,6 +5720,13 @@ REVOKE ALL ON FUNCTION public.waiting_room_opening_changed() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.waiting_room_rate_changed() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_rooms_truncated(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_rooms_truncated() FROM PUBLIC;
 
 
 --

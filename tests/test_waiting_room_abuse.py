@@ -137,3 +137,46 @@ def test_a_token_signed_before_a_key_rotation_is_not_kept_by_the_gateway(
     r = client.post("/bookings/reserve", headers={**headers, "X-Admission-Token": fresh["admission_token"]},
                     json=reserve)  # fmt: skip
     assert r.status_code == 201, r.text
+
+
+def test_a_room_reset_by_a_dba_voids_the_places_the_gateway_remembers(
+    client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    """A gateway answered a fan's poll from the place it remembered after the room was reset: by
+    TRUNCATE (no row trigger, so no notice), or deleted and made again while its listener was
+    disconnected (the reload kept every remembered place). The database says "not in this room"."""
+    event, _ = queue_event(gw, rate=6)  # opens in an hour: waiting polls are answered from memory
+    url = f"/events/{event['id']}/queue"
+    fans = [new_user(client, owner) for _ in range(2)]
+    for _, headers in fans:
+        assert client.post(url, headers=headers).status_code == 200
+    rooms = rooms_of(client)
+    assert client.get(url, headers=fans[0][1]).status_code == 200
+    assert rooms.memory_answers > 0  # answered from memory so far
+
+    before = rooms.changes
+    owner.execute("TRUNCATE waiting_rooms CASCADE")
+    eventually(lambda: rooms.changes > before)
+    r = client.get(url, headers=fans[0][1])
+    assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
+
+    # Both join again (a new room); then, unheard by the gateway, the room is deleted and made
+    # again with only the second fan, and the listener's connection is lost: the reload must not
+    # keep the first fan's place.
+    for _, headers in fans:
+        assert client.post(url, headers=headers).status_code == 200
+    assert client.get(url, headers=fans[0][1]).status_code == 200
+    owner.execute("ALTER TABLE waiting_rooms DISABLE TRIGGER waiting_room_changed")
+    owner.execute("DELETE FROM waiting_rooms WHERE event_id = %s", (event["id"],))
+    join(gw, event, fans[1][0])
+    owner.execute("ALTER TABLE waiting_rooms ENABLE TRIGGER waiting_room_changed")
+    before = rooms.changes
+    superuser = connect("postgres")
+    superuser.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND application_name = 'booking-gateway-waiting-rooms'"
+    )
+    eventually(lambda: rooms.changes > before and rooms.listening)
+    r = client.get(url, headers=fans[0][1])
+    assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
+    assert client.get(url, headers=fans[1][1]).status_code == 200

@@ -263,6 +263,7 @@ AS $$
     'rate', e.admission_rate_per_minute, 'base', w.base,
     'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
     'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
+    'created_at', (extract(epoch FROM w.created_at) * 1000000)::bigint,
     'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
                   (extract(epoch FROM nullif(nullif(internal.waiting_room_opens_at(w.event_id), '-infinity'), 'infinity'))
                    * 1000000)::bigint
@@ -270,7 +271,8 @@ AS $$
 $$;
 COMMENT ON FUNCTION internal.waiting_room_mirror(public.waiting_rooms, public.events) IS
   'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, '
-  'opened_at, shuffled, opens_at} (times in Unix microseconds).';
+  'opened_at, shuffled, created_at (which incarnation of the room), opens_at} (times in Unix '
+  'microseconds).';
 
 
 CREATE OR REPLACE FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean)

@@ -40,6 +40,9 @@ CREATE TABLE waiting_rooms (
   shuffled_through INT,                   -- ... namely the entries with seq up to this one
   shuffled_at TIMESTAMPTZ,
   updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),  -- the last rebase, shuffle or join
+  -- Which incarnation of the event's room this is: a room deleted and made again (a DBA's reset)
+  -- gets another, so a gateway that reloads knows the places it remembers are void.
+  created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
 
   CONSTRAINT chk_waiting_rooms_counts CHECK (joined >= 0 AND base >= 0)
 );
@@ -123,6 +126,23 @@ $$;
 CREATE TRIGGER waiting_room_changed
   AFTER INSERT OR DELETE OR UPDATE OF base, base_at, paused_at, opened_at, shuffle_seed ON waiting_rooms
   FOR EACH ROW EXECUTE FUNCTION waiting_room_changed();
+
+-- TRUNCATE (a DBA resetting every room, or every place) fires no row trigger: the gateways are
+-- told to forget every place they remember ('x'), and every room too ('x:rooms').
+CREATE FUNCTION waiting_rooms_truncated()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pg_notify('booking_waiting_rooms', CASE WHEN TG_TABLE_NAME = 'waiting_rooms' THEN 'x:rooms' ELSE 'x' END);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_rooms_truncated AFTER TRUNCATE ON waiting_rooms
+  FOR EACH STATEMENT EXECUTE FUNCTION waiting_rooms_truncated();
+CREATE TRIGGER waiting_room_entries_truncated AFTER TRUNCATE ON waiting_room_entries
+  FOR EACH STATEMENT EXECUTE FUNCTION waiting_rooms_truncated();
 
 -- Before the opening a room's mirror holds when the sale opens (the earliest start_sale_time):
 -- a change of the types moves it. Rare (admin edits); reserves never touch start_sale_time.
