@@ -939,7 +939,7 @@ BEGIN
   END IF;
   -- Joining again: the same place, no write.
   IF EXISTS (SELECT 1 FROM waiting_room_entries WHERE event_id = p_event_id AND user_id = p_user_id) THEN
-    RETURN internal.waiting_room_answer(e, internal.waiting_room_open(p_event_id), p_user_id);
+    RETURN internal.waiting_room_answer(e, internal.waiting_room_open(p_event_id, p_wait => false), p_user_id);
   END IF;
   INSERT INTO waiting_rooms (event_id) VALUES (p_event_id) ON CONFLICT DO NOTHING;
   PERFORM internal.waiting_room_open(p_event_id);  -- after the opening, shuffle before joining
@@ -1045,6 +1045,45 @@ ALTER FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_
 --
 
 COMMENT ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) IS 'The user''s orders, newest first by (created_at, id), each with items, payment and tickets. Pages: at most p_limit orders (NULL: all), after the order (p_after_created_at, p_after_id) when given (keyset: stable while orders are added). Locks nothing. Raises BKVAL (limit below 1).';
+
+
+--
+-- Name: open_waiting_rooms(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.open_waiting_rooms() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_room record;
+  v_opened integer := 0;
+BEGIN
+  -- Every room whose sale has opened and that nobody shuffled yet (no one polled or joined since
+  -- the opening, or every attempt from a gateway ran out of the gateway's statement_timeout: a
+  -- shuffle costs ~15 us per entry, so a few hundred thousand fans take longer than 5 s).
+  FOR v_room IN
+    SELECT w.event_id FROM waiting_rooms w JOIN events e ON e.id = w.event_id
+     WHERE w.shuffle_seed IS NULL AND e.queue_enabled AND e.status = 'PUBLISHED'
+       AND internal.waiting_room_opens_at(w.event_id) <= now()
+     ORDER BY w.event_id
+  LOOP
+    IF (internal.waiting_room_open(v_room.event_id)).shuffle_seed IS NOT NULL THEN
+      v_opened := v_opened + 1;
+    END IF;
+  END LOOP;
+  RETURN v_opened;
+END;
+$$;
+
+
+ALTER FUNCTION api.open_waiting_rooms() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION open_waiting_rooms(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.open_waiting_rooms() IS '(DBA-only) Opens every waiting room whose sale has opened and that is not shuffled yet (pg_cron runs it every minute), without the gateway''s statement_timeout (a big room''s shuffle can outlast it). Returns how many rooms it shuffled (rooms shuffled meanwhile by a poll are not counted).';
 
 
 --
@@ -2200,7 +2239,7 @@ DECLARE
 BEGIN
   SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id;
   IF FOUND AND w.shuffle_seed IS NULL THEN
-    w := internal.waiting_room_open(p_event_id);  -- writes once per event, at the opening
+    w := internal.waiting_room_open(p_event_id, p_wait => false);  -- writes once per event, at the opening
   END IF;
   IF w.event_id IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'you are not in this waiting room',
@@ -3649,10 +3688,10 @@ COMMENT ON FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_
 
 
 --
--- Name: waiting_room_open(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+-- Name: waiting_room_open(uuid, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE FUNCTION internal.waiting_room_open(p_event_id uuid) RETURNS public.waiting_rooms
+CREATE FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean DEFAULT true) RETURNS public.waiting_rooms
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -3670,7 +3709,18 @@ BEGIN
   IF now() < v_opens THEN
     RETURN w;
   END IF;
-  SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  IF NOT p_wait THEN
+    -- A poll does not queue behind a shuffle in progress (a big room's takes seconds: every poll
+    -- of the crowd would hold a connection for the lock timeout, then fail): it answers "no place
+    -- yet" from the row as it is, and asks again later.
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+      SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id;
+      RETURN w;
+    END IF;
+  ELSE
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  END IF;
   IF w.shuffle_seed IS NOT NULL THEN  -- another transaction did it while we waited
     RETURN w;
   END IF;
@@ -3692,13 +3742,13 @@ END;
 $$;
 
 
-ALTER FUNCTION internal.waiting_room_open(p_event_id uuid) OWNER TO booking_owner;
+ALTER FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION waiting_room_open(p_event_id uuid, p_wait boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.waiting_room_open(p_event_id uuid) IS 'Opens the room once the sale has opened: shuffles everyone who joined before (positions 1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks the waiting_rooms row only when it shuffles.';
+COMMENT ON FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) IS 'Opens the room once the sale has opened: shuffles everyone who joined before (positions 1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks the waiting_rooms row only when it shuffles. p_wait false: when another transaction holds the row (shuffling, or a join), returns the row unshuffled instead of waiting.';
 
 
 --
@@ -5179,6 +5229,13 @@ GRANT ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_c
 
 
 --
+-- Name: FUNCTION open_waiting_rooms(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.open_waiting_rooms() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION pause_waiting_room(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -5632,10 +5689,10 @@ REVOKE ALL ON FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_befo
 
 
 --
--- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION waiting_room_open(p_event_id uuid, p_wait boolean); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.waiting_room_open(p_event_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) FROM PUBLIC;
 
 
 --

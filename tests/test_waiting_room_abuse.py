@@ -180,3 +180,32 @@ def test_a_room_reset_by_a_dba_voids_the_places_the_gateway_remembers(
     r = client.get(url, headers=fans[0][1])
     assert r.status_code == 404 and r.json()["code"] == "not_found", r.text
     assert client.get(url, headers=fans[1][1]).status_code == 200
+
+
+def test_polls_at_the_opening_do_not_queue_behind_the_shuffle_and_a_dba_job_opens_rooms(
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Callable[..., psycopg.Connection]
+) -> None:
+    """The shuffle runs under the room's row lock and costs ~15 us per entry: with a few hundred
+    thousand fans it outlasts the gateway's 5 s statement_timeout, so no gateway call could ever
+    open the room, and every poll queued on the lock until its lock_timeout (503 for the whole
+    crowd). Now polls answer "no place yet" without waiting, and api.open_waiting_rooms (pg_cron,
+    as the owner: no such timeout) opens every room that is due."""
+    event, _ = queue_event(gw, rate=6)
+    fans = [make_user(gw) for _ in range(3)]
+    for fan in fans:
+        join(gw, event, fan)
+    open_sale(owner, event, 15)
+    shuffler = connect("booking_owner")  # stands for a long shuffle in progress: holds the room row
+    with shuffler.transaction():
+        shuffler.execute("SELECT 1 FROM waiting_rooms WHERE event_id = %s FOR UPDATE", (event["id"],))
+        for fan in fans:
+            place = status(gw, event, fan)  # not 55P03 after the lock timeout
+            assert place["status"] == "waiting" and place["position"] is None, place
+            again = join(gw, event, fan)  # joining again does not wait either
+            assert again["position"] is None
+    assert sqlstate_of(gw, "open_waiting_rooms") == "42501"  # DBA-only
+    row = owner.execute("SELECT api.open_waiting_rooms()").fetchone()
+    assert row == (1,)
+    assert owner.execute("SELECT api.open_waiting_rooms()").fetchone() == (0,)  # once
+    assert sorted(status(gw, event, fan)["position"] for fan in fans) == [1, 2, 3]
+    assert owner.execute("SELECT * FROM api.waiting_room_audit(%s)", (event["id"],)).fetchall() == []

@@ -137,7 +137,7 @@ COMMENT ON FUNCTION internal.waiting_room_event(uuid) IS
   'The event, if it has a waiting room (queue_enabled, not a draft). Raises BKNTF.';
 
 
-CREATE OR REPLACE FUNCTION internal.waiting_room_open(p_event_id uuid)
+CREATE OR REPLACE FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean DEFAULT true)
 RETURNS public.waiting_rooms
 LANGUAGE plpgsql
 AS $$
@@ -156,7 +156,18 @@ BEGIN
   IF now() < v_opens THEN
     RETURN w;
   END IF;
-  SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  IF NOT p_wait THEN
+    -- A poll does not queue behind a shuffle in progress (a big room's takes seconds: every poll
+    -- of the crowd would hold a connection for the lock timeout, then fail): it answers "no place
+    -- yet" from the row as it is, and asks again later.
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+      SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id;
+      RETURN w;
+    END IF;
+  ELSE
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  END IF;
   IF w.shuffle_seed IS NOT NULL THEN  -- another transaction did it while we waited
     RETURN w;
   END IF;
@@ -176,10 +187,11 @@ BEGIN
   RETURN w;
 END;
 $$;
-COMMENT ON FUNCTION internal.waiting_room_open(uuid) IS
+COMMENT ON FUNCTION internal.waiting_room_open(uuid, boolean) IS
   'Opens the room once the sale has opened: shuffles everyone who joined before (positions '
   '1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks '
-  'the waiting_rooms row only when it shuffles.';
+  'the waiting_rooms row only when it shuffles. p_wait false: when another transaction holds the '
+  'row (shuffling, or a join), returns the row unshuffled instead of waiting.';
 
 
 CREATE OR REPLACE FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid)
@@ -331,7 +343,7 @@ BEGIN
   END IF;
   -- Joining again: the same place, no write.
   IF EXISTS (SELECT 1 FROM waiting_room_entries WHERE event_id = p_event_id AND user_id = p_user_id) THEN
-    RETURN internal.waiting_room_answer(e, internal.waiting_room_open(p_event_id), p_user_id);
+    RETURN internal.waiting_room_answer(e, internal.waiting_room_open(p_event_id, p_wait => false), p_user_id);
   END IF;
   INSERT INTO waiting_rooms (event_id) VALUES (p_event_id) ON CONFLICT DO NOTHING;
   PERFORM internal.waiting_room_open(p_event_id);  -- after the opening, shuffle before joining
@@ -375,7 +387,7 @@ DECLARE
 BEGIN
   SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id;
   IF FOUND AND w.shuffle_seed IS NULL THEN
-    w := internal.waiting_room_open(p_event_id);  -- writes once per event, at the opening
+    w := internal.waiting_room_open(p_event_id, p_wait => false);  -- writes once per event, at the opening
   END IF;
   IF w.event_id IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'you are not in this waiting room',
@@ -416,6 +428,38 @@ COMMENT ON FUNCTION api.waiting_room(uuid) IS
   '(DBA-only) An event''s waiting room: SELECT * FROM api.waiting_room(''<event id>''): people '
   'joined, serving position, admitted, waiting, tokens issued, rate, paused, the opening and its '
   'shuffle (seed, count, time).';
+
+
+CREATE OR REPLACE FUNCTION api.open_waiting_rooms()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_room record;
+  v_opened integer := 0;
+BEGIN
+  -- Every room whose sale has opened and that nobody shuffled yet (no one polled or joined since
+  -- the opening, or every attempt from a gateway ran out of the gateway's statement_timeout: a
+  -- shuffle costs ~15 us per entry, so a few hundred thousand fans take longer than 5 s).
+  FOR v_room IN
+    SELECT w.event_id FROM waiting_rooms w JOIN events e ON e.id = w.event_id
+     WHERE w.shuffle_seed IS NULL AND e.queue_enabled AND e.status = 'PUBLISHED'
+       AND internal.waiting_room_opens_at(w.event_id) <= now()
+     ORDER BY w.event_id
+  LOOP
+    IF (internal.waiting_room_open(v_room.event_id)).shuffle_seed IS NOT NULL THEN
+      v_opened := v_opened + 1;
+    END IF;
+  END LOOP;
+  RETURN v_opened;
+END;
+$$;
+COMMENT ON FUNCTION api.open_waiting_rooms() IS
+  '(DBA-only) Opens every waiting room whose sale has opened and that is not shuffled yet (pg_cron '
+  'runs it every minute), without the gateway''s statement_timeout (a big room''s shuffle can outlast '
+  'it). Returns how many rooms it shuffled (rooms shuffled meanwhile by a poll are not counted).';
 
 
 CREATE OR REPLACE FUNCTION internal.waiting_room_row(p_event_id uuid)
