@@ -3974,6 +3974,23 @@ $$;
 ALTER FUNCTION public.waiting_room_changed() OWNER TO booking_owner;
 
 --
+-- Name: waiting_room_event_status_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_room_event_status_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM internal.waiting_room_notify(NEW.id, false);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_room_event_status_changed() OWNER TO booking_owner;
+
+--
 -- Name: waiting_room_opening_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
 --
 
@@ -4910,6 +4927,13 @@ CREATE TRIGGER waiting_room_entries_truncated AFTER TRUNCATE ON public.waiting_r
 
 
 --
+-- Name: events waiting_room_event_status_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_event_status_changed AFTER UPDATE OF status ON public.events FOR EACH ROW WHEN ((((old.status)::text IS DISTINCT FROM (new.status)::text) AND new.queue_enabled)) EXECUTE FUNCTION public.waiting_room_event_status_changed();
+
+
+--
 -- Name: ticket_types waiting_room_opening_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -5763,6 +5787,13 @@ REVOKE ALL ON FUNCTION public.update_updated_at_column() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.waiting_room_changed() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_event_status_changed(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_room_event_status_changed() FROM PUBLIC;
 
 
 --

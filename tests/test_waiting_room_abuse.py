@@ -209,3 +209,29 @@ def test_polls_at_the_opening_do_not_queue_behind_the_shuffle_and_a_dba_job_open
     assert owner.execute("SELECT api.open_waiting_rooms()").fetchone() == (0,)  # once
     assert sorted(status(gw, event, fan)["position"] for fan in fans) == [1, 2, 3]
     assert owner.execute("SELECT * FROM api.waiting_room_audit(%s)", (event["id"],)).fetchall() == []
+
+
+def test_publishing_an_event_whose_room_was_prepared_tells_the_gateways(
+    client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    """A DBA set the rate of a draft's room (the row exists, mirrored as off: a draft has no room);
+    publishing sent no notice, so every gateway kept the room as off and sent each of the crowd's
+    polls to the database until the opening."""
+    event = make_event(gw, publish=False, p_queue_enabled=True, p_admission_rate_per_minute=6)
+    call(gw, "create_ticket_type", p_event_id=event["id"], p_name="GA", p_price="1.00", p_initial_quantity=10,
+         p_start_sale_time=datetime.now(UTC) + timedelta(hours=1))  # fmt: skip
+    rooms = rooms_of(client)
+    before = rooms.changes
+    dba_call(gw, "set_waiting_room_rate", p_event_id=event["id"], p_rate=60)
+    eventually(lambda: rooms.changes > before)
+    assert not rooms.rooms[event["id"]].enabled
+    before = rooms.changes
+    call(gw, "publish_event", p_event_id=event["id"])
+    eventually(lambda: rooms.changes > before)
+    assert rooms.rooms[event["id"]].enabled
+    _, headers = new_user(client, owner)
+    url = f"/events/{event['id']}/queue"
+    assert client.post(url, headers=headers).status_code == 200
+    answered = rooms.memory_answers
+    assert client.get(url, headers=headers).json()["position"] is None
+    assert rooms.memory_answers == answered + 1  # from memory

@@ -102,6 +102,25 @@ CREATE TRIGGER waiting_room_rate_changed
         OR OLD.queue_enabled IS DISTINCT FROM NEW.queue_enabled)
   EXECUTE FUNCTION waiting_room_rate_changed();
 
+-- The mirror's `enabled` also reads the event's status (a draft has no room): publishing (or
+-- cancelling) an event whose room row exists already (a DBA set its rate or paused it before)
+-- tells the gateways too, else they kept it as off and sent every poll to the database.
+CREATE FUNCTION waiting_room_event_status_changed()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM internal.waiting_room_notify(NEW.id, false);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_room_event_status_changed
+  AFTER UPDATE OF status ON events
+  FOR EACH ROW
+  WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.queue_enabled)
+  EXECUTE FUNCTION waiting_room_event_status_changed();
+
 -- Every gateway process mirrors each room's rule (gateway/waiting_room.py) so that a waiting
 -- fan's poll is answered without a database call. Whatever the rule reads changes only here:
 -- the serving base, a pause, the opening and its shuffle (this trigger; a rate change or on/off
