@@ -34,7 +34,7 @@ def test_a_room_does_not_open_before_its_event_has_a_ticket_type(
     the room by joining (first place, no shuffle at the real opening), and everyone was admitted
     before the types' sale started (their tokens ran out before it)."""
     event = make_event(gw, p_queue_enabled=True, p_admission_rate_per_minute=600)
-    scout, scout_headers = new_user(client, owner)
+    _, scout_headers = new_user(client, owner)
     url = f"/events/{event['id']}/queue"
     r = client.post(url, headers=scout_headers)
     assert r.status_code == 200, r.text
@@ -96,7 +96,7 @@ def test_a_token_signed_before_a_key_rotation_is_not_kept_by_the_gateway(
     answer reached the gateway after the rotation's notice (which empties the kept answers), was
     kept: every later poll got the dead token from memory, and the fan could not reserve."""
     event, tt = queue_event(gw, rate=6)
-    fan, headers = new_user(client, owner)
+    _, headers = new_user(client, owner)
     url = f"/events/{event['id']}/queue"
     assert client.post(url, headers=headers).json()["position"] is None  # joined before the opening
     open_sale(owner, event, 15)  # position 1 is admitted by the next poll
@@ -235,3 +235,18 @@ def test_publishing_an_event_whose_room_was_prepared_tells_the_gateways(
     answered = rooms.memory_answers
     assert client.get(url, headers=headers).json()["position"] is None
     assert rooms.memory_answers == answered + 1  # from memory
+
+
+def test_the_gateway_role_reads_no_waiting_room_table_nor_the_signing_key(gw: psycopg.Connection) -> None:
+    """A guard (no fix): whoever holds the gateway's credential cannot read the key, the shuffle's
+    seed or anyone's place, nor sign a token with a helper."""
+    for query in [
+        "SELECT secret FROM public.admission_secret",
+        "SELECT shuffle_seed FROM public.waiting_rooms",
+        "SELECT position FROM public.waiting_room_entries",
+        "SELECT internal.admission_token(gen_random_uuid(), gen_random_uuid(), 1, '\\x00'::bytea)",
+        "SELECT internal.waiting_room_open(gen_random_uuid())",
+    ]:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            gw.execute(query)
+        gw.rollback()
