@@ -305,8 +305,9 @@ async def join_queue(gw: Gateway, request: Request, endpoint: Endpoint, principa
     share one call: gateway/onsale/join.py); this process remembers where."""
     assert principal is not None
     event_id = path_uuid("event_id", request.path_params["event_id"])
+    generation = gw.rooms.generation
     place = await gw.joiner.join(event_id, principal.user_id)
-    return json_response(gw.rooms.learn(event_id, principal.user_id, place), endpoint.status)
+    return json_response(gw.rooms.learn(event_id, principal.user_id, place, generation), endpoint.status)
 
 
 async def queue_status(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
@@ -320,8 +321,9 @@ async def queue_status(gw: Gateway, request: Request, endpoint: Endpoint, princi
     if known is not None:
         return json_response(known, endpoint.status)
     await check_rate_limit(gw, request, endpoint, principal)
+    generation = gw.rooms.generation
     place = await gw.db.call(endpoint.function, {"p_event_id": event_id, "p_user_id": principal.user_id})
-    return json_response(gw.rooms.learn(event_id, principal.user_id, place), endpoint.status)
+    return json_response(gw.rooms.learn(event_id, principal.user_id, place, generation), endpoint.status)
 
 
 SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {

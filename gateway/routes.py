@@ -135,7 +135,7 @@ DBA_ONLY |= {"rate_limits", "set_rate_limit", "rate_limit_state", "clear_rate_li
 DBA_ONLY |= {"buyer_counts", "purge_idempotency_keys"}
 # The waiting room (sql/functions/80_waiting_room.sql).
 DBA_ONLY |= {"waiting_room", "set_waiting_room_rate", "pause_waiting_room", "resume_waiting_room", "waiting_room_audit"}
-DBA_ONLY |= {"rotate_admission_secret"}
+DBA_ONLY |= {"rotate_admission_secret", "open_waiting_rooms"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

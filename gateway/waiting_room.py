@@ -66,7 +66,8 @@ class Room:
     paused: bool
     opened_at: int | None
     shuffled: bool
-    opens_at: int | None  # before the shuffle: when the sale opens (None: at publication)
+    opens_at: int | None  # before the shuffle: when the sale opens (None: at publication, or no type yet)
+    created_at: int | None = None  # which incarnation of the room (a room deleted and made again differs)
 
     @classmethod
     def from_json(cls, row: dict[str, Any]) -> Room:
@@ -80,6 +81,7 @@ class Room:
             opened_at=row["opened_at"],
             shuffled=bool(row["shuffled"]),
             opens_at=row["opens_at"],
+            created_at=row.get("created_at"),
         )
 
     def _start(self) -> int:
@@ -158,6 +160,9 @@ class WaitingRooms:
         self.offset_us = 0  # PostgreSQL's clock minus ours
         self.memory_answers = 0  # polls answered without the database (for tests and the bench)
         self.changes = 0  # notices and loads applied (tests wait on it)
+        # Bumped by whatever makes kept answers stale (a load, a room deleted, the key rotated): a
+        # database answer read before such a change and arriving after it is not remembered.
+        self.generation = 0
 
     def now(self) -> int:
         return time.time_ns() // 1000 + self.offset_us
@@ -166,13 +171,24 @@ class WaitingRooms:
 
     def replace(self, state: dict[str, Any], offset_us: int) -> None:
         """The whole state from api.waiting_room_state() (on every (re)connect)."""
-        self.rooms = {room.event_id: room for room in (Room.from_json(r) for r in state.get("rooms") or ())}
+        rooms = {room.event_id: room for room in (Room.from_json(r) for r in state.get("rooms") or ())}
+        # The places remembered stay only for rooms that are the same incarnation as before: a room
+        # deleted (and maybe made again) while we were away took its places with it.
+        kept = {
+            event_id
+            for event_id, room in rooms.items()
+            if event_id in self.rooms and self.rooms[event_id].created_at == room.created_at
+        }
+        self.places = {key: position for key, position in self.places.items() if key[0] in kept}
+        self.rooms = rooms
         self.admitted.clear()  # a key rotated while we were away would make them stale
         self.offset_us = offset_us
+        self.generation += 1
         self.changes += 1
 
     def apply(self, payload: str) -> None:
-        """One notice: `r:<mirror JSON>`, `d:<event id>` (room deleted), `k` (key rotated)."""
+        """One notice: `r:<mirror JSON>`, `d:<event id>` (room deleted), `k` (key rotated), `x` or
+        `x:rooms` (every place, or every room, truncated)."""
         kind, _, rest = payload.partition(":")
         try:
             if kind == "r":
@@ -184,8 +200,16 @@ class WaitingRooms:
                     del self.places[key]
                 for key in [k for k in self.admitted if k[0] == rest]:
                     del self.admitted[key]
+                self.generation += 1
             elif kind == "k":
                 self.admitted.clear()
+                self.generation += 1
+            elif kind == "x":  # TRUNCATE: every place (and with "x:rooms" every room) is gone
+                self.places.clear()
+                self.admitted.clear()
+                if rest == "rooms":
+                    self.rooms.clear()
+                self.generation += 1
             else:
                 raise ValueError(kind)
         except (ValueError, KeyError, TypeError):
@@ -216,10 +240,15 @@ class WaitingRooms:
         place["poll_after_seconds"] = poll_after_seconds(place)
         return json.dumps(place)
 
-    def learn(self, event_id: str, user_id: str, text: str | None) -> str:
+    def learn(self, event_id: str, user_id: str, text: str | None, generation: int | None = None) -> str:
         """A database answer (join or poll): remember the fan's place; returns the answer with
-        poll_after_seconds added."""
+        poll_after_seconds added. `generation`: self.generation when the call was sent; if it has
+        moved since (say the key was rotated while the call ran: its token may be under the old
+        key), the answer is passed on but not remembered, so the next poll asks again."""
         place: dict[str, Any] = json.loads(text or "{}")
+        if generation is not None and generation != self.generation:
+            place["poll_after_seconds"] = poll_after_seconds(place)
+            return json.dumps(place)
         key = (sys.intern(event_id), user_id)  # one copy of an event's id for all its fans
         if key not in self.places and len(self.places) >= self.places_max:
             del self.places[next(iter(self.places))]

@@ -25,6 +25,10 @@ BEGIN
     -- Idempotency keys answer for 24 hours; older ones already count as absent.
     PERFORM cron.schedule('booking-purge-idempotency-keys', '*/10 * * * *',
                           'SELECT api.purge_idempotency_keys()');
+    -- Waiting rooms whose sale opened and that no gateway could shuffle (a big room's shuffle
+    -- outlasts the gateway's statement_timeout) or that nobody polled.
+    PERFORM cron.schedule('booking-open-waiting-rooms', '* * * * *',
+                          'SELECT api.open_waiting_rooms()');
   END IF;
 END
 $$;

@@ -1014,8 +1014,8 @@ BEGIN
          WHERE event_id = p_event_id RETURNING * INTO w;
       END IF;
     END IF;
-  ELSE
-    w := internal.waiting_room_open(p_event_id);
+  ELSE  -- everyone already in: do not wait for a shuffle another transaction is running
+    w := internal.waiting_room_open(p_event_id, p_wait => false);
   END IF;
   -- One answer per element, in order: the place, or this element's own error.
   RETURN QUERY
@@ -1108,6 +1108,45 @@ ALTER FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_
 --
 
 COMMENT ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) IS 'The user''s orders, newest first by (created_at, id), each with items, payment and tickets. Pages: at most p_limit orders (NULL: all), after the order (p_after_created_at, p_after_id) when given (keyset: stable while orders are added). Locks nothing. Raises BKVAL (limit below 1).';
+
+
+--
+-- Name: open_waiting_rooms(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.open_waiting_rooms() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_room record;
+  v_opened integer := 0;
+BEGIN
+  -- Every room whose sale has opened and that nobody shuffled yet (no one polled or joined since
+  -- the opening, or every attempt from a gateway ran out of the gateway's statement_timeout: a
+  -- shuffle costs ~15 us per entry, so a few hundred thousand fans take longer than 5 s).
+  FOR v_room IN
+    SELECT w.event_id FROM waiting_rooms w JOIN events e ON e.id = w.event_id
+     WHERE w.shuffle_seed IS NULL AND e.queue_enabled AND e.status = 'PUBLISHED'
+       AND internal.waiting_room_opens_at(w.event_id) <= now()
+     ORDER BY w.event_id
+  LOOP
+    IF (internal.waiting_room_open(v_room.event_id)).shuffle_seed IS NOT NULL THEN
+      v_opened := v_opened + 1;
+    END IF;
+  END LOOP;
+  RETURN v_opened;
+END;
+$$;
+
+
+ALTER FUNCTION api.open_waiting_rooms() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION open_waiting_rooms(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.open_waiting_rooms() IS '(DBA-only) Opens every waiting room whose sale has opened and that is not shuffled yet (pg_cron runs it every minute), without the gateway''s statement_timeout (a big room''s shuffle can outlast it). Returns how many rooms it shuffled (rooms shuffled meanwhile by a poll are not counted).';
 
 
 --
@@ -2263,7 +2302,7 @@ DECLARE
 BEGIN
   SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id;
   IF FOUND AND w.shuffle_seed IS NULL THEN
-    w := internal.waiting_room_open(p_event_id);  -- writes once per event, at the opening
+    w := internal.waiting_room_open(p_event_id, p_wait => false);  -- writes once per event, at the opening
   END IF;
   IF w.event_id IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'you are not in this waiting room',
@@ -2335,7 +2374,7 @@ CREATE FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_user_i
     LANGUAGE sql STABLE
     AS $$
   -- The shape by plain string tests (a regex with a bounded repetition cost ~5 us a call here),
-  -- then the expiry, then the MAC part against the one internal.admission_token signs (written
+  -- then the expiry, then the token against the one internal.admission_token signs (written
   -- out here: the call cost ~2 us more), compared as sha256 of both so the comparison's timing
   -- says nothing about the expected MAC. CASE keeps the order: the cast runs only on digits. An
   -- expiry with leading zeros is signed by nobody, so its MAC never matches.
@@ -2344,10 +2383,13 @@ CREATE FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_user_i
     WHEN length(split_part(p_token, '.', 2)) NOT BETWEEN 1 AND 12
          OR translate(split_part(p_token, '.', 2), '0123456789', '') <> '' THEN false
     WHEN split_part(p_token, '.', 2)::bigint <= extract(epoch FROM now()) THEN false
-    ELSE public.digest(split_part(p_token, '.', 3), 'sha256')
-       = public.digest(encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
-                                                     || split_part(p_token, '.', 2), 'UTF8'),
-                                          p_secret, 'sha256'), 'hex'), 'sha256')
+    -- The whole token against the one that would be signed (not only its third part: anything
+    -- after it, '.junk', made another string that passed, found in review).
+    ELSE public.digest(p_token, 'sha256')
+       = public.digest('v1.' || split_part(p_token, '.', 2) || '.'
+                       || encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
+                                                        || split_part(p_token, '.', 2), 'UTF8'),
+                                             p_secret, 'sha256'), 'hex'), 'sha256')
   END
 $$;
 
@@ -3543,6 +3585,7 @@ CREATE TABLE public.waiting_rooms (
     shuffled_through integer,
     shuffled_at timestamp with time zone,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     CONSTRAINT chk_waiting_rooms_counts CHECK (((joined >= 0) AND (base >= 0)))
 );
 
@@ -3578,7 +3621,7 @@ BEGIN
   IF v_entry.position IS NULL THEN  -- before the opening: the shuffle decides the place
     v_opens := internal.waiting_room_opens_at(e.id);
     RETURN json_build_object('event_id', e.id, 'status', 'waiting', 'position', NULL, 'ahead', NULL,
-      'eta_seconds', CASE WHEN v_opens > now() THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
+      'eta_seconds', CASE WHEN v_opens > now() AND isfinite(v_opens) THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
       'admission_token', NULL, 'admission_expires_at', NULL);
   END IF;
   IF v_entry.position > v_serving THEN
@@ -3657,14 +3700,17 @@ CREATE FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.ev
     AS $$
   -- What a gateway needs to compute the rule itself (gateway/waiting_room.py, the same formula as
   -- internal.waiting_room_serving): times as Unix microseconds, exact. opens_at only before the
-  -- shuffle (null: at publication, i.e. already open).
+  -- shuffle (null: at publication, i.e. already open, or not known yet: no ticket type; either
+  -- way the gateway leaves the answer to the database).
   SELECT json_build_object(
     'event_id', w.event_id, 'enabled', e.queue_enabled AND e.status <> 'DRAFT',
     'rate', e.admission_rate_per_minute, 'base', w.base,
     'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
     'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
+    'created_at', (extract(epoch FROM w.created_at) * 1000000)::bigint,
     'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
-                  (extract(epoch FROM nullif(internal.waiting_room_opens_at(w.event_id), '-infinity')) * 1000000)::bigint
+                  (extract(epoch FROM nullif(nullif(internal.waiting_room_opens_at(w.event_id), '-infinity'), 'infinity'))
+                   * 1000000)::bigint
                 END)
 $$;
 
@@ -3675,7 +3721,7 @@ ALTER FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.eve
 -- Name: FUNCTION waiting_room_mirror(w public.waiting_rooms, e public.events); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) IS 'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, opened_at, shuffled, opens_at} (times in Unix microseconds).';
+COMMENT ON FUNCTION internal.waiting_room_mirror(w public.waiting_rooms, e public.events) IS 'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, opened_at, shuffled, created_at (which incarnation of the room), opens_at} (times in Unix microseconds).';
 
 
 --
@@ -3705,10 +3751,10 @@ COMMENT ON FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_
 
 
 --
--- Name: waiting_room_open(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+-- Name: waiting_room_open(uuid, boolean); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE FUNCTION internal.waiting_room_open(p_event_id uuid) RETURNS public.waiting_rooms
+CREATE FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean DEFAULT true) RETURNS public.waiting_rooms
     LANGUAGE plpgsql
     AS $$
 DECLARE
@@ -3726,7 +3772,18 @@ BEGIN
   IF now() < v_opens THEN
     RETURN w;
   END IF;
-  SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  IF NOT p_wait THEN
+    -- A poll does not queue behind a shuffle in progress (a big room's takes seconds: every poll
+    -- of the crowd would hold a connection for the lock timeout, then fail): it answers "no place
+    -- yet" from the row as it is, and asks again later.
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+      SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id;
+      RETURN w;
+    END IF;
+  ELSE
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  END IF;
   IF w.shuffle_seed IS NOT NULL THEN  -- another transaction did it while we waited
     RETURN w;
   END IF;
@@ -3748,13 +3805,13 @@ END;
 $$;
 
 
-ALTER FUNCTION internal.waiting_room_open(p_event_id uuid) OWNER TO booking_owner;
+ALTER FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION waiting_room_open(p_event_id uuid, p_wait boolean); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.waiting_room_open(p_event_id uuid) IS 'Opens the room once the sale has opened: shuffles everyone who joined before (positions 1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks the waiting_rooms row only when it shuffles.';
+COMMENT ON FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) IS 'Opens the room once the sale has opened: shuffles everyone who joined before (positions 1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks the waiting_rooms row only when it shuffles. p_wait false: when another transaction holds the row (shuffling, or a join), returns the row unshuffled instead of waiting.';
 
 
 --
@@ -3765,8 +3822,12 @@ CREATE FUNCTION internal.waiting_room_opens_at(p_event_id uuid) RETURNS timestam
     LANGUAGE sql STABLE
     AS $$
   -- The earliest start_sale_time of the event's types; -infinity (open from publication) when
-  -- one of them has none, or there are none.
-  SELECT CASE WHEN count(*) = 0 OR bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
+  -- one of them has none; infinity (not yet: nothing is on sale) while the event has no type.
+  -- Without the last rule a room opened at its first join when the admin had not added the types
+  -- yet: no shuffle at the real opening (the first to find the event came first) and everyone
+  -- admitted, their tokens expiring, before a type's later start_sale_time.
+  SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
+              WHEN bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
               ELSE min(t.start_sale_time) END
     FROM public.ticket_types t WHERE t.event_id = p_event_id
 $$;
@@ -3778,7 +3839,7 @@ ALTER FUNCTION internal.waiting_room_opens_at(p_event_id uuid) OWNER TO booking_
 -- Name: FUNCTION waiting_room_opens_at(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.waiting_room_opens_at(p_event_id uuid) IS 'When an event''s sale opens: the earliest start_sale_time of its ticket types, or -infinity (at publication) when one of them has none.';
+COMMENT ON FUNCTION internal.waiting_room_opens_at(p_event_id uuid) IS 'When an event''s sale opens: the earliest start_sale_time of its ticket types, -infinity (at publication) when one of them has none, infinity (not yet) while it has no ticket type.';
 
 
 --
@@ -3976,6 +4037,23 @@ $$;
 ALTER FUNCTION public.waiting_room_changed() OWNER TO booking_owner;
 
 --
+-- Name: waiting_room_event_status_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_room_event_status_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM internal.waiting_room_notify(NEW.id, false);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_room_event_status_changed() OWNER TO booking_owner;
+
+--
 -- Name: waiting_room_opening_changed(); Type: FUNCTION; Schema: public; Owner: booking_owner
 --
 
@@ -4008,6 +4086,23 @@ $$;
 
 
 ALTER FUNCTION public.waiting_room_rate_changed() OWNER TO booking_owner;
+
+--
+-- Name: waiting_rooms_truncated(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.waiting_rooms_truncated() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO 'pg_catalog', 'pg_temp'
+    AS $$
+BEGIN
+  PERFORM pg_notify('booking_waiting_rooms', CASE WHEN TG_TABLE_NAME = 'waiting_rooms' THEN 'x:rooms' ELSE 'x' END);
+  RETURN NULL;
+END;
+$$;
+
+
+ALTER FUNCTION public.waiting_rooms_truncated() OWNER TO booking_owner;
 
 --
 -- Name: admission_secret; Type: TABLE; Schema: public; Owner: booking_owner
@@ -4888,6 +4983,20 @@ CREATE TRIGGER waiting_room_changed AFTER INSERT OR DELETE OR UPDATE OF base, ba
 
 
 --
+-- Name: waiting_room_entries waiting_room_entries_truncated; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_entries_truncated AFTER TRUNCATE ON public.waiting_room_entries FOR EACH STATEMENT EXECUTE FUNCTION public.waiting_rooms_truncated();
+
+
+--
+-- Name: events waiting_room_event_status_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_room_event_status_changed AFTER UPDATE OF status ON public.events FOR EACH ROW WHEN ((((old.status)::text IS DISTINCT FROM (new.status)::text) AND new.queue_enabled)) EXECUTE FUNCTION public.waiting_room_event_status_changed();
+
+
+--
 -- Name: ticket_types waiting_room_opening_changed; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -4899,6 +5008,13 @@ CREATE TRIGGER waiting_room_opening_changed AFTER INSERT OR DELETE OR UPDATE OF 
 --
 
 CREATE TRIGGER waiting_room_rate_changed AFTER UPDATE OF admission_rate_per_minute, queue_enabled ON public.events FOR EACH ROW WHEN (((old.admission_rate_per_minute IS DISTINCT FROM new.admission_rate_per_minute) OR (old.queue_enabled IS DISTINCT FROM new.queue_enabled))) EXECUTE FUNCTION public.waiting_room_rate_changed();
+
+
+--
+-- Name: waiting_rooms waiting_rooms_truncated; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER waiting_rooms_truncated AFTER TRUNCATE ON public.waiting_rooms FOR EACH STATEMENT EXECUTE FUNCTION public.waiting_rooms_truncated();
 
 
 --
@@ -5205,6 +5321,13 @@ GRANT ALL ON FUNCTION api.list_published_events(p_query text, p_limit integer, p
 
 REVOKE ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.my_bookings(p_user_id uuid, p_limit integer, p_after_created_at timestamp with time zone, p_after_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION open_waiting_rooms(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.open_waiting_rooms() FROM PUBLIC;
 
 
 --
@@ -5661,10 +5784,10 @@ REVOKE ALL ON FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_befo
 
 
 --
--- Name: FUNCTION waiting_room_open(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION waiting_room_open(p_event_id uuid, p_wait boolean); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.waiting_room_open(p_event_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) FROM PUBLIC;
 
 
 --
@@ -5738,6 +5861,13 @@ REVOKE ALL ON FUNCTION public.waiting_room_changed() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION waiting_room_event_status_changed(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_room_event_status_changed() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION waiting_room_opening_changed(); Type: ACL; Schema: public; Owner: booking_owner
 --
 
@@ -5749,6 +5879,13 @@ REVOKE ALL ON FUNCTION public.waiting_room_opening_changed() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.waiting_room_rate_changed() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_rooms_truncated(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.waiting_rooms_truncated() FROM PUBLIC;
 
 
 --

@@ -130,6 +130,7 @@ DBA_ONLY_CALLS = {
     "resume_waiting_room": "gen_random_uuid()",
     "waiting_room_audit": "gen_random_uuid()",
     "rotate_admission_secret": "",
+    "open_waiting_rooms": "",
 }
 
 

@@ -152,3 +152,23 @@ def test_the_page_trades_its_refresh_token_when_the_access_token_expires(
         tab.wait_for("document.body.dataset.status === 'waiting'", 5, lambda: tab.eval(STATE))
         assert tab.eval("sessionStorage.getItem('booking.refresh_token')") not in (None, pair["refresh_token"])
         assert text(tab, "position") == "2"
+
+
+def test_the_page_says_why_when_asking_again_cannot_help_and_survives_a_bad_link(
+    server: LiveServer, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    """A cancelled event's join is 409: the page said "Busy; trying again shortly" and asked again
+    every 5 s for ever. A link whose fragment held a malformed %-escape stopped the script at once
+    (decodeURIComponent threw): the page stayed on "Loading…"."""
+    event, _ = queue_event(gw, rate=6)
+    me = fan(owner, gw)
+    token = login(server, me["email"])
+    page_url = f"{server.url}/events/{event['id']}/waiting-room"
+    with Browser() as browser:
+        tab = browser.open(f"{page_url}#token=%E0%A4%A")
+        tab.wait_for("document.body.dataset.status === 'login'", 20, lambda: tab.eval(STATE))
+        call(gw, "cancel_event", p_event_id=event["id"])
+        tab.eval(f"sessionStorage.setItem('booking.access_token', {json.dumps(token)})")
+        tab.eval("location.reload()")
+        tab.wait_for("document.body.dataset.status === 'closed'", 20, lambda: tab.eval(STATE))
+        assert "not on sale" in text(tab, "message")

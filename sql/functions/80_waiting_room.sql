@@ -45,7 +45,7 @@ RETURNS boolean
 LANGUAGE sql STABLE
 AS $$
   -- The shape by plain string tests (a regex with a bounded repetition cost ~5 us a call here),
-  -- then the expiry, then the MAC part against the one internal.admission_token signs (written
+  -- then the expiry, then the token against the one internal.admission_token signs (written
   -- out here: the call cost ~2 us more), compared as sha256 of both so the comparison's timing
   -- says nothing about the expected MAC. CASE keeps the order: the cast runs only on digits. An
   -- expiry with leading zeros is signed by nobody, so its MAC never matches.
@@ -54,10 +54,13 @@ AS $$
     WHEN length(split_part(p_token, '.', 2)) NOT BETWEEN 1 AND 12
          OR translate(split_part(p_token, '.', 2), '0123456789', '') <> '' THEN false
     WHEN split_part(p_token, '.', 2)::bigint <= extract(epoch FROM now()) THEN false
-    ELSE public.digest(split_part(p_token, '.', 3), 'sha256')
-       = public.digest(encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
-                                                     || split_part(p_token, '.', 2), 'UTF8'),
-                                          p_secret, 'sha256'), 'hex'), 'sha256')
+    -- The whole token against the one that would be signed (not only its third part: anything
+    -- after it, '.junk', made another string that passed, found in review).
+    ELSE public.digest(p_token, 'sha256')
+       = public.digest('v1.' || split_part(p_token, '.', 2) || '.'
+                       || encode(public.hmac(convert_to('v1|' || p_event_id || '|' || p_user_id || '|'
+                                                        || split_part(p_token, '.', 2), 'UTF8'),
+                                             p_secret, 'sha256'), 'hex'), 'sha256')
   END
 $$;
 COMMENT ON FUNCTION internal.admission_valid(text, uuid, uuid, bytea) IS
@@ -69,14 +72,18 @@ RETURNS timestamptz
 LANGUAGE sql STABLE
 AS $$
   -- The earliest start_sale_time of the event's types; -infinity (open from publication) when
-  -- one of them has none, or there are none.
-  SELECT CASE WHEN count(*) = 0 OR bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
+  -- one of them has none; infinity (not yet: nothing is on sale) while the event has no type.
+  -- Without the last rule a room opened at its first join when the admin had not added the types
+  -- yet: no shuffle at the real opening (the first to find the event came first) and everyone
+  -- admitted, their tokens expiring, before a type's later start_sale_time.
+  SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
+              WHEN bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
               ELSE min(t.start_sale_time) END
     FROM public.ticket_types t WHERE t.event_id = p_event_id
 $$;
 COMMENT ON FUNCTION internal.waiting_room_opens_at(uuid) IS
-  'When an event''s sale opens: the earliest start_sale_time of its ticket types, or -infinity '
-  '(at publication) when one of them has none.';
+  'When an event''s sale opens: the earliest start_sale_time of its ticket types, -infinity '
+  '(at publication) when one of them has none, infinity (not yet) while it has no ticket type.';
 
 
 CREATE OR REPLACE FUNCTION internal.waiting_room_serving(
@@ -130,7 +137,7 @@ COMMENT ON FUNCTION internal.waiting_room_event(uuid) IS
   'The event, if it has a waiting room (queue_enabled, not a draft). Raises BKNTF.';
 
 
-CREATE OR REPLACE FUNCTION internal.waiting_room_open(p_event_id uuid)
+CREATE OR REPLACE FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean DEFAULT true)
 RETURNS public.waiting_rooms
 LANGUAGE plpgsql
 AS $$
@@ -149,7 +156,18 @@ BEGIN
   IF now() < v_opens THEN
     RETURN w;
   END IF;
-  SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  IF NOT p_wait THEN
+    -- A poll does not queue behind a shuffle in progress (a big room's takes seconds: every poll
+    -- of the crowd would hold a connection for the lock timeout, then fail): it answers "no place
+    -- yet" from the row as it is, and asks again later.
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE SKIP LOCKED;
+    IF NOT FOUND THEN
+      SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id;
+      RETURN w;
+    END IF;
+  ELSE
+    SELECT * INTO w FROM public.waiting_rooms WHERE event_id = p_event_id FOR UPDATE;
+  END IF;
   IF w.shuffle_seed IS NOT NULL THEN  -- another transaction did it while we waited
     RETURN w;
   END IF;
@@ -169,10 +187,11 @@ BEGIN
   RETURN w;
 END;
 $$;
-COMMENT ON FUNCTION internal.waiting_room_open(uuid) IS
+COMMENT ON FUNCTION internal.waiting_room_open(uuid, boolean) IS
   'Opens the room once the sale has opened: shuffles everyone who joined before (positions '
   '1..n by sha256(seed || user id), the seed recorded) and records opened_at. Idempotent; locks '
-  'the waiting_rooms row only when it shuffles.';
+  'the waiting_rooms row only when it shuffles. p_wait false: when another transaction holds the '
+  'row (shuffling, or a join), returns the row unshuffled instead of waiting.';
 
 
 CREATE OR REPLACE FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid)
@@ -205,7 +224,7 @@ BEGIN
   IF v_entry.position IS NULL THEN  -- before the opening: the shuffle decides the place
     v_opens := internal.waiting_room_opens_at(e.id);
     RETURN json_build_object('event_id', e.id, 'status', 'waiting', 'position', NULL, 'ahead', NULL,
-      'eta_seconds', CASE WHEN v_opens > now() THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
+      'eta_seconds', CASE WHEN v_opens > now() AND isfinite(v_opens) THEN ceil(extract(epoch FROM v_opens - now()))::bigint END,
       'admission_token', NULL, 'admission_expires_at', NULL);
   END IF;
   IF v_entry.position > v_serving THEN
@@ -249,19 +268,23 @@ LANGUAGE sql STABLE
 AS $$
   -- What a gateway needs to compute the rule itself (gateway/waiting_room.py, the same formula as
   -- internal.waiting_room_serving): times as Unix microseconds, exact. opens_at only before the
-  -- shuffle (null: at publication, i.e. already open).
+  -- shuffle (null: at publication, i.e. already open, or not known yet: no ticket type; either
+  -- way the gateway leaves the answer to the database).
   SELECT json_build_object(
     'event_id', w.event_id, 'enabled', e.queue_enabled AND e.status <> 'DRAFT',
     'rate', e.admission_rate_per_minute, 'base', w.base,
     'base_at', (extract(epoch FROM w.base_at) * 1000000)::bigint, 'paused', w.paused_at IS NOT NULL,
     'opened_at', (extract(epoch FROM w.opened_at) * 1000000)::bigint, 'shuffled', w.shuffle_seed IS NOT NULL,
+    'created_at', (extract(epoch FROM w.created_at) * 1000000)::bigint,
     'opens_at', CASE WHEN w.shuffle_seed IS NULL THEN
-                  (extract(epoch FROM nullif(internal.waiting_room_opens_at(w.event_id), '-infinity')) * 1000000)::bigint
+                  (extract(epoch FROM nullif(nullif(internal.waiting_room_opens_at(w.event_id), '-infinity'), 'infinity'))
+                   * 1000000)::bigint
                 END)
 $$;
 COMMENT ON FUNCTION internal.waiting_room_mirror(public.waiting_rooms, public.events) IS
   'A room''s rule as the gateways mirror it: {event_id, enabled, rate, base, base_at, paused, '
-  'opened_at, shuffled, opens_at} (times in Unix microseconds).';
+  'opened_at, shuffled, created_at (which incarnation of the room), opens_at} (times in Unix '
+  'microseconds).';
 
 
 CREATE OR REPLACE FUNCTION internal.waiting_room_notify(p_event_id uuid, p_only_before_opening boolean)
@@ -364,8 +387,8 @@ BEGIN
          WHERE event_id = p_event_id RETURNING * INTO w;
       END IF;
     END IF;
-  ELSE
-    w := internal.waiting_room_open(p_event_id);
+  ELSE  -- everyone already in: do not wait for a shuffle another transaction is running
+    w := internal.waiting_room_open(p_event_id, p_wait => false);
   END IF;
   -- One answer per element, in order: the place, or this element's own error.
   RETURN QUERY
@@ -424,7 +447,7 @@ DECLARE
 BEGIN
   SELECT * INTO w FROM waiting_rooms WHERE event_id = p_event_id;
   IF FOUND AND w.shuffle_seed IS NULL THEN
-    w := internal.waiting_room_open(p_event_id);  -- writes once per event, at the opening
+    w := internal.waiting_room_open(p_event_id, p_wait => false);  -- writes once per event, at the opening
   END IF;
   IF w.event_id IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'you are not in this waiting room',
@@ -465,6 +488,38 @@ COMMENT ON FUNCTION api.waiting_room(uuid) IS
   '(DBA-only) An event''s waiting room: SELECT * FROM api.waiting_room(''<event id>''): people '
   'joined, serving position, admitted, waiting, tokens issued, rate, paused, the opening and its '
   'shuffle (seed, count, time).';
+
+
+CREATE OR REPLACE FUNCTION api.open_waiting_rooms()
+RETURNS integer
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_room record;
+  v_opened integer := 0;
+BEGIN
+  -- Every room whose sale has opened and that nobody shuffled yet (no one polled or joined since
+  -- the opening, or every attempt from a gateway ran out of the gateway's statement_timeout: a
+  -- shuffle costs ~15 us per entry, so a few hundred thousand fans take longer than 5 s).
+  FOR v_room IN
+    SELECT w.event_id FROM waiting_rooms w JOIN events e ON e.id = w.event_id
+     WHERE w.shuffle_seed IS NULL AND e.queue_enabled AND e.status = 'PUBLISHED'
+       AND internal.waiting_room_opens_at(w.event_id) <= now()
+     ORDER BY w.event_id
+  LOOP
+    IF (internal.waiting_room_open(v_room.event_id)).shuffle_seed IS NOT NULL THEN
+      v_opened := v_opened + 1;
+    END IF;
+  END LOOP;
+  RETURN v_opened;
+END;
+$$;
+COMMENT ON FUNCTION api.open_waiting_rooms() IS
+  '(DBA-only) Opens every waiting room whose sale has opened and that is not shuffled yet (pg_cron '
+  'runs it every minute), without the gateway''s statement_timeout (a big room''s shuffle can outlast '
+  'it). Returns how many rooms it shuffled (rooms shuffled meanwhile by a poll are not counted).';
 
 
 CREATE OR REPLACE FUNCTION internal.waiting_room_row(p_event_id uuid)

@@ -40,6 +40,9 @@ CREATE TABLE waiting_rooms (
   shuffled_through INT,                   -- ... namely the entries with seq up to this one
   shuffled_at TIMESTAMPTZ,
   updated_at TIMESTAMPTZ NOT NULL DEFAULT NOW(),  -- the last rebase, shuffle or join
+  -- Which incarnation of the event's room this is: a room deleted and made again (a DBA's reset)
+  -- gets another, so a gateway that reloads knows the places it remembers are void.
+  created_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp(),
 
   CONSTRAINT chk_waiting_rooms_counts CHECK (joined >= 0 AND base >= 0)
 );
@@ -99,6 +102,25 @@ CREATE TRIGGER waiting_room_rate_changed
         OR OLD.queue_enabled IS DISTINCT FROM NEW.queue_enabled)
   EXECUTE FUNCTION waiting_room_rate_changed();
 
+-- The mirror's `enabled` also reads the event's status (a draft has no room): publishing (or
+-- cancelling) an event whose room row exists already (a DBA set its rate or paused it before)
+-- tells the gateways too, else they kept it as off and sent every poll to the database.
+CREATE FUNCTION waiting_room_event_status_changed()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM internal.waiting_room_notify(NEW.id, false);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_room_event_status_changed
+  AFTER UPDATE OF status ON events
+  FOR EACH ROW
+  WHEN (OLD.status IS DISTINCT FROM NEW.status AND NEW.queue_enabled)
+  EXECUTE FUNCTION waiting_room_event_status_changed();
+
 -- Every gateway process mirrors each room's rule (gateway/waiting_room.py) so that a waiting
 -- fan's poll is answered without a database call. Whatever the rule reads changes only here:
 -- the serving base, a pause, the opening and its shuffle (this trigger; a rate change or on/off
@@ -123,6 +145,23 @@ $$;
 CREATE TRIGGER waiting_room_changed
   AFTER INSERT OR DELETE OR UPDATE OF base, base_at, paused_at, opened_at, shuffle_seed ON waiting_rooms
   FOR EACH ROW EXECUTE FUNCTION waiting_room_changed();
+
+-- TRUNCATE (a DBA resetting every room, or every place) fires no row trigger: the gateways are
+-- told to forget every place they remember ('x'), and every room too ('x:rooms').
+CREATE FUNCTION waiting_rooms_truncated()
+RETURNS TRIGGER
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+  PERFORM pg_notify('booking_waiting_rooms', CASE WHEN TG_TABLE_NAME = 'waiting_rooms' THEN 'x:rooms' ELSE 'x' END);
+  RETURN NULL;
+END;
+$$;
+CREATE TRIGGER waiting_rooms_truncated AFTER TRUNCATE ON waiting_rooms
+  FOR EACH STATEMENT EXECUTE FUNCTION waiting_rooms_truncated();
+CREATE TRIGGER waiting_room_entries_truncated AFTER TRUNCATE ON waiting_room_entries
+  FOR EACH STATEMENT EXECUTE FUNCTION waiting_rooms_truncated();
 
 -- Before the opening a room's mirror holds when the sale opens (the earliest start_sale_time):
 -- a change of the types moves it. Rare (admin edits); reserves never touch start_sale_time.
