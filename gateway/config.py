@@ -141,8 +141,15 @@ class Settings(_Settings):
     trusted_proxies: Annotated[tuple[IPv4Network | IPv6Network, ...], NoDecode] = Field(
         (), validation_alias=_env("TRUSTED_PROXIES")
     )
-    # Load shedding (gateway/shedding.py): requests in flight per process; past it 503 busy at once. 0: no bound.
+    # Load shedding (gateway/shedding.py): requests in flight per process; past it 503 busy at once. 0: no bound
+    # (and no shedding at all). Little's law: 200 at ~1,500 req/s per process is ~130 ms inside it.
     max_in_flight: int = Field(200, ge=0, le=100000, validation_alias=_env("MAX_IN_FLIGHT"))
+    # ... and while the process's event loop runs later than this (a saturated loop: work waits
+    # outside the count), 503 busy too. 0: the lag is not watched.
+    shed_loop_lag_ms: float = Field(0, ge=0, le=10000, allow_inf_nan=False, validation_alias=_env("SHED_LOOP_LAG_MS"))
+    # ... and for 100 ms after any 100 ms in which even the quickest request took longer than this
+    # (a standing queue, CoDel's test). 0: no such test.
+    shed_target_ms: float = Field(250, ge=0, le=60000, allow_inf_nan=False, validation_alias=_env("SHED_TARGET_MS"))
     # At most this many rate-limit checks per database call (api.check_rate_limits takes 1000).
     rate_limit_batch_max: int = Field(200, ge=1, le=1000)
 
@@ -222,6 +229,17 @@ class ServerSettings(_Settings):
     # unaccepted for seconds (issue 10: 1000 connections on /healthz, p99 7.1 s, 258 still in the
     # accept queue 5 s in; asyncio: p99 119 ms, all accepted, split 509/491), for ~12% less throughput.
     loop: Literal["asyncio", "uvloop"] = Field("asyncio", validation_alias=_env("GATEWAY_LOOP"))
+
+    # Python's garbage collector (gateway/serving.py tune_gc): the objects of the loaded app frozen
+    # out of every collection, the young generation collected every this many allocations (Python:
+    # 700), its elders 10x less often. With thousands of connections and requests alive, Python's
+    # defaults stop the loop for tens of ms many times a second (issue 10: loop lag p99 160 ms at
+    # 1000 connections; 40 ms so). 0: Python's defaults.
+    gc_gen0_threshold: int = Field(50000, ge=0, le=10_000_000, validation_alias=_env("GATEWAY_GC_GEN0"))
+
+    # Connections a worker accepts each time the shared listening socket is ready (gateway/serving.py
+    # GatewayLoop; asyncio's own batch is the whole backlog, so one worker took most of a burst).
+    accept_batch: int = Field(16, ge=1, le=65535, validation_alias=_env("GATEWAY_ACCEPT_BATCH"))
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ServerSettings:
