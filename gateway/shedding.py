@@ -42,6 +42,7 @@ RETRY_AFTER_SECONDS = 1
 LOG_EVERY_SECONDS = 10.0
 LAG_TICK_SECONDS = 0.02  # how often the loop's lateness is sampled (50 timer callbacks a second)
 TARGET_INTERVAL = 0.1  # seconds: the window of the standing-queue test (SHED_TARGET_MS)
+MIN_LIMIT = 64  # requests in flight the adaptive bound never goes below (a reserve batch is 50)
 ADMITTED = "gateway.admitted"  # scope key: the protocol counted this request already
 
 log = logging.getLogger("gateway.shedding")
@@ -68,7 +69,7 @@ class Gate:
         self.max_lag = 0.0  # seconds; 0: the loop's lag is not watched (SHED_LOOP_LAG_MS)
         self.target = 0.0  # seconds; 0: no standing-queue test (SHED_TARGET_MS)
         self.in_flight = 0
-        self.standing = False  # the last interval's quickest request took longer than the target
+        self.limit = 0  # the adaptive bound on requests in flight, MIN_LIMIT..max_in_flight
         self._quickest = float("inf")  # the least time a request took in this interval, seconds
         self._interval_ends = 0.0
         self.lag = 0.0  # how late the loop ran the last lag timer, seconds
@@ -89,12 +90,12 @@ class Gate:
         self.max_in_flight = max_in_flight
         self.max_lag = max_lag_ms / 1000 if max_in_flight else 0.0  # MAX_IN_FLIGHT=0 turns shedding off
         self.target = target_ms / 1000 if max_in_flight else 0.0
-        self.standing = False
+        self.limit = max_in_flight
 
     def over(self) -> bool:
         """Is this process past its bound? (Then refuse anything not exempt.)"""
         return bool(self.max_in_flight) and (
-            self.in_flight >= self.max_in_flight or self.standing or (self.max_lag > 0 and self.lag > self.max_lag)
+            self.in_flight >= self.limit or (self.max_lag > 0 and self.lag > self.max_lag)
         )
 
     def release(self, _: object = None) -> None:
@@ -107,17 +108,27 @@ class Gate:
             self._quickest = seconds
 
     def judge(self, now: float) -> None:
-        """At the end of each TARGET_INTERVAL (from the lag timer): a standing queue when even the
-        quickest request of the interval took longer than the target (CoDel's test: a burst that
-        drains within an interval is not refused, a queue that stays is), or when requests were in
-        flight and none finished. Refuse new work for the next interval if so."""
+        """At the end of each TARGET_INTERVAL (from the lag timer), adapt the bound on requests in
+        flight: a standing queue when even the quickest request of the interval took longer than
+        the target (CoDel's test: a burst that drains within an interval does not count), or when
+        requests were in flight and none finished; then the bound drops to 90% of what is in
+        flight (never below MIN_LIMIT, enough to fill a coalesced reserve batch); otherwise it grows
+        back by a tenth, up to MAX_IN_FLIGHT. Gradual both ways: refusing everything for an interval
+        emptied the process, the next interval admitted a burst, and served fell to a few hundred/s."""
         if now < self._interval_ends:
             return
         self._interval_ends = now + TARGET_INTERVAL
-        if self.target > 0:
-            quickest = self._quickest if self._quickest != float("inf") else (self.target * 2 if self.in_flight else 0)
-            self.standing = quickest > self.target
-        self._quickest = float("inf")
+        quickest, self._quickest = self._quickest, float("inf")
+        if self.target <= 0:
+            return
+        if quickest == float("inf"):
+            standing = self.in_flight > 0
+        else:
+            standing = quickest > self.target
+        if standing:
+            self.limit = max(min(MIN_LIMIT, self.max_in_flight), min(self.limit, int(self.in_flight * 0.9)))
+        elif self.limit < self.max_in_flight:
+            self.limit = min(self.max_in_flight, self.limit + max(MIN_LIMIT // 8, self.limit // 10))
 
     def refused(self) -> None:
         self.shed += 1
@@ -132,9 +143,9 @@ class Gate:
         if not lags:
             return
         level = logging.WARNING if self.shed else logging.INFO
-        log.log(level, "shedding: %d requests refused in %.0f s; in flight %d (MAX_IN_FLIGHT %d); "
+        log.log(level, "shedding: %d requests refused in %.0f s; in flight %d (bound now %d, MAX_IN_FLIGHT %d); "
                 "loop lag ms p50 %.1f p99 %.1f max %.1f (SHED_LOOP_LAG_MS %.0f, SHED_TARGET_MS %.0f)",
-                self.shed, now - self._logged, self.in_flight, self.max_in_flight,
+                self.shed, now - self._logged, self.in_flight, self.limit, self.max_in_flight,
                 lags[len(lags) // 2] * 1000, lags[int(len(lags) * 0.99)] * 1000, lags[-1] * 1000,
                 self.max_lag * 1000, self.target * 1000)  # fmt: skip
         self.shed, self._logged = 0, now

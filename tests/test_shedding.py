@@ -174,8 +174,28 @@ def test_a_lagging_loop_sheds_and_the_bound_off_sheds_nothing() -> None:
     assert not gate.over()
 
 
+def test_a_standing_queue_lowers_the_bound_and_it_grows_back() -> None:
+    gate = Gate()
+    gate.configure(1000, 0, 250)
+    gate.in_flight = 500
+    gate.done(0.4)  # the quickest request of the interval took 400 ms: a queue that stays
+    gate.judge(now=1.0)
+    assert gate.limit == int(499 * 0.9) and gate.over()
+    gate.done(0.1)  # then one took 100 ms: no standing queue, the bound grows back by a tenth
+    gate.judge(now=2.0)
+    assert gate.limit == 449 + 44
+    gate.in_flight = 0
+    gate.judge(now=3.0)  # nothing in flight, nothing finished: idle, not stuck
+    assert gate.limit == 493 + 49 and not gate.over()
+    gate.in_flight = 900
+    gate.judge(now=4.0)  # in flight and nothing finished for a whole interval: stuck
+    assert gate.limit == 542 and gate.over()  # never raised by a stall; 90% of in flight is above it
+
+
 def test_shedding_settings(dbname: str) -> None:
     base = {"DATABASE_URL": "postgresql://x@127.0.0.1/x", "JWT_SECRET": "s"}
+    defaults = Settings.from_env(base)
+    assert (defaults.max_in_flight, defaults.shed_target_ms, defaults.shed_loop_lag_ms) == (1000, 250, 0)
     assert Settings.from_env({**base, "MAX_IN_FLIGHT": "0"}).max_in_flight == 0
     assert Settings.from_env({**base, "SHED_LOOP_LAG_MS": "75"}).shed_loop_lag_ms == 75
     create_app(settings_for(dbname, max_in_flight=7, shed_loop_lag_ms=30))
