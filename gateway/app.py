@@ -425,7 +425,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )
-    GATE.configure(settings.max_in_flight, settings.shed_loop_lag_ms, settings.shed_target_ms)  # one app per process
+    GATE.configure(
+        settings.max_in_flight, settings.shed_loop_lag_ms, settings.shed_target_ms, settings.shed_pause_ms
+    )  # one app per process
     app.state.gateway = gateway
     app.state.openapi = openapi_document(settings)
     return app

@@ -155,6 +155,12 @@ class Settings(_Settings):
     # Refuse too while the event loop runs more than this late (sampled every 20 ms). 0: off, the
     # default: with the garbage collector tuned (GATEWAY_GC_GEN0) the standing-queue test sufficed.
     shed_loop_lag_ms: float = Field(0, ge=0, le=10000, allow_inf_nan=False, validation_alias=_env("SHED_LOOP_LAG_MS"))
+    # After a refusal, the connection is not read for this long (Retry-After says 1 s): a client
+    # that asks again at once waits in its socket buffer instead of costing another refusal.
+    # Measured: 1000 users clicking without pause, refused when the machine stalled, came straight
+    # back: 1,180-25,600 refusals/s and served down to 1,183/s; with 250 ms, 48-172 refusals/s.
+    # Short, so a user who does wait less than Retry-After is not held long. 0: off.
+    shed_pause_ms: float = Field(250, ge=0, le=10000, allow_inf_nan=False, validation_alias=_env("SHED_PAUSE_MS"))
     # At most this many rate-limit checks per database call (api.check_rate_limits takes 1000).
     rate_limit_batch_max: int = Field(200, ge=1, le=1000)
 

@@ -164,9 +164,16 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         GATE.refused()
         if keep_alive:
             self._shedding = True  # the body, if any, is read and dropped; then the next request
+            if GATE.pause > 0:  # ... but not before SHED_PAUSE_MS: a client that ignores Retry-After
+                self.transport.pause_reading()  # and asks again at once waits in its socket, costing nothing
+                self.loop.call_later(GATE.pause, self._resume_after_refusal)
         else:
             self.transport.close()
         return True
+
+    def _resume_after_refusal(self) -> None:
+        if not self.transport.is_closing():
+            self.transport.resume_reading()
 
     def on_body(self, body: bytes) -> None:
         if not self._shedding:

@@ -67,6 +67,7 @@ class Gate:
         self.max_in_flight = 0  # 0: no bound (create_app sets it from MAX_IN_FLIGHT)
         self.max_lag = 0.0  # seconds; 0: the loop's lag is not watched (SHED_LOOP_LAG_MS)
         self.target = 0.0  # seconds; 0: no standing-queue test (SHED_TARGET_MS)
+        self.pause = 0.0  # seconds a refused connection is not read (SHED_PAUSE_MS); 0: read on
         self.in_flight = 0
         self.limit = 0  # the adaptive bound on requests in flight, MIN_LIMIT..max_in_flight
         self._quickest = float("inf")  # the least time a request took in this interval, seconds
@@ -85,8 +86,9 @@ class Gate:
         )
         self._bytes: dict[tuple[int, bool], bytes] = {}  # (id of uvicorn's default headers, keep-alive)
 
-    def configure(self, max_in_flight: int, max_lag_ms: float, target_ms: float = 0.0) -> None:
+    def configure(self, max_in_flight: int, max_lag_ms: float, target_ms: float = 0.0, pause_ms: float = 0.0) -> None:
         self.max_in_flight = max_in_flight
+        self.pause = pause_ms / 1000
         self.max_lag = max_lag_ms / 1000 if max_in_flight else 0.0  # MAX_IN_FLIGHT=0 turns shedding off
         self.target = target_ms / 1000 if max_in_flight else 0.0
         self.limit = max_in_flight

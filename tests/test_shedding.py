@@ -57,7 +57,7 @@ def test_excess_requests_are_shed_at_once_and_admitted_ones_succeed(
     # One reserve per database call, and time to wait for the lock without a 503 of the database's.
     server = Served(
         dbname, tmp_path / "gateway.log", MAX_IN_FLIGHT=str(BOUND), RESERVE_COALESCE="off",
-        POOL_MAX_SIZE=str(BOUND + 2), RATE_LIMITS="off",
+        POOL_MAX_SIZE=str(BOUND + 4), POOL_TIMEOUT_SECONDS="60", RATE_LIMITS="off",
         GATEWAY_DATABASE_URL=url_for(dbname, "booking_gateway", lock_timeout="60s", statement_timeout="60s"),
     ).start()  # fmt: skip
     blocker = psycopg.connect(url_for(dbname))
@@ -71,21 +71,28 @@ def test_excess_requests_are_shed_at_once_and_admitted_ones_succeed(
             assert time.monotonic() < deadline, "the first requests never got in flight"
             time.sleep(0.05)
 
+        # The excess at once, each on its own connection (the reserves above hold their row lock
+        # for at most the 2 s lock_timeout of api.reserve_tickets, so this must be quick).
+        excess = [server.connect() for _ in users[BOUND:]]
+        started = time.monotonic()
+        for sock, user in zip(excess, users[BOUND:], strict=True):
+            sock.sendall(reserve_bytes(user, tt["id"]))
         shed = []
-        with server.connect() as sock:  # one keep-alive connection: every refusal leaves it usable
-            for user in users[BOUND:]:
-                started = time.monotonic()
-                sock.sendall(reserve_bytes(user, tt["id"]))
-                status, headers, body = read_response(sock)
-                shed.append((status, headers.get("retry-after"), json.loads(body or b"{}").get("code"),
-                             time.monotonic() - started))  # fmt: skip
-            # Exempt: the probes and the waiting room's cheap routes reach the app (a 404 for an
-            # unknown event is the app's answer, not a refusal); anything else is refused.
-            exempt_statuses = [
-                get_status(sock, path)
-                for path in ("/healthz", "/readyz", f"/events/{tt['event']['id']}/queue", "/events/x/waiting-room")
-            ]
-            assert get_status(sock, "/events") == 503
+        for sock in excess:
+            status, headers, body = read_response(sock)
+            shed.append((status, headers.get("retry-after"), json.loads(body or b"{}").get("code"),
+                         time.monotonic() - started))  # fmt: skip
+        # The connection stays usable after a refusal (read again after SHED_PAUSE_MS). Exempt:
+        # the probes and the waiting room's cheap routes reach the app (a 401 or 404 is the app's
+        # answer, not a refusal); anything else is refused.
+        sock = excess[0]
+        exempt_statuses = [
+            get_status(sock, path)
+            for path in ("/healthz", "/readyz", f"/events/{tt['event']['id']}/queue", "/events/x/waiting-room")
+        ]
+        assert get_status(sock, "/events") == 503
+        for sock in excess:
+            sock.close()
         for status, retry_after, code, seconds in shed:
             assert (status, retry_after, code) == (503, "1", "busy")
             assert seconds < 5, f"a shed answer took {seconds:.1f} s: it waited instead of being refused"
@@ -196,6 +203,7 @@ def test_shedding_settings(dbname: str) -> None:
     base = {"DATABASE_URL": "postgresql://x@127.0.0.1/x", "JWT_SECRET": "s"}
     defaults = Settings.from_env(base)
     assert (defaults.max_in_flight, defaults.shed_target_ms, defaults.shed_loop_lag_ms) == (1000, 250, 0)
+    assert defaults.shed_pause_ms == 250
     assert Settings.from_env({**base, "MAX_IN_FLIGHT": "0"}).max_in_flight == 0
     assert Settings.from_env({**base, "SHED_LOOP_LAG_MS": "75"}).shed_loop_lag_ms == 75
     create_app(settings_for(dbname, max_in_flight=7, shed_loop_lag_ms=30))
@@ -225,9 +233,13 @@ class Transport(asyncio.Transport):
     def get_extra_info(self, name: str, default: Any = None) -> Any:
         return ("127.0.0.1", 8000) if name in ("sockname", "peername") else default
 
-    def pause_reading(self) -> None: ...
+    paused = False
 
-    def resume_reading(self) -> None: ...
+    def pause_reading(self) -> None:
+        self.paused = True
+
+    def resume_reading(self) -> None:
+        self.paused = False
 
 
 def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
@@ -249,7 +261,7 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
     async def scenario() -> None:
         from gateway.shedding import GATE
 
-        saved = (GATE.max_in_flight, GATE.max_lag, GATE.target)
+        saved = (GATE.max_in_flight, GATE.max_lag, GATE.target, GATE.pause)
         config = uvicorn.Config(app, log_level="warning", proxy_headers=False)
         state = ServerState()
         protocol = BoundedHttpToolsProtocol(config=config, server_state=state, app_state={})
@@ -258,14 +270,16 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
         body = b'{"ticket_type_id": "x", "quantity": 1}'
         request = b"POST /bookings/reserve HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
         try:
-            GATE.configure(1, 0, 0)  # a bound of one request in flight, nothing else
+            GATE.configure(1, 0, 0, 50)  # a bound of one request in flight; refused connections rest 50 ms
             GATE.in_flight = 1  # full
             protocol.data_received(request + b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             assert transport.written.startswith(b"HTTP/1.1 503 ")
             assert b"retry-after: 1\r\n" in transport.written and b'"code": "busy"' in transport.written
             assert protocol.cycle is not None and protocol.cycle.scope["path"] == "/healthz"  # only the probe's
             assert len(state.tasks) == 1  # the probe's task; none for the refused reserve
-            await asyncio.sleep(0.05)
+            assert transport.paused  # not read again at once (what was already read is handled)
+            await asyncio.sleep(0.2)
+            assert not transport.paused
             assert calls == ["/healthz"] and transport.written.endswith(b"ok") and not transport.closed
             GATE.in_flight = 0  # room again: the same connection is served
             protocol.data_received(request)
@@ -273,7 +287,7 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
             assert calls == ["/healthz", "/bookings/reserve"]
             assert GATE.in_flight == 0  # counted while in flight, released at its end
         finally:
-            GATE.configure(saved[0], saved[1] * 1000, saved[2] * 1000)
+            GATE.configure(saved[0], saved[1] * 1000, saved[2] * 1000, saved[3] * 1000)
             GATE.in_flight = 0
             protocol.connection_lost(None)
 
