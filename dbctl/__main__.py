@@ -55,7 +55,8 @@ def uvicorn_args(env: Mapping[str, str]) -> list[str]:
         "--http", "gateway.serving:BoundedHttpToolsProtocol",
         "--timeout-keep-alive", str(server.keep_alive_timeout),  # > think time (gateway/config.py)
         "--backlog", str(server.backlog),  # an onsale's burst of connects (gateway/config.py)
-        "--loop", server.loop,  # asyncio: uvloop starved accept under load (gateway/config.py)
+        # asyncio (uvloop starved accept under load), accepting in small batches (gateway/config.py)
+        "--loop", "gateway.serving:GatewayLoop" if server.loop == "asyncio" else server.loop,
         "--log-config", str(LOG_CONFIG_FILE),  # every line JSON, uvicorn's own too
         "--no-access-log", "--timeout-graceful-shutdown", "10",
         # The gateway decides whose X-Forwarded-For to believe (TRUSTED_PROXIES, gateway/ratelimit.py):

@@ -45,7 +45,7 @@ from gateway.pages import Page, etag_matches, make_page, next_link, page_after, 
 from gateway.ratelimit import RateLimiter, request_address
 from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
-from gateway.shedding import Shedder
+from gateway.shedding import GATE, Shedder
 from gateway.waiting_room import WaitingRooms, listen_for_waiting_rooms
 
 JSON = "application/json"
@@ -60,11 +60,10 @@ class GatewayApp(Starlette):
     """Starlette with the access log outside everything, even the 500 handler: every response
     carries X-Request-ID and every request gets its access line."""
 
-    max_in_flight = 0  # create_app sets it from MAX_IN_FLIGHT
-
     def build_middleware_stack(self) -> ASGIApp:
-        # The shedder outside the access log: a refusal must stay cheap (gateway/shedding.py).
-        return Shedder(AccessLog(super().build_middleware_stack()), self.max_in_flight)
+        # The shedder outside the access log: a refusal must stay cheap (gateway/shedding.py; the
+        # protocol of gateway/serving.py refuses earlier still, on the same per-process Gate).
+        return Shedder(AccessLog(super().build_middleware_stack()))
 
 
 class Gateway:
@@ -502,7 +501,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )
-    app.max_in_flight = settings.max_in_flight
+    GATE.configure(
+        settings.max_in_flight, settings.shed_loop_lag_ms, settings.shed_target_ms, settings.shed_pause_ms
+    )  # one app per process
     app.state.gateway = gateway
     app.state.openapi = openapi_document(settings)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import socket
 import subprocess
 import sys
@@ -33,10 +34,19 @@ class Served:
         }  # fmt: skip
         self.log = log
         self.process: subprocess.Popen[bytes] | None = None
+        self.open_files_soft: int | None = None  # start with this soft RLIMIT_NOFILE
 
     def start(self) -> Served:
+        soft = self.open_files_soft
+
+        def limit() -> None:
+            if soft is not None:
+                resource.setrlimit(resource.RLIMIT_NOFILE, (soft, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
+
         with self.log.open("wb") as err:
-            self.process = subprocess.Popen(uvicorn_args(self.env), env=self.env, cwd=ROOT, stderr=err)
+            self.process = subprocess.Popen(
+                uvicorn_args(self.env), env=self.env, cwd=ROOT, stderr=err, preexec_fn=limit
+            )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.log.read_text()
@@ -238,5 +248,24 @@ def test_a_user_who_thinks_before_the_first_click_keeps_the_connection(dbname: s
             time.sleep(3)  # and again between clicks, on the kept-alive connection
             get(sock)
             assert read_response(sock)[0] == 200
+    finally:
+        server.stop()
+
+
+def test_the_gateway_raises_its_open_files_limit(dbname: str, tmp_path: Path) -> None:
+    """Issue 10: one descriptor per connection; started with a soft limit of 256 (Debian's default
+    is 1024, far below a crowd), the serving process raises it to the hard limit itself."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip("the hard limit leaves nothing to raise")
+    server = Served(dbname, tmp_path / "gateway.log")
+    server.open_files_soft = 256
+    server.start()
+    try:
+        assert server.process is not None
+        limits = Path(f"/proc/{server.process.pid}/limits").read_text()
+        line = next(x for x in limits.splitlines() if x.startswith("Max open files"))
+        soft = line.split()[3]
+        assert soft == ("unlimited" if hard == resource.RLIM_INFINITY else str(hard)), line
     finally:
         server.stop()

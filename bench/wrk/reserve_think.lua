@@ -12,8 +12,11 @@ function init(args)
   body = '{"ticket_type_id": "' .. os.getenv("HOT_TICKET_TYPE") .. '", "quantity": 1}'
 end
 
-function delay()
-  return math.random(0, think_max)
+-- No think time (THINK_MAX_MS=0): no delay() at all, so wrk sends the next request at once.
+if think_max > 0 then
+  function delay()
+    return math.random(0, think_max)
+  end
 end
 
 function request()

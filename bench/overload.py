@@ -1,0 +1,325 @@
+"""The issue-10 `overload` bench: the hot reserve offered more than the gateway can serve, and what
+load shedding (gateway/shedding.py) makes of it: the rate served and shed, and the latency of each.
+
+Load model (every point): wrk, one keep-alive connection per user; each user waits a think time
+drawn uniform 0..2x mean before every request after the first (bench/wrk/reserve_think.lua) and
+sends the next only after the answer: a closed loop per user, so the offered rate is about
+users / (mean think + mean response time); a shed user ignores Retry-After and comes back after
+its next think time. wrk starts a request's clock when it writes it: think time is not latency.
+Every user's first request is sent at once when wrk starts (a burst, as at an onsale's opening).
+
+Latency by status: wrk's histogram mixes served and shed answers, so beside the crowd run a
+probe (bench/wrk/probe_think.lua) of PROBES users with the same think time, one connection per
+wrk thread, whose request and answer alternate: each of its answers is timed and split by status.
+The served and shed percentiles are the probes' (a sample of the same users); `all_p99_ms` is the
+whole crowd's.
+
+  flock /tmp/i10-load.lock python -m bench.overload [--seconds 20] [--think 10,5,2,1,0.5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from bench.__main__ import HERE, HOT, wrk_summary
+
+if TYPE_CHECKING:
+    from bench.__main__ import Bench
+
+USERS = 10_000
+HOT_CONNECTIONS = 1000
+OVERLOAD_MEAN_THINK = 1.0  # seconds: think uniform 0-2 s, the issue's overload point
+SWEEP_MEAN_THINK = (10.0, 5.0, 2.0, 1.0, 0.5)  # seconds, for the knee plot
+PROBES = 50
+SERVED = ("200", "201", "409")  # 409 sold_out is an answer too
+SHED = "503"
+MODEL = (
+    "closed loop per user: each of N keep-alive connections (wrk) is one user who thinks uniform "
+    "0..2x mean before each hot reserve and waits for the answer; offered ~ N / (mean think + mean "
+    "latency); shed users retry after their next think, not after Retry-After"
+)
+
+
+@dataclass
+class LoadPoint:
+    label: str  # e.g. "think 0-2 s (mean 1 s)"
+    users: int  # connections
+    offered_rps: float | None  # estimate: users / (mean think + mean latency)
+    served_rps: float  # 2xx/s (201 + 409 sold_out counts as served: an answer)
+    shed_rps: float  # 503 busy/s
+    served_p50_ms: float | None
+    served_p99_ms: float | None
+    shed_p50_ms: float | None
+    shed_p99_ms: float | None
+    all_p99_ms: float | None
+    socket_errors: int
+    # Added: what the figures rest on.
+    mean_think_s: float = 0.0
+    seconds: float = 0.0
+    all_p50_ms: float | None = None
+    all_max_ms: float | None = None
+    other_rps: float = 0.0  # answers neither served nor shed (should be 0)
+    probe_served: int = 0  # samples behind served_p50/p99
+    probe_shed: int = 0  # samples behind shed_p50/p99
+    statuses: dict[str, int] = field(default_factory=dict)
+    # CPU used during the point, in cores (CPU seconds per second): who had the 2 cores.
+    cpu_gateway: float = 0.0  # the uvicorn workers
+    cpu_wrk: float = 0.0  # the load generator (crowd and probe)
+    cpu_postgres: float = 0.0
+
+
+@dataclass
+class OverloadResult:
+    hot_1000_rps: float  # hot reserve, 1000 connections, no think: measured in the same call
+    overload: LoadPoint  # 10,000 users, think uniform 0-2 s
+    sweep: list[LoadPoint]  # the same at several think times (for the knee plot), e.g. 10, 5, 2, 1, 0.5 s mean
+    model: str  # one sentence naming the load model
+    hot_1000: LoadPoint | None = None  # the hot run's whole point (its shed rate, latency)
+
+    @property
+    def goodput_ratio(self) -> float:
+        return self.overload.served_rps / self.hot_1000_rps if self.hot_1000_rps else 0.0
+
+    def targets(self) -> list[tuple[str, bool]]:
+        o = self.overload
+        return [
+            (f"served p99 < 500 ms: {_ms(o.served_p99_ms)}", o.served_p99_ms is not None and o.served_p99_ms < 500),
+            (f"shed p99 < 50 ms: {_ms(o.shed_p99_ms)}", o.shed_p99_ms is None or o.shed_p99_ms < 50),
+            (
+                f"goodput >= 80% of the hot reserve at 1000 connections: {o.served_rps:,.0f} / "
+                f"{self.hot_1000_rps:,.0f} req/s = {self.goodput_ratio:.0%}",
+                self.goodput_ratio >= 0.8,
+            ),
+            (f"no socket errors: {o.socket_errors}", o.socket_errors == 0),
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "goodput_ratio": self.goodput_ratio}
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:,.1f} ms"
+
+
+def _pct(values: list[float], pct: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    return values[min(len(values) - 1, int(len(values) * pct / 100))]
+
+
+def think_label(mean: float) -> str:
+    return "no think" if mean <= 0 else f"think 0-{2 * mean:g} s (mean {mean:g} s)"
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu(pids: list[int]) -> float:
+    """utime + stime of these processes, seconds (those gone since are skipped)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(x) for x in (task / "children").read_text().split()]
+        except OSError:
+            pass
+    return found
+
+
+def _gateway_pids(url: str) -> list[int]:
+    port = url.rsplit(":", 1)[1]
+    out = subprocess.run(["ss", "-Hltnp", f"( sport = :{port} )"], capture_output=True, text=True).stdout
+    return sorted({int(x.split(",")[0]) for x in out.split("pid=")[1:]})
+
+
+def _postgres_pids(bench: Bench) -> list[int]:
+    try:
+        postmaster = int((bench.cluster.datadir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return []
+    return [postmaster, *_children(postmaster)]
+
+
+def measure(bench: Bench, url: str, users: int, mean_think: float, seconds: int, probes: int = PROBES) -> LoadPoint:
+    """One point: the crowd (wrk, `users` connections) and, beside it, the probe."""
+    gateway_pids, postgres_pids = _gateway_pids(url), _postgres_pids(bench)
+    cpu_before = (_cpu(gateway_pids), _cpu(postgres_pids), resource.getrusage(resource.RUSAGE_CHILDREN))
+    think_max_ms = str(int(mean_think * 2000))
+    env = {**os.environ, "BENCH_WRK_DIR": str(HERE / "wrk"), "TOKENS_FILE": str(bench.tokens),
+           "HOT_TICKET_TYPE": HOT, "THINK_MAX_MS": think_max_ms}  # fmt: skip
+    crowd_cmd = ["wrk", "-t", "2", "-c", str(users), "-d", f"{seconds}s", "--timeout", "10s", "--latency",
+                 "-s", str(HERE / "wrk" / "reserve_think.lua"), url]  # fmt: skip
+    crowd = subprocess.Popen(crowd_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    probe = None
+    if probes:
+        probe_cmd = ["wrk", "-t", str(probes), "-c", str(probes), "-d", f"{seconds}s", "--timeout", "10s",
+                     "-s", str(HERE / "wrk" / "probe_think.lua"), url]  # fmt: skip
+        probe = subprocess.Popen(probe_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    out = crowd.communicate()[0]
+    samples: dict[str, list[float]] = {}
+    if probe is not None:
+        for line in probe.communicate()[0].splitlines():
+            if line.startswith("sample "):
+                _, status, ms = line.split()
+                samples.setdefault(status, []).append(float(ms))
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the two wrk, waited for
+    cpu_gateway, cpu_postgres = _cpu(gateway_pids) - cpu_before[0], _cpu(postgres_pids) - cpu_before[1]
+    cpu_wrk = after.ru_utime + after.ru_stime - cpu_before[2].ru_utime - cpu_before[2].ru_stime
+    summary = wrk_summary(out)
+    statuses = _statuses(out)
+    if crowd.returncode != 0 or summary is None or statuses is None:
+        raise SystemExit(f"wrk failed ({users} users, {think_label(mean_think)}):\n{out[-2000:]}")
+    duration = summary["duration_us"] / 1e6
+    # The probe's answers count in the rates too: they are users of the same gateway.
+    for status, values in samples.items():
+        statuses[status] = statuses.get(status, 0) + len(values)
+    served = sum(n for s, n in statuses.items() if s in SERVED)
+    shed = statuses.get(SHED, 0)
+    other = sum(statuses.values()) - served - shed
+    lat = summary["latency_us"]
+    err = summary["errors"]
+    served_ms = [v for s in SERVED for v in samples.get(s, [])]
+    shed_ms = samples.get(SHED, [])
+    mean_latency = lat["mean"] / 1e6
+    return LoadPoint(
+        label=think_label(mean_think),
+        users=users + probes,
+        offered_rps=(users + probes) / (mean_think + mean_latency) if mean_think + mean_latency > 0 else None,
+        served_rps=served / duration,
+        shed_rps=shed / duration,
+        served_p50_ms=_pct(served_ms, 50),
+        served_p99_ms=_pct(served_ms, 99),
+        shed_p50_ms=_pct(shed_ms, 50),
+        shed_p99_ms=_pct(shed_ms, 99),
+        all_p99_ms=lat["p99"] / 1000,
+        socket_errors=int(err["connect"] + err["read"] + err["write"] + err["timeout"]),
+        mean_think_s=mean_think,
+        seconds=duration,
+        all_p50_ms=lat["p50"] / 1000,
+        all_max_ms=lat["max"] / 1000,
+        other_rps=other / duration,
+        probe_served=len(served_ms),
+        probe_shed=len(shed_ms),
+        statuses=statuses,
+        cpu_gateway=cpu_gateway / duration,
+        cpu_wrk=cpu_wrk / duration,
+        cpu_postgres=cpu_postgres / duration,
+    )
+
+
+def _statuses(output: str) -> dict[str, int] | None:
+    import json
+
+    for line in reversed(output.splitlines()):
+        if line.startswith('{"statuses":'):
+            return {str(k): int(v) for k, v in json.loads(line)["statuses"].items()}
+    return None
+
+
+def run_overload(bench: Bench, url: str, seconds: int, sweep: tuple[float, ...] = SWEEP_MEAN_THINK) -> OverloadResult:
+    """The hot reserve at 1000 connections without think time (the capacity the goodput target is
+    measured against), then 10,000 users at each think time of the sweep; the 1 s mean point is
+    the overload point (run on its own if the sweep lacks it). The invariant after each run.
+    `bench.tokens` must be set (bench.tokens_file()); `url` is a gateway started by the caller
+    (bench.start_gateway(coalesce=True)). About (1 + len(sweep)) x (seconds + 3) s."""
+    from bench.__main__ import _raise_file_limits
+
+    _raise_file_limits()  # 10,000 connections on this side too
+    hot = measure(bench, url, HOT_CONNECTIONS, 0.0, seconds, probes=0)
+    hot.label = f"hot reserve, {HOT_CONNECTIONS} connections, no think"
+    print(format_point(hot), flush=True)
+    bench.check_invariants(f"overload: {hot.label}")
+    points = []
+    for mean in sweep:
+        points.append(measure(bench, url, USERS - PROBES, mean, seconds))
+        print(format_point(points[-1]), flush=True)
+        bench.check_invariants(f"overload: {points[-1].label}")
+    overload = next((p for p in points if p.mean_think_s == OVERLOAD_MEAN_THINK), None)
+    if overload is None:
+        overload = measure(bench, url, USERS - PROBES, OVERLOAD_MEAN_THINK, seconds)
+        bench.check_invariants(f"overload: {overload.label}")
+    return OverloadResult(hot.served_rps, overload, points, MODEL, hot)
+
+
+HEADER = (
+    "| load | users | offered/s | served/s | shed/s | served p50 / p99 ms | shed p50 / p99 ms "
+    "| all p50 / p99 / max ms | socket errors | CPU cores: gateway / wrk / PostgreSQL |"
+)
+
+
+def format_point(p: LoadPoint) -> str:
+    def f(x: float | None) -> str:
+        return "-" if x is None else f"{x:,.1f}"
+
+    offered = "-" if p.offered_rps is None else f"{p.offered_rps:,.0f}"
+    return (
+        f"| {p.label} | {p.users:,} | {offered} | {p.served_rps:,.0f} | {p.shed_rps:,.0f} "
+        f"| {f(p.served_p50_ms)} / {f(p.served_p99_ms)} (n={p.probe_served}) "
+        f"| {f(p.shed_p50_ms)} / {f(p.shed_p99_ms)} (n={p.probe_shed}) "
+        f"| {f(p.all_p50_ms)} / {f(p.all_p99_ms)} / {f(p.all_max_ms)} | {p.socket_errors} "
+        f"| {p.cpu_gateway:.2f} / {p.cpu_wrk:.2f} / {p.cpu_postgres:.2f} |"
+        + (f" other answers {p.other_rps:,.1f}/s" if p.other_rps else "")
+    )
+
+
+def report(result: OverloadResult) -> list[str]:
+    lines = [f"Load model: {result.model}.", "", HEADER, "|---|---|---|---|---|---|---|---|---|---|"]
+    if result.hot_1000 is not None:
+        lines.append(format_point(result.hot_1000))
+    lines += [format_point(p) for p in result.sweep]
+    lines += ["", f"Overload point: {result.overload.label}, {result.overload.users:,} users."]
+    lines += [f"- {text} **{'met' if ok else 'NOT met'}**" for text, ok in result.targets()]
+    return lines
+
+
+def main() -> None:
+    from bench.__main__ import Bench, _raise_file_limits, _stop
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--seconds", type=int, default=20)
+    parser.add_argument("--think", default=",".join(f"{x:g}" for x in SWEEP_MEAN_THINK), help="mean think times, s")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)))
+    cli = parser.parse_args()
+    bench = Bench(argparse.Namespace(workers=cli.workers, http_seconds=cli.seconds))
+    try:
+        bench.setup_database()
+        bench.tokens = bench.tokens_file()
+        _raise_file_limits()
+        proc, url = bench.start_gateway(coalesce=True)
+        try:
+            print(HEADER, flush=True)
+            result = run_overload(bench, url, cli.seconds, tuple(float(x) for x in cli.think.split(",")))
+        finally:
+            _stop(proc)
+        print("\n".join(report(result)))
+        for log in sorted(Path(bench.tmp).glob("gateway-*.log")):  # the gateway's own view: lag, refusals
+            print(
+                "\n".join(
+                    x
+                    for x in log.read_text(errors="replace").splitlines()
+                    if "gateway.shedding" in x or '"level": "INFO"' not in x
+                )
+            )
+    finally:
+        bench.cleanup()
+
+
+if __name__ == "__main__":
+    main()
