@@ -15,7 +15,6 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
