@@ -13,7 +13,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from gateway.config import Settings
 from gateway.errors import from_database, is_connection_problem
-from gateway.sqlcalls import api_call
+from gateway.sqlcalls import api_call_bytes
 
 log = logging.getLogger("gateway.db")
 
@@ -46,14 +46,14 @@ class Database:
 
     async def call(self, function: str, args: Mapping[str, Any]) -> str | None:
         """Run one api function in its own transaction; returns its JSON text (or None)."""
-        rows = await self._run(api_call(function, args), args)
+        rows = await self._run(api_call_bytes(function, args), args)
         return None if not rows or rows[0][0] is None else str(rows[0][0])
 
     async def rows(self, function: str, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         """Run one set-returning api function in its own transaction; returns its rows."""
-        return await self._run(api_call(function, args, rows=True), args)
+        return await self._run(api_call_bytes(function, args, rows=True), args)
 
-    async def _run(self, query: Any, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    async def _run(self, query: bytes, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         try:
             async with self.pool.connection() as conn:
                 cur = await conn.execute(query, args)

@@ -15,7 +15,6 @@ import json
 import logging
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +30,7 @@ access_log = logging.getLogger("gateway.access")
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC)
-            .isoformat(timespec="milliseconds")
-            .replace("+00:00", "Z"),
+            "time": rfc3339_ms(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -45,7 +42,27 @@ class JsonFormatter(logging.Formatter):
             entry["exception"] = self.formatException(record.exc_info)
         if record.stack_info:
             entry["stack"] = self.formatStack(record.stack_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
+
+
+# One encoder for every line: json.dumps(entry, default=str) built a new JSONEncoder per call.
+# Same output (json.dumps' defaults plus default=str).
+_ENCODER = json.JSONEncoder(default=str)
+_second: tuple[int, str] = (-1, "")  # the last whole second formatted, and its text
+
+
+def rfc3339_ms(created: float) -> str:
+    """`datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")` with `Z` for
+    `+00:00`, the same text, at a fraction of the cost: the date and time of day are formatted once
+    per second (every access line needs one; issue 10 measured the log line at ~28 us/request)."""
+    global _second
+    whole = int(created // 1)  # datetime's own rounding: to the microsecond, half to even
+    micros = round((created - whole) * 1e6)
+    if micros >= 1_000_000:
+        whole, micros = whole + 1, micros - 1_000_000
+    if _second[0] != whole:
+        _second = (whole, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)))
+    return f"{_second[1]}.{micros // 1000:03d}Z"
 
 
 def configure_logging() -> None:
@@ -115,4 +132,11 @@ class AccessLog:
                     "ms": round((time.perf_counter() - started) * 1000, 2),
                     "user_id": scope["state"].get("user_id"),
                 }
-                access_log.info("%s %s %s", scope["method"], route or "-", status, extra={"fields": fields})
+                # Logger.info() less its caller lookup (a walk up the stack for a file and line the
+                # JSON lines never show): the same record otherwise, through the same handlers.
+                args = (scope["method"], route or "-", status)
+                access_log.handle(
+                    access_log.makeRecord(
+                        access_log.name, logging.INFO, __file__, 0, "%s %s %s", args, None, "access", {"fields": fields}
+                    )
+                )

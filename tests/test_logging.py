@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from gateway.logs import JsonFormatter, configure_logging
+from gateway.logs import JsonFormatter, configure_logging, rfc3339_ms
 from tests.http import PASSWORD, client_for, new_user
 
 RFC3339_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -146,3 +146,14 @@ def test_other_gateway_loggers_write_json(logged: Callable[[], list[dict[str, An
     (line,) = logged()
     assert (line["logger"], line["level"], line["message"]) == ("gateway.cache", "WARNING", "listener lost: x")
     assert "ValueError: boom" in line["exception"]
+
+
+@pytest.mark.parametrize("whole", [0, 1, 1_700_000_000, 4_102_444_799])
+def test_line_time_is_datetimes_own_text(whole: int) -> None:
+    """The access line's time is formatted once per second (gateway/logs.py): it must stay the text
+    datetime.isoformat gives, rounding edges included (half a microsecond, the last millisecond)."""
+    fractions = [0, 0.0005, 0.000_000_5, 0.000_000_4, 0.999, 0.9995, 0.999_999_4, 0.999_999_5, 0.123_456_7]
+    fractions += [n / 997 for n in range(997)]
+    for t in [whole + f for f in fractions] + [whole + f for f in reversed(fractions)]:
+        expected = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        assert rfc3339_ms(t) == expected, t
