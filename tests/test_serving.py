@@ -269,3 +269,36 @@ def test_the_gateway_raises_its_open_files_limit(dbname: str, tmp_path: Path) ->
         assert soft == ("unlimited" if hard == resource.RLIM_INFINITY else str(hard)), line
     finally:
         server.stop()
+
+
+def data_segments_received(sock: socket.socket) -> int:
+    """tcpi_data_segs_in of Linux's struct tcp_info (since 4.6): TCP segments that carried data."""
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return int.from_bytes(info[152:156], "little")
+
+
+def test_each_response_is_one_write_head_and_body_together(served: Served) -> None:
+    # uvicorn writes a response's head and body separately: two send() calls, two segments (the
+    # server sets TCP_NODELAY), the client woken twice. The gateway writes them at once.
+    with served.connect() as sock:
+        get(sock)
+        assert read_response(sock)[0] == 200
+        before = data_segments_received(sock)
+        for n in range(20):
+            get(sock, extra=f"X-Request-ID: one-write-{n}\r\n".encode())
+            status, headers, body = read_response(sock)
+            assert (status, headers["x-request-id"], json.loads(body)) == (200, f"one-write-{n}", {"status": "ok"})
+        assert data_segments_received(sock) - before == 20
+        sock.sendall(b"HEAD /healthz HTTP/1.1\r\nHost: t\r\n\r\n")  # no body write: the head alone
+        data = b""
+        while not data.endswith(b"\r\n\r\n"):
+            chunk = sock.recv(65536)
+            assert chunk, data
+            data += chunk
+        assert data.startswith(b"HTTP/1.1 200 ") and b"content-length: 15" in data
+        get(sock)  # and the connection goes on
+        assert read_response(sock)[0] == 200
+    with served.connect() as sock:  # Connection: close: the held head goes out before the close
+        get(sock, extra=b"Connection: close\r\n")
+        status, headers, body = read_response(sock)
+        assert (status, json.loads(body)) == (200, {"status": "ok"}) and closed_by_server(sock)
