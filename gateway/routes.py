@@ -125,7 +125,13 @@ ROUTES: list[Endpoint] = [
 
 # api functions the gateway calls besides its routes' own (login's session, the revocation and
 # waiting-room listeners, the coalesced joins of a waiting room: gateway/onsale/join.py).
-GATEWAY_CALLS = {"create_session", "revocation_state", "waiting_room_state", "join_waiting_room_batch"}
+GATEWAY_CALLS = {
+    "create_session",
+    "revocation_state",
+    "waiting_room_state",
+    "join_waiting_room_batch",
+    "waiting_room_positions",
+}
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}

@@ -22,8 +22,14 @@ shuffles), and the moment a fan is admitted (the database records `admitted_at` 
 token); that admitted answer is then kept too (same token on every poll, as the database would
 answer) until the key is rotated (NOTIFY 'k').
 
+When a room's opening shuffle is announced, the listener reads, in one call per 10,000, the
+positions of the fans this process remembers without one (api.waiting_room_positions), so the
+crowd's first polls after the opening do not all call the database at once.
+
 Clock: the database's clock decides. On every load the listener measures the offset between this
-process's clock and PostgreSQL's and applies it.
+process's clock and PostgreSQL's (the quickest of a few round trips) and applies it when it is
+larger than the measurement's own error; else none (one machine, or NTP: the clocks agree better
+than the measure, and its noise would make two processes disagree by a place or two).
 """
 
 from __future__ import annotations
@@ -163,6 +169,10 @@ class WaitingRooms:
         # Bumped by whatever makes kept answers stale (a load, a room deleted, the key rotated): a
         # database answer read before such a change and arriving after it is not remembered.
         self.generation = 0
+        # Rooms whose opening's shuffle this process learned of and whose remembered fans (joined
+        # before it, no position yet) it has not asked the database about: the listener does, in
+        # one call per 10,000 fans (fill_positions), so their next polls need no database call.
+        self.to_fill: set[str] = set()
 
     def now(self) -> int:
         return time.time_ns() // 1000 + self.offset_us
@@ -181,6 +191,7 @@ class WaitingRooms:
         }
         self.places = {key: position for key, position in self.places.items() if key[0] in kept}
         self.rooms = rooms
+        self.to_fill = {event_id for event_id, room in rooms.items() if room.shuffled}
         self.admitted.clear()  # a key rotated while we were away would make them stale
         self.offset_us = offset_us
         self.generation += 1
@@ -193,7 +204,10 @@ class WaitingRooms:
         try:
             if kind == "r":
                 room = Room.from_json(json.loads(rest))
+                before = self.rooms.get(room.event_id)
                 self.rooms[room.event_id] = room
+                if room.shuffled and (before is None or not before.shuffled):
+                    self.to_fill.add(room.event_id)
             elif kind == "d":
                 self.rooms.pop(rest, None)
                 for key in [k for k in self.places if k[0] == rest]:
@@ -216,6 +230,23 @@ class WaitingRooms:
             log.warning("ignored a malformed waiting-room notice %r", payload[:100])
             return
         self.changes += 1
+
+    def unplaced(self, event_id: str) -> list[str]:
+        """The fans of this room remembered without a position (they joined before the opening)."""
+        return [user for (event, user), position in self.places.items() if event == event_id and position is None]
+
+    def fill(self, event_id: str, positions: dict[str, int], generation: int) -> int:
+        """Positions read after the shuffle (api.waiting_room_positions), unless something made the
+        places stale meanwhile (a reload, a room deleted or truncated: the generation moved)."""
+        if generation != self.generation:
+            return 0
+        filled = 0
+        for user, position in positions.items():
+            key = (event_id, user)
+            if key in self.places and self.places[key] is None:
+                self.places[key] = position
+                filled += 1
+        return filled
 
     # ---------------------------------------------------------------- polls
 
@@ -264,24 +295,25 @@ class WaitingRooms:
 
 async def listen_for_waiting_rooms(rooms: WaitingRooms, conninfo: str, retry_delay: float = 1.0) -> None:
     """Run for ever: LISTEN, load every room, apply every NOTIFY; reconnect after failures."""
+    filling: set[asyncio.Task[None]] = set()  # referenced until done (asyncio keeps weak references)
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(
                 conninfo, autocommit=True, application_name=LISTENER_NAME
             ) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
-                before = time.time_ns() // 1000
+                offset = await clock_offset(conn)
                 cur = await conn.execute("SELECT api.waiting_room_state()::text")
                 row = await cur.fetchone()
-                after = time.time_ns() // 1000
                 state = json.loads(row[0]) if row and row[0] else {}
-                # The server read its clock somewhere within the round trip: assume the middle.
-                offset = int(state.get("now") or (before + after) // 2) - (before + after) // 2
                 rooms.replace(state, offset)
                 rooms.listening = True
-                log.info("listening for waiting rooms (%s rooms)", len(rooms.rooms))
+                log.info("listening for waiting rooms (%s rooms, clock offset %d us)", len(rooms.rooms), offset)
+                start_filling(rooms, conninfo, filling)
                 async for notice in conn.notifies():
                     rooms.apply(notice.payload)
+                    if rooms.to_fill:
+                        start_filling(rooms, conninfo, filling)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -289,3 +321,65 @@ async def listen_for_waiting_rooms(rooms: WaitingRooms, conninfo: str, retry_del
         finally:
             rooms.listening = False
         await asyncio.sleep(retry_delay)
+
+
+CLOCK_SAMPLES = 5
+
+
+async def clock_offset(conn: psycopg.AsyncConnection[Any]) -> int:
+    """PostgreSQL's clock minus ours, in microseconds, from the quickest of a few round trips (the
+    server read its clock somewhere within it: assume the middle). 0 when the difference is within
+    what the measurement can tell (half the round trip, plus a millisecond): on one machine, or
+    with clocks kept by NTP, the clocks agree better than the measure, and applying its noise would
+    make two gateway processes disagree about the serving position."""
+    best: tuple[int, int] | None = None  # (round trip, offset)
+    for _ in range(CLOCK_SAMPLES):
+        before = time.time_ns() // 1000
+        cur = await conn.execute("SELECT (extract(epoch FROM clock_timestamp()) * 1000000)::bigint")
+        row = await cur.fetchone()
+        after = time.time_ns() // 1000
+        if row is None or row[0] is None:
+            continue
+        sample = (after - before, int(row[0]) - (before + after) // 2)
+        if best is None or sample[0] < best[0]:
+            best = sample
+    if best is None or abs(best[1]) <= best[0] // 2 + 1000:
+        return 0
+    return best[1]
+
+
+def start_filling(rooms: WaitingRooms, conninfo: str, tasks: set[asyncio.Task[None]]) -> None:
+    """A fill_positions task for each room in rooms.to_fill that has fans to fill (kept in `tasks`
+    until done: asyncio holds only weak references to tasks)."""
+    for event_id in list(rooms.to_fill):
+        rooms.to_fill.discard(event_id)
+        if rooms.unplaced(event_id):
+            task = asyncio.create_task(fill_positions(rooms, conninfo, event_id))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+
+
+FILL_CHUNK = 10_000  # api.waiting_room_positions takes at most this many users a call
+
+
+async def fill_positions(rooms: WaitingRooms, conninfo: str, event_id: str) -> None:
+    """After a room's opening shuffle: the positions of the fans this process remembers without one,
+    in a few calls on a connection of its own (the listener's is busy listening). Without this, each
+    of them would poll the database once right after the opening: the whole crowd at once."""
+    generation = rooms.generation
+    users = rooms.unplaced(event_id)
+    filled = 0
+    try:
+        async with await psycopg.AsyncConnection.connect(
+            conninfo, autocommit=True, application_name=LISTENER_NAME
+        ) as conn:
+            for start in range(0, len(users), FILL_CHUNK):
+                cur = await conn.execute(
+                    "SELECT user_id::text, position FROM api.waiting_room_positions(%s, %s::uuid[])",
+                    (event_id, users[start : start + FILL_CHUNK]),
+                )
+                filled += rooms.fill(event_id, {str(u): int(p) for u, p in await cur.fetchall()}, generation)
+    except Exception as exc:  # the polls then ask the database, as without this
+        log.warning("could not read the positions of waiting room %s: %s", event_id, exc)
+        return
+    log.info("waiting room %s opened: %d places remembered of %d asked", event_id, filled, len(users))

@@ -25,5 +25,6 @@ GRANT EXECUTE ON FUNCTION api.check_rate_limits, api.record_login_success TO boo
 -- api.waiting_room, api.set_waiting_room_rate, api.pause_waiting_room, api.resume_waiting_room,
 -- api.waiting_room_audit, api.rotate_admission_secret, api.open_waiting_rooms.
 GRANT EXECUTE ON FUNCTION
-  api.join_waiting_room, api.join_waiting_room_batch, api.waiting_room_status, api.waiting_room_state
+  api.join_waiting_room, api.join_waiting_room_batch, api.waiting_room_status, api.waiting_room_state,
+  api.waiting_room_positions
 TO booking_gateway;

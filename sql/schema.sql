@@ -2263,6 +2263,31 @@ COMMENT ON FUNCTION api.waiting_room_audit(p_event_id uuid) IS '(DBA-only) Check
 
 
 --
+-- Name: waiting_room_positions(uuid, uuid[]); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.waiting_room_positions(p_event_id uuid, p_user_ids uuid[]) RETURNS TABLE(user_id uuid, "position" integer)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- At most 10,000 at a time: a gateway asks for the fans it knows in chunks.
+  SELECT x.user_id, x.position
+    FROM waiting_room_entries x
+   WHERE x.event_id = p_event_id AND x.position IS NOT NULL
+     AND x.user_id = ANY (p_user_ids[1:10000])
+$$;
+
+
+ALTER FUNCTION api.waiting_room_positions(p_event_id uuid, p_user_ids uuid[]) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION waiting_room_positions(p_event_id uuid, p_user_ids uuid[]); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.waiting_room_positions(p_event_id uuid, p_user_ids uuid[]) IS 'The positions of these users in an event''s waiting room (those that have one; at most 10,000 users a call). A gateway asks once the opening''s shuffle is done, for every fan it knows who joined before it, so their next polls are answered from its memory instead of each one calling the database at the same moment. Reads only.';
+
+
+--
 -- Name: waiting_room_state(); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -5520,6 +5545,14 @@ REVOKE ALL ON FUNCTION api.waiting_room(p_event_id uuid) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION api.waiting_room_audit(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION waiting_room_positions(p_event_id uuid, p_user_ids uuid[]); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.waiting_room_positions(p_event_id uuid, p_user_ids uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.waiting_room_positions(p_event_id uuid, p_user_ids uuid[]) TO booking_gateway;
 
 
 --

@@ -276,3 +276,45 @@ def test_before_the_opening_polls_are_answered_from_memory_and_the_opening_goes_
     assert places == [1, 2, 3]
     row = owner.execute("SELECT shuffled_entries FROM waiting_rooms WHERE event_id = %s", (event["id"],)).fetchone()
     assert row == (3,)
+
+
+def test_at_the_opening_the_gateway_reads_the_crowds_positions_at_once(
+    client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    # Fans joined before the opening have no position in memory. When the shuffle is announced,
+    # the gateway reads all their positions in one call, so their next polls (the whole crowd, at
+    # the same moment) need no database call each.
+    event, _ = queue_event(gw, rate=6)
+    fans = [new_user(client, owner) for _ in range(12)]
+    url = f"/events/{event['id']}/queue"
+    for _, headers in fans:
+        assert client.post(url, headers=headers).json()["position"] is None
+    rooms = rooms_of(client)
+    open_sale(owner, event, 1)
+    eventually(mirror_is(client, owner, event))
+    dba_call(gw, "open_waiting_rooms")  # the shuffle, by pg_cron's job (not by a poll of this gateway)
+    eventually(lambda: all(rooms.places[(event["id"], u["id"])] is not None for u, _ in fans))
+    recorded = dict(
+        owner.execute(
+            "SELECT user_id::text, position FROM waiting_room_entries WHERE event_id = %s", (event["id"],)
+        ).fetchall()
+    )
+    owner.execute("REVOKE EXECUTE ON FUNCTION api.waiting_room_status FROM booking_gateway")
+    try:
+        serving = set()
+        for user, headers in fans:
+            if recorded[user["id"]] == 1:  # admitted 10 s after the opening: only the database signs
+                continue
+            place = client.get(url, headers=headers).json()
+            assert place["status"] == "waiting" and place["position"] == recorded[user["id"]], place
+            serving.add(place["position"] - place["ahead"] - 1)
+        assert len(serving) == 1 and serving <= {0, 1}  # one serving position for all
+    finally:
+        owner.execute("GRANT EXECUTE ON FUNCTION api.waiting_room_status TO booking_gateway")
+    # The function answers only positions, only for the users asked, at most 10,000 a call; the
+    # gateway may call it, a stranger to the room gets nothing.
+    rows = gw.execute(
+        "SELECT count(*) FROM api.waiting_room_positions(%s, %s::uuid[])",
+        (event["id"], [u["id"] for u, _ in fans[:5]] + ["00000000-0000-4000-8000-000000000000"]),
+    ).fetchone()
+    assert rows == (5,)

@@ -322,6 +322,25 @@ COMMENT ON FUNCTION api.waiting_room_state() IS
   'sale with its room on]}. Changes then come by NOTIFY booking_waiting_rooms. Locks nothing.';
 
 
+CREATE OR REPLACE FUNCTION api.waiting_room_positions(p_event_id uuid, p_user_ids uuid[])
+RETURNS TABLE (user_id uuid, "position" integer)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+  -- At most 10,000 at a time: a gateway asks for the fans it knows in chunks.
+  SELECT x.user_id, x.position
+    FROM waiting_room_entries x
+   WHERE x.event_id = p_event_id AND x.position IS NOT NULL
+     AND x.user_id = ANY (p_user_ids[1:10000])
+$$;
+COMMENT ON FUNCTION api.waiting_room_positions(uuid, uuid[]) IS
+  'The positions of these users in an event''s waiting room (those that have one; at most 10,000 '
+  'users a call). A gateway asks once the opening''s shuffle is done, for every fan it knows who '
+  'joined before it, so their next polls are answered from its memory instead of each one calling '
+  'the database at the same moment. Reads only.';
+
+
 CREATE OR REPLACE FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uuid[])
 RETURNS TABLE (place json, sqlstate text, message text)
 LANGUAGE plpgsql
