@@ -58,6 +58,10 @@ SERVING_MAX = 2_000_000_000  # as internal.waiting_room_serving caps it
 # poll_after_seconds: a third of the ETA (polls get denser as the turn nears), within these
 # bounds, +-20% jitter so a crowd that joined together does not poll together.
 POLL_MIN, POLL_MAX, POLL_PAUSED = 2, 30, 15
+# Once a room's sale has opened and until its draw (the shuffle) is announced, at most one poll
+# per this many seconds of each process goes to the database, which draws; the others are told
+# "no place yet" from memory (else the whole crowd, polling at once, would each call it).
+OPENING_PROBE_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,8 @@ def poll_after_seconds(place: dict[str, Any]) -> int | None:
     if place.get("status") != "waiting":
         return None
     eta = place.get("eta_seconds")
+    if eta is None and place.get("position") is None:  # the sale has opened, the draw is under way
+        return POLL_MIN
     base = POLL_PAUSED if eta is None else eta / 3
     return max(POLL_MIN, min(POLL_MAX, round(base * random.uniform(0.8, 1.2))))
 
@@ -173,6 +179,9 @@ class WaitingRooms:
         # before it, no position yet) it has not asked the database about: the listener does, in
         # one call per 10,000 fans (fill_positions), so their next polls need no database call.
         self.to_fill: set[str] = set()
+        self.opening_probes: dict[str, float] = {}  # event id -> when a poll last went to draw (monotonic)
+        # Rooms a database answer showed drawn before their notice came: polls go to the database.
+        self.drawn_unheard: set[str] = set()
 
     def now(self) -> int:
         return time.time_ns() // 1000 + self.offset_us
@@ -192,6 +201,7 @@ class WaitingRooms:
         self.places = {key: position for key, position in self.places.items() if key[0] in kept}
         self.rooms = rooms
         self.to_fill = {event_id for event_id, room in rooms.items() if room.shuffled}
+        self.drawn_unheard.clear()
         self.admitted.clear()  # a key rotated while we were away would make them stale
         self.offset_us = offset_us
         self.generation += 1
@@ -208,6 +218,8 @@ class WaitingRooms:
                 self.rooms[room.event_id] = room
                 if room.shuffled and (before is None or not before.shuffled):
                     self.to_fill.add(room.event_id)
+                if room.shuffled:
+                    self.drawn_unheard.discard(room.event_id)
             elif kind == "d":
                 self.rooms.pop(rest, None)
                 for key in [k for k in self.places if k[0] == rest]:
@@ -264,9 +276,19 @@ class WaitingRooms:
             return admitted
         if key not in self.places:
             return None
-        place = room.answer(self.places[key], self.now())
+        position, now = self.places[key], self.now()
+        place = room.answer(position, now)
         if place is None:
-            return None
+            if position is not None or room.shuffled or (room.opens_at is not None and now < room.opens_at):
+                return None
+            if event_id in self.drawn_unheard:  # drawn, its notice on the way: the database knows
+                return None
+            # The sale has opened, the draw is not announced yet: one poll now and then draws.
+            probed, clock = self.opening_probes.get(event_id), time.monotonic()
+            if probed is None or clock - probed >= OPENING_PROBE_SECONDS:
+                self.opening_probes[event_id] = clock
+                return None
+            place = waiting(event_id, None, None, None)
         self.memory_answers += 1
         place["poll_after_seconds"] = poll_after_seconds(place)
         return json.dumps(place)
@@ -284,6 +306,9 @@ class WaitingRooms:
         if key not in self.places and len(self.places) >= self.places_max:
             del self.places[next(iter(self.places))]
         self.places[key] = place.get("position")
+        room = self.rooms.get(event_id)
+        if place.get("position") is not None and room is not None and not room.shuffled:
+            self.drawn_unheard.add(event_id)
         place["poll_after_seconds"] = poll_after_seconds(place)
         answer = json.dumps(place)
         if place.get("status") == "admitted" and self.listening:

@@ -95,10 +95,12 @@ def test_the_python_rule_equals_the_sql_rule_at_many_times(gw: psycopg.Connectio
 def test_poll_after_seconds_follows_the_eta_within_bounds() -> None:
     assert poll_after_seconds({"status": "admitted", "eta_seconds": 0}) is None
     for eta, low, high in [(0, 2, 2), (3, 2, 2), (30, 8, 12), (60, 16, 24), (10_000, 30, 30), (None, 12, 18)]:
-        values = {poll_after_seconds({"status": "waiting", "eta_seconds": eta}) for _ in range(200)}
+        values = {poll_after_seconds({"status": "waiting", "position": 5, "eta_seconds": eta}) for _ in range(200)}
         assert all(isinstance(v, int) and POLL_MIN <= v <= POLL_MAX for v in values)
         assert min(values) >= low and max(values) <= high, (eta, values)
-    assert len({poll_after_seconds({"status": "waiting", "eta_seconds": 90}) for _ in range(200)}) > 3  # jitter
+    assert len({poll_after_seconds({"status": "waiting", "position": 5, "eta_seconds": 90}) for _ in range(200)}) > 3
+    # No place and no ETA: the sale has opened and the draw is under way: soon.
+    assert poll_after_seconds({"status": "waiting", "position": None, "eta_seconds": None}) == POLL_MIN
 
 
 # ------------------------------------------------------------------ over HTTP
@@ -318,3 +320,37 @@ def test_at_the_opening_the_gateway_reads_the_crowds_positions_at_once(
         (event["id"], [u["id"] for u, _ in fans[:5]] + ["00000000-0000-4000-8000-000000000000"]),
     ).fetchone()
     assert rows == (5,)
+
+
+def test_once_the_sale_opens_one_poll_draws_and_the_others_hear_no_place_yet(
+    client: TestClient, gw: psycopg.Connection, owner: psycopg.Connection
+) -> None:
+    # Between the opening and the draw's notice, the crowd's polls (all at once) must not each
+    # call the database: one per second of each process does (and draws), the others are told
+    # "no place yet" from memory, and to ask again soon.
+    event, _ = queue_event(gw, rate=6)
+    fans = [new_user(client, owner) for _ in range(6)]
+    url = f"/events/{event['id']}/queue"
+    for _, headers in fans:
+        assert client.post(url, headers=headers).json()["position"] is None
+    open_sale(owner, event, 1)
+    eventually(mirror_is(client, owner, event))
+    owner.execute("REVOKE EXECUTE ON FUNCTION api.waiting_room_status FROM booking_gateway")  # no draw can happen
+    try:
+        answers = [client.get(url, headers=headers) for _, headers in fans]
+    finally:
+        owner.execute("GRANT EXECUTE ON FUNCTION api.waiting_room_status TO booking_gateway")
+    assert answers[0].status_code >= 400  # the one that went to the database
+    for r in answers[1:]:
+        assert r.status_code == 200, r.text
+        place = r.json()
+        assert (place["status"], place["position"], place["ahead"], place["eta_seconds"]) == (
+            "waiting",
+            None,
+            None,
+            None,
+        )
+        assert place["poll_after_seconds"] == POLL_MIN
+    time.sleep(1.1)  # a second later, a poll goes to the database again: it draws
+    drawn = client.get(url, headers=fans[0][1]).json()
+    assert drawn["position"] is not None
