@@ -88,13 +88,22 @@ class Target:
         if parts.username or parts.password:
             raise ValueError("a webhook URL may not carry a user name or password")
         try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError as exc:
-            raise ValueError("the port of the webhook URL is not a number from 1 to 65535") from exc
+            port = parts.port
+        except ValueError:  # not a number, or out of range
+            port = 0
+        if port == 0:  # urlsplit takes 0 (it is no port to connect to)
+            raise ValueError("the port of the webhook URL is not a number from 1 to 65535")
+        port = port or (443 if scheme == "https" else 80)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return cls(scheme, parts.hostname, port, path)
+        target = cls(scheme, parts.hostname, port, path)
+        if target.literal_ip() is None:
+            try:  # what getaddrinfo does with a name: an empty or over-long label raised UnicodeError there
+                parts.hostname.encode("idna")
+            except UnicodeError as exc:
+                raise ValueError("the host name of the webhook URL is not valid (empty or over-long label)") from exc
+        return target
 
     def literal_ip(self) -> IPAddress | None:
         try:
