@@ -79,13 +79,16 @@ class Target:
 
     @classmethod
     def parse(cls, url: str) -> Target:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # an unbalanced "[" in the host
+            raise ValueError(f"a webhook URL must be well formed: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise ValueError("a webhook URL must start with http:// or https://")
         if not parts.hostname:
             raise ValueError("a webhook URL needs a host")
-        if parts.username or parts.password:
+        if "@" in parts.netloc:  # "http://@host/" too: urlsplit gives an empty user name, not None
             raise ValueError("a webhook URL may not carry a user name or password")
         try:
             port = parts.port

@@ -103,7 +103,8 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                         "poll_after_seconds": _null({"type": "integer", "minimum": 2, "maximum": 30,
                                                      "description": "ask again after this many seconds "
                                                                     "(jittered); null once admitted"})}),
-    "Webhook": _obj(_WEBHOOK),
+    "Webhook": _obj({**_WEBHOOK, "disabled_at": _null(TIME), "disabled_reason": _null({
+        "type": "string", "description": "deleted by its owner, or the receiver answered 410 Gone"})}),
     "WebhookCreated": _obj({**_WEBHOOK, "secret": {
         "type": "string", "pattern": "^whsec_[0-9a-f]{48}$",
         "description": "the HMAC-SHA256 key of X-Booking-Signature; shown only in this answer"}}),
