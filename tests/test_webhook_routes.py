@@ -22,7 +22,10 @@ from tests.http import client_for, new_user
 
 MISSING = "00000000-0000-0000-0000-000000000000"
 WORKER_ROLE = "booking_worker"
-HOOK = {"url": "https://hooks.invalid/booking", "events": ["order.paid", "ticket.checked_in"]}  # .invalid never resolves
+HOOK = {
+    "url": "https://hooks.invalid/booking",
+    "events": ["order.paid", "ticket.checked_in"],
+}  # .invalid never resolves
 SECRET = re.compile(r"^whsec_[0-9a-f]{48}$")
 WEBHOOK_ROUTES = [
     ("POST", "/admin/webhooks"),
@@ -72,7 +75,9 @@ def test_create_answers_the_secret_once_and_list_never(
     assert created["url"] == HOOK["url"] and created["events"] == HOOK["events"]
     assert created["event_id"] == tt["event_id"] and created["active"] is True and created["created_at"]
     assert SECRET.fullmatch(created["secret"]), created["secret"]
-    row = owner.execute("SELECT created_by, secret, url, events FROM webhooks WHERE id = %s", (created["id"],)).fetchone()
+    row = owner.execute(
+        "SELECT created_by::text, secret, url, events FROM webhooks WHERE id = %s", (created["id"],)
+    ).fetchone()
     assert row == (user["id"], created["secret"], HOOK["url"], HOOK["events"])
 
     everything = create(client, headers, events=["order.refunded"])
@@ -83,7 +88,9 @@ def test_create_answers_the_secret_once_and_list_never(
     listed = r.json()
     assert [w["id"] for w in listed] == [everything["id"], created["id"]]  # newest first
     assert all("secret" not in w for w in listed) and created["secret"] not in r.text
-    assert {k: listed[1].get(k) for k in created if k != "secret"} == {k: v for k, v in created.items() if k != "secret"}
+    assert {k: listed[1].get(k) for k in created if k != "secret"} == {
+        k: v for k, v in created.items() if k != "secret"
+    }
 
 
 def test_create_for_an_unknown_event_is_404(client: TestClient, owner: psycopg.Connection, admin: Any) -> None:
@@ -236,7 +243,7 @@ def test_webhook_allow_private_is_read_by_its_name_and_junk_refused() -> None:
     assert Settings.from_env(base).webhook_allow_private is False
     for value, expected in (("yes", True), ("on", True), ("1", True), ("no", False), ("OFF", False)):
         assert Settings.from_env({**base, "WEBHOOK_ALLOW_PRIVATE": value}).webhook_allow_private is expected
-    with pytest.raises(ConfigError, match="WEBHOOK_ALLOW_PRIVATE.*'maybe'"):
+    with pytest.raises(ConfigError, match=r"WEBHOOK_ALLOW_PRIVATE.*'maybe'"):
         Settings.from_env({**base, "WEBHOOK_ALLOW_PRIVATE": "maybe"})
 
 
@@ -264,7 +271,7 @@ def test_deliveries_list_the_attempts_the_worker_recorded(
     elsewhere = create(client, headers, event_id=make_ticket_type(owner)["event_id"])  # another event's
     order = paid_order(client, owner, tt)
     deliveries = owner.execute(
-        "SELECT id, notification_id, webhook_id, event_type, status FROM webhook_deliveries"
+        "SELECT id::text, notification_id::text, webhook_id::text, event_type, status FROM webhook_deliveries"
     ).fetchall()
     assert len(deliveries) == 1, deliveries
     delivery_id, notification_id, webhook_id, event_type, status = deliveries[0]
@@ -290,7 +297,7 @@ def test_deliveries_list_the_attempts_the_worker_recorded(
         (1, "RETRY", 500, "HTTP 500", 12),
     ]
     for a in attempts:
-        assert (a["delivery_id"], a["notification_id"]) == (str(delivery_id), str(notification_id))
+        assert (a["delivery_id"], a["notification_id"]) == (delivery_id, notification_id)
         assert (a["event_type"], a["delivery_status"]) == ("order.paid", "DELIVERED") and a["attempted_at"]
     assert client.get(url + "?limit=1", headers=headers).json() == attempts[:1]
     assert client.get(url + "?limit=200", headers=headers).json() == attempts
@@ -318,9 +325,9 @@ def test_a_check_in_and_a_410_show_in_the_deliveries(
     call(connect(WORKER_ROLE), "record_webhook_attempt", p_delivery_id=delivery_id, p_outcome="GONE",
          p_status_code=410, p_error="HTTP 410", p_duration_ms=5)  # fmt: skip
     attempts = client.get(f"/admin/webhooks/{hook['id']}/deliveries", headers=headers).json()
-    assert [(a["attempt"], a["event_type"], a["outcome"], a["status_code"], a["delivery_status"]) for a in attempts] == [
-        (1, "ticket.checked_in", "GONE", 410, "FAILED")
-    ]
+    assert [
+        (a["attempt"], a["event_type"], a["outcome"], a["status_code"], a["delivery_status"]) for a in attempts
+    ] == [(1, "ticket.checked_in", "GONE", 410, "FAILED")]
     listed = client.get("/admin/webhooks", headers=headers).json()
     assert [(w["id"], w["active"]) for w in listed] == [(hook["id"], False)]  # a 410 disables it
 
