@@ -146,9 +146,6 @@ GATEWAY_CALLS = {
     "join_waiting_room_batch",
     "waiting_room_positions",
 }
-# Organizers' webhooks (sql/functions/90_delivery.sql): the /admin/webhooks routes call them.
-# Listed here until those routes join the table above (issue 11, the gateway's part).
-GATEWAY_CALLS |= {"create_webhook", "list_webhooks", "delete_webhook", "webhook_attempts"}
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
