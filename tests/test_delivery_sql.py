@@ -79,6 +79,17 @@ def test_the_procrastinate_migration_is_the_installed_schema_verbatim() -> None:
     assert schema == SchemaManager.get_schema()
 
 
+def test_new_jobs_are_not_announced_by_notify(owner: psycopg.Connection) -> None:
+    """0010 drops procrastinate's insert trigger: a NOTIFY at commit would make every purchase
+    commit one at a time (the workers poll instead). An upgrade that re-creates it fails here."""
+    triggers = owner.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = 'procrastinate_jobs'::regclass AND NOT tgisinternal"
+    ).fetchall()
+    names = {name for (name,) in triggers}
+    assert "procrastinate_jobs_notify_queue_job_inserted_v1" not in names
+    assert "procrastinate_trigger_status_events_insert_v1" in names  # the rest of procrastinate's schema stays
+
+
 def test_a_completed_order_defers_one_confirmation_job_and_its_row(
     gw: psycopg.Connection, owner: psycopg.Connection
 ) -> None:

@@ -1,0 +1,14 @@
+-- depends: 0009_delivery
+-- procrastinate's insert trigger NOTIFYs the workers of every new job. A transaction that
+-- has sent a NOTIFY takes a cluster-wide lock at commit and holds it until the commit record
+-- is flushed, so every completing purchase (which defers its confirmation e-mail) would
+-- commit one at a time, each waiting for its own WAL flush: no group commit. Measured on
+-- this 2-core machine (pgbench purchase = reserve + complete, durable settings, closed loop,
+-- no think time, 2 rounds of 10 s alternating): 684 -> 413 tps at 8 clients, 843 -> 476 at
+-- 32; with the trigger dropped 734 and 763 tps, what the old outbox insert cost.
+-- So new jobs are not announced: workers poll (WORKER_POLL_SECONDS, default 0.5 s, one
+-- cheap index probe per idle worker) and, while jobs are due, fetch one after another
+-- without waiting. The trigger's function stays (procrastinate's schema otherwise
+-- unchanged); an upgrade of procrastinate that re-creates the trigger must drop it again
+-- (tests/test_delivery_sql.py checks it is absent).
+DROP TRIGGER procrastinate_jobs_notify_queue_job_inserted_v1 ON procrastinate_jobs;
