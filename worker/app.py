@@ -100,6 +100,7 @@ class Runtime:
             log.warning("confirmation of order %s not sent (run %d): %s", order_id, context.job.attempts + 1, error)
             await self.call("record_confirmation_attempt", p_order_id=order_id, p_error=error)
             raise
+        await self.call("record_confirmation_attempt", p_order_id=order_id, p_error=None)  # counted, error cleared
         first = await self.call("record_confirmation_sent", p_order_id=order_id, p_message_id=mail.message_id(order_id))
         where = smtp.describe() if smtp else str(self.settings.mail_dir / f"{order_id}.eml")
         return f"sent to {where}" + ("" if first else " (again: it had been recorded sent meanwhile)")
