@@ -6937,6 +6937,7 @@ GRANT USAGE ON SCHEMA api TO booking_worker;
 
 REVOKE USAGE ON SCHEMA public FROM PUBLIC;
 GRANT ALL ON SCHEMA public TO booking_owner;
+GRANT USAGE ON SCHEMA public TO booking_worker;
 
 
 --

@@ -5,6 +5,9 @@
 -- functions loader revokes every api/internal grant, then runs this file (a test compares it
 -- with WORKER_CALLS).
 GRANT USAGE ON SCHEMA api TO booking_worker;
+-- procrastinate names its tables and functions unqualified: it finds them through search_path
+-- ("$user", public), which needs USAGE on public (revoked from PUBLIC; no table in it is granted).
+GRANT USAGE ON SCHEMA public TO booking_worker;
 GRANT EXECUTE ON FUNCTION
   api.confirmation_email, api.record_confirmation_attempt, api.record_confirmation_sent,
   api.webhook_delivery, api.record_webhook_attempt
