@@ -217,7 +217,7 @@ async def run(
     runtime = Runtime(settings)
     pool = AsyncConnectionPool(
         url, min_size=1, max_size=settings.concurrency + 4, open=False, name="worker",
-        kwargs={"autocommit": True}, check=AsyncConnectionPool.check_connection,
+        check=AsyncConnectionPool.check_connection,
     )  # fmt: skip
     await pool.open(wait=True, timeout=30)
     try:
