@@ -84,7 +84,9 @@ def test_a_paid_order_gets_exactly_one_mail_with_a_qr_per_ticket(
     )
     assert sent_at is not None and message_id == f"<order-{order['id']}@booking>"
     assert (attempts, last_error) == (1, None)
-    assert [(status, n) for _, status, n, _ in jobs_of(dbname, "send_confirmation")] == [("succeeded", 1)]  # runs, counted when each ends
+    assert [(status, n) for _, status, n, _ in jobs_of(dbname, "send_confirmation")] == [
+        ("succeeded", 1)
+    ]  # runs, counted when each ends
     assert not (tmp_path / "mail").exists(), "with SMTP_URL nothing goes to the mail folder"
 
 

@@ -66,11 +66,13 @@ class Received:
 class SmtpSink:
     """aiosmtpd handler. `replies`: SMTP answers for the first DATA commands (then 250);
     `refuse_rcpt`: an answer for every RCPT while set; `hold`: the first DATA waits until
-    `release` is set, then answers 421 without keeping the mail (its client is gone by then)."""
+    `release` is set, then answers 421 without keeping the mail (its client is gone by then),
+    or with `keep_held` keeps it and answers 250."""
 
     replies: list[str] = field(default_factory=list)
     refuse_rcpt: str | None = None
     hold: bool = False
+    keep_held: bool = False
     received: list[Received] = field(default_factory=list)
     data_commands: int = 0
     entered: threading.Event = field(default_factory=threading.Event)
@@ -87,8 +89,9 @@ class SmtpSink:
         if self.hold and self.data_commands == 1:
             self.entered.set()
             await asyncio.to_thread(self.release.wait)
-            return "421 4.3.2 shutting down"
-        if self.replies:
+            if not self.keep_held:
+                return "421 4.3.2 shutting down"
+        elif self.replies:
             return self.replies.pop(0)
         self.received.append(Received(envelope.mail_from, list(envelope.rcpt_tos), bytes(envelope.original_content)))
         return "250 2.0.0 OK"
