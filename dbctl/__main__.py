@@ -107,7 +107,7 @@ def run() -> None:
         mail = f"by SMTP to {smtp.describe()}" if smtp else f"as .eml files in {worker.mail_dir}"
         print(f"Worker: confirmation mails are sent {mail}.")
     print(f"Gateway on http://{server.host}:{server.port} ({server.workers} worker(s)); "
-          "Ctrl-C stops it, `make stop` the database.")  # fmt: skip
+          f"Ctrl-C stops {'both' if worker else 'it'}, `make stop` the database.")  # fmt: skip
     sys.stdout.flush()
     sys.exit(supervise(children))
 

@@ -4,8 +4,8 @@ Each child gets PR_SET_PDEATHSIG (SIGTERM when this process dies, even by kill -
 outlives `make run`. Each runs in its own process group: Ctrl-C in the terminal reaches this
 process only, which passes SIGINT/SIGTERM on once to every child (a child getting the terminal's
 signal AND ours would take the second as "stop now", cutting the worker's graceful shutdown).
-When one child exits, the other is stopped; the exit status is the first child's (0 after a
-clean stop by signal).
+When one child exits, the other is stopped; the exit status is that child's (0 after a clean
+stop on request).
 """
 
 from __future__ import annotations
@@ -44,8 +44,15 @@ def _die_with_parent(parent: int) -> Callable[[], None]:
     return preexec
 
 
+def _shell(status: int) -> int:
+    """A Popen return code as a shell exit status (killed by signal N: 128 + N)."""
+    return 128 - status if status < 0 else status
+
+
 def supervise(children: list[Child]) -> int:
-    """Start every child, forward SIGINT/SIGTERM, stop the rest when one exits; its status."""
+    """Start every child, forward SIGINT/SIGTERM, stop the rest when one exits. The status: 0
+    after a stop on request (uvicorn re-raises the signal it got: that counts as clean), else
+    the status of the child that exited first."""
     stopping: list[int] = []
 
     def forward(signum: int, frame: FrameType | None) -> None:
@@ -74,6 +81,7 @@ def supervise(children: list[Child]) -> int:
                     return 128 + stopping[0]
                 time.sleep(0.1)
         assert first.proc is not None
+        by_signal = stopping[0] if stopping else 0
         if not stopping:
             print(f"dbctl run: the {first.name} exited ({first.proc.returncode}); stopping the rest.", file=sys.stderr)
             stopping.append(signal.SIGTERM)
@@ -89,10 +97,10 @@ def supervise(children: list[Child]) -> int:
                 print(f"dbctl run: the {child.name} did not stop in {child.stop_timeout:g} s: killed.", file=sys.stderr)
                 child.proc.kill()
                 child.proc.wait()
-        status = first.proc.returncode
-        if status < 0:  # killed by a signal: the shell's convention
-            return 128 - status
-        return status
+        if by_signal:  # stopped on request: clean unless a child failed otherwise
+            statuses = [c.proc.returncode for c in children if c.proc is not None]
+            return next((_shell(s) for s in statuses if s not in (0, -by_signal, 128 + by_signal)), 0)
+        return _shell(first.proc.returncode)
     finally:
         for child in children:
             if child.proc is not None and child.proc.poll() is None:
