@@ -5,8 +5,8 @@
 -- functions loader revokes every api/internal grant, then runs this file (a test compares it
 -- with WORKER_CALLS).
 GRANT USAGE ON SCHEMA api TO booking_worker;
--- procrastinate names its tables and functions unqualified: it finds them through search_path
--- ("$user", public), which needs USAGE on public (revoked from PUBLIC; no table in it is granted).
+-- procrastinate's objects live in schema public (its default), whose USAGE nobody else has
+-- (0001_seed_schema.sql): the worker may look names up there, the table grants below decide.
 GRANT USAGE ON SCHEMA public TO booking_worker;
 GRANT EXECUTE ON FUNCTION
   api.confirmation_email, api.record_confirmation_attempt, api.record_confirmation_sent,
@@ -27,8 +27,8 @@ BEGIN
       EXECUTE format('GRANT USAGE, SELECT ON SEQUENCE %s TO booking_worker', r.name);
     END IF;
   END LOOP;
-  -- procrastinate's functions: the worker's, not everyone's (PostgreSQL grants EXECUTE to PUBLIC
-  -- by default; without table privileges that was harmless, now it is explicit).
+  -- procrastinate's functions: the worker's, nobody else's (the default privileges of
+  -- 0001_seed_schema.sql already keep PUBLIC out; the REVOKE says so where it matters).
   FOR r IN SELECT p.oid::regprocedure AS name FROM pg_proc p
             WHERE p.pronamespace = 'public'::regnamespace AND p.proname LIKE 'procrastinate\_%'
   LOOP
