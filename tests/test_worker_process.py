@@ -18,6 +18,7 @@ import pytest
 from dbctl.migrate import ROOT
 from tests.conftest import dba_call, url_for
 from tests.worker_support import SmtpSink, eventually, jobs_of, owner_rows, paid_order, smtp_server
+from worker.app import FAIL_STALLED, RETRY_STALLED
 from worker.config import WORKER_ROLE
 
 CONNECTION_ENV = {"DATABASE_URL", "WORKER_DATABASE_URL", "SMTP_URL", "PGPASSFILE", "PGPASSWORD", "PGUSER", "PGHOST"}
@@ -157,3 +158,24 @@ def test_a_wrong_setting_stops_the_worker_naming_the_variable(dbname: str, tmp_p
     assert "SMTP_URL: must start with smtp:// or smtps://" in done.stderr
     assert "WORKER_CONCURRENCY" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_recovery_leaves_a_job_another_worker_has_taken_meanwhile(
+    gw: psycopg.Connection, connect: Any, dbname: str
+) -> None:
+    """Two workers may list the same stalled job; the one that comes second must not requeue it
+    once a third worker has taken it (it would run twice): the retry checks, under the row
+    lock, that the job is still `doing` for the dead worker it was listed with."""
+    paid_order(gw, quantity=1)
+    w = connect(WORKER_ROLE)
+    dead = w.execute("SELECT procrastinate_register_worker_v1()").fetchone()[0]
+    live = w.execute("SELECT procrastinate_register_worker_v1()").fetchone()[0]
+    (job_id,) = w.execute("SELECT id FROM procrastinate_fetch_job_v2(NULL, %s)", (dead,)).fetchone()
+    # the dead worker's job, requeued by one recovering worker and taken by a live one:
+    assert len(w.execute(RETRY_STALLED, {"id": job_id, "worker": dead}).fetchall()) == 1
+    assert w.execute("SELECT id FROM procrastinate_fetch_job_v2(NULL, %s)", (live,)).fetchone() == (job_id,)
+    # a second recovering worker, still holding the old listing:
+    assert w.execute(RETRY_STALLED, {"id": job_id, "worker": dead}).fetchall() == []
+    assert w.execute(FAIL_STALLED, {"id": job_id, "worker": dead}).fetchall() == []
+    assert mail_job(dbname)[1:3] == ("doing", 1)
+    assert owner_rows(dbname, "SELECT worker_id FROM procrastinate_jobs WHERE id = %s", job_id) == [(live,)]

@@ -22,7 +22,6 @@ from typing import Any
 import httpx
 import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
-from procrastinate.jobs import Status
 from psycopg_pool import AsyncConnectionPool
 
 from gateway.sqlcalls import api_call_bytes
@@ -35,6 +34,19 @@ log = logging.getLogger("worker")
 NOT_FOUND = "BKNTF"
 PURGE_AFTER_HOURS = 7 * 24  # succeeded and cancelled jobs; failed ones stay for DBAs
 POLL_MAX_SECONDS = 5.0  # new jobs come by NOTIFY; polling finds retries that came due
+
+
+# Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
+# bump with the pin, as internal.defer_job does on the SQL side).
+# The row is locked (and checked again) in the CTE, before the function runs: with FOR UPDATE
+# on the outer SELECT the function would run first and the lock then skip the changed row.
+_STALLED = """WITH j AS (
+  SELECT id FROM procrastinate_jobs
+   WHERE id = %(id)s AND status = 'doing' AND worker_id IS NOT DISTINCT FROM %(worker)s
+     FOR UPDATE)
+"""
+RETRY_STALLED = _STALLED + "SELECT procrastinate_retry_job_v2(j.id, now(), NULL, NULL, NULL) FROM j"
+FAIL_STALLED = _STALLED + "SELECT procrastinate_finish_job_v1(j.id, 'failed', false) FROM j"
 
 
 class WorkerError(RuntimeError):
@@ -140,21 +152,29 @@ class Runtime:
 
     async def recover_stalled_once(self, app: App) -> int:
         """Put back in the queue the running jobs of workers whose heartbeat stopped
-        WORKER_STALLED_SECONDS ago (or that were pruned); a job out of runs fails instead."""
+        WORKER_STALLED_SECONDS ago (or that were pruned); a job out of runs fails instead.
+
+        procrastinate's get_stalled_jobs lists them; each is then retried (or failed) only if it
+        is still `doing` for the same dead worker, checked under the row lock in the same
+        statement: two workers recovering at once must not requeue a job a third one has just
+        taken (procrastinate's retry_job accepts any `doing` job, and the job would run twice)."""
         jobs = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled)
         recovered = 0
         for job in jobs:
-            try:
-                strategy = self.strategy_for(job.task_name)
-                if strategy is not None and strategy.is_last_run(job):
-                    await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
-                    log.error("stalled job %s (%s) was on its last run: failed", job.id, job.call_string)
-                else:
-                    await app.job_manager.retry_job(job)
-                    log.warning("stalled job %s (%s) of a dead worker: queued again", job.id, job.call_string)
-                recovered += 1
-            except Exception as exc:  # another worker got there first: it is no longer `doing`
-                log.info("stalled job %s not recovered here: %s", job.id, describe(exc))
+            strategy = self.strategy_for(job.task_name)
+            last = strategy is not None and strategy.is_last_run(job)
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    FAIL_STALLED if last else RETRY_STALLED, {"id": job.id, "worker": job.worker_id}
+                )
+                done = await cur.fetchone() is not None
+            if not done:
+                log.info("stalled job %s was recovered or taken by another worker meanwhile", job.id)
+            elif last:
+                log.error("stalled job %s (%s) was on its last run: failed", job.id, job.call_string)
+            else:
+                log.warning("stalled job %s (%s) of a dead worker: queued again", job.id, job.call_string)
+            recovered += done
         return recovered
 
     async def recover_stalled(self, app: App) -> None:
