@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 
+from dbctl.cluster import Cluster
 from dbctl.migrate import ROOT
 from tests.conftest import dba_call, url_for
 from tests.worker_support import SmtpSink, eventually, jobs_of, owner_rows, paid_order, smtp_server
@@ -179,3 +180,31 @@ def test_recovery_leaves_a_job_another_worker_has_taken_meanwhile(
     assert w.execute(FAIL_STALLED, {"id": job_id, "worker": dead}).fetchall() == []
     assert mail_job(dbname)[1:3] == ("doing", 1)
     assert owner_rows(dbname, "SELECT worker_id FROM procrastinate_jobs WHERE id = %s", job_id) == [(live,)]
+
+
+def test_a_worker_outlives_a_database_restart(own_cluster: Cluster, tmp_path: Path) -> None:
+    """PostgreSQL stops for a few seconds: the worker logs it, keeps trying, and sends the mail
+    of an order completed after the restart (no process manager needed to bring it back)."""
+    env = {k: v for k, v in os.environ.items() if k not in CONNECTION_ENV and not k.startswith("WORKER_")}
+    env.update(
+        WORKER_DATABASE_URL=own_cluster.url(WORKER_ROLE, "booking"), MAIL_DIR=str(tmp_path / "mail"),
+        WORKER_HEARTBEAT_SECONDS="1", WORKER_STALLED_SECONDS="3",
+    )  # fmt: skip
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        eventually(lambda: "Starting worker" in log.read_text(), "the worker to start")
+        own_cluster.stop()
+        eventually(lambda: "starting again in" in log.read_text(), "the worker to notice", timeout=30)
+        own_cluster.start()
+        with psycopg.connect(own_cluster.url("booking_gateway", "booking"), autocommit=True) as gw:
+            order = paid_order(gw, quantity=1)
+        eventually(lambda: (tmp_path / "mail" / f"{order['id']}.eml").exists(), "the mail after the restart")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

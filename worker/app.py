@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
-from psycopg_pool import AsyncConnectionPool
+from procrastinate.exceptions import ConnectorException
+from procrastinate.worker import Worker
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.sqlcalls import api_call_bytes
 from worker import mail, webhooks
@@ -34,6 +37,10 @@ log = logging.getLogger("worker")
 NOT_FOUND = "BKNTF"
 PURGE_AFTER_HOURS = 7 * 24  # succeeded and cancelled jobs; failed ones stay for DBAs
 POLL_MAX_SECONDS = 5.0  # new jobs come by NOTIFY; polling finds retries that came due
+RESTART_SECONDS = 5.0  # after losing the database
+# Waiting for a pool connection: there is one per job plus spares, so a wait means the database
+# is gone; psycopg's 30 s would hold a worker that lost it (its shutdown too) that long.
+POOL_WAIT_SECONDS = 5.0
 
 
 # Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
@@ -237,38 +244,93 @@ async def run(
     install_signal_handlers: bool = True,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a worker until stopped (SIGTERM/SIGINT), or with wait=False until nothing is due."""
+    """Run a worker until stopped (SIGTERM/SIGINT), or with wait=False until nothing is due.
+
+    A worker that loses the database (PostgreSQL restarted, the network gone) stops with an
+    error, or stops by itself when one of procrastinate's side tasks fails; it is started again
+    after RESTART_SECONDS until the database answers (its running jobs, if any, are recovered
+    as stalled ones). Only SIGTERM/SIGINT end it. A second signal stops it at once."""
     url = settings.database_url.get_secret_value()
-    await _check_database(url)
+    await _check_database(url)  # a wrong URL or a missing schema: a clear message, exit 1
+    stop = asyncio.Event()
+    running: list[Worker] = []
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if install_signal_handlers else ()
+
+    def request_stop() -> None:
+        for sig in signals:  # the next one gets Python's default: stop now
+            loop.remove_signal_handler(sig)
+        log.info("stop requested: no new jobs; waiting up to %g s for running ones", settings.shutdown)
+        stop.set()
+        for worker in running:
+            worker.stop()  # type: ignore[no-untyped-call]
+
+    for sig in signals:
+        loop.add_signal_handler(sig, request_stop)
+    try:
+        while True:
+            try:
+                await _run_once(settings, wait, running, stop, on_ready)
+                if stop.is_set() or not wait:
+                    return
+                log.error("the worker stopped without being asked (see above); starting again in %g s", RESTART_SECONDS)
+            except (psycopg.Error, ConnectorException, PoolTimeout, OSError) as exc:
+                if not wait:
+                    raise
+                log.error("the worker lost the database: %s; starting again in %g s", describe(exc), RESTART_SECONDS)
+            running.clear()
+            try:
+                await asyncio.wait_for(stop.wait(), RESTART_SECONDS)
+                return
+            except TimeoutError:
+                pass
+    finally:
+        if not stop.is_set():
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+
+async def _run_once(
+    settings: WorkerSettings,
+    wait: bool,
+    running: list[Worker],
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None,
+) -> None:
     runtime = Runtime(settings)
     pool = AsyncConnectionPool(
-        url, min_size=1, max_size=settings.concurrency + 4, open=False, name="worker",
-        check=AsyncConnectionPool.check_connection,
+        settings.database_url.get_secret_value(), min_size=1, max_size=settings.concurrency + 4, open=False,
+        name="worker", check=AsyncConnectionPool.check_connection,
+        timeout=POOL_WAIT_SECONDS,
     )  # fmt: skip
-    await pool.open(wait=True, timeout=30)
     try:
+        await pool.open(wait=True, timeout=30)
         runtime._pool = pool
         app = build_app(runtime)
         async with app.open_async(pool):
             await runtime.recover_stalled_once(app)
             recovery = asyncio.create_task(runtime.recover_stalled(app), name="recover_stalled")
+            worker = Worker(
+                app,
+                queues=list(settings.queues),
+                concurrency=settings.concurrency,
+                wait=wait,
+                name="booking",
+                fetch_job_polling_interval=max(
+                    0.2, min(POLL_MAX_SECONDS, settings.mail_retry_base, settings.webhook_retry_base)
+                ),
+                shutdown_graceful_timeout=settings.shutdown,
+                install_signal_handlers=False,  # run() handles them: a stop must end the restarts too
+                update_heartbeat_interval=settings.heartbeat,
+                stalled_worker_timeout=settings.stalled,
+                listen_notify=True,
+            )
+            running.append(worker)
             if on_ready is not None:
                 on_ready()
             try:
-                await app.run_worker_async(
-                    queues=list(settings.queues),
-                    concurrency=settings.concurrency,
-                    wait=wait,
-                    name="booking",
-                    fetch_job_polling_interval=max(
-                        0.2, min(POLL_MAX_SECONDS, settings.mail_retry_base, settings.webhook_retry_base)
-                    ),
-                    shutdown_graceful_timeout=settings.shutdown,
-                    install_signal_handlers=install_signal_handlers,
-                    update_heartbeat_interval=settings.heartbeat,
-                    stalled_worker_timeout=settings.stalled,
-                    listen_notify=True,
-                )
+                if not stop.is_set():  # asked while starting (worker.run() forgets an earlier stop())
+                    await worker.run()  # type: ignore[no-untyped-call]
             finally:
                 recovery.cancel()
                 await asyncio.gather(recovery, return_exceptions=True)
