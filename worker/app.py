@@ -1,0 +1,339 @@
+"""The worker: procrastinate's App on our database, our tasks, and how a worker runs.
+
+Tasks (queue, priority; the SQL that defers them is in sql/functions/90_delivery.sql):
+- `send_confirmation(order_id)`, queue `mail`, priority 100 (lock `mail:<order_id>`)
+- `deliver_webhook(delivery_id)`, queue `webhooks`, priority 50
+- `purge_finished_jobs`, queue `housekeeping`, priority 0, periodic (hourly)
+
+Every database call is one `api.*` function (WORKER_CALLS) in its own short transaction; no
+transaction is open while a task talks SMTP or HTTP. A worker stops gracefully on SIGTERM or
+SIGINT: it fetches no new job and lets running ones finish (up to WORKER_SHUTDOWN_SECONDS).
+Jobs of a worker that died (kill -9, a lost machine) are found by their missing heartbeat and
+put back in the queue by any live worker (`recover_stalled`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import psycopg
+from procrastinate import App, JobContext, PsycopgConnector
+from procrastinate.exceptions import ConnectorException
+from procrastinate.worker import Worker
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from gateway.sqlcalls import api_call_bytes
+from worker import mail, webhooks
+from worker.config import WorkerSettings
+from worker.retry import MAIL_CAP_SECONDS, WEBHOOK_CAP_SECONDS, CappedExponential, Permanent
+
+log = logging.getLogger("worker")
+
+NOT_FOUND = "BKNTF"
+PURGE_AFTER_HOURS = 7 * 24  # succeeded and cancelled jobs; failed ones stay for DBAs
+POLL_MAX_SECONDS = 5.0  # new jobs come by NOTIFY; polling finds retries that came due
+RESTART_SECONDS = 5.0  # after losing the database
+# Waiting for a pool connection: there is one per job plus spares, so a wait means the database
+# is gone; psycopg's 30 s would hold a worker that lost it (its shutdown too) that long.
+POOL_WAIT_SECONDS = 5.0
+
+
+# Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
+# bump with the pin, as internal.defer_job does on the SQL side).
+# The row is locked (and checked again) in the CTE, before the function runs: with FOR UPDATE
+# on the outer SELECT the function would run first and the lock then skip the changed row.
+_STALLED = """WITH j AS (
+  SELECT id FROM procrastinate_jobs
+   WHERE id = %(id)s AND status = 'doing' AND worker_id IS NOT DISTINCT FROM %(worker)s
+     FOR UPDATE)
+"""
+RETRY_STALLED = _STALLED + "SELECT procrastinate_retry_job_v2(j.id, now(), NULL, NULL, NULL) FROM j"
+FAIL_STALLED = _STALLED + "SELECT procrastinate_finish_job_v1(j.id, 'failed', false) FROM j"
+
+
+class WorkerError(RuntimeError):
+    """The worker cannot start (database unreachable, schema missing): the message says why."""
+
+
+class Retry(Exception):
+    """This run failed and may be retried (the strategy decides when, or that it was the last)."""
+
+
+class Runtime:
+    """What the tasks share: settings, the connection pool, the HTTP client, the retry rules."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.settings = settings
+        self.mail_retry = CappedExponential(settings.mail_retry_base, MAIL_CAP_SECONDS)
+        self.webhook_retry = CappedExponential(settings.webhook_retry_base, WEBHOOK_CAP_SECONDS)
+        self._pool: AsyncConnectionPool | None = None
+        self._http: httpx.AsyncClient | None = None
+
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        assert self._pool is not None, "the worker is not running"
+        return self._pool
+
+    @property
+    def http(self) -> httpx.AsyncClient:
+        if self._http is None:
+            self._http = webhooks.new_client()
+        return self._http
+
+    async def call(self, function: str, **args: Any) -> Any:
+        """`SELECT api.<function>(...)` in its own transaction; the one value it returns."""
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(api_call_bytes(function, args), args)
+            row = await cur.fetchone()
+            assert row is not None
+            return row[0]
+
+    def strategy_for(self, task_name: str) -> CappedExponential | None:
+        return {"send_confirmation": self.mail_retry, "deliver_webhook": self.webhook_retry}.get(task_name)
+
+    # --- tasks ---------------------------------------------------------------------------
+
+    async def send_confirmation(self, context: JobContext, order_id: str) -> str:
+        try:
+            data = await self.call("confirmation_email", p_order_id=order_id)
+        except psycopg.Error as exc:
+            if exc.diag.sqlstate == NOT_FOUND:
+                raise Permanent(f"order {order_id} has no confirmation e-mail") from exc
+            raise
+        if data.get("sent_at"):
+            return f"already sent at {data['sent_at']}"
+        smtp = self.settings.smtp
+        try:
+            # In a thread: drawing the QR codes and flattening the message take ~10 ms of CPU per
+            # ticket-pair, SMTP waits on the network; the event loop keeps serving other jobs.
+            await asyncio.to_thread(self._build_and_send, data)
+        except Exception as exc:
+            error = describe(exc)
+            log.warning("confirmation of order %s not sent (run %d): %s", order_id, context.job.attempts + 1, error)
+            await self.call("record_confirmation_attempt", p_order_id=order_id, p_error=error)
+            raise
+        await self.call("record_confirmation_attempt", p_order_id=order_id, p_error=None)  # counted, error cleared
+        first = await self.call("record_confirmation_sent", p_order_id=order_id, p_message_id=mail.message_id(order_id))
+        where = smtp.describe() if smtp else str(self.settings.mail_dir / f"{order_id}.eml")
+        return f"sent to {where}" + ("" if first else " (again: it had been recorded sent meanwhile)")
+
+    def _build_and_send(self, data: dict[str, Any]) -> None:
+        msg = mail.build_message(data, self.settings.mail_from)
+        smtp = self.settings.smtp
+        if smtp is not None:
+            mail.send_smtp(smtp, msg, self.settings.envelope_from, data["recipient"])
+        else:
+            mail.write_eml(self.settings.mail_dir, data["order_id"], msg)
+
+    async def deliver_webhook(self, context: JobContext, delivery_id: str) -> str:
+        try:
+            delivery = await self.call("webhook_delivery", p_delivery_id=delivery_id)
+        except psycopg.Error as exc:
+            if exc.diag.sqlstate == NOT_FOUND:
+                raise Permanent(f"webhook delivery {delivery_id} does not exist") from exc
+            raise
+        if delivery["status"] != "PENDING" or not delivery["active"]:
+            return f"nothing to do: delivery {delivery['status']}, webhook {'active' if delivery['active'] else 'off'}"
+        attempt = await webhooks.deliver(self.http, delivery, self.settings.webhook_allow_private)
+        outcome = attempt.outcome
+        if outcome == "RETRY" and self.webhook_retry.is_last_run(context.job):
+            outcome = "FAILED"
+        await self.call(
+            "record_webhook_attempt", p_delivery_id=delivery_id, p_outcome=outcome,
+            p_status_code=attempt.status_code, p_error=attempt.error, p_duration_ms=attempt.duration_ms,
+        )  # fmt: skip
+        if outcome == "RETRY":
+            raise Retry(f"webhook delivery {delivery_id}: {attempt.error}")
+        if outcome == "FAILED":
+            raise Permanent(f"webhook delivery {delivery_id} failed for good: {attempt.error}")
+        if outcome != "DELIVERED":
+            log.warning("webhook delivery %s: %s (%s)", delivery_id, outcome, attempt.error)
+        return outcome
+
+    # --- stalled jobs ----------------------------------------------------------------------
+
+    async def recover_stalled_once(self, app: App) -> int:
+        """Put back in the queue the running jobs of workers whose heartbeat stopped
+        WORKER_STALLED_SECONDS ago (or that were pruned); a job out of runs fails instead.
+
+        procrastinate's get_stalled_jobs lists them; each is then retried (or failed) only if it
+        is still `doing` for the same dead worker, checked under the row lock in the same
+        statement: two workers recovering at once must not requeue a job a third one has just
+        taken (procrastinate's retry_job accepts any `doing` job, and the job would run twice)."""
+        jobs = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled)
+        recovered = 0
+        for job in jobs:
+            strategy = self.strategy_for(job.task_name)
+            last = strategy is not None and strategy.is_last_run(job)
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    FAIL_STALLED if last else RETRY_STALLED, {"id": job.id, "worker": job.worker_id}
+                )
+                done = await cur.fetchone() is not None
+            if not done:
+                log.info("stalled job %s was recovered or taken by another worker meanwhile", job.id)
+            elif last:
+                log.error("stalled job %s (%s) was on its last run: failed", job.id, job.call_string)
+            else:
+                log.warning("stalled job %s (%s) of a dead worker: queued again", job.id, job.call_string)
+            recovered += done
+        return recovered
+
+    async def recover_stalled(self, app: App) -> None:
+        """Every WORKER_STALLED_SECONDS/2 (run() calls recover_stalled_once at start)."""
+        while True:
+            await asyncio.sleep(self.settings.stalled / 2)
+            try:
+                await self.recover_stalled_once(app)
+            except Exception:
+                log.exception("stalled-job recovery failed; trying again later")
+
+    async def close(self) -> None:
+        if self._http is not None:
+            await self._http.aclose()
+            self._http = None
+
+
+def describe(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text}"[:1000] if text else type(exc).__name__
+
+
+def build_app(runtime: Runtime) -> App:
+    app = App(connector=PsycopgConnector())
+    app.task(name="send_confirmation", queue="mail", priority=100, pass_context=True, retry=runtime.mail_retry)(
+        runtime.send_confirmation
+    )
+    app.task(name="deliver_webhook", queue="webhooks", priority=50, pass_context=True, retry=runtime.webhook_retry)(
+        runtime.deliver_webhook
+    )
+
+    async def purge_finished_jobs(context: JobContext, timestamp: int) -> None:
+        await context.app.job_manager.delete_old_jobs(nb_hours=PURGE_AFTER_HOURS, include_cancelled=True)
+
+    task = app.task(name="purge_finished_jobs", queue="housekeeping", priority=0, pass_context=True)(
+        purge_finished_jobs
+    )
+    app.periodic(cron="17 * * * *", periodic_id="hourly")(task)
+    return app
+
+
+async def _check_database(url: str) -> None:
+    """A clear message at start instead of a pool retrying in the background."""
+    try:
+        conn = await psycopg.AsyncConnection.connect(url, connect_timeout=10, autocommit=True)
+    except psycopg.Error as exc:
+        raise WorkerError(f"cannot connect to the database as the worker: {exc}".strip()) from None
+    async with conn:
+        cur = await conn.execute("SELECT current_user, to_regclass('public.procrastinate_jobs') IS NOT NULL")
+        row = await cur.fetchone()
+    assert row is not None
+    if not row[1]:
+        raise WorkerError(f"logged in as {row[0]}, but the job queue's tables are missing: run `make migrate`")
+
+
+async def run(
+    settings: WorkerSettings,
+    *,
+    wait: bool = True,
+    install_signal_handlers: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> None:
+    """Run a worker until stopped (SIGTERM/SIGINT), or with wait=False until nothing is due.
+
+    A worker that loses the database (PostgreSQL restarted, the network gone) stops with an
+    error, or stops by itself when one of procrastinate's side tasks fails; it is started again
+    after RESTART_SECONDS until the database answers (its running jobs, if any, are recovered
+    as stalled ones). Only SIGTERM/SIGINT end it. A second signal stops it at once."""
+    url = settings.database_url.get_secret_value()
+    await _check_database(url)  # a wrong URL or a missing schema: a clear message, exit 1
+    stop = asyncio.Event()
+    running: list[Worker] = []
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if install_signal_handlers else ()
+
+    def request_stop() -> None:
+        for sig in signals:  # the next one gets Python's default: stop now
+            loop.remove_signal_handler(sig)
+        log.info("stop requested: no new jobs; waiting up to %g s for running ones", settings.shutdown)
+        stop.set()
+        for worker in running:
+            worker.stop()  # type: ignore[no-untyped-call]
+
+    for sig in signals:
+        loop.add_signal_handler(sig, request_stop)
+    try:
+        while True:
+            try:
+                await _run_once(settings, wait, running, stop, on_ready)
+                if stop.is_set() or not wait:
+                    return
+                log.error("the worker stopped without being asked (see above); starting again in %g s", RESTART_SECONDS)
+            except (psycopg.Error, ConnectorException, PoolTimeout, OSError) as exc:
+                if not wait:
+                    raise
+                log.error("the worker lost the database: %s; starting again in %g s", describe(exc), RESTART_SECONDS)
+            running.clear()
+            try:
+                await asyncio.wait_for(stop.wait(), RESTART_SECONDS)
+                return
+            except TimeoutError:
+                pass
+    finally:
+        if not stop.is_set():
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+
+async def _run_once(
+    settings: WorkerSettings,
+    wait: bool,
+    running: list[Worker],
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None,
+) -> None:
+    runtime = Runtime(settings)
+    pool = AsyncConnectionPool(
+        settings.database_url.get_secret_value(), min_size=1, max_size=settings.concurrency + 4, open=False,
+        name="worker", check=AsyncConnectionPool.check_connection,
+        timeout=POOL_WAIT_SECONDS,
+    )  # fmt: skip
+    try:
+        await pool.open(wait=True, timeout=30)
+        runtime._pool = pool
+        app = build_app(runtime)
+        async with app.open_async(pool):
+            await runtime.recover_stalled_once(app)
+            recovery = asyncio.create_task(runtime.recover_stalled(app), name="recover_stalled")
+            worker = Worker(
+                app,
+                queues=list(settings.queues),
+                concurrency=settings.concurrency,
+                wait=wait,
+                name="booking",
+                fetch_job_polling_interval=max(
+                    0.2, min(POLL_MAX_SECONDS, settings.mail_retry_base, settings.webhook_retry_base)
+                ),
+                shutdown_graceful_timeout=settings.shutdown,
+                install_signal_handlers=False,  # run() handles them: a stop must end the restarts too
+                update_heartbeat_interval=settings.heartbeat,
+                stalled_worker_timeout=settings.stalled,
+                listen_notify=True,
+            )
+            running.append(worker)
+            if on_ready is not None:
+                on_ready()
+            try:
+                if not stop.is_set():  # asked while starting (worker.run() forgets an earlier stop())
+                    await worker.run()  # type: ignore[no-untyped-call]
+            finally:
+                recovery.cancel()
+                await asyncio.gather(recovery, return_exceptions=True)
+    finally:
+        await runtime.close()
+        await pool.close()
