@@ -36,7 +36,6 @@ log = logging.getLogger("worker")
 
 NOT_FOUND = "BKNTF"
 PURGE_AFTER_HOURS = 7 * 24  # succeeded and cancelled jobs; failed ones stay for DBAs
-POLL_MAX_SECONDS = 5.0  # new jobs come by NOTIFY; polling finds retries that came due
 RESTART_SECONDS = 5.0  # after losing the database
 # Waiting for a pool connection: there is one per job plus spares, so a wait means the database
 # is gone; psycopg's 30 s would hold a worker that lost it (its shutdown too) that long.
@@ -69,7 +68,7 @@ class Runtime:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.mail_retry = CappedExponential(settings.mail_retry_base, MAIL_CAP_SECONDS)
+        self.mail_retry = CappedExponential(settings.mail_retry_base, MAIL_CAP_SECONDS, settings.mail_retry_hours * 3600)
         self.webhook_retry = CappedExponential(settings.webhook_retry_base, WEBHOOK_CAP_SECONDS)
         self._pool: AsyncConnectionPool | None = None
         self._http: httpx.AsyncClient | None = None
@@ -316,14 +315,14 @@ async def _run_once(
                 concurrency=settings.concurrency,
                 wait=wait,
                 name="booking",
-                fetch_job_polling_interval=max(
-                    0.2, min(POLL_MAX_SECONDS, settings.mail_retry_base, settings.webhook_retry_base)
-                ),
+                # New jobs are not NOTIFYed (migration 0010: it serialized purchases' commits); an idle
+                # worker polls, a busy one fetches the next job as soon as one ends.
+                fetch_job_polling_interval=settings.poll,
                 shutdown_graceful_timeout=settings.shutdown,
                 install_signal_handlers=False,  # run() handles them: a stop must end the restarts too
                 update_heartbeat_interval=settings.heartbeat,
                 stalled_worker_timeout=settings.stalled,
-                listen_notify=True,
+                listen_notify=True,  # a DBA's api.retry_job and procrastinate's abort requests
             )
             running.append(worker)
             if on_ready is not None:

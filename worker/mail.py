@@ -24,7 +24,6 @@ from typing import Any
 import segno
 
 from worker.config import SmtpServer
-from worker.retry import Permanent
 
 SMTP_TIMEOUT_SECONDS = 30
 DOOR_TEXT = (
@@ -127,8 +126,10 @@ def build_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
 
 def send_smtp(server: SmtpServer, msg: EmailMessage, envelope_from: str, recipient: str) -> None:
     """Blocking (run it in a thread). smtp://: STARTTLS when the server offers it; smtps://: TLS
-    from the start. A recipient refused with 5xx is Permanent (no retry: a DBA retries the job
-    once the address or the server is fixed); every other failure raises for a retry."""
+    from the start. Every failure raises for a retry, 5xx answers too: the server named by
+    SMTP_URL is our relay, and its 5xx (relay denied, authentication, a policy, a refused
+    recipient) is usually its configuration, which someone fixes; the retries stop after 24 h
+    and the failed job waits for a DBA."""
     context = ssl.create_default_context()
     client: smtplib.SMTP
     if server.tls:
@@ -142,13 +143,7 @@ def send_smtp(server: SmtpServer, msg: EmailMessage, envelope_from: str, recipie
             client.ehlo()
         if server.user:
             client.login(server.user, server.password or "")
-        try:
-            client.send_message(msg, from_addr=envelope_from, to_addrs=[recipient])
-        except smtplib.SMTPRecipientsRefused as exc:
-            codes = [code for code, _ in exc.recipients.values()]
-            if codes and all(500 <= code < 600 for code in codes):
-                raise Permanent(f"the server refused the recipient: {exc.recipients}") from exc
-            raise
+        client.send_message(msg, from_addr=envelope_from, to_addrs=[recipient])
 
 
 def write_eml(folder: Path, order_id: str, msg: EmailMessage) -> Path:

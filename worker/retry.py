@@ -2,7 +2,8 @@
 
 `retry_in = min(cap, base * 2**attempts)`, where `attempts` counts the job's earlier runs
 (procrastinate's `job.attempts`). The number of runs is computed so that the waits between
-them add up to at least 24 h: a receiver down for a day still gets its mail or webhook.
+them add up to at least 24 h (mail: MAIL_RETRY_HOURS): a receiver down for a day still gets
+its mail or webhook.
 Failures that no retry can fix (Permanent) are not retried: the job fails at once, visible
 to DBAs in `api.failed_jobs()`, and `api.retry_job(id)` runs it again once the cause is fixed.
 """
@@ -20,7 +21,7 @@ WEBHOOK_CAP_SECONDS = 3600.0
 
 
 class Permanent(Exception):
-    """A failure a retry cannot fix (the order or delivery is gone, the recipient is refused)."""
+    """A failure a retry cannot fix (the order or the delivery is gone, a refused address)."""
 
 
 def wait_before(attempts: int, base: float, cap: float) -> float:
