@@ -68,7 +68,9 @@ class Runtime:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.settings = settings
-        self.mail_retry = CappedExponential(settings.mail_retry_base, MAIL_CAP_SECONDS, settings.mail_retry_hours * 3600)
+        self.mail_retry = CappedExponential(
+            settings.mail_retry_base, MAIL_CAP_SECONDS, settings.mail_retry_hours * 3600
+        )
         self.webhook_retry = CappedExponential(settings.webhook_retry_base, WEBHOOK_CAP_SECONDS)
         self._pool: AsyncConnectionPool | None = None
         self._http: httpx.AsyncClient | None = None

@@ -114,9 +114,7 @@ class WorkerSettings(_Settings):
         5.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("MAIL_RETRY_BASE_SECONDS")
     )
     # How long a mail is retried before its job fails for a DBA (24 h; webhooks: always 24 h, the contract).
-    mail_retry_hours: float = Field(
-        24.0, gt=0, le=720, allow_inf_nan=False, validation_alias=_env("MAIL_RETRY_HOURS")
-    )
+    mail_retry_hours: float = Field(24.0, gt=0, le=720, allow_inf_nan=False, validation_alias=_env("MAIL_RETRY_HOURS"))
     webhook_retry_base: float = Field(
         10.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("WEBHOOK_RETRY_BASE_SECONDS")
     )
