@@ -1,4 +1,4 @@
-# The gateway and the migration tooling (dbctl) share one image.
+# The gateway, the job worker and the migration tooling (dbctl) share one image.
 FROM python:3.11-slim
 RUN apt-get update \
  && apt-get install -y --no-install-recommends postgresql-client \
@@ -8,12 +8,14 @@ COPY requirements.txt .
 RUN pip install --no-cache-dir -r requirements.txt
 COPY dbctl/ dbctl/
 COPY gateway/ gateway/
+COPY worker/ worker/
 COPY sql/ sql/
 RUN useradd --system --no-create-home booking
 USER booking
 EXPOSE 8000
 # As `make run` serves it (dbctl/__main__.py uvicorn_args): bounded request heads, JSON logs.
 CMD ["uvicorn", "--factory", "gateway.app:create_app", "--host", "0.0.0.0", "--port", "8000", \
-     "--http", "gateway.serving:BoundedHttpToolsProtocol", "--timeout-keep-alive", "5", \
+     "--http", "gateway.serving:BoundedHttpToolsProtocol", "--timeout-keep-alive", "65", \
+     "--backlog", "16384", "--loop", "gateway.serving:GatewayLoop", \
      "--log-config", "gateway/logging.json", \
      "--no-access-log", "--timeout-graceful-shutdown", "10", "--no-proxy-headers"]

@@ -213,7 +213,9 @@ def test_gateway_role_has_no_table_privileges_at_all(owner: psycopg.Connection) 
 def test_docker_compose_wires_db_migrate_gateway() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"db", "migrate", "gateway"} <= set(services)
+    assert {"db", "migrate", "gateway", "worker"} <= set(services)
+    assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert "@db:5432/" in services["worker"]["environment"]["WORKER_DATABASE_URL"]
     assert "healthcheck" in services["db"] and "healthcheck" in services["gateway"]
     assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
     assert services["gateway"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
