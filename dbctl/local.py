@@ -64,28 +64,26 @@ def local_cluster() -> Cluster:
     return Cluster(base / "data", port, settings, password=kept_secret(PASSWORD_FILE))
 
 
-def gateway_url_for(owner_url: str) -> str:
-    """GATEWAY_DATABASE_URL, or the owner's connection with the gateway role (any password
-    dropped: set GATEWAY_DATABASE_URL, or use a pgpass file, when the server wants one)."""
-    explicit = os.environ.get("GATEWAY_DATABASE_URL")
+def _role_url(owner_url: str, role: str, variable: str) -> str:
+    """`variable`, or the owner's connection with `role` (any password dropped: set the
+    variable, or use a pgpass file, when the server wants one)."""
+    explicit = os.environ.get(variable)
     if explicit:
         return explicit
     params = conninfo_to_dict(owner_url)
     params.pop("password", None)
-    params["user"] = GATEWAY_ROLE
+    params["user"] = role
     return make_conninfo("", **params)
+
+
+def gateway_url_for(owner_url: str) -> str:
+    """GATEWAY_DATABASE_URL, or the owner's connection with the gateway role."""
+    return _role_url(owner_url, GATEWAY_ROLE, "GATEWAY_DATABASE_URL")
 
 
 def worker_url_for(owner_url: str) -> str:
-    """WORKER_DATABASE_URL, or the owner's connection with the worker role (any password
-    dropped, as for the gateway)."""
-    explicit = os.environ.get("WORKER_DATABASE_URL")
-    if explicit:
-        return explicit
-    params = conninfo_to_dict(owner_url)
-    params.pop("password", None)
-    params["user"] = WORKER_ROLE
-    return make_conninfo("", **params)
+    """WORKER_DATABASE_URL, or the owner's connection with the worker role."""
+    return _role_url(owner_url, WORKER_ROLE, "WORKER_DATABASE_URL")
 
 
 def target(start: bool = True) -> Target:

@@ -175,12 +175,7 @@ class Settings(_Settings):
     @field_validator("webhook_allow_private", mode="before")
     @classmethod
     def _allow_private(cls, value: Any) -> Any:
-        if isinstance(value, str):  # from the environment: the worker's words exactly
-            try:
-                return netguard.allow_private({netguard.ALLOW_PRIVATE_ENV: value})
-            except ValueError:
-                raise ValueError("must be yes or no (or on/off, true/false, 1/0)") from None
-        return value
+        return netguard.allow_private_setting(value)  # one rule for the gateway and the worker
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

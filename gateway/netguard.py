@@ -44,6 +44,17 @@ def allow_private(env: Mapping[str, str] | None = None) -> bool:
     raise ValueError(f"{ALLOW_PRIVATE_ENV} must be yes or no, not {value!r}")
 
 
+def allow_private_setting(value: object) -> object:
+    """A pydantic `before` validator's body, for the gateway's and the worker's settings: a
+    string from the environment read as allow_private reads it, anything else left as it is."""
+    if isinstance(value, str):
+        try:
+            return allow_private({ALLOW_PRIVATE_ENV: value})
+        except ValueError:
+            raise ValueError("must be yes or no (or on/off, true/false, 1/0)") from None
+    return value
+
+
 def refusal(ip: IPAddress) -> str | None:
     """Why webhooks may not reach `ip` (None when they may)."""
     if isinstance(ip, ipaddress.IPv6Address):

@@ -151,12 +151,7 @@ class WorkerSettings(_Settings):
     @field_validator("webhook_allow_private", mode="before")
     @classmethod
     def _allow_private(cls, value: Any) -> Any:
-        if isinstance(value, str):  # the gateway's rule, word for word (gateway/netguard.py)
-            try:
-                return netguard.allow_private({netguard.ALLOW_PRIVATE_ENV: value})
-            except ValueError:
-                raise ValueError("must be yes or no") from None
-        return value
+        return netguard.allow_private_setting(value)  # one rule for the gateway and the worker
 
     @field_validator("queues", mode="before")
     @classmethod
