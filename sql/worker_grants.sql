@@ -10,7 +10,7 @@ GRANT USAGE ON SCHEMA api TO booking_worker;
 GRANT USAGE ON SCHEMA public TO booking_worker;
 GRANT EXECUTE ON FUNCTION
   api.confirmation_email, api.record_confirmation_attempt, api.record_confirmation_sent,
-  api.webhook_delivery, api.record_webhook_attempt
+  api.webhook_delivery, api.record_webhook_attempt, api.close_webhook_delivery
 TO booking_worker;
 
 DO $$

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import uuid
 from collections.abc import Callable
 from importlib.metadata import version
 from typing import Any
@@ -410,8 +411,9 @@ def test_job_queue_failed_jobs_and_retries(
     assert sqlstate_of(owner, "failed_jobs", p_limit=0) == "BKVAL"
 
     # retry_job: todo again, due now, and the listening workers are told.
+    # The worker LISTENs on its queues' channels (it passes its queue names), not on "any".
     listener = connect(WORKER_ROLE)
-    listener.execute("LISTEN procrastinate_any_queue_v1")
+    listener.execute('LISTEN "procrastinate_queue_v1#mail"')
     dba_call(gw, "retry_job", p_job_id=failed_ids[0])
     heard = [json.loads(n.payload) for n in listener.notifies(timeout=5, stop_after=1)]
     assert heard == [{"type": "job_inserted", "job_id": failed_ids[0]}]
@@ -532,3 +534,56 @@ def test_worker_calls_are_documented_as_the_workers(owner: psycopg.Connection) -
     for function in WORKER_CALLS:
         comment = owner.execute("SELECT obj_description(%s::regproc, 'pg_proc')", (f"api.{function}",)).fetchone()
         assert comment is not None and comment[0].startswith("(worker) "), function
+
+
+def test_a_dba_retry_of_a_failed_webhook_job_makes_its_delivery_pending_again(
+    gw: psycopg.Connection, owner: psycopg.Connection, worker: psycopg.Connection
+) -> None:
+    admin, tt = make_user(gw, role="admin"), make_ticket_type(gw)
+    hook = webhook(gw, admin, ["order.paid"])
+    buy(gw, tt)
+    [delivery] = deliveries(owner)
+    job_id = fail_next_job(worker, "webhooks")
+    call(worker, "record_webhook_attempt", p_delivery_id=delivery["id"], p_outcome="FAILED", p_status_code=500,
+         p_error=None, p_duration_ms=3)  # fmt: skip
+    assert deliveries(owner)[0]["status"] == "FAILED"
+    dba_call(gw, "retry_job", p_job_id=job_id)
+    assert deliveries(owner)[0]["status"] == "PENDING"  # the retried job has something to send
+
+    # A deleted webhook's failed delivery stays FAILED: its retry sends nothing.
+    call(worker, "record_webhook_attempt", p_delivery_id=delivery["id"], p_outcome="FAILED", p_status_code=500,
+         p_error=None, p_duration_ms=3)  # fmt: skip
+    owner.execute("UPDATE procrastinate_jobs SET status = 'failed' WHERE id = %s", (job_id,))
+    call(gw, "delete_webhook", p_user_id=admin["id"], p_webhook_id=hook["id"])
+    dba_call(gw, "retry_job", p_job_id=job_id)
+    assert deliveries(owner)[0]["status"] == "FAILED"
+
+
+def test_close_webhook_delivery_ends_a_pending_one_only(
+    gw: psycopg.Connection, owner: psycopg.Connection, worker: psycopg.Connection
+) -> None:
+    admin, tt = make_user(gw, role="admin"), make_ticket_type(gw)
+    webhook(gw, admin, ["order.paid"])
+    buy(gw, tt)
+    buy(gw, tt)
+    first, second = deliveries(owner)
+    assert call(worker, "close_webhook_delivery", p_delivery_id=first["id"], p_status="CANCELLED") is True
+    assert call(worker, "close_webhook_delivery", p_delivery_id=first["id"], p_status="FAILED") is False
+    assert call(worker, "close_webhook_delivery", p_delivery_id=second["id"], p_status="FAILED") is True
+    assert [d["status"] for d in deliveries(owner)] == ["CANCELLED", "FAILED"]
+    assert [d["attempts"] for d in deliveries(owner)] == [0, 0]  # no attempt recorded
+    assert sqlstate_of(worker, "close_webhook_delivery", p_delivery_id=first["id"], p_status="DELIVERED") == "BKVAL"
+    assert sqlstate_of(worker, "close_webhook_delivery", p_delivery_id=str(uuid.uuid4()), p_status="FAILED") == "BKNTF"
+
+
+def test_a_demoted_admins_webhooks_hear_nothing(gw: psycopg.Connection, owner: psycopg.Connection) -> None:
+    admin, tt = make_user(gw, role="admin"), make_ticket_type(gw)
+    webhook(gw, admin, ["order.paid"])
+    buy(gw, tt)
+    assert len(deliveries(owner)) == 1
+    dba_call(gw, "set_user_role", p_email=admin["email"], p_role="user")
+    buy(gw, tt)
+    assert len(deliveries(owner)) == 1  # buyers' data no longer goes to someone who is not an admin
+    dba_call(gw, "set_user_role", p_email=admin["email"], p_role="admin")
+    buy(gw, tt)
+    assert len(deliveries(owner)) == 2

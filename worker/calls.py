@@ -10,4 +10,5 @@ WORKER_CALLS = frozenset({
     "record_confirmation_sent",
     "webhook_delivery",
     "record_webhook_attempt",
+    "close_webhook_delivery",
 })  # fmt: skip

@@ -21,7 +21,7 @@ $$;
 COMMENT ON FUNCTION internal.defer_job(text, text, integer, jsonb, text) IS
   'Defers one procrastinate job (task, queue, priority: higher runs first, args, optional lock: '
   'two jobs with one lock never run at once) in the caller''s transaction; returns its id. '
-  'procrastinate''s insert trigger NOTIFYs the listening workers at commit.';
+  'No NOTIFY (migration 0010): idle workers poll every WORKER_POLL_SECONDS.';
 
 
 CREATE OR REPLACE FUNCTION internal.notify_webhooks(p_type text, p_event_id uuid, p_data jsonb)
@@ -40,6 +40,7 @@ BEGIN
   END IF;
   FOR v_webhook IN
     SELECT w.id FROM public.webhooks w
+      JOIN public.users u ON u.id = w.created_by AND u.role = 'admin'  -- a demoted admin's hear nothing
      WHERE w.active AND p_type = ANY (w.events) AND (w.event_id IS NULL OR w.event_id = p_event_id)
      ORDER BY w.id
   LOOP
@@ -242,9 +243,10 @@ BEGIN
   END IF;
   IF p_outcome = 'GONE' THEN
     -- The lock order: the webhook's row before its deliveries' (delete_webhook takes the same).
+    -- NO KEY UPDATE: a purchase inserting a delivery (FOR KEY SHARE on the webhook) never waits.
     PERFORM 1 FROM webhooks w
      WHERE w.id = (SELECT d.webhook_id FROM webhook_deliveries d WHERE d.id = p_delivery_id)
-       FOR UPDATE;
+       FOR NO KEY UPDATE;
   END IF;
   SELECT * INTO v_delivery FROM webhook_deliveries WHERE id = p_delivery_id FOR UPDATE;
   IF NOT FOUND THEN
@@ -285,6 +287,34 @@ COMMENT ON FUNCTION api.record_webhook_attempt(uuid, text, integer, text, intege
   'delivered_at), RETRY (stays PENDING; the job retries), GONE (410: FAILED, the webhook disabled, '
   'its other PENDING deliveries CANCELLED), REFUSED (address not allowed: FAILED), FAILED (the last '
   'attempt). Locks the delivery row (GONE: the webhook''s row first). Raises BKVAL (outcome), BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION api.close_webhook_delivery(p_delivery_id uuid, p_status text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+BEGIN
+  IF p_status IS NULL OR p_status NOT IN ('CANCELLED', 'FAILED') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'status must be CANCELLED or FAILED';
+  END IF;
+  UPDATE webhook_deliveries SET status = p_status WHERE id = p_delivery_id AND status = 'PENDING';
+  IF FOUND THEN
+    RETURN true;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM webhook_deliveries WHERE id = p_delivery_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'webhook delivery not found';
+  END IF;
+  RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION api.close_webhook_delivery(uuid, text) IS
+  '(worker) Ends a PENDING delivery without an attempt: CANCELLED (its webhook was deleted or '
+  'disabled after the notification was made) or FAILED (its job was given up, e.g. a stalled '
+  'job on its last run). Returns false when it was not PENDING. Locks the delivery row. '
+  'Raises BKVAL, BKNTF.';
 
 
 -- Organizers' webhooks: the gateway's /admin/webhooks routes (granted to booking_gateway).
@@ -484,6 +514,13 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = format('no failed job %s', p_job_id);
   END IF;
   PERFORM procrastinate_retry_job_v2(p_job_id, now(), NULL, NULL, NULL);
+  -- A webhook delivery that failed for good is PENDING again (its webhook still active), or
+  -- the retried job would find nothing to send.
+  UPDATE webhook_deliveries d SET status = 'PENDING'
+    FROM procrastinate_jobs j, webhooks w
+   WHERE j.id = p_job_id AND j.task_name = 'deliver_webhook'
+     AND d.id = (j.args ->> 'delivery_id')::uuid AND d.status = 'FAILED'
+     AND w.id = d.webhook_id AND w.active;
   -- Only inserts notify; a listening worker takes the job now rather than at its next poll.
   PERFORM pg_notify('procrastinate_queue_v1#' || v_queue, json_build_object('type', 'job_inserted', 'job_id', p_job_id)::text);
   PERFORM pg_notify('procrastinate_any_queue_v1', json_build_object('type', 'job_inserted', 'job_id', p_job_id)::text);
@@ -491,8 +528,9 @@ END;
 $$;
 COMMENT ON FUNCTION api.retry_job(bigint) IS
   '(DBA-only) Puts a failed job back in the queue, due now (procrastinate''s retry: attempts + 1, '
-  'so a job whose retries were exhausted gets one more try), and wakes the workers. Locks the job '
-  'row. Raises BKNTF (no failed job with this id).';
+  'so a job whose retries were exhausted gets one more try), and wakes the workers; a '
+  'deliver_webhook job''s FAILED delivery is PENDING again when its webhook is active. Locks the '
+  'job row (then the delivery''s). Raises BKNTF (no failed job with this id).';
 
 
 CREATE OR REPLACE FUNCTION api.retry_failed_jobs(p_task text DEFAULT NULL)
