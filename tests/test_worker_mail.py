@@ -178,9 +178,7 @@ def test_control_characters_in_names_do_not_stop_the_mail_nor_add_headers(
     assert sent_at is not None
 
 
-@pytest.mark.parametrize(
-    "name", ['Nguyễn Văn "Bảo", Jr.', "O'Brien, Ann <admin@example.com>", "José Ñ (Müller)"]
-)
+@pytest.mark.parametrize("name", ['Nguyễn Văn "Bảo", Jr.', "O'Brien, Ann <admin@example.com>", "José Ñ (Müller)"])
 def test_odd_display_names_are_quoted_and_encoded(name: str) -> None:
     """Quotes, commas, angle brackets and non-ASCII in the name: the To header parses back to
     exactly one address, the recipient's, with the name as given."""
@@ -264,9 +262,7 @@ def test_credentials_are_never_sent_in_clear_to_a_server_off_this_machine(
     with smtp_server(SmtpSink(), hostname=address, authenticator=logins, auth_require_tls=False) as (sink, port):
         order = paid_order(gw, quantity=1)
         settings = settings_for(dbname, tmp_path, smtp_url=f"smtp://user:s3cret@{address}:{port}")
-        run_until(
-            settings, lambda: jobs_of(dbname, "send_confirmation")[0][2] >= 1, "the first run to be recorded"
-        )
+        run_until(settings, lambda: jobs_of(dbname, "send_confirmation")[0][2] >= 1, "the first run to be recorded")
         assert logins.seen == [] and sink.received == [] and sink.data_commands == 0
         (attempts, last_error, sent_at), *_ = owner_rows(
             dbname, "SELECT attempts, last_error, sent_at FROM order_emails WHERE order_id = %s", order["id"]

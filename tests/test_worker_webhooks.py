@@ -125,7 +125,9 @@ def test_a_receiver_that_never_answers_is_cut_off_at_one_deadline(
     with SilentReceiver() as receiver:
         admin, hook = webhook(gw, receiver.url)
         paid_order(gw, quantity=1)
-        settings = settings_for(dbname, tmp_path, webhook_allow_private=True, webhook_timeout=1.0, webhook_retry_base=600)
+        settings = settings_for(
+            dbname, tmp_path, webhook_allow_private=True, webhook_timeout=1.0, webhook_retry_base=600
+        )
         run_until(settings, lambda: attempts(gw, admin, hook), "the first attempt")
 
         assert receiver.accepted.is_set(), "the connection was made"

@@ -60,9 +60,9 @@ def _host_header(target: netguard.Target) -> str:
 
 
 async def deliver(
-    client: httpx.AsyncClient, delivery: dict[str, Any], allowed_private: bool, timeout: float = TIMEOUT_SECONDS
+    client: httpx.AsyncClient, delivery: dict[str, Any], allowed_private: bool, deadline: float = TIMEOUT_SECONDS
 ) -> Attempt:
-    """POST the delivery's body to its webhook's URL once, all of it within `timeout` seconds.
+    """POST the delivery's body to its webhook's URL once, all of it within `deadline` seconds.
     Never raises for the receiver's sake."""
     started = time.monotonic()
 
@@ -74,10 +74,10 @@ async def deliver(
     except ValueError as exc:
         return done("REFUSED", error=str(exc))
     try:
-        async with asyncio.timeout(timeout):
-            return await _attempt(client, delivery, target, allowed_private, timeout, done)
+        async with asyncio.timeout(deadline):
+            return await _attempt(client, delivery, target, allowed_private, deadline, done)
     except TimeoutError:
-        return done("RETRY", error=f"no answer within {timeout:g} s")
+        return done("RETRY", error=f"no answer within {deadline:g} s")
     except (ValueError, UnicodeError) as exc:
         # A URL no request can be made of (a non-ASCII host typed through psql makes httpx raise
         # UnicodeEncodeError): no retry would change it.
@@ -89,11 +89,11 @@ async def _attempt(
     delivery: dict[str, Any],
     target: netguard.Target,
     allowed_private: bool,
-    timeout: float,
+    deadline: float,
     done: Callable[..., Attempt],
 ) -> Attempt:
     try:
-        addresses = await netguard.checked_addresses(target, allowed_private, wait=timeout)
+        addresses = await netguard.checked_addresses(target, allowed_private, wait=deadline)
     except netguard.AddressRefused as exc:
         return done("REFUSED", error=f"address not allowed: {exc}")
     except OSError as exc:
@@ -113,7 +113,7 @@ async def _attempt(
     # A blackholed first address may take half the deadline to connect, leaving the other half
     # to the next; the answer may take what remains of the whole: the caller's deadline ends it
     # (httpx's own read/write limits are set past it, so the error names the deadline).
-    per_request = httpx.Timeout(timeout + 1, connect=timeout / max(1, len(tried)))
+    per_request = httpx.Timeout(deadline + 1, connect=deadline / max(1, len(tried)))
     error = "no address"
     for ip in tried:  # the first that answers
         url = f"{target.scheme}://{_host_for_url(ip)}:{target.port}{target.path}"
