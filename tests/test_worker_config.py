@@ -31,6 +31,7 @@ def test_every_variable_is_read_by_its_documented_name(tmp_path: Path) -> None:
         "MAIL_DIR": str(tmp_path), "WEBHOOK_ALLOW_PRIVATE": "yes", "WORKER_CONCURRENCY": "3",
         "WORKER_QUEUES": "mail, webhooks", "MAIL_RETRY_BASE_SECONDS": "2", "WEBHOOK_RETRY_BASE_SECONDS": "4",
         "WORKER_HEARTBEAT_SECONDS": "5", "WORKER_STALLED_SECONDS": "12", "WORKER_SHUTDOWN_SECONDS": "7",
+        "WEBHOOK_TIMEOUT_SECONDS": "2.5",
     })  # fmt: skip
     smtp = s.smtp
     assert smtp is not None
@@ -46,6 +47,7 @@ def test_every_variable_is_read_by_its_documented_name(tmp_path: Path) -> None:
         "Tix <t@example.org>", "t@example.org", tmp_path, True,
     )  # fmt: skip
     assert (s.concurrency, s.queues, s.mail_retry_base, s.webhook_retry_base) == (3, ("mail", "webhooks"), 2, 4)
+    assert (s.webhook_timeout, WorkerSettings.from_env(BASE).webhook_timeout) == (2.5, 10)
     assert (s.heartbeat, s.stalled, s.shutdown) == (5, 12, 7)
     section = (ROOT / "README.md").read_text().split("## Configuration", 1)[1].split("\n## ", 1)[0]
     documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", section))
@@ -81,6 +83,7 @@ def test_wrong_values_are_refused_naming_the_variable_and_no_password() -> None:
     refused("WORKER_CONCURRENCY", WORKER_CONCURRENCY="0")
     refused("WORKER_QUEUES: must be a comma-separated list of mail, webhooks, housekeeping", WORKER_QUEUES="mail,x")
     refused("MAIL_RETRY_BASE_SECONDS", MAIL_RETRY_BASE_SECONDS="-1")
+    refused("WEBHOOK_TIMEOUT_SECONDS", WEBHOOK_TIMEOUT_SECONDS="0")
     refused("WORKER_STALLED_SECONDS must be at least twice WORKER_HEARTBEAT_SECONDS", WORKER_STALLED_SECONDS="15")
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import email
 import email.policy
+import ipaddress
+import socket
+import uuid
 from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
@@ -12,8 +15,10 @@ from typing import Any
 
 import psycopg
 import pytest
+from aiosmtpd.smtp import AuthResult, LoginPassword
 
 from tests.conftest import call
+from tests.factories import make_event, reserve
 from tests.worker_support import (
     SmtpSink,
     jobs_of,
@@ -25,7 +30,8 @@ from tests.worker_support import (
     settings_for,
     smtp_server,
 )
-from worker.config import WORKER_ROLE
+from worker import mail
+from worker.config import WORKER_ROLE, SmtpServer
 
 
 @pytest.fixture
@@ -131,3 +137,136 @@ def test_a_mail_recorded_sent_is_not_sent_again(
     settings = settings_for(dbname, tmp_path, smtp_url=f"smtp://127.0.0.1:{port}")
     run_until(settings, lambda: jobs_of(dbname, "send_confirmation")[0][1] == "succeeded", "the job to finish")
     assert sink.received == [] and sink.data_commands == 0
+
+
+def test_control_characters_in_names_do_not_stop_the_mail_nor_add_headers(
+    gw: psycopg.Connection, dbname: str, smtp: tuple[SmtpSink, int], tmp_path: Path
+) -> None:
+    """A buyer's name with CR LF (typed through psql, or a client that slipped it in) and an
+    event's name with a newline: EmailMessage refused such headers, so the mail never went.
+    The values are collapsed to one line: one mail, to the buyer only, no Bcc header."""
+    sink, port = smtp
+    buyer = call(
+        gw, "register_user", p_email=f"eve-{uuid.uuid4().hex[:8]}@example.com", p_password_hash="$argon2id$x",
+        p_full_name="Eve\r\nBcc: x@y.z",
+    )  # fmt: skip
+    event = make_event(gw, publish=False)
+    tt = call(gw, "create_ticket_type", p_event_id=event["id"], p_name="Standard", p_price="100.00",
+              p_initial_quantity=5)  # fmt: skip
+    call(gw, "publish_event", p_event_id=event["id"])
+    owner_rows(dbname, "UPDATE users SET full_name = %s WHERE id = %s RETURNING id", "Eve\r\nBcc: x@y.z", buyer["id"])
+    owner_rows(dbname, "UPDATE events SET name = %s WHERE id = %s RETURNING id", "Gala\nNight\t2026", event["id"])
+    order = call(
+        gw, "complete_booking", p_user_id=buyer["id"], p_reservation_id=reserve(gw, buyer, tt, 1)["id"],
+        p_payment_method="MOMO",
+    )  # fmt: skip
+    settings = settings_for(dbname, tmp_path, smtp_url=f"smtp://127.0.0.1:{port}")
+    run_until(settings, lambda: sink.received, "the confirmation mail")
+    run_until_idle(settings)
+
+    assert len(sink.received) == 1
+    got = sink.received[0]
+    assert got.rcpt_tos == [buyer["email"]], "the buyer only"
+    msg = got.message
+    assert msg["Bcc"] is None
+    headers = got.content.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\nBcc:" not in headers and "\nbcc:" not in headers.lower()
+    assert str(msg["Subject"]) == "Your tickets for Gala Night 2026"
+    (to,) = msg["To"].addresses
+    assert (to.display_name, to.addr_spec) == ("Eve Bcc: x@y.z", buyer["email"])
+    (sent_at,), *_ = owner_rows(dbname, "SELECT sent_at FROM order_emails WHERE order_id = %s", order["id"])
+    assert sent_at is not None
+
+
+@pytest.mark.parametrize("name", ['Nguyễn Văn "Bảo", Jr.', "O'Brien, Ann <admin@example.com>", "José Ñ (Müller)"])
+def test_odd_display_names_are_quoted_and_encoded(name: str) -> None:
+    """Quotes, commas, angle brackets and non-ASCII in the name: the To header parses back to
+    exactly one address, the recipient's, with the name as given."""
+    data = {
+        "order_id": str(uuid.uuid4()), "recipient": "buyer@example.com", "full_name": name,
+        "event": {"name": 'Café, "Live"'}, "tickets": [], "order": {},
+    }  # fmt: skip
+    raw = mail.build_message(data, "Booking <tickets@example.com>").as_bytes()
+    raw.decode("ascii")  # every header encoded (RFC 2047), the body too
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    (to,) = msg["To"].addresses
+    assert (to.display_name, to.addr_spec) == (name, "buyer@example.com")
+    assert str(msg["Subject"]) == 'Your tickets for Café, "Live"'
+
+
+@pytest.mark.parametrize(
+    ("url", "needs_tls"),
+    [
+        ("smtp://user:pw@mail.example.com:587", True),
+        ("smtp://user:pw@10.0.0.5", True),
+        ("smtp://user:pw@[2001:db8::1]:587", True),
+        ("smtp://user:pw@localhost.example.com", True),
+        ("smtp://user:pw@127.0.0.1:2525", False),
+        ("smtp://user:pw@127.1.2.3", False),
+        ("smtp://user:pw@[::1]:25", False),
+        ("smtp://user:pw@LocalHost", False),
+        ("smtps://user:pw@mail.example.com", False),  # TLS from the start
+        ("smtp://mail.example.com", False),  # no login
+    ],
+)
+def test_a_login_needs_tls_unless_the_server_is_on_this_machine(url: str, needs_tls: bool) -> None:
+    assert mail.login_needs_tls(SmtpServer.parse(url)) is needs_tls
+
+
+class Logins:
+    """aiosmtpd authenticator: accepts user/secret, records every AUTH it sees."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, str]] = []
+
+    def __call__(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if not isinstance(auth_data, LoginPassword):
+            return AuthResult(success=False, handled=False)
+        pair = (auth_data.login.decode(), auth_data.password.decode())
+        self.seen.append(pair)
+        return AuthResult(success=pair == ("user", "s3cret"))
+
+
+def test_credentials_on_loopback_without_starttls_still_log_in(
+    gw: psycopg.Connection, dbname: str, tmp_path: Path
+) -> None:
+    logins = Logins()
+    with smtp_server(SmtpSink(), authenticator=logins, auth_require_tls=False) as (sink, port):
+        order = paid_order(gw, quantity=1)
+        settings = settings_for(dbname, tmp_path, smtp_url=f"smtp://user:s3cret@127.0.0.1:{port}")
+        run_until(settings, lambda: sink.received, "the mail after logging in")
+        assert logins.seen == [("user", "s3cret")]
+        assert sink.received[0].rcpt_tos == [order["buyer"]["email"]]
+
+
+def non_loopback_ipv4() -> str | None:
+    """This machine's address on its default route (no packet is sent), if it has one."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            s.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        address = str(s.getsockname()[0])
+    return None if ipaddress.ip_address(address).is_loopback else address
+
+
+def test_credentials_are_never_sent_in_clear_to_a_server_off_this_machine(
+    gw: psycopg.Connection, dbname: str, tmp_path: Path
+) -> None:
+    """The server listens on this machine's network address (not loopback), offers AUTH but no
+    STARTTLS: the worker does not log in, sends nothing, records why and retries."""
+    address = non_loopback_ipv4()
+    if address is None:
+        pytest.skip("this machine has no non-loopback IPv4 address")
+    logins = Logins()
+    with smtp_server(SmtpSink(), hostname=address, authenticator=logins, auth_require_tls=False) as (sink, port):
+        order = paid_order(gw, quantity=1)
+        settings = settings_for(dbname, tmp_path, smtp_url=f"smtp://user:s3cret@{address}:{port}")
+        run_until(settings, lambda: jobs_of(dbname, "send_confirmation")[0][2] >= 1, "the first run to be recorded")
+        assert logins.seen == [] and sink.received == [] and sink.data_commands == 0
+        (attempts, last_error, sent_at), *_ = owner_rows(
+            dbname, "SELECT attempts, last_error, sent_at FROM order_emails WHERE order_id = %s", order["id"]
+        )
+        assert attempts >= 1 and sent_at is None
+        assert "CleartextLoginRefused" in last_error and "STARTTLS" in last_error
+        assert jobs_of(dbname, "send_confirmation")[0][1] == "todo", "retried"

@@ -13,7 +13,18 @@ import psycopg
 
 from tests.conftest import call
 from tests.factories import make_user
-from tests.worker_support import Receiver, jobs_of, paid_order, run_until, run_until_idle, settings_for
+from tests.worker_support import (
+    Receiver,
+    SilentReceiver,
+    jobs_of,
+    owner_rows,
+    paid_order,
+    run_until,
+    run_until_idle,
+    settings_for,
+)
+from worker.config import WORKER_ROLE
+from worker.retry import WEBHOOK_CAP_SECONDS, runs_for
 
 
 def webhook(gw: psycopg.Connection, url: str, events: list[str] | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -99,3 +110,114 @@ def test_a_loopback_url_is_refused_without_the_opt_in(gw: psycopg.Connection, db
         (attempt,) = attempts(gw, admin, hook)
         assert (attempt["outcome"], attempt["status_code"], attempt["delivery_status"]) == ("REFUSED", None, "FAILED")
         assert "127.0.0.1 is a loopback address" in attempt["error"]
+
+
+def delivery_rows(dbname: str, hook: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """(status, attempts) of the webhook's deliveries."""
+    return owner_rows(dbname, "SELECT status, attempts FROM webhook_deliveries WHERE webhook_id = %s", hook["id"])
+
+
+def test_a_receiver_that_never_answers_is_cut_off_at_one_deadline(
+    gw: psycopg.Connection, dbname: str, tmp_path: Path
+) -> None:
+    """The receiver accepts the connection and says nothing: the attempt ends at the deadline
+    (WEBHOOK_TIMEOUT_SECONDS, 1 s here) as a RETRY, the slot is free again."""
+    with SilentReceiver() as receiver:
+        admin, hook = webhook(gw, receiver.url)
+        paid_order(gw, quantity=1)
+        settings = settings_for(
+            dbname, tmp_path, webhook_allow_private=True, webhook_timeout=1.0, webhook_retry_base=600
+        )
+        run_until(settings, lambda: attempts(gw, admin, hook), "the first attempt")
+
+        assert receiver.accepted.is_set(), "the connection was made"
+        (attempt,) = attempts(gw, admin, hook)
+        assert (attempt["outcome"], attempt["status_code"], attempt["delivery_status"]) == ("RETRY", None, "PENDING")
+        assert attempt["error"] == "no answer within 1 s"
+        assert 900 <= attempt["duration_ms"] < 5000, "one deadline for the attempt, not 10 s per address"
+        assert [status for _, status, _, _ in jobs_of(dbname, "deliver_webhook")] == ["todo"], "retried later"
+
+
+def test_a_delivery_of_a_webhook_disabled_meanwhile_is_cancelled_unsent(
+    gw: psycopg.Connection, dbname: str, tmp_path: Path
+) -> None:
+    """A delete racing the purchase: the delivery row exists, then the webhook is off before its
+    job runs (api.delete_webhook cancels the PENDING ones it sees; setting `active` as the owner
+    stands in for the delete that committed after the purchase's snapshot). The job sends
+    nothing and closes the delivery, which would otherwise stay PENDING for ever."""
+    with Receiver() as receiver:
+        admin, hook = webhook(gw, receiver.url)
+        paid_order(gw, quantity=1)
+        assert delivery_rows(dbname, hook) == [("PENDING", 0)]
+        owner_rows(dbname, "UPDATE webhooks SET active = false WHERE id = %s RETURNING id", hook["id"])
+        settings = settings_for(dbname, tmp_path, webhook_allow_private=True)
+        run_until(settings, lambda: jobs_of(dbname, "deliver_webhook")[0][1] == "succeeded", "the job to end")
+
+        assert receiver.hits == []
+        assert delivery_rows(dbname, hook) == [("CANCELLED", 0)]
+        assert attempts(gw, admin, hook) == [], "no attempt was made"
+
+
+def test_a_stalled_webhook_job_given_up_on_its_last_run_fails_its_delivery(
+    gw: psycopg.Connection, connect: Any, dbname: str, tmp_path: Path
+) -> None:
+    """A worker died running a deliver_webhook job on its last allowed run: recovery fails the
+    job, and the delivery is recorded FAILED instead of staying PENDING."""
+    with Receiver() as receiver:
+        _, hook = webhook(gw, receiver.url)
+        paid_order(gw, quantity=1)
+        settings = settings_for(dbname, tmp_path, webhook_allow_private=True)
+        w = connect(WORKER_ROLE)
+        dead = w.execute("SELECT procrastinate_register_worker_v1()").fetchone()[0]
+        (job_id,) = w.execute("SELECT id FROM procrastinate_fetch_job_v2(ARRAY['webhooks'], %s)", (dead,)).fetchone()
+        runs = runs_for(settings.webhook_retry_base, WEBHOOK_CAP_SECONDS)
+        owner_rows(dbname, "UPDATE procrastinate_jobs SET attempts = %s WHERE id = %s RETURNING id", runs - 1, job_id)
+        owner_rows(
+            dbname,
+            "UPDATE procrastinate_workers SET last_heartbeat = now() - interval '1 hour' WHERE id = %s RETURNING id",
+            dead,
+        )
+        run_until_idle(settings)  # recovery runs at start
+
+        assert owner_rows(dbname, "SELECT status::text FROM procrastinate_jobs WHERE id = %s", job_id) == [("failed",)]
+        assert delivery_rows(dbname, hook) == [("FAILED", 0)]
+        assert receiver.hits == []
+
+
+def test_a_non_ascii_host_is_refused_not_retried(gw: psycopg.Connection, dbname: str, tmp_path: Path) -> None:
+    """Only psql can store it (the gateway wants visible ASCII): fullwidth digits resolve to
+    127.0.0.1, but httpx cannot encode the Host header (UnicodeEncodeError, once uncaught and
+    retried for 24 h). The attempt is REFUSED, the delivery FAILED, nothing sent."""
+    with Receiver() as receiver:
+        admin, hook = webhook(gw, receiver.url)
+        owner_rows(
+            dbname, "UPDATE webhooks SET url = %s WHERE id = %s RETURNING id",
+            f"http://\uff11\uff12\uff17.0.0.1:{receiver.port}/hook", hook["id"],
+        )  # fmt: skip
+        paid_order(gw, quantity=1)
+        settings = settings_for(dbname, tmp_path, webhook_allow_private=True)
+        run_until(settings, lambda: attempts(gw, admin, hook), "the refused attempt", timeout=15)
+        run_until_idle(settings)
+
+        assert receiver.hits == []
+        (attempt,) = attempts(gw, admin, hook)
+        assert (attempt["outcome"], attempt["delivery_status"]) == ("REFUSED", "FAILED")
+        assert "UnicodeEncodeError" in attempt["error"]
+        assert [(status, n) for _, status, n, _ in jobs_of(dbname, "deliver_webhook")] == [("succeeded", 1)]
+
+
+def test_a_host_name_is_sent_as_the_host_header(gw: psycopg.Connection, dbname: str, tmp_path: Path) -> None:
+    """The worker connects to the address it checked, and the URL's name travels in the Host
+    header (and, for https, the TLS server name)."""
+    with Receiver() as receiver:
+        url = f"http://localhost:{receiver.port}/hook"
+        admin, hook = webhook(gw, url)
+        paid_order(gw, quantity=1)
+        settings = settings_for(dbname, tmp_path, webhook_allow_private=True)
+        run_until(settings, lambda: receiver.hits, "the delivery")
+
+        (hit,) = receiver.hits
+        assert hit.headers["host"] == f"localhost:{receiver.port}"
+        assert hit.path == "/hook"
+        assert hit.headers["x-booking-signature"] == signed(hook["secret"], hit.body)
+        assert [a["outcome"] for a in attempts(gw, admin, hook)] == ["DELIVERED"]

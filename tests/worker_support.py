@@ -8,6 +8,7 @@ import contextlib
 import email
 import email.policy
 import io
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -98,9 +99,10 @@ class SmtpSink:
 
 
 @contextlib.contextmanager
-def smtp_server(sink: SmtpSink) -> Iterator[tuple[SmtpSink, int]]:
+def smtp_server(sink: SmtpSink, hostname: str = "127.0.0.1", **options: Any) -> Iterator[tuple[SmtpSink, int]]:
+    """aiosmtpd on a free port of `hostname`; `options` go to its Controller (authenticator, ...)."""
     port = free_port()
-    controller = Controller(sink, hostname="127.0.0.1", port=port)
+    controller = Controller(sink, hostname=hostname, port=port, **options)
     controller.start()
     try:
         yield sink, port
@@ -152,6 +154,42 @@ class Receiver:
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/hooks/booking?src=test"
+
+
+class SilentReceiver:
+    """A TCP server on 127.0.0.1 that accepts connections, reads what comes, and never answers
+    (a receiver that hangs)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self.conns: list[socket.socket] = []
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:  # closed
+                return
+            self.conns.append(conn)
+            self.accepted.set()
+
+    def __enter__(self) -> SilentReceiver:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the accept() on Linux
+        self.sock.close()
+        for conn in self.conns:
+            conn.close()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
 
 
 def paid_order(gw: psycopg.Connection, quantity: int = 2) -> dict[str, Any]:

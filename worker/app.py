@@ -138,9 +138,16 @@ class Runtime:
             if exc.diag.sqlstate == NOT_FOUND:
                 raise Permanent(f"webhook delivery {delivery_id} does not exist") from exc
             raise
-        if delivery["status"] != "PENDING" or not delivery["active"]:
-            return f"nothing to do: delivery {delivery['status']}, webhook {'active' if delivery['active'] else 'off'}"
-        attempt = await webhooks.deliver(self.http, delivery, self.settings.webhook_allow_private)
+        if delivery["status"] != "PENDING":
+            return f"nothing to do: delivery {delivery['status']}"
+        if not delivery["active"]:
+            # Deleted or disabled after the notification was made (a delete racing the purchase):
+            # nothing is sent, and the delivery must not stay PENDING for ever.
+            await self.call("close_webhook_delivery", p_delivery_id=delivery_id, p_status="CANCELLED")
+            return "nothing to do: webhook off, delivery CANCELLED"
+        attempt = await webhooks.deliver(
+            self.http, delivery, self.settings.webhook_allow_private, self.settings.webhook_timeout
+        )
         outcome = attempt.outcome
         if outcome == "RETRY" and self.webhook_retry.is_last_run(context.job):
             outcome = "FAILED"
@@ -180,6 +187,13 @@ class Runtime:
                 log.info("stalled job %s was recovered or taken by another worker meanwhile", job.id)
             elif last:
                 log.error("stalled job %s (%s) was on its last run: failed", job.id, job.call_string)
+                if job.task_name == "deliver_webhook":  # its delivery ends too (not left PENDING)
+                    try:
+                        await self.call(
+                            "close_webhook_delivery", p_delivery_id=job.task_kwargs["delivery_id"], p_status="FAILED"
+                        )
+                    except psycopg.Error as exc:  # deleted meanwhile (BKNTF): nothing left to end
+                        log.warning("stalled job %s: its delivery not closed: %s", job.id, describe(exc))
             else:
                 log.warning("stalled job %s (%s) of a dead worker: queued again", job.id, job.call_string)
             recovered += done

@@ -118,6 +118,10 @@ class WorkerSettings(_Settings):
     webhook_retry_base: float = Field(
         10.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("WEBHOOK_RETRY_BASE_SECONDS")
     )
+    # One deadline for a whole webhook attempt (resolution, connect, answer): how long it may hold a worker slot.
+    webhook_timeout: float = Field(
+        10.0, gt=0, le=120, allow_inf_nan=False, validation_alias=_env("WEBHOOK_TIMEOUT_SECONDS")
+    )
     # New jobs are not announced (migration 0010): an idle worker looks for due jobs this often.
     poll: float = Field(0.5, gt=0, le=60, allow_inf_nan=False, validation_alias=_env("WORKER_POLL_SECONDS"))
     heartbeat: float = Field(

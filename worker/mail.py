@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import html
 import io
+import ipaddress
 import os
+import re
 import smtplib
 import ssl
 import tempfile
 from datetime import datetime
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +57,17 @@ def content_id(code: str) -> str:
     return f"<ticket-{code}@booking>"
 
 
+# Runs of whitespace and control characters (C0, DEL, C1; line and paragraph separators): a header
+# value built from data (a buyer's name, an event's name) becomes one line of single spaces.
+_FOLD = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+
+
+def header_text(value: str) -> str:
+    """`value` safe for a header: a CR or LF in a name typed through psql (or any control character)
+    would make EmailMessage refuse the header, and the mail would never go."""
+    return _FOLD.sub(" ", value).strip()
+
+
 def _when(value: str | None) -> str:
     if not value:
         return "to be announced"
@@ -72,9 +86,11 @@ def build_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
     total = order.get("total_amount")
 
     msg = EmailMessage()
-    msg["Subject"] = f"Your tickets for {event['name']}"
+    # Every header built from data goes through header_text; the display name through Address, which
+    # quotes (commas, quotes) and encodes (non-ASCII) it as RFC 5322/2047 want.
+    msg["Subject"] = header_text(f"Your tickets for {event['name']}")
     msg["From"] = mail_from
-    msg["To"] = formataddr((name, data["recipient"])) if name else data["recipient"]
+    msg["To"] = Address(display_name=header_text(name), addr_spec=data["recipient"])
     msg["Message-ID"] = message_id(data["order_id"])
     msg["Date"] = format_datetime(datetime.now().astimezone())
 
@@ -124,9 +140,31 @@ def build_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
     return msg
 
 
+class CleartextLoginRefused(smtplib.SMTPException):
+    """SMTP_URL has a user name, the server is not on this machine and offers no STARTTLS: the
+    password would cross the network in clear. Raised before AUTH (the attempt fails and is
+    retried, the error recorded in order_emails.last_error)."""
+
+
+def login_needs_tls(server: SmtpServer) -> bool:
+    """Whether logging in to `server` requires TLS first: yes when SMTP_URL carries a user name,
+    unless the connection is TLS from the start (smtps://) or the host is a loopback address
+    (`localhost`, 127.0.0.0/8, ::1: a local relay, nothing crosses the network)."""
+    if not server.user or server.tls:
+        return False
+    host = server.host.lower().rstrip(".")
+    if host == "localhost":
+        return False
+    try:
+        return not ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return True
+
+
 def send_smtp(server: SmtpServer, msg: EmailMessage, envelope_from: str, recipient: str) -> None:
-    """Blocking (run it in a thread). smtp://: STARTTLS when the server offers it; smtps://: TLS
-    from the start. Every failure raises for a retry, 5xx answers too: the server named by
+    """Blocking (run it in a thread). smtp://: STARTTLS when the server offers it, and required
+    before logging in to a server not on this machine (login_needs_tls); smtps://: TLS from the
+    start. Every failure raises for a retry, 5xx answers too: the server named by
     SMTP_URL is our relay, and its 5xx (relay denied, authentication, a policy, a refused
     recipient) is usually its configuration, which someone fixes; the retries stop after 24 h
     and the failed job waits for a DBA."""
@@ -141,6 +179,11 @@ def send_smtp(server: SmtpServer, msg: EmailMessage, envelope_from: str, recipie
         if not server.tls and client.has_extn("starttls"):
             client.starttls(context=context)
             client.ehlo()
+        elif login_needs_tls(server):
+            raise CleartextLoginRefused(
+                f"{server.host} offers no STARTTLS: not sending the SMTP password in clear "
+                "(use smtps://, or a server that offers STARTTLS)"
+            )
         if server.user:
             client.login(server.user, server.password or "")
         client.send_message(msg, from_addr=envelope_from, to_addrs=[recipient])

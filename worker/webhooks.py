@@ -5,6 +5,12 @@ created), made again at every attempt on the addresses we are about to connect t
 request goes to that checked address itself (Host header and TLS server name set to the URL's
 host), so a name that changes its answer after the check (DNS rebinding) reaches nothing new.
 Proxies from the environment are ignored for the same reason.
+
+One deadline bounds a whole attempt (resolving the name, connecting, the answer's status line):
+WEBHOOK_TIMEOUT_SECONDS, 10 s by default, and at most MAX_ADDRESSES of the name's addresses are
+tried within it. A webhook job thus holds one of the worker's slots (shared with the
+confirmation mails) for at most about that long per attempt, however slow or blackholed the
+receiver.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import hashlib
 import hmac
 import ipaddress
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +28,8 @@ import httpx
 
 from gateway import netguard
 
-TIMEOUT_SECONDS = 10.0
+TIMEOUT_SECONDS = 10.0  # the default of WEBHOOK_TIMEOUT_SECONDS: the whole attempt
+MAX_ADDRESSES = 2  # of the name's addresses, tried in order within that one deadline
 USER_AGENT = "booking-webhooks/1"
 
 
@@ -51,8 +59,11 @@ def _host_header(target: netguard.Target) -> str:
     return host if target.port == default else f"{host}:{target.port}"
 
 
-async def deliver(client: httpx.AsyncClient, delivery: dict[str, Any], allowed_private: bool) -> Attempt:
-    """POST the delivery's body to its webhook's URL once. Never raises for the receiver's sake."""
+async def deliver(
+    client: httpx.AsyncClient, delivery: dict[str, Any], allowed_private: bool, deadline: float = TIMEOUT_SECONDS
+) -> Attempt:
+    """POST the delivery's body to its webhook's URL once, all of it within `deadline` seconds.
+    Never raises for the receiver's sake."""
     started = time.monotonic()
 
     def done(outcome: str, status: int | None = None, error: str | None = None) -> Attempt:
@@ -63,7 +74,26 @@ async def deliver(client: httpx.AsyncClient, delivery: dict[str, Any], allowed_p
     except ValueError as exc:
         return done("REFUSED", error=str(exc))
     try:
-        addresses = await netguard.checked_addresses(target, allowed_private, wait=5.0)
+        async with asyncio.timeout(deadline):
+            return await _attempt(client, delivery, target, allowed_private, deadline, done)
+    except TimeoutError:
+        return done("RETRY", error=f"no answer within {deadline:g} s")
+    except (ValueError, UnicodeError) as exc:
+        # A URL no request can be made of (a non-ASCII host typed through psql makes httpx raise
+        # UnicodeEncodeError): no retry would change it.
+        return done("REFUSED", error=f"the webhook URL cannot be requested: {type(exc).__name__}: {exc}"[:1000])
+
+
+async def _attempt(
+    client: httpx.AsyncClient,
+    delivery: dict[str, Any],
+    target: netguard.Target,
+    allowed_private: bool,
+    deadline: float,
+    done: Callable[..., Attempt],
+) -> Attempt:
+    try:
+        addresses = await netguard.checked_addresses(target, allowed_private, wait=deadline)
     except netguard.AddressRefused as exc:
         return done("REFUSED", error=f"address not allowed: {exc}")
     except OSError as exc:
@@ -79,18 +109,22 @@ async def deliver(client: httpx.AsyncClient, delivery: dict[str, Any], allowed_p
         "X-Booking-Delivery": str(delivery["id"]),
     }
     extensions = {"sni_hostname": target.host} if target.scheme == "https" else {}
+    tried = addresses[:MAX_ADDRESSES]
+    # A blackholed first address may take half the deadline to connect, leaving the other half
+    # to the next; the answer may take what remains of the whole: the caller's deadline ends it
+    # (httpx's own read/write limits are set past it, so the error names the deadline).
+    per_request = httpx.Timeout(deadline + 1, connect=deadline / max(1, len(tried)))
     error = "no address"
-    for ip in addresses:  # the first that answers
+    for ip in tried:  # the first that answers
         url = f"{target.scheme}://{_host_for_url(ip)}:{target.port}{target.path}"
         try:
-            async with asyncio.timeout(TIMEOUT_SECONDS):
-                request = client.build_request("POST", url, content=body, headers=headers, extensions=extensions)
-                response = await client.send(request, stream=True)  # the body is not read
-                await response.aclose()
-        except (httpx.HTTPError, TimeoutError, OSError) as exc:
+            request = client.build_request(
+                "POST", url, content=body, headers=headers, extensions=extensions, timeout=per_request
+            )
+            response = await client.send(request, stream=True)  # the body is not read
+            await response.aclose()
+        except (httpx.HTTPError, OSError) as exc:
             error = f"{type(exc).__name__}: {exc}".rstrip(": ") if str(exc) else type(exc).__name__
-            if isinstance(exc, TimeoutError):
-                error = f"no answer within {TIMEOUT_SECONDS:g} s"
             continue
         status = response.status_code
         if 200 <= status < 300:
