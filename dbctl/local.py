@@ -1,10 +1,11 @@
 """Where the database is: DATABASE_URL, or the embedded local cluster that `make run` starts.
 
 The embedded cluster asks every role for a password: one generated password kept in the
-state folder (`.local/pg-password`, mode 600) for postgres, booking_owner and booking_gateway
-(GATEWAY_DB_PASSWORD, when set, for the gateway). dbctl writes `.local/pgpass` and points
-PGPASSFILE at it, so the URLs it prints and hands on carry no password, and psql, the
-migrations and the gateway it starts find the password there.
+state folder (`.local/pg-password`, mode 600) for postgres, booking_owner, booking_gateway and
+booking_worker (GATEWAY_DB_PASSWORD / WORKER_DB_PASSWORD, when set, for the gateway / the
+worker). dbctl writes `.local/pgpass` and points PGPASSFILE at it, so the URLs it prints and
+hands on carry no password, and psql, the migrations, the gateway and the worker it starts find
+the password there (the gateway's and the worker's processes get a pgpass with their line only).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbctl.cluster import Cluster, create_database, local_base, tuned_settings, write_private
-from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT
+from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE
 
 LOCAL_DB = "booking"
 PASSWORD_FILE = "pg-password"  # noqa: S105  (a file name)
 PGPASS_FILE = "pgpass"
 GATEWAY_PGPASS_FILE = "pgpass-gateway"
+WORKER_PGPASS_FILE = "pgpass-worker"
 
 
 @dataclass
@@ -32,6 +34,12 @@ class Target:
     gateway_url: str  # the gateway's least-privilege login
     superuser_url: str | None  # for bootstrap; None when the server is not ours
     cluster: Cluster | None
+
+    @property
+    def worker_url(self) -> str:
+        """The job worker's least-privilege login (WORKER_DATABASE_URL, or the owner's with
+        user booking_worker)."""
+        return worker_url_for(self.owner_url)
 
     @property
     def role_password(self) -> str | None:
@@ -68,6 +76,18 @@ def gateway_url_for(owner_url: str) -> str:
     return make_conninfo("", **params)
 
 
+def worker_url_for(owner_url: str) -> str:
+    """WORKER_DATABASE_URL, or the owner's connection with the worker role (any password
+    dropped, as for the gateway)."""
+    explicit = os.environ.get("WORKER_DATABASE_URL")
+    if explicit:
+        return explicit
+    params = conninfo_to_dict(owner_url)
+    params.pop("password", None)
+    params["user"] = WORKER_ROLE
+    return make_conninfo("", **params)
+
+
 def target(start: bool = True) -> Target:
     url = os.environ.get("DATABASE_URL")
     if url:
@@ -90,23 +110,32 @@ def target(start: bool = True) -> Target:
     return Target(owner, gateway_url_for(owner), cluster.superuser_url(LOCAL_DB), cluster)
 
 
-def write_pgpass(cluster: Cluster, gateway_only: bool = False) -> Path:
+def write_pgpass(cluster: Cluster, gateway_only: bool = False, worker_only: bool = False) -> Path:
     """`.local/pgpass` (mode 600) with the embedded cluster's passwords, for libpq; with
     `gateway_only`, `.local/pgpass-gateway` with the gateway role's line alone (the gateway's
-    PGPASSFILE: its process gets no password of the owner or the superuser)."""
+    PGPASSFILE: its process gets no password of the owner or the superuser); with
+    `worker_only`, `.local/pgpass-worker` with the worker role's line alone (the worker's)."""
     assert cluster.password is not None
+    assert not (gateway_only and worker_only)
     gateway = os.environ.get("GATEWAY_DB_PASSWORD") or cluster.password
+    worker = os.environ.get("WORKER_DB_PASSWORD") or cluster.password
 
     def field(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
 
-    roles = ((GATEWAY_ROLE, gateway),) if gateway_only else ((GATEWAY_ROLE, gateway), ("*", cluster.password))
+    if gateway_only:
+        roles: tuple[tuple[str, str], ...] = ((GATEWAY_ROLE, gateway),)
+        name = GATEWAY_PGPASS_FILE
+    elif worker_only:
+        roles, name = ((WORKER_ROLE, worker),), WORKER_PGPASS_FILE
+    else:
+        roles, name = ((GATEWAY_ROLE, gateway), (WORKER_ROLE, worker), ("*", cluster.password)), PGPASS_FILE
     lines = [
         f"{host}:{cluster.port}:*:{role}:{field(password)}\n"
         for host in ("127.0.0.1", "localhost")
         for role, password in roles
     ]
-    path = state_file(GATEWAY_PGPASS_FILE if gateway_only else PGPASS_FILE)
+    path = state_file(name)
     write_private(path, "# Written by dbctl for the embedded cluster; PGPASSFILE points here.\n" + "".join(lines))
     return path
 

@@ -2,9 +2,10 @@
 
 The loader drops the api/internal functions and re-creates them from `sql/functions/*.sql`
 (file-name order), grants the gateway EXECUTE on the functions listed in
-`sql/gateway_grants.sql` (and nothing else), then (re)schedules `sql/cron_jobs.sql`, all in one
-transaction. A database built from zero and one migrated step by step end up equal
-(tests compare both against the committed `sql/schema.sql`).
+`sql/gateway_grants.sql` and the worker what `sql/worker_grants.sql` lists (and nothing
+else), then (re)schedules `sql/cron_jobs.sql`, all in one transaction. A database built
+from zero and one migrated step by step end up equal (tests compare both against the
+committed `sql/schema.sql`).
 """
 
 from __future__ import annotations
@@ -25,10 +26,12 @@ MIGRATIONS = SQL / "migrations"
 FUNCTIONS = SQL / "functions"
 CRON_JOBS = SQL / "cron_jobs.sql"
 GATEWAY_GRANTS = SQL / "gateway_grants.sql"
+WORKER_GRANTS = SQL / "worker_grants.sql"
 BOOTSTRAP = SQL / "bootstrap.sql"
 
 OWNER_ROLE = "booking_owner"
 GATEWAY_ROLE = "booking_gateway"
+WORKER_ROLE = "booking_worker"
 LOADED_SCHEMAS = ("api", "internal")
 
 
@@ -58,12 +61,16 @@ def is_superuser(url: str) -> bool:
 def bootstrap(superuser_url: str, role_password: str | None = None) -> None:
     """Roles, database owner, pg_cron (superuser only; idempotent).
 
-    role_password (the embedded cluster's local password) becomes the password of both
-    roles; GATEWAY_DB_PASSWORD, when set, wins for the gateway role.
+    role_password (the embedded cluster's local password) becomes the password of the three
+    roles; GATEWAY_DB_PASSWORD (WORKER_DB_PASSWORD), when set, wins for the gateway (worker) role.
     """
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         conn.execute(BOOTSTRAP.read_text())
-        passwords = {OWNER_ROLE: role_password, GATEWAY_ROLE: os.environ.get("GATEWAY_DB_PASSWORD") or role_password}
+        passwords = {
+            OWNER_ROLE: role_password,
+            GATEWAY_ROLE: os.environ.get("GATEWAY_DB_PASSWORD") or role_password,
+            WORKER_ROLE: os.environ.get("WORKER_DB_PASSWORD") or role_password,
+        }
         for role, password in passwords.items():
             if password:
                 set_password(conn, role, password)
@@ -80,7 +87,11 @@ def apply_migrations(url: str, source: Path = MIGRATIONS) -> list[str]:
 
 
 def load_functions(
-    url: str, source: Path = FUNCTIONS, cron_jobs: Path = CRON_JOBS, grants: Path = GATEWAY_GRANTS
+    url: str,
+    source: Path = FUNCTIONS,
+    cron_jobs: Path = CRON_JOBS,
+    grants: Path = GATEWAY_GRANTS,
+    worker_grants: Path = WORKER_GRANTS,
 ) -> None:
     """Drop every api/internal function and re-create them from the files, in one transaction.
 
@@ -103,8 +114,9 @@ def load_functions(
             except psycopg.Error as exc:
                 raise RuntimeError(f"{path.name}: {exc}") from exc
         for schema in LOADED_SCHEMAS:
-            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {GATEWAY_ROLE}")
+            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {GATEWAY_ROLE}, {WORKER_ROLE}")
         conn.execute(grants.read_text())
+        conn.execute(worker_grants.read_text())
         if cron_jobs.exists():
             conn.execute(cron_jobs.read_text())
 

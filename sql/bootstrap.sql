@@ -5,6 +5,8 @@
 -- booking_owner   owns every object; migrations run as this role.
 -- booking_gateway the HTTP gateway's login: USAGE on schema api and EXECUTE on its
 --                 functions, nothing else (granted by the migrations).
+-- booking_worker  the job worker's login (worker/): procrastinate's tables and functions and
+--                 EXECUTE on its api functions, nothing else (sql/worker_grants.sql).
 
 DO $$
 BEGIN
@@ -13,6 +15,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'booking_gateway') THEN
     CREATE ROLE booking_gateway LOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'booking_worker') THEN
+    CREATE ROLE booking_worker LOGIN;
   END IF;
   EXECUTE format('ALTER DATABASE %I OWNER TO booking_owner', current_database());
 END
@@ -25,6 +30,11 @@ ALTER ROLE booking_gateway SET lock_timeout = '2s';
 ALTER ROLE booking_gateway SET idle_in_transaction_session_timeout = '10s';
 ALTER ROLE booking_gateway SET timezone = 'UTC';
 ALTER ROLE booking_owner SET timezone = 'UTC';
+-- The worker's statements are short (it sends mail and webhooks with no transaction open).
+ALTER ROLE booking_worker SET statement_timeout = '30s';
+ALTER ROLE booking_worker SET lock_timeout = '2s';
+ALTER ROLE booking_worker SET idle_in_transaction_session_timeout = '60s';
+ALTER ROLE booking_worker SET timezone = 'UTC';
 
 -- pg_cron lives only in the database named by cron.database_name; elsewhere this is a no-op.
 DO $$

@@ -28,3 +28,8 @@ GRANT EXECUTE ON FUNCTION
   api.join_waiting_room, api.join_waiting_room_batch, api.waiting_room_status, api.waiting_room_state,
   api.waiting_room_positions
 TO booking_gateway;
+-- Organizers' webhooks (/admin/webhooks). The job queue's functions are DBA-only (api.job_queue,
+-- api.failed_jobs, api.retry_job, api.retry_failed_jobs, api.resend_confirmation) or the
+-- worker's (sql/worker_grants.sql).
+GRANT EXECUTE ON FUNCTION api.create_webhook, api.list_webhooks, api.delete_webhook, api.webhook_attempts
+TO booking_gateway;

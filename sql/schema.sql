@@ -85,6 +85,60 @@ COMMENT ON TYPE api.reserve_request IS 'One reservation request (user, ticket ty
 
 
 --
+-- Name: procrastinate_job_event_type; Type: TYPE; Schema: public; Owner: booking_owner
+--
+
+CREATE TYPE public.procrastinate_job_event_type AS ENUM (
+    'deferred',
+    'started',
+    'deferred_for_retry',
+    'failed',
+    'succeeded',
+    'cancelled',
+    'abort_requested',
+    'aborted',
+    'scheduled',
+    'retried'
+);
+
+
+ALTER TYPE public.procrastinate_job_event_type OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_job_status; Type: TYPE; Schema: public; Owner: booking_owner
+--
+
+CREATE TYPE public.procrastinate_job_status AS ENUM (
+    'todo',
+    'doing',
+    'succeeded',
+    'failed',
+    'cancelled',
+    'aborting',
+    'aborted'
+);
+
+
+ALTER TYPE public.procrastinate_job_status OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_job_to_defer_v1; Type: TYPE; Schema: public; Owner: booking_owner
+--
+
+CREATE TYPE public.procrastinate_job_to_defer_v1 AS (
+	queue_name character varying,
+	task_name character varying,
+	priority integer,
+	lock text,
+	queueing_lock text,
+	args jsonb,
+	scheduled_at timestamp with time zone
+);
+
+
+ALTER TYPE public.procrastinate_job_to_defer_v1 OWNER TO booking_owner;
+
+--
 -- Name: admin_get_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -247,6 +301,11 @@ BEGIN
       RAISE EXCEPTION USING ERRCODE = 'BKTCN', MESSAGE = 'ticket is cancelled';
     END IF;
   END IF;
+  PERFORM internal.notify_webhooks('ticket.checked_in', tt.event_id, jsonb_build_object(
+            'ticket_code', v_ticket.ticket_code, 'ticket_type_id', v_ticket.ticket_type_id,
+            'order_id', v_ticket.order_id, 'event_id', tt.event_id, 'status', v_ticket.status,
+            'checkin_time', v_ticket.checkin_time))
+     FROM ticket_types tt WHERE tt.id = v_ticket.ticket_type_id;
   RETURN json_build_object('ticket_code', v_ticket.ticket_code, 'ticket_type_id', v_ticket.ticket_type_id,
                            'status', v_ticket.status, 'checkin_time', v_ticket.checkin_time);
 END;
@@ -259,7 +318,7 @@ ALTER FUNCTION api.check_in(p_ticket_code text) OWNER TO booking_owner;
 -- Name: FUNCTION check_in(p_ticket_code text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.check_in(p_ticket_code text) IS 'Marks an UNUSED ticket CHECKED_IN with the time. Locks the ticket row. Raises BKNTF, BKACI (checked in before; DETAIL has when), BKTCN (cancelled ticket).';
+COMMENT ON FUNCTION api.check_in(p_ticket_code text) IS 'Marks an UNUSED ticket CHECKED_IN with the time and notifies ticket.checked_in webhooks (internal.notify_webhooks, same transaction). Locks the ticket row. Raises BKNTF, BKACI (checked in before; DETAIL has when), BKTCN (cancelled ticket).';
 
 
 --
@@ -549,7 +608,6 @@ DECLARE
   v_price numeric(10,2);
   v_event_status text;
   v_order orders;
-  v_email text;
   v_stored json;
 BEGIN
   -- A key is claimed first (before the reservation row: the lock order) and records the order
@@ -604,10 +662,8 @@ BEGIN
     FROM generate_series(1, v_reservation.quantity);
   UPDATE order_reservations SET status = 'COMPLETED' WHERE id = p_reservation_id;
 
-  SELECT email INTO v_email FROM users WHERE id = p_user_id;
-  INSERT INTO outbox (topic, payload)
-  VALUES ('order_confirmation_email',
-          jsonb_build_object('order_id', v_order.id, 'user_id', p_user_id, 'email', v_email));
+  -- The confirmation e-mail's job and the order.paid webhooks, committed with the order.
+  PERFORM internal.order_paid(v_order.id);
 
   IF p_idempotency_key IS NOT NULL THEN
     RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key, internal.order_json(v_order));
@@ -623,7 +679,60 @@ ALTER FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_pay
 -- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key and request within 24 hours returns the first order again; recorded in the same transaction.';
+COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and internal.order_paid (the confirmation e-mail''s job, order.paid webhooks). Returns the order JSON. Locks the reservation row. Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key and request within 24 hours returns the first order again; recorded in the same transaction.';
+
+
+--
+-- Name: confirmation_email(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.confirmation_email(p_order_id uuid) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_result json;
+BEGIN
+  SELECT json_build_object(
+           'order_id', m.order_id,
+           'recipient', m.recipient,
+           'full_name', u.full_name,
+           'sent_at', m.sent_at,
+           'message_id', m.message_id,
+           'attempts', m.attempts,
+           'order', internal.order_json(o),
+           'event', (SELECT json_build_object('id', e.id, 'slug', e.slug, 'name', e.name, 'location', e.location,
+                                              'start_time', e.start_time, 'end_time', e.end_time)
+                       FROM order_items i
+                       JOIN ticket_types tt ON tt.id = i.ticket_type_id
+                       JOIN events e ON e.id = tt.event_id
+                      WHERE i.order_id = o.id
+                      ORDER BY i.id LIMIT 1),
+           'tickets', coalesce((SELECT json_agg(json_build_object('ticket_code', t.ticket_code,
+                                                                  'ticket_type_name', tt.name,
+                                                                  'status', t.status) ORDER BY t.ticket_code)
+                                  FROM tickets t JOIN ticket_types tt ON tt.id = t.ticket_type_id
+                                 WHERE t.order_id = o.id), '[]'::json))
+    INTO v_result
+    FROM order_emails m
+    JOIN orders o ON o.id = m.order_id
+    JOIN users u ON u.id = o.user_id
+   WHERE m.order_id = p_order_id;
+  IF v_result IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
+  END IF;
+  RETURN v_result;
+END;
+$$;
+
+
+ALTER FUNCTION api.confirmation_email(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION confirmation_email(p_order_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.confirmation_email(p_order_id uuid) IS '(worker) What the confirmation e-mail of an order says: {order_id, recipient, full_name, sent_at, message_id, attempts, order (order JSON), event {id, slug, name, location, start_time, end_time}, tickets [{ticket_code, ticket_type_name, status}]}. Locks nothing. Raises BKNTF (no such e-mail).';
 
 
 --
@@ -749,6 +858,95 @@ COMMENT ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_price
 
 
 --
+-- Name: create_webhook(uuid, text, text[], uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid DEFAULT NULL::uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+DECLARE
+  v_allowed CONSTANT text[] := ARRAY['order.paid', 'order.refunded', 'ticket.checked_in'];
+  v_unknown text;
+  v_webhook webhooks;
+BEGIN
+  IF p_url IS NULL OR char_length(p_url) > 2048 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'url is required and at most 2048 characters';
+  END IF;
+  IF p_url !~* '^https?://[^/?#@[:space:]]+([/?#][^[:space:][:cntrl:]]*)?$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'url must be an http:// or https:// URL with a host (no spaces, no user:password@)';
+  END IF;
+  IF p_events IS NULL OR cardinality(p_events) = 0 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'events must name at least one of ' || array_to_string(v_allowed, ', ');
+  END IF;
+  SELECT string_agg(coalesce(x, 'null'), ', ') INTO v_unknown
+    FROM unnest(p_events) x WHERE x IS NULL OR x <> ALL (v_allowed);
+  IF v_unknown IS NOT NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = format('unknown event type(s) %s; allowed: %s', v_unknown, array_to_string(v_allowed, ', '));
+  END IF;
+  IF p_event_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM events WHERE id = p_event_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM users WHERE id = p_user_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'user not found';
+  END IF;
+
+  INSERT INTO webhooks (created_by, url, events, event_id, secret)
+  VALUES (p_user_id, p_url,
+          ARRAY(SELECT x FROM unnest(v_allowed) x WHERE x = ANY (p_events)),  -- canonical order, no repeats
+          p_event_id, 'whsec_' || encode(gen_random_bytes(24), 'hex'))
+  RETURNING * INTO v_webhook;
+  RETURN json_build_object('id', v_webhook.id, 'url', v_webhook.url, 'events', v_webhook.events,
+                           'event_id', v_webhook.event_id, 'secret', v_webhook.secret,
+                           'active', v_webhook.active, 'created_at', v_webhook.created_at);
+END;
+$_$;
+
+
+ALTER FUNCTION api.create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid) IS 'An admin subscribes p_url (http or https, at most 2048 characters) to p_events (order.paid, order.refunded, ticket.checked_in), of every event or only p_event_id. Returns {id, url, events, event_id, secret (whsec_ + 48 hex: the HMAC-SHA256 key of X-Booking-Signature, shown only here), active, created_at}. Whether the address is allowed is the gateway''s and the worker''s check (gateway/netguard.py). Raises BKVAL (url, events), BKNTF (unknown event or user).';
+
+
+--
+-- Name: delete_webhook(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.delete_webhook(p_user_id uuid, p_webhook_id uuid) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+  UPDATE webhooks
+     SET active = false, disabled_at = coalesce(disabled_at, now()),
+         disabled_reason = coalesce(disabled_reason, 'deleted by its owner')
+   WHERE id = p_webhook_id AND created_by = p_user_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'webhook not found';
+  END IF;
+  UPDATE webhook_deliveries SET status = 'CANCELLED' WHERE webhook_id = p_webhook_id AND status = 'PENDING';
+END;
+$$;
+
+
+ALTER FUNCTION api.delete_webhook(p_user_id uuid, p_webhook_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION delete_webhook(p_user_id uuid, p_webhook_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.delete_webhook(p_user_id uuid, p_webhook_id uuid) IS 'Deactivates one of the caller''s webhooks (its history stays listable) and cancels its PENDING deliveries (their jobs find them CANCELLED and send nothing). Deleting again is a no-op. Locks the webhook''s row, then its deliveries''. Raises BKNTF (unknown or not the caller''s).';
+
+
+--
 -- Name: end_session(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -817,6 +1015,38 @@ ALTER FUNCTION api.expire_reservations() OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.expire_reservations() IS '(DBA-only) Releases expired ACTIVE holds back to stock (status EXPIRED) and returns how many holds it released. pg_cron runs it every minute. Locks ticket_types rows in id order and reservation rows with SKIP LOCKED: never waits, never deadlocks with live traffic; what it skips it releases on a later run. At most 1000 ticket types per call.';
+
+
+--
+-- Name: failed_jobs(integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.failed_jobs(p_limit integer DEFAULT 100) RETURNS TABLE(id bigint, queue_name text, task_name text, args jsonb, attempts integer, failed_at timestamp with time zone)
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+  IF p_limit IS NULL OR p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  RETURN QUERY
+    SELECT j.id, j.queue_name::text, j.task_name::text, j.args, j.attempts,
+           (SELECT max(e.at) FROM procrastinate_events e WHERE e.job_id = j.id)
+      FROM procrastinate_jobs j
+     WHERE j.status = 'failed'
+     ORDER BY j.id DESC
+     LIMIT p_limit;
+END;
+$$;
+
+
+ALTER FUNCTION api.failed_jobs(p_limit integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION failed_jobs(p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.failed_jobs(p_limit integer) IS '(DBA-only) Jobs that failed for good (retries exhausted, or an error not retried), newest first, at most p_limit: id, queue, task, args, attempts, when it failed (its last event). Retry one with api.retry_job(id), all with api.retry_failed_jobs(). Locks nothing.';
 
 
 --
@@ -914,6 +1144,34 @@ ALTER FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean) O
 --
 
 COMMENT ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boolean) IS 'Login lookup: {id, role, password_hash, retry_after} for an e-mail; id, role and password_hash are NULL when there is no such user (the gateway then verifies against a dummy hash so timing does not tell). With p_count_attempt (the gateway, rate limits on) it first counts one attempt against the failed-login throttle: retry_after is then the seconds to wait when the address is throttled (nothing counted), else NULL; a successful login gives the attempt back (api.record_login_success). Locks only that counter row.';
+
+
+--
+-- Name: job_queue(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.job_queue() RETURNS TABLE(queue_name text, task_name text, status text, jobs bigint, oldest_due_wait interval)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT j.queue_name::text, j.task_name::text, j.status::text, count(*),
+         CASE WHEN j.status = 'todo' THEN now() - min(
+           CASE WHEN j.scheduled_at IS NULL OR j.scheduled_at <= now()
+                THEN coalesce(j.scheduled_at, (SELECT min(e.at) FROM procrastinate_events e
+                                                WHERE e.job_id = j.id AND e.type = 'deferred')) END) END
+    FROM procrastinate_jobs j
+   GROUP BY j.queue_name, j.task_name, j.status
+   ORDER BY j.queue_name, j.task_name, j.status
+$$;
+
+
+ALTER FUNCTION api.job_queue() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION job_queue(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.job_queue() IS '(DBA-only) The job queue at a glance: jobs per queue, task and status (todo, doing, succeeded, failed, cancelled, aborted) and, for todo, how long the oldest job that is due (not scheduled for later) has waited. Queues: mail (send_confirmation), webhooks (deliver_webhook), housekeeping. Locks nothing; reads every job (procrastinate_jobs is purged by housekeeping).';
 
 
 --
@@ -1077,6 +1335,32 @@ ALTER FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_
 --
 
 COMMENT ON FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) IS 'Published events that have not ended, by (start_time, id), each with its ticket types (no live stock: this list is cached by gateways). p_query searches names: full-text (seed index) or a partial word (trigram index). Pages: at most p_limit events (NULL: all), after the event (p_after_start_time, p_after_id) when given (keyset: stable while events are added). Locks nothing. Raises BKVAL (query over 200 characters, limit below 1).';
+
+
+--
+-- Name: list_webhooks(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.list_webhooks(p_user_id uuid) RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT coalesce(json_agg(json_build_object(
+           'id', w.id, 'url', w.url, 'events', w.events, 'event_id', w.event_id, 'active', w.active,
+           'disabled_at', w.disabled_at, 'disabled_reason', w.disabled_reason, 'created_at', w.created_at)
+           ORDER BY w.created_at DESC, w.id DESC), '[]'::json)
+    FROM webhooks w
+   WHERE w.created_by = p_user_id
+$$;
+
+
+ALTER FUNCTION api.list_webhooks(p_user_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION list_webhooks(p_user_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.list_webhooks(p_user_id uuid) IS 'The caller''s webhooks, newest first, deleted and disabled ones included (active false, disabled_at, disabled_reason); never the secrets. Locks nothing.';
 
 
 --
@@ -1351,6 +1635,66 @@ COMMENT ON FUNCTION api.rate_limits() IS '(DBA-only) The rate-limit rules in for
 
 
 --
+-- Name: record_confirmation_attempt(uuid, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+  UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
+   WHERE order_id = p_order_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION record_confirmation_attempt(p_order_id uuid, p_error text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text) IS '(worker) Records one attempt to send an order''s confirmation: attempts + 1, last_error = p_error (the first 2,000 characters; NULL clears it). Locks the order_emails row. Raises BKNTF.';
+
+
+--
+-- Name: record_confirmation_sent(uuid, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.record_confirmation_sent(p_order_id uuid, p_message_id text) RETURNS boolean
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+BEGIN
+  UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
+   WHERE order_id = p_order_id AND sent_at IS NULL;
+  IF FOUND THEN
+    RETURN true;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
+  END IF;
+  RETURN false;
+END;
+$$;
+
+
+ALTER FUNCTION api.record_confirmation_sent(p_order_id uuid, p_message_id text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION record_confirmation_sent(p_order_id uuid, p_message_id text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.record_confirmation_sent(p_order_id uuid, p_message_id text) IS '(worker) Records that a server (or the mail folder) accepted an order''s confirmation: sets sent_at and message_id once and returns true; false when it was recorded before (the first time is kept). Does not count an attempt. Locks the order_emails row. Raises BKNTF.';
+
+
+--
 -- Name: record_login_success(text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -1373,6 +1717,71 @@ ALTER FUNCTION api.record_login_success(p_email text) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.record_login_success(p_email text) IS 'A login for this e-mail address succeeded: gives back the attempt api.get_user_credentials (p_count_attempt) counted, so only failed logins are throttled. Locks that counter row.';
+
+
+--
+-- Name: record_webhook_attempt(uuid, text, integer, text, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_delivery webhook_deliveries;
+BEGIN
+  IF p_outcome IS NULL OR p_outcome NOT IN ('DELIVERED', 'RETRY', 'GONE', 'REFUSED', 'FAILED') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'outcome must be one of DELIVERED, RETRY, GONE, REFUSED, FAILED';
+  END IF;
+  IF p_outcome = 'GONE' THEN
+    -- The lock order: the webhook's row before its deliveries' (delete_webhook takes the same).
+    PERFORM 1 FROM webhooks w
+     WHERE w.id = (SELECT d.webhook_id FROM webhook_deliveries d WHERE d.id = p_delivery_id)
+       FOR UPDATE;
+  END IF;
+  SELECT * INTO v_delivery FROM webhook_deliveries WHERE id = p_delivery_id FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'webhook delivery not found';
+  END IF;
+
+  INSERT INTO webhook_attempts (delivery_id, attempt, duration_ms, status_code, error, outcome)
+  VALUES (p_delivery_id, v_delivery.attempts + 1, p_duration_ms, p_status_code, left(p_error, 2000), p_outcome);
+  UPDATE webhook_deliveries
+     SET attempts = attempts + 1,
+         status = CASE
+                    WHEN p_outcome = 'DELIVERED' THEN 'DELIVERED'
+                    WHEN p_outcome = 'RETRY' OR status = 'DELIVERED' THEN status
+                    ELSE 'FAILED'
+                  END,
+         delivered_at = CASE WHEN p_outcome = 'DELIVERED' THEN coalesce(delivered_at, now()) ELSE delivered_at END
+   WHERE id = p_delivery_id
+  RETURNING * INTO v_delivery;
+
+  IF p_outcome = 'GONE' THEN
+    UPDATE webhooks
+       SET active = false, disabled_at = now(), disabled_reason = 'the receiver answered 410 Gone'
+     WHERE id = v_delivery.webhook_id AND active;
+    UPDATE webhook_deliveries SET status = 'CANCELLED'
+     WHERE webhook_id = v_delivery.webhook_id AND status = 'PENDING' AND id <> p_delivery_id;
+  END IF;
+
+  RETURN json_build_object(
+    'id', v_delivery.id, 'webhook_id', v_delivery.webhook_id, 'notification_id', v_delivery.notification_id,
+    'event_type', v_delivery.event_type, 'status', v_delivery.status, 'attempts', v_delivery.attempts,
+    'created_at', v_delivery.created_at, 'delivered_at', v_delivery.delivered_at);
+END;
+$$;
+
+
+ALTER FUNCTION api.record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer) IS '(worker) Records one HTTP attempt of a delivery (attempt = attempts + 1, the answer''s status code, error, duration) and returns the delivery after it {id, webhook_id, notification_id, event_type, status, attempts, created_at, delivered_at}. p_outcome: DELIVERED (2xx: DELIVERED, delivered_at), RETRY (stays PENDING; the job retries), GONE (410: FAILED, the webhook disabled, its other PENDING deliveries CANCELLED), REFUSED (address not allowed: FAILED), FAILED (the last attempt). Locks the delivery row (GONE: the webhook''s row first). Raises BKVAL (outcome), BKNTF.';
 
 
 --
@@ -1488,6 +1897,40 @@ ALTER FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name
 --
 
 COMMENT ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) IS 'Creates a user with role "user" and returns it as JSON. The e-mail is trimmed and lower-cased. Pass a password HASH (the gateway uses argon2). Locks nothing beyond the new row. Raises BKVAL (bad e-mail/name), BKEML (e-mail taken).';
+
+
+--
+-- Name: resend_confirmation(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.resend_confirmation(p_order_id uuid) RETURNS bigint
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_job bigint;
+BEGIN
+  PERFORM 1 FROM order_emails WHERE order_id = p_order_id FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
+  END IF;
+  v_job := internal.defer_job('send_confirmation', 'mail', 100, jsonb_build_object('order_id', p_order_id),
+                              'mail:' || p_order_id);
+  UPDATE order_emails SET sent_at = NULL, message_id = NULL, last_error = NULL, job_id = v_job
+   WHERE order_id = p_order_id;
+  RETURN v_job;
+END;
+$$;
+
+
+ALTER FUNCTION api.resend_confirmation(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION resend_confirmation(p_order_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.resend_confirmation(p_order_id uuid) IS '(DBA-only) Sends an order''s confirmation e-mail again (to the recipient recorded then): clears sent_at and defers a new send_confirmation job; returns its id. Locks the order_emails row. Raises BKNTF (no such order or e-mail).';
 
 
 --
@@ -1804,6 +2247,75 @@ ALTER FUNCTION api.resume_waiting_room(p_event_id uuid) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.resume_waiting_room(p_event_id uuid) IS '(DBA-only) Admits again at the event''s rate, counting from now. Idempotent. Returns api.waiting_room''s row as JSON. Raises BKNTF.';
+
+
+--
+-- Name: retry_failed_jobs(text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.retry_failed_jobs(p_task text DEFAULT NULL::text) RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_job bigint;
+  v_count integer := 0;
+BEGIN
+  FOR v_job IN
+    SELECT j.id FROM procrastinate_jobs j
+     WHERE j.status = 'failed' AND (p_task IS NULL OR j.task_name = p_task)
+     ORDER BY j.id
+       FOR UPDATE SKIP LOCKED
+  LOOP
+    PERFORM api.retry_job(v_job);
+    v_count := v_count + 1;
+  END LOOP;
+  RETURN v_count;
+END;
+$$;
+
+
+ALTER FUNCTION api.retry_failed_jobs(p_task text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION retry_failed_jobs(p_task text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.retry_failed_jobs(p_task text) IS '(DBA-only) api.retry_job for every failed job (of task p_task, e.g. send_confirmation or deliver_webhook, when given); returns how many. Locks those job rows.';
+
+
+--
+-- Name: retry_job(bigint); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.retry_job(p_job_id bigint) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_queue text;
+BEGIN
+  SELECT j.queue_name INTO v_queue FROM procrastinate_jobs j WHERE j.id = p_job_id AND j.status = 'failed' FOR UPDATE;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = format('no failed job %s', p_job_id);
+  END IF;
+  PERFORM procrastinate_retry_job_v2(p_job_id, now(), NULL, NULL, NULL);
+  -- Only inserts notify; a listening worker takes the job now rather than at its next poll.
+  PERFORM pg_notify('procrastinate_queue_v1#' || v_queue, json_build_object('type', 'job_inserted', 'job_id', p_job_id)::text);
+  PERFORM pg_notify('procrastinate_any_queue_v1', json_build_object('type', 'job_inserted', 'job_id', p_job_id)::text);
+END;
+$$;
+
+
+ALTER FUNCTION api.retry_job(p_job_id bigint) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION retry_job(p_job_id bigint); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.retry_job(p_job_id bigint) IS '(DBA-only) Puts a failed job back in the queue, due now (procrastinate''s retry: attempts + 1, so a job whose retries were exhausted gets one more try), and wakes the workers. Locks the job row. Raises BKNTF (no failed job with this id).';
 
 
 --
@@ -2348,6 +2860,82 @@ COMMENT ON FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) IS 
 
 
 --
+-- Name: webhook_attempts(uuid, uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer DEFAULT NULL::integer) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+BEGIN
+  IF p_limit < 1 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'limit must be at least 1';
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM webhooks WHERE id = p_webhook_id AND created_by = p_user_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'webhook not found';
+  END IF;
+  RETURN coalesce((
+    SELECT json_agg(json_build_object(
+             'delivery_id', page.delivery_id, 'notification_id', page.notification_id,
+             'event_type', page.event_type, 'attempt', page.attempt, 'attempted_at', page.attempted_at,
+             'status_code', page.status_code, 'error', page.error, 'duration_ms', page.duration_ms,
+             'outcome', page.outcome, 'delivery_status', page.delivery_status)
+             ORDER BY page.attempted_at DESC, page.id DESC)
+      FROM (SELECT a.id, a.delivery_id, d.notification_id, d.event_type, a.attempt, a.attempted_at,
+                   a.status_code, a.error, a.duration_ms, a.outcome, d.status AS delivery_status
+              FROM webhook_deliveries d JOIN webhook_attempts a ON a.delivery_id = d.id
+             WHERE d.webhook_id = p_webhook_id
+             ORDER BY a.attempted_at DESC, a.id DESC
+             LIMIT p_limit) page), '[]'::json);
+END;
+$$;
+
+
+ALTER FUNCTION api.webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer) IS 'The HTTP attempts of one of the caller''s webhooks, newest first, at most p_limit (NULL: all): {delivery_id, notification_id, event_type, attempt, attempted_at, status_code, error, duration_ms, outcome, delivery_status}. Locks nothing. Raises BKVAL (limit below 1), BKNTF (unknown or not the caller''s).';
+
+
+--
+-- Name: webhook_delivery(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.webhook_delivery(p_delivery_id uuid) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_result json;
+BEGIN
+  SELECT json_build_object(
+           'id', d.id, 'webhook_id', d.webhook_id, 'url', w.url, 'secret', w.secret, 'active', w.active,
+           'event_type', d.event_type, 'notification_id', d.notification_id, 'body', d.body,
+           'status', d.status, 'attempts', d.attempts, 'created_at', d.created_at)
+    INTO v_result
+    FROM webhook_deliveries d JOIN webhooks w ON w.id = d.webhook_id
+   WHERE d.id = p_delivery_id;
+  IF v_result IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'webhook delivery not found';
+  END IF;
+  RETURN v_result;
+END;
+$$;
+
+
+ALTER FUNCTION api.webhook_delivery(p_delivery_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION webhook_delivery(p_delivery_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.webhook_delivery(p_delivery_id uuid) IS '(worker) What one webhook delivery sends and where: {id, webhook_id, url, secret, active, event_type, notification_id, body (the exact bytes to send and sign), status, attempts, created_at}. Locks nothing. Raises BKNTF.';
+
+
+--
 -- Name: admission_token(uuid, uuid, bigint, bytea); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -2765,6 +3353,29 @@ ALTER FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text, p_fing
 COMMENT ON FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text, p_fingerprint text) IS 'Claims (user, key) for a request (fingerprint) in the caller''s transaction: NULL when the caller now owns it (do the work, then internal.store_idempotent_response); the stored response when the same request was done before (within 24 hours); raises BKIDR for another request, BKVAL for a malformed key. Waits for a concurrent holder of the key.';
 
 
+--
+-- Name: defer_job(text, text, integer, jsonb, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.defer_job(p_task text, p_queue text, p_priority integer, p_args jsonb, p_lock text DEFAULT NULL::text) RETURNS bigint
+    LANGUAGE sql
+    AS $$
+  -- The one place that names procrastinate's versioned defer function (upgrade: here).
+  SELECT (public.procrastinate_defer_jobs_v1(ARRAY[
+            ROW(p_queue, p_task, p_priority, p_lock, NULL, p_args, NULL)::public.procrastinate_job_to_defer_v1
+          ]))[1]
+$$;
+
+
+ALTER FUNCTION internal.defer_job(p_task text, p_queue text, p_priority integer, p_args jsonb, p_lock text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION defer_job(p_task text, p_queue text, p_priority integer, p_args jsonb, p_lock text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.defer_job(p_task text, p_queue text, p_priority integer, p_args jsonb, p_lock text) IS 'Defers one procrastinate job (task, queue, priority: higher runs first, args, optional lock: two jobs with one lock never run at once) in the caller''s transaction; returns its id. procrastinate''s insert trigger NOTIFYs the listening workers at commit.';
+
+
 SET default_tablespace = '';
 
 SET default_table_access_method = heap;
@@ -2958,6 +3569,52 @@ COMMENT ON FUNCTION internal.new_ticket_code() IS 'A fresh ticket code: TKT- and
 
 
 --
+-- Name: notify_webhooks(text, uuid, jsonb); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.notify_webhooks(p_type text, p_event_id uuid, p_data jsonb) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_webhook uuid;
+  v_notification uuid;
+  v_body text;
+  v_delivery uuid;
+  v_count integer := 0;
+BEGIN
+  IF p_type IS NULL OR p_type NOT IN ('order.paid', 'order.refunded', 'ticket.checked_in') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = format('unknown notification type %s', p_type);
+  END IF;
+  FOR v_webhook IN
+    SELECT w.id FROM public.webhooks w
+     WHERE w.active AND p_type = ANY (w.events) AND (w.event_id IS NULL OR w.event_id = p_event_id)
+     ORDER BY w.id
+  LOOP
+    IF v_body IS NULL THEN
+      v_notification := gen_random_uuid();
+      v_body := json_build_object('id', v_notification, 'type', p_type, 'created_at', now(), 'data', p_data)::text;
+    END IF;
+    v_delivery := gen_random_uuid();
+    INSERT INTO public.webhook_deliveries (id, webhook_id, notification_id, event_type, body, job_id)
+    VALUES (v_delivery, v_webhook, v_notification, p_type, v_body,
+            internal.defer_job('deliver_webhook', 'webhooks', 50, jsonb_build_object('delivery_id', v_delivery)));
+    v_count := v_count + 1;
+  END LOOP;
+  RETURN v_count;
+END;
+$$;
+
+
+ALTER FUNCTION internal.notify_webhooks(p_type text, p_event_id uuid, p_data jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION notify_webhooks(p_type text, p_event_id uuid, p_data jsonb); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.notify_webhooks(p_type text, p_event_id uuid, p_data jsonb) IS 'One notification (order.paid, order.refunded, ticket.checked_in) of event p_event_id: for every active webhook subscribed to p_type (all events, or this one) a webhook_deliveries row with the body {id, type, created_at, data} (one id per call: what receivers de-duplicate on) and a deliver_webhook job (queue webhooks, priority 50), in the caller''s transaction. Returns how many. With no webhooks: one indexed query.';
+
+
+--
 -- Name: orders; Type: TABLE; Schema: public; Owner: booking_owner
 --
 
@@ -3018,6 +3675,52 @@ ALTER FUNCTION internal.order_json(o public.orders) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION internal.order_json(o public.orders) IS 'An order with items, payment and tickets as API JSON (the shape of complete_booking and my_bookings).';
+
+
+--
+-- Name: order_paid(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.order_paid(p_order_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_order public.orders;
+  v_user public.users;
+  v_event public.events;
+BEGIN
+  SELECT * INTO STRICT v_order FROM public.orders WHERE id = p_order_id;
+  SELECT * INTO STRICT v_user FROM public.users WHERE id = v_order.user_id;
+  INSERT INTO public.order_emails (order_id, recipient, job_id)
+  VALUES (p_order_id, v_user.email,
+          internal.defer_job('send_confirmation', 'mail', 100, jsonb_build_object('order_id', p_order_id),
+                             'mail:' || p_order_id));
+
+  -- The webhook body costs an order_json: build it only when someone subscribed.
+  IF EXISTS (SELECT 1 FROM public.webhooks w WHERE w.active AND 'order.paid' = ANY (w.events)) THEN
+    SELECT e.* INTO v_event
+      FROM public.order_items i
+      JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+      JOIN public.events e ON e.id = tt.event_id
+     WHERE i.order_id = p_order_id
+     ORDER BY i.id LIMIT 1;
+    PERFORM internal.notify_webhooks('order.paid', v_event.id,
+      internal.order_json(v_order)::jsonb || jsonb_build_object(
+        'event', jsonb_build_object('id', v_event.id, 'slug', v_event.slug, 'name', v_event.name,
+                                    'start_time', v_event.start_time),
+        'buyer', jsonb_build_object('id', v_user.id, 'email', v_user.email, 'full_name', v_user.full_name)));
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.order_paid(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION order_paid(p_order_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.order_paid(p_order_id uuid) IS 'Everything announced when an order becomes PAID, in the caller''s transaction: its order_emails row (to the buyer) and send_confirmation job (queue mail, priority 100, lock mail:<order id>), and the order.paid webhooks (order JSON + event + buyer). Called by api.complete_booking (and whatever else makes an order PAID).';
 
 
 --
@@ -4004,6 +4707,564 @@ $$;
 ALTER FUNCTION public.notify_catalog_change() OWNER TO booking_owner;
 
 --
+-- Name: procrastinate_cancel_job_v1(bigint, boolean, boolean); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_cancel_job_v1(job_id bigint, abort boolean, delete_job boolean) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    _job_id bigint;
+BEGIN
+    IF delete_job THEN
+        DELETE FROM procrastinate_jobs
+        WHERE id = job_id AND status = 'todo'
+        RETURNING id INTO _job_id;
+    END IF;
+    IF _job_id IS NULL THEN
+        IF abort THEN
+            UPDATE procrastinate_jobs
+            SET abort_requested = true,
+                status = CASE status
+                    WHEN 'todo' THEN 'cancelled'::procrastinate_job_status ELSE status
+                END
+            WHERE id = job_id AND status IN ('todo', 'doing')
+            RETURNING id INTO _job_id;
+        ELSE
+            UPDATE procrastinate_jobs
+            SET status = 'cancelled'::procrastinate_job_status
+            WHERE id = job_id AND status = 'todo'
+            RETURNING id INTO _job_id;
+        END IF;
+    END IF;
+    RETURN _job_id;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_cancel_job_v1(job_id bigint, abort boolean, delete_job boolean) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_defer_jobs_v1(public.procrastinate_job_to_defer_v1[]); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_defer_jobs_v1(jobs public.procrastinate_job_to_defer_v1[]) RETURNS bigint[]
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    job_ids bigint[];
+BEGIN
+    WITH inserted_jobs AS (
+        INSERT INTO procrastinate_jobs (queue_name, task_name, priority, lock, queueing_lock, args, scheduled_at)
+        SELECT (job).queue_name,
+               (job).task_name,
+               (job).priority,
+               (job).lock,
+               (job).queueing_lock,
+               (job).args,
+               (job).scheduled_at
+        FROM unnest(jobs) AS job
+        RETURNING id
+    )
+    SELECT array_agg(id) FROM inserted_jobs INTO job_ids;
+
+    RETURN job_ids;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_defer_jobs_v1(jobs public.procrastinate_job_to_defer_v1[]) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_defer_periodic_job_v2(character varying, character varying, character varying, character varying, integer, character varying, bigint, jsonb); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_defer_periodic_job_v2(_queue_name character varying, _lock character varying, _queueing_lock character varying, _task_name character varying, _priority integer, _periodic_id character varying, _defer_timestamp bigint, _args jsonb) RETURNS bigint
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+	_job_id bigint;
+	_defer_id bigint;
+BEGIN
+    INSERT
+        INTO procrastinate_periodic_defers (task_name, periodic_id, defer_timestamp)
+        VALUES (_task_name, _periodic_id, _defer_timestamp)
+        ON CONFLICT DO NOTHING
+        RETURNING id into _defer_id;
+
+    IF _defer_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+
+    UPDATE procrastinate_periodic_defers
+        SET job_id = (
+            SELECT COALESCE((
+                SELECT unnest(procrastinate_defer_jobs_v1(
+                    ARRAY[
+                        ROW(
+                            _queue_name,
+                            _task_name,
+                            _priority,
+                            _lock,
+                            _queueing_lock,
+                            _args,
+                            NULL::timestamptz
+                        )
+                    ]::procrastinate_job_to_defer_v1[]
+                ))
+            ), NULL)
+        )
+        WHERE id = _defer_id
+        RETURNING job_id INTO _job_id;
+
+    DELETE
+        FROM procrastinate_periodic_defers
+        USING (
+            SELECT id
+            FROM procrastinate_periodic_defers
+            WHERE procrastinate_periodic_defers.task_name = _task_name
+            AND procrastinate_periodic_defers.periodic_id = _periodic_id
+            AND procrastinate_periodic_defers.defer_timestamp < _defer_timestamp
+            ORDER BY id
+            FOR UPDATE
+        ) to_delete
+        WHERE procrastinate_periodic_defers.id = to_delete.id;
+
+    RETURN _job_id;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_defer_periodic_job_v2(_queue_name character varying, _lock character varying, _queueing_lock character varying, _task_name character varying, _priority integer, _periodic_id character varying, _defer_timestamp bigint, _args jsonb) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_jobs; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.procrastinate_jobs (
+    id bigint NOT NULL,
+    queue_name character varying(128) NOT NULL,
+    task_name character varying(128) NOT NULL,
+    priority integer DEFAULT 0 NOT NULL,
+    lock text,
+    queueing_lock text,
+    args jsonb DEFAULT '{}'::jsonb NOT NULL,
+    status public.procrastinate_job_status DEFAULT 'todo'::public.procrastinate_job_status NOT NULL,
+    scheduled_at timestamp with time zone,
+    attempts integer DEFAULT 0 NOT NULL,
+    abort_requested boolean DEFAULT false NOT NULL,
+    worker_id bigint,
+    CONSTRAINT check_not_todo_abort_requested CHECK ((NOT ((status = 'todo'::public.procrastinate_job_status) AND (abort_requested = true))))
+);
+
+
+ALTER TABLE public.procrastinate_jobs OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_fetch_job_v2(character varying[], bigint); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) RETURNS public.procrastinate_jobs
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+	found_jobs procrastinate_jobs;
+BEGIN
+    WITH candidate AS (
+        SELECT jobs.*
+            FROM procrastinate_jobs AS jobs
+            WHERE
+                -- reject the job if its lock has earlier or higher priority jobs
+                NOT EXISTS (
+                    SELECT 1
+                        FROM procrastinate_jobs AS other_jobs
+                        WHERE
+                            jobs.lock IS NOT NULL
+                            AND other_jobs.lock = jobs.lock
+                            AND (
+                                -- job with same lock is already running
+                                other_jobs.status = 'doing'
+                                OR
+                                -- job with same lock is waiting and has higher priority (or same priority but was queued first)
+                                (
+                                    other_jobs.status = 'todo'
+                                    AND (
+                                        other_jobs.priority > jobs.priority
+                                        OR (
+                                        other_jobs.priority = jobs.priority
+                                        AND other_jobs.id < jobs.id
+                                        )
+                                    )
+                                )
+                            )
+                )
+                AND jobs.status = 'todo'
+                AND (target_queue_names IS NULL OR jobs.queue_name = ANY( target_queue_names ))
+                AND (jobs.scheduled_at IS NULL OR jobs.scheduled_at <= now())
+            ORDER BY jobs.priority DESC, jobs.id ASC LIMIT 1
+            FOR UPDATE OF jobs SKIP LOCKED
+    )
+    UPDATE procrastinate_jobs
+        SET status = 'doing', worker_id = p_worker_id
+        FROM candidate
+        WHERE procrastinate_jobs.id = candidate.id
+        RETURNING procrastinate_jobs.* INTO found_jobs;
+
+ RETURN found_jobs;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_finish_job_v1(bigint, public.procrastinate_job_status, boolean); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_finish_job_v1(job_id bigint, end_status public.procrastinate_job_status, delete_job boolean) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    _job_id bigint;
+BEGIN
+    IF end_status NOT IN ('succeeded', 'failed', 'aborted') THEN
+        RAISE 'End status should be either "succeeded", "failed" or "aborted" (job id: %)', job_id;
+    END IF;
+    IF delete_job THEN
+        DELETE FROM procrastinate_jobs
+        WHERE id = job_id AND status IN ('todo', 'doing')
+        RETURNING id INTO _job_id;
+    ELSE
+        UPDATE procrastinate_jobs
+        SET status = end_status,
+            abort_requested = false,
+            attempts = CASE status
+                WHEN 'doing' THEN attempts + 1 ELSE attempts
+            END
+        WHERE id = job_id AND status IN ('todo', 'doing')
+        RETURNING id INTO _job_id;
+    END IF;
+    IF _job_id IS NULL THEN
+        RAISE 'Job was not found or not in "doing" or "todo" status (job id: %)', job_id;
+    END IF;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_finish_job_v1(job_id bigint, end_status public.procrastinate_job_status, delete_job boolean) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_notify_queue_abort_job_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_notify_queue_abort_job_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    payload TEXT;
+BEGIN
+    SELECT json_build_object('type', 'abort_job_requested', 'job_id', NEW.id)::text INTO payload;
+	PERFORM pg_notify('procrastinate_queue_v1#' || NEW.queue_name, payload);
+	PERFORM pg_notify('procrastinate_any_queue_v1', payload);
+	RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_notify_queue_abort_job_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_notify_queue_job_inserted_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_notify_queue_job_inserted_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    payload TEXT;
+BEGIN
+    SELECT json_build_object('type', 'job_inserted', 'job_id', NEW.id)::text INTO payload;
+	PERFORM pg_notify('procrastinate_queue_v1#' || NEW.queue_name, payload);
+	PERFORM pg_notify('procrastinate_any_queue_v1', payload);
+	RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_notify_queue_job_inserted_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_prune_stalled_workers_v1(double precision); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_prune_stalled_workers_v1(seconds_since_heartbeat double precision) RETURNS TABLE(worker_id bigint)
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RETURN QUERY
+    DELETE FROM procrastinate_workers
+    WHERE last_heartbeat < NOW() - (seconds_since_heartbeat || 'SECOND')::INTERVAL
+    RETURNING procrastinate_workers.id;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_prune_stalled_workers_v1(seconds_since_heartbeat double precision) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_register_worker_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_register_worker_v1() RETURNS TABLE(worker_id bigint)
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    RETURN QUERY
+    INSERT INTO procrastinate_workers DEFAULT VALUES
+    RETURNING procrastinate_workers.id;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_register_worker_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_retry_job_v1(bigint, timestamp with time zone, integer, character varying, character varying); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_retry_job_v1(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    _job_id bigint;
+    _abort_requested boolean;
+BEGIN
+    SELECT abort_requested FROM procrastinate_jobs
+    WHERE id = job_id AND status = 'doing'
+    FOR UPDATE
+    INTO _abort_requested;
+    IF _abort_requested THEN
+        UPDATE procrastinate_jobs
+        SET status = 'failed'::procrastinate_job_status
+        WHERE id = job_id AND status = 'doing'
+        RETURNING id INTO _job_id;
+    ELSE
+        UPDATE procrastinate_jobs
+        SET status = 'todo'::procrastinate_job_status,
+            attempts = attempts + 1,
+            scheduled_at = retry_at,
+            priority = COALESCE(new_priority, priority),
+            queue_name = COALESCE(new_queue_name, queue_name),
+            lock = COALESCE(new_lock, lock)
+        WHERE id = job_id AND status = 'doing'
+        RETURNING id INTO _job_id;
+    END IF;
+
+    IF _job_id IS NULL THEN
+        RAISE 'Job was not found or not in "doing" status (job id: %)', job_id;
+    END IF;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_retry_job_v1(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_retry_job_v2(bigint, timestamp with time zone, integer, character varying, character varying); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_retry_job_v2(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+    _job_id bigint;
+    _abort_requested boolean;
+    _current_status procrastinate_job_status;
+BEGIN
+    SELECT status, abort_requested FROM procrastinate_jobs
+    WHERE id = job_id AND status IN ('doing', 'failed')
+    FOR UPDATE
+    INTO _current_status, _abort_requested;
+    IF _current_status = 'doing' AND _abort_requested THEN
+        UPDATE procrastinate_jobs
+        SET status = 'failed'::procrastinate_job_status
+        WHERE id = job_id AND status = 'doing'
+        RETURNING id INTO _job_id;
+    ELSE
+        UPDATE procrastinate_jobs
+        SET status = 'todo'::procrastinate_job_status,
+            attempts = attempts + 1,
+            scheduled_at = retry_at,
+            priority = COALESCE(new_priority, priority),
+            queue_name = COALESCE(new_queue_name, queue_name),
+            lock = COALESCE(new_lock, lock)
+        WHERE id = job_id AND status IN ('doing', 'failed')
+        RETURNING id INTO _job_id;
+    END IF;
+
+    IF _job_id IS NULL THEN
+        RAISE 'Job was not found or has an invalid status to retry (job id: %)', job_id;
+    END IF;
+
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_retry_job_v2(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_trigger_abort_requested_events_procedure_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_trigger_abort_requested_events_procedure_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO procrastinate_events(job_id, type)
+        VALUES (NEW.id, 'abort_requested'::procrastinate_job_event_type);
+    RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_trigger_abort_requested_events_procedure_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_trigger_function_scheduled_events_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_trigger_function_scheduled_events_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO procrastinate_events(job_id, type, at)
+        VALUES (NEW.id, 'scheduled'::procrastinate_job_event_type, NEW.scheduled_at);
+
+	RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_trigger_function_scheduled_events_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_trigger_function_status_events_insert_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_trigger_function_status_events_insert_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    INSERT INTO procrastinate_events(job_id, type)
+        VALUES (NEW.id, 'deferred'::procrastinate_job_event_type);
+	RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_trigger_function_status_events_insert_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_trigger_function_status_events_update_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_trigger_function_status_events_update_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    WITH t AS (
+        SELECT CASE
+            WHEN OLD.status = 'todo'::procrastinate_job_status
+                AND NEW.status = 'doing'::procrastinate_job_status
+                THEN 'started'::procrastinate_job_event_type
+            WHEN OLD.status = 'doing'::procrastinate_job_status
+                AND NEW.status = 'todo'::procrastinate_job_status
+                THEN 'deferred_for_retry'::procrastinate_job_event_type
+            WHEN OLD.status = 'doing'::procrastinate_job_status
+                AND NEW.status = 'failed'::procrastinate_job_status
+                THEN 'failed'::procrastinate_job_event_type
+            WHEN OLD.status = 'doing'::procrastinate_job_status
+                AND NEW.status = 'succeeded'::procrastinate_job_status
+                THEN 'succeeded'::procrastinate_job_event_type
+            WHEN OLD.status = 'todo'::procrastinate_job_status
+                AND (
+                    NEW.status = 'cancelled'::procrastinate_job_status
+                    OR NEW.status = 'failed'::procrastinate_job_status
+                    OR NEW.status = 'succeeded'::procrastinate_job_status
+                )
+                THEN 'cancelled'::procrastinate_job_event_type
+            WHEN OLD.status = 'doing'::procrastinate_job_status
+                AND NEW.status = 'aborted'::procrastinate_job_status
+                THEN 'aborted'::procrastinate_job_event_type
+            WHEN OLD.status = 'failed'::procrastinate_job_status
+                AND NEW.status = 'todo'::procrastinate_job_status
+                THEN 'retried'::procrastinate_job_event_type
+            ELSE NULL
+        END as event_type
+    )
+    INSERT INTO procrastinate_events(job_id, type)
+        SELECT NEW.id, t.event_type
+        FROM t
+        WHERE t.event_type IS NOT NULL;
+	RETURN NEW;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_trigger_function_status_events_update_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_unlink_periodic_defers_v1(); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_unlink_periodic_defers_v1() RETURNS trigger
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE procrastinate_periodic_defers
+    SET job_id = NULL
+    WHERE job_id = OLD.id;
+    RETURN OLD;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_unlink_periodic_defers_v1() OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_unregister_worker_v1(bigint); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_unregister_worker_v1(worker_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    DELETE FROM procrastinate_workers
+    WHERE id = worker_id;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_unregister_worker_v1(worker_id bigint) OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_update_heartbeat_v1(bigint); Type: FUNCTION; Schema: public; Owner: booking_owner
+--
+
+CREATE FUNCTION public.procrastinate_update_heartbeat_v1(worker_id bigint) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+    UPDATE procrastinate_workers
+    SET last_heartbeat = NOW()
+    WHERE id = worker_id;
+END;
+$$;
+
+
+ALTER FUNCTION public.procrastinate_update_heartbeat_v1(worker_id bigint) OWNER TO booking_owner;
+
+--
 -- Name: revoke_deleted_user_sessions(); Type: FUNCTION; Schema: public; Owner: booking_owner
 --
 
@@ -4173,6 +5434,34 @@ COMMENT ON TABLE public.idempotency_keys IS 'Idempotency-Key records: the route 
 
 
 --
+-- Name: order_emails; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.order_emails (
+    order_id uuid NOT NULL,
+    kind text DEFAULT 'confirmation'::text NOT NULL,
+    recipient text NOT NULL,
+    job_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    sent_at timestamp with time zone,
+    message_id text,
+    CONSTRAINT chk_order_emails_attempts CHECK ((attempts >= 0)),
+    CONSTRAINT chk_order_emails_kind CHECK ((kind = 'confirmation'::text))
+);
+
+
+ALTER TABLE public.order_emails OWNER TO booking_owner;
+
+--
+-- Name: TABLE order_emails; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.order_emails IS 'The confirmation e-mail of each PAID order: to whom, which job sends it, attempts, when sent.';
+
+
+--
 -- Name: order_items; Type: TABLE; Schema: public; Owner: booking_owner
 --
 
@@ -4188,39 +5477,6 @@ CREATE TABLE public.order_items (
 
 
 ALTER TABLE public.order_items OWNER TO booking_owner;
-
---
--- Name: outbox; Type: TABLE; Schema: public; Owner: booking_owner
---
-
-CREATE TABLE public.outbox (
-    id bigint NOT NULL,
-    topic character varying(100) NOT NULL,
-    payload jsonb NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    available_at timestamp with time zone DEFAULT now() NOT NULL,
-    attempts integer DEFAULT 0 NOT NULL,
-    processed_at timestamp with time zone,
-    last_error text,
-    CONSTRAINT chk_outbox_attempts CHECK ((attempts >= 0))
-);
-
-
-ALTER TABLE public.outbox OWNER TO booking_owner;
-
---
--- Name: outbox_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
---
-
-ALTER TABLE public.outbox ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
-    SEQUENCE NAME public.outbox_id_seq
-    START WITH 1
-    INCREMENT BY 1
-    NO MINVALUE
-    NO MAXVALUE
-    CACHE 1
-);
-
 
 --
 -- Name: payments; Type: TABLE; Schema: public; Owner: booking_owner
@@ -4242,6 +5498,124 @@ CREATE TABLE public.payments (
 
 
 ALTER TABLE public.payments OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_events; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.procrastinate_events (
+    id bigint NOT NULL,
+    job_id bigint NOT NULL,
+    type public.procrastinate_job_event_type,
+    at timestamp with time zone DEFAULT now()
+);
+
+
+ALTER TABLE public.procrastinate_events OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_events_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+CREATE SEQUENCE public.procrastinate_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+ALTER TABLE public.procrastinate_events_id_seq OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_events_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: booking_owner
+--
+
+ALTER SEQUENCE public.procrastinate_events_id_seq OWNED BY public.procrastinate_events.id;
+
+
+--
+-- Name: procrastinate_jobs_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+CREATE SEQUENCE public.procrastinate_jobs_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+ALTER TABLE public.procrastinate_jobs_id_seq OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_jobs_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: booking_owner
+--
+
+ALTER SEQUENCE public.procrastinate_jobs_id_seq OWNED BY public.procrastinate_jobs.id;
+
+
+--
+-- Name: procrastinate_periodic_defers; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.procrastinate_periodic_defers (
+    id bigint NOT NULL,
+    task_name character varying(128) NOT NULL,
+    defer_timestamp bigint,
+    job_id bigint,
+    periodic_id character varying(128) DEFAULT ''::character varying NOT NULL
+);
+
+
+ALTER TABLE public.procrastinate_periodic_defers OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_periodic_defers_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+CREATE SEQUENCE public.procrastinate_periodic_defers_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+ALTER TABLE public.procrastinate_periodic_defers_id_seq OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_periodic_defers_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: booking_owner
+--
+
+ALTER SEQUENCE public.procrastinate_periodic_defers_id_seq OWNED BY public.procrastinate_periodic_defers.id;
+
+
+--
+-- Name: procrastinate_workers; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.procrastinate_workers (
+    id bigint NOT NULL,
+    last_heartbeat timestamp with time zone DEFAULT now() NOT NULL
+);
+
+
+ALTER TABLE public.procrastinate_workers OWNER TO booking_owner;
+
+--
+-- Name: procrastinate_workers_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE public.procrastinate_workers ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.procrastinate_workers_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
 
 --
 -- Name: rate_limit_counters; Type: TABLE; Schema: public; Owner: booking_owner
@@ -4422,6 +5796,125 @@ COMMENT ON TABLE public.waiting_room_entries IS 'A user''s place in an event''s 
 
 
 --
+-- Name: webhook_attempts; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.webhook_attempts (
+    id bigint NOT NULL,
+    delivery_id uuid NOT NULL,
+    attempt integer NOT NULL,
+    attempted_at timestamp with time zone DEFAULT now() NOT NULL,
+    duration_ms integer,
+    status_code integer,
+    error text,
+    outcome text NOT NULL,
+    CONSTRAINT chk_webhook_attempts_outcome CHECK ((outcome = ANY (ARRAY['DELIVERED'::text, 'RETRY'::text, 'GONE'::text, 'REFUSED'::text, 'FAILED'::text])))
+);
+
+
+ALTER TABLE public.webhook_attempts OWNER TO booking_owner;
+
+--
+-- Name: webhook_attempts_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+CREATE SEQUENCE public.webhook_attempts_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+ALTER TABLE public.webhook_attempts_id_seq OWNER TO booking_owner;
+
+--
+-- Name: webhook_attempts_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: booking_owner
+--
+
+ALTER SEQUENCE public.webhook_attempts_id_seq OWNED BY public.webhook_attempts.id;
+
+
+--
+-- Name: webhook_deliveries; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.webhook_deliveries (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    webhook_id uuid NOT NULL,
+    notification_id uuid NOT NULL,
+    event_type text NOT NULL,
+    body text NOT NULL,
+    status text DEFAULT 'PENDING'::text NOT NULL,
+    attempts integer DEFAULT 0 NOT NULL,
+    job_id bigint,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    delivered_at timestamp with time zone,
+    CONSTRAINT chk_webhook_deliveries_attempts CHECK ((attempts >= 0)),
+    CONSTRAINT chk_webhook_deliveries_status CHECK ((status = ANY (ARRAY['PENDING'::text, 'DELIVERED'::text, 'FAILED'::text, 'CANCELLED'::text])))
+);
+
+
+ALTER TABLE public.webhook_deliveries OWNER TO booking_owner;
+
+--
+-- Name: webhooks; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.webhooks (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    created_by uuid NOT NULL,
+    url text NOT NULL,
+    events text[] NOT NULL,
+    event_id uuid,
+    secret text NOT NULL,
+    active boolean DEFAULT true NOT NULL,
+    disabled_at timestamp with time zone,
+    disabled_reason text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_webhooks_events CHECK (((cardinality(events) > 0) AND (events <@ ARRAY['order.paid'::text, 'order.refunded'::text, 'ticket.checked_in'::text]))),
+    CONSTRAINT chk_webhooks_url CHECK (((char_length(url) <= 2048) AND (url ~* '^https?://'::text)))
+);
+
+
+ALTER TABLE public.webhooks OWNER TO booking_owner;
+
+--
+-- Name: TABLE webhooks; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.webhooks IS 'Organizers'' webhook subscriptions: URL, events, optional event filter, signing secret.';
+
+
+--
+-- Name: procrastinate_events id; Type: DEFAULT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_events ALTER COLUMN id SET DEFAULT nextval('public.procrastinate_events_id_seq'::regclass);
+
+
+--
+-- Name: procrastinate_jobs id; Type: DEFAULT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_jobs ALTER COLUMN id SET DEFAULT nextval('public.procrastinate_jobs_id_seq'::regclass);
+
+
+--
+-- Name: procrastinate_periodic_defers id; Type: DEFAULT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_periodic_defers ALTER COLUMN id SET DEFAULT nextval('public.procrastinate_periodic_defers_id_seq'::regclass);
+
+
+--
+-- Name: webhook_attempts id; Type: DEFAULT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhook_attempts ALTER COLUMN id SET DEFAULT nextval('public.webhook_attempts_id_seq'::regclass);
+
+
+--
 -- Name: admission_secret admission_secret_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -4454,6 +5947,14 @@ ALTER TABLE ONLY public.idempotency_keys
 
 
 --
+-- Name: order_emails order_emails_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_emails
+    ADD CONSTRAINT order_emails_pkey PRIMARY KEY (order_id);
+
+
+--
 -- Name: order_items order_items_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -4478,14 +5979,6 @@ ALTER TABLE ONLY public.orders
 
 
 --
--- Name: outbox outbox_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
---
-
-ALTER TABLE ONLY public.outbox
-    ADD CONSTRAINT outbox_pkey PRIMARY KEY (id);
-
-
---
 -- Name: payments payments_order_id_key; Type: CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -4507,6 +6000,46 @@ ALTER TABLE ONLY public.payments
 
 ALTER TABLE ONLY public.payments
     ADD CONSTRAINT payments_transaction_id_key UNIQUE (transaction_id);
+
+
+--
+-- Name: procrastinate_events procrastinate_events_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_events
+    ADD CONSTRAINT procrastinate_events_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: procrastinate_jobs procrastinate_jobs_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_jobs
+    ADD CONSTRAINT procrastinate_jobs_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: procrastinate_periodic_defers procrastinate_periodic_defers_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_periodic_defers
+    ADD CONSTRAINT procrastinate_periodic_defers_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: procrastinate_periodic_defers procrastinate_periodic_defers_unique; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_periodic_defers
+    ADD CONSTRAINT procrastinate_periodic_defers_unique UNIQUE (task_name, periodic_id, defer_timestamp);
+
+
+--
+-- Name: procrastinate_workers procrastinate_workers_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_workers
+    ADD CONSTRAINT procrastinate_workers_pkey PRIMARY KEY (id);
 
 
 --
@@ -4627,6 +6160,30 @@ ALTER TABLE ONLY public.waiting_room_entries
 
 ALTER TABLE ONLY public.waiting_rooms
     ADD CONSTRAINT waiting_rooms_pkey PRIMARY KEY (event_id);
+
+
+--
+-- Name: webhook_attempts webhook_attempts_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: webhooks webhooks_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhooks
+    ADD CONSTRAINT webhooks_pkey PRIMARY KEY (id);
 
 
 --
@@ -4777,13 +6334,6 @@ CREATE INDEX idx_orders_user_status ON public.orders USING btree (user_id, statu
 
 
 --
--- Name: idx_outbox_pending; Type: INDEX; Schema: public; Owner: booking_owner
---
-
-CREATE INDEX idx_outbox_pending ON public.outbox USING btree (available_at) WHERE (processed_at IS NULL);
-
-
---
 -- Name: idx_payments_order_id; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
@@ -4809,6 +6359,20 @@ CREATE INDEX idx_payments_status ON public.payments USING btree (status);
 --
 
 CREATE INDEX idx_payments_transaction_id ON public.payments USING btree (transaction_id);
+
+
+--
+-- Name: idx_procrastinate_jobs_worker_not_null; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_procrastinate_jobs_worker_not_null ON public.procrastinate_jobs USING btree (worker_id) WHERE ((worker_id IS NOT NULL) AND (status = 'doing'::public.procrastinate_job_status));
+
+
+--
+-- Name: idx_procrastinate_workers_last_heartbeat; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_procrastinate_workers_last_heartbeat ON public.procrastinate_workers USING btree (last_heartbeat);
 
 
 --
@@ -4938,6 +6502,90 @@ CREATE INDEX idx_waiting_room_entries_user ON public.waiting_room_entries USING 
 
 
 --
+-- Name: idx_webhook_attempts_delivery; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_webhook_attempts_delivery ON public.webhook_attempts USING btree (delivery_id, attempt);
+
+
+--
+-- Name: idx_webhook_deliveries_pending; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_webhook_deliveries_pending ON public.webhook_deliveries USING btree (webhook_id) WHERE (status = 'PENDING'::text);
+
+
+--
+-- Name: idx_webhook_deliveries_webhook; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_webhook_deliveries_webhook ON public.webhook_deliveries USING btree (webhook_id, created_at DESC);
+
+
+--
+-- Name: idx_webhooks_active; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_webhooks_active ON public.webhooks USING btree (created_at) WHERE active;
+
+
+--
+-- Name: idx_webhooks_created_by; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_webhooks_created_by ON public.webhooks USING btree (created_by, created_at DESC);
+
+
+--
+-- Name: procrastinate_events_job_id_fkey_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX procrastinate_events_job_id_fkey_v1 ON public.procrastinate_events USING btree (job_id);
+
+
+--
+-- Name: procrastinate_jobs_id_lock_idx_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX procrastinate_jobs_id_lock_idx_v1 ON public.procrastinate_jobs USING btree (id, lock) WHERE (status = ANY (ARRAY['todo'::public.procrastinate_job_status, 'doing'::public.procrastinate_job_status]));
+
+
+--
+-- Name: procrastinate_jobs_lock_idx_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE UNIQUE INDEX procrastinate_jobs_lock_idx_v1 ON public.procrastinate_jobs USING btree (lock) WHERE (status = 'doing'::public.procrastinate_job_status);
+
+
+--
+-- Name: procrastinate_jobs_priority_idx_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX procrastinate_jobs_priority_idx_v1 ON public.procrastinate_jobs USING btree (priority DESC, id) WHERE (status = 'todo'::public.procrastinate_job_status);
+
+
+--
+-- Name: procrastinate_jobs_queue_name_idx_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX procrastinate_jobs_queue_name_idx_v1 ON public.procrastinate_jobs USING btree (queue_name);
+
+
+--
+-- Name: procrastinate_jobs_queueing_lock_idx_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE UNIQUE INDEX procrastinate_jobs_queueing_lock_idx_v1 ON public.procrastinate_jobs USING btree (queueing_lock) WHERE (status = 'todo'::public.procrastinate_job_status);
+
+
+--
+-- Name: procrastinate_periodic_defers_job_id_fkey_v1; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX procrastinate_periodic_defers_job_id_fkey_v1 ON public.procrastinate_periodic_defers USING btree (job_id);
+
+
+--
 -- Name: ticket_types check_max_per_user; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -4963,6 +6611,55 @@ CREATE TRIGGER notify_events_change AFTER INSERT OR DELETE OR UPDATE OF slug, na
 --
 
 CREATE TRIGGER notify_ticket_types_change AFTER INSERT OR DELETE OR UPDATE OF event_id, name, price, initial_quantity, start_sale_time, end_sale_time, max_per_user ON public.ticket_types FOR EACH STATEMENT EXECUTE FUNCTION public.notify_catalog_change();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_jobs_notify_queue_job_aborted_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_jobs_notify_queue_job_aborted_v1 AFTER UPDATE OF abort_requested ON public.procrastinate_jobs FOR EACH ROW WHEN (((old.abort_requested = false) AND (new.abort_requested = true) AND (new.status = 'doing'::public.procrastinate_job_status))) EXECUTE FUNCTION public.procrastinate_notify_queue_abort_job_v1();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_jobs_notify_queue_job_inserted_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_jobs_notify_queue_job_inserted_v1 AFTER INSERT ON public.procrastinate_jobs FOR EACH ROW WHEN ((new.status = 'todo'::public.procrastinate_job_status)) EXECUTE FUNCTION public.procrastinate_notify_queue_job_inserted_v1();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_trigger_abort_requested_events_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_trigger_abort_requested_events_v1 AFTER UPDATE OF abort_requested ON public.procrastinate_jobs FOR EACH ROW WHEN ((new.abort_requested = true)) EXECUTE FUNCTION public.procrastinate_trigger_abort_requested_events_procedure_v1();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_trigger_delete_jobs_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_trigger_delete_jobs_v1 BEFORE DELETE ON public.procrastinate_jobs FOR EACH ROW EXECUTE FUNCTION public.procrastinate_unlink_periodic_defers_v1();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_trigger_scheduled_events_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_trigger_scheduled_events_v1 AFTER INSERT OR UPDATE ON public.procrastinate_jobs FOR EACH ROW WHEN (((new.scheduled_at IS NOT NULL) AND (new.status = 'todo'::public.procrastinate_job_status))) EXECUTE FUNCTION public.procrastinate_trigger_function_scheduled_events_v1();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_trigger_status_events_insert_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_trigger_status_events_insert_v1 AFTER INSERT ON public.procrastinate_jobs FOR EACH ROW WHEN ((new.status = 'todo'::public.procrastinate_job_status)) EXECUTE FUNCTION public.procrastinate_trigger_function_status_events_insert_v1();
+
+
+--
+-- Name: procrastinate_jobs procrastinate_trigger_status_events_update_v1; Type: TRIGGER; Schema: public; Owner: booking_owner
+--
+
+CREATE TRIGGER procrastinate_trigger_status_events_update_v1 AFTER UPDATE OF status ON public.procrastinate_jobs FOR EACH ROW EXECUTE FUNCTION public.procrastinate_trigger_function_status_events_update_v1();
 
 
 --
@@ -5123,6 +6820,38 @@ ALTER TABLE ONLY public.tickets
 
 
 --
+-- Name: order_emails order_emails_order_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.order_emails
+    ADD CONSTRAINT order_emails_order_id_fkey FOREIGN KEY (order_id) REFERENCES public.orders(id) ON DELETE CASCADE;
+
+
+--
+-- Name: procrastinate_events procrastinate_events_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_events
+    ADD CONSTRAINT procrastinate_events_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.procrastinate_jobs(id) ON DELETE CASCADE;
+
+
+--
+-- Name: procrastinate_jobs procrastinate_jobs_worker_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_jobs
+    ADD CONSTRAINT procrastinate_jobs_worker_id_fkey FOREIGN KEY (worker_id) REFERENCES public.procrastinate_workers(id) ON DELETE SET NULL;
+
+
+--
+-- Name: procrastinate_periodic_defers procrastinate_periodic_defers_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.procrastinate_periodic_defers
+    ADD CONSTRAINT procrastinate_periodic_defers_job_id_fkey FOREIGN KEY (job_id) REFERENCES public.procrastinate_jobs(id);
+
+
+--
 -- Name: refresh_tokens refresh_tokens_session_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -5163,10 +6892,43 @@ ALTER TABLE ONLY public.waiting_rooms
 
 
 --
+-- Name: webhook_attempts webhook_attempts_delivery_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhook_attempts
+    ADD CONSTRAINT webhook_attempts_delivery_id_fkey FOREIGN KEY (delivery_id) REFERENCES public.webhook_deliveries(id) ON DELETE CASCADE;
+
+
+--
+-- Name: webhook_deliveries webhook_deliveries_webhook_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhook_deliveries
+    ADD CONSTRAINT webhook_deliveries_webhook_id_fkey FOREIGN KEY (webhook_id) REFERENCES public.webhooks(id) ON DELETE CASCADE;
+
+
+--
+-- Name: webhooks webhooks_created_by_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhooks
+    ADD CONSTRAINT webhooks_created_by_fkey FOREIGN KEY (created_by) REFERENCES public.users(id) ON DELETE CASCADE;
+
+
+--
+-- Name: webhooks webhooks_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.webhooks
+    ADD CONSTRAINT webhooks_event_id_fkey FOREIGN KEY (event_id) REFERENCES public.events(id) ON DELETE CASCADE;
+
+
+--
 -- Name: SCHEMA api; Type: ACL; Schema: -; Owner: booking_owner
 --
 
 GRANT USAGE ON SCHEMA api TO booking_gateway;
+GRANT USAGE ON SCHEMA api TO booking_worker;
 
 
 --
@@ -5175,6 +6937,7 @@ GRANT USAGE ON SCHEMA api TO booking_gateway;
 
 REVOKE USAGE ON SCHEMA public FROM PUBLIC;
 GRANT ALL ON SCHEMA public TO booking_owner;
+GRANT USAGE ON SCHEMA public TO booking_worker;
 
 
 --
@@ -5254,6 +7017,14 @@ GRANT ALL ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid
 
 
 --
+-- Name: FUNCTION confirmation_email(p_order_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.confirmation_email(p_order_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.confirmation_email(p_order_id uuid) TO booking_worker;
+
+
+--
 -- Name: FUNCTION create_event(p_slug text, p_name text, p_location text, p_start_time timestamp with time zone, p_end_time timestamp with time zone, p_description text, p_banner_url text, p_max_tickets_per_user integer, p_queue_enabled boolean, p_admission_rate_per_minute integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -5278,6 +7049,22 @@ GRANT ALL ON FUNCTION api.create_ticket_type(p_event_id uuid, p_name text, p_pri
 
 
 --
+-- Name: FUNCTION create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.create_webhook(p_user_id uuid, p_url text, p_events text[], p_event_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION delete_webhook(p_user_id uuid, p_webhook_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.delete_webhook(p_user_id uuid, p_webhook_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.delete_webhook(p_user_id uuid, p_webhook_id uuid) TO booking_gateway;
+
+
+--
 -- Name: FUNCTION end_session(p_user_id uuid, p_session_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -5290,6 +7077,13 @@ GRANT ALL ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) TO book
 --
 
 REVOKE ALL ON FUNCTION api.expire_reservations() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION failed_jobs(p_limit integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.failed_jobs(p_limit integer) FROM PUBLIC;
 
 
 --
@@ -5317,6 +7111,13 @@ GRANT ALL ON FUNCTION api.get_user_credentials(p_email text, p_count_attempt boo
 
 
 --
+-- Name: FUNCTION job_queue(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.job_queue() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION join_waiting_room(p_event_id uuid, p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -5338,6 +7139,14 @@ GRANT ALL ON FUNCTION api.join_waiting_room_batch(p_event_id uuid, p_user_ids uu
 
 REVOKE ALL ON FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.list_published_events(p_query text, p_limit integer, p_after_start_time timestamp with time zone, p_after_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION list_webhooks(p_user_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.list_webhooks(p_user_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.list_webhooks(p_user_id uuid) TO booking_gateway;
 
 
 --
@@ -5406,11 +7215,35 @@ REVOKE ALL ON FUNCTION api.rate_limits() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION record_confirmation_attempt(p_order_id uuid, p_error text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text) TO booking_worker;
+
+
+--
+-- Name: FUNCTION record_confirmation_sent(p_order_id uuid, p_message_id text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.record_confirmation_sent(p_order_id uuid, p_message_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_confirmation_sent(p_order_id uuid, p_message_id text) TO booking_worker;
+
+
+--
 -- Name: FUNCTION record_login_success(p_email text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
 REVOKE ALL ON FUNCTION api.record_login_success(p_email text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.record_login_success(p_email text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer) TO booking_worker;
 
 
 --
@@ -5427,6 +7260,13 @@ GRANT ALL ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_ha
 
 REVOKE ALL ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.register_user(p_email text, p_password_hash text, p_full_name text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION resend_confirmation(p_order_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.resend_confirmation(p_order_id uuid) FROM PUBLIC;
 
 
 --
@@ -5458,6 +7298,20 @@ GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_ty
 --
 
 REVOKE ALL ON FUNCTION api.resume_waiting_room(p_event_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION retry_failed_jobs(p_task text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.retry_failed_jobs(p_task text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION retry_job(p_job_id bigint); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.retry_job(p_job_id bigint) FROM PUBLIC;
 
 
 --
@@ -5572,6 +7426,22 @@ GRANT ALL ON FUNCTION api.waiting_room_status(p_event_id uuid, p_user_id uuid) T
 
 
 --
+-- Name: FUNCTION webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.webhook_attempts(p_user_id uuid, p_webhook_id uuid, p_limit integer) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION webhook_delivery(p_delivery_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.webhook_delivery(p_delivery_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.webhook_delivery(p_delivery_id uuid) TO booking_worker;
+
+
+--
 -- Name: FUNCTION admission_token(p_event_id uuid, p_user_id uuid, p_expires bigint, p_secret bytea); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -5670,6 +7540,13 @@ REVOKE ALL ON FUNCTION internal.claim_idempotency_key(p_user_id uuid, p_key text
 
 
 --
+-- Name: FUNCTION defer_job(p_task text, p_queue text, p_priority integer, p_args jsonb, p_lock text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.defer_job(p_task text, p_queue text, p_priority integer, p_args jsonb, p_lock text) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION event_json(e public.events, p_live boolean); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -5705,10 +7582,24 @@ REVOKE ALL ON FUNCTION internal.new_ticket_code() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION notify_webhooks(p_type text, p_event_id uuid, p_data jsonb); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.notify_webhooks(p_type text, p_event_id uuid, p_data jsonb) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION order_json(o public.orders); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
 REVOKE ALL ON FUNCTION internal.order_json(o public.orders) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION order_paid(p_order_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.order_paid(p_order_id uuid) FROM PUBLIC;
 
 
 --
@@ -5873,6 +7764,157 @@ REVOKE ALL ON FUNCTION public.notify_catalog_change() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION procrastinate_cancel_job_v1(job_id bigint, abort boolean, delete_job boolean); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_cancel_job_v1(job_id bigint, abort boolean, delete_job boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_cancel_job_v1(job_id bigint, abort boolean, delete_job boolean) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_defer_jobs_v1(jobs public.procrastinate_job_to_defer_v1[]); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_defer_jobs_v1(jobs public.procrastinate_job_to_defer_v1[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_defer_jobs_v1(jobs public.procrastinate_job_to_defer_v1[]) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_defer_periodic_job_v2(_queue_name character varying, _lock character varying, _queueing_lock character varying, _task_name character varying, _priority integer, _periodic_id character varying, _defer_timestamp bigint, _args jsonb); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_defer_periodic_job_v2(_queue_name character varying, _lock character varying, _queueing_lock character varying, _task_name character varying, _priority integer, _periodic_id character varying, _defer_timestamp bigint, _args jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_defer_periodic_job_v2(_queue_name character varying, _lock character varying, _queueing_lock character varying, _task_name character varying, _priority integer, _periodic_id character varying, _defer_timestamp bigint, _args jsonb) TO booking_worker;
+
+
+--
+-- Name: TABLE procrastinate_jobs; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.procrastinate_jobs TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_fetch_job_v2(target_queue_names character varying[], p_worker_id bigint) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_finish_job_v1(job_id bigint, end_status public.procrastinate_job_status, delete_job boolean); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_finish_job_v1(job_id bigint, end_status public.procrastinate_job_status, delete_job boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_finish_job_v1(job_id bigint, end_status public.procrastinate_job_status, delete_job boolean) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_notify_queue_abort_job_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_notify_queue_abort_job_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_notify_queue_abort_job_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_notify_queue_job_inserted_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_notify_queue_job_inserted_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_notify_queue_job_inserted_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_prune_stalled_workers_v1(seconds_since_heartbeat double precision); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_prune_stalled_workers_v1(seconds_since_heartbeat double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_prune_stalled_workers_v1(seconds_since_heartbeat double precision) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_register_worker_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_register_worker_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_register_worker_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_retry_job_v1(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_retry_job_v1(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_retry_job_v1(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_retry_job_v2(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_retry_job_v2(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_retry_job_v2(job_id bigint, retry_at timestamp with time zone, new_priority integer, new_queue_name character varying, new_lock character varying) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_trigger_abort_requested_events_procedure_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_trigger_abort_requested_events_procedure_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_trigger_abort_requested_events_procedure_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_trigger_function_scheduled_events_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_trigger_function_scheduled_events_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_trigger_function_scheduled_events_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_trigger_function_status_events_insert_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_trigger_function_status_events_insert_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_trigger_function_status_events_insert_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_trigger_function_status_events_update_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_trigger_function_status_events_update_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_trigger_function_status_events_update_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_unlink_periodic_defers_v1(); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_unlink_periodic_defers_v1() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_unlink_periodic_defers_v1() TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_unregister_worker_v1(worker_id bigint); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_unregister_worker_v1(worker_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_unregister_worker_v1(worker_id bigint) TO booking_worker;
+
+
+--
+-- Name: FUNCTION procrastinate_update_heartbeat_v1(worker_id bigint); Type: ACL; Schema: public; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION public.procrastinate_update_heartbeat_v1(worker_id bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.procrastinate_update_heartbeat_v1(worker_id bigint) TO booking_worker;
+
+
+--
 -- Name: FUNCTION revoke_deleted_user_sessions(); Type: ACL; Schema: public; Owner: booking_owner
 --
 
@@ -5919,6 +7961,55 @@ REVOKE ALL ON FUNCTION public.waiting_room_rate_changed() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION public.waiting_rooms_truncated() FROM PUBLIC;
+
+
+--
+-- Name: TABLE procrastinate_events; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.procrastinate_events TO booking_worker;
+
+
+--
+-- Name: SEQUENCE procrastinate_events_id_seq; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,USAGE ON SEQUENCE public.procrastinate_events_id_seq TO booking_worker;
+
+
+--
+-- Name: SEQUENCE procrastinate_jobs_id_seq; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,USAGE ON SEQUENCE public.procrastinate_jobs_id_seq TO booking_worker;
+
+
+--
+-- Name: TABLE procrastinate_periodic_defers; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.procrastinate_periodic_defers TO booking_worker;
+
+
+--
+-- Name: SEQUENCE procrastinate_periodic_defers_id_seq; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,USAGE ON SEQUENCE public.procrastinate_periodic_defers_id_seq TO booking_worker;
+
+
+--
+-- Name: TABLE procrastinate_workers; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE public.procrastinate_workers TO booking_worker;
+
+
+--
+-- Name: SEQUENCE procrastinate_workers_id_seq; Type: ACL; Schema: public; Owner: booking_owner
+--
+
+GRANT SELECT,USAGE ON SEQUENCE public.procrastinate_workers_id_seq TO booking_worker;
 
 
 --

@@ -295,8 +295,11 @@ def test_complete_booking_issues_everything_in_one_go(gw: psycopg.Connection, ow
     assert {t["status"] for t in order["tickets"]} == {"UNUSED"}
     status = owner.execute("SELECT status FROM order_reservations WHERE id = %s", (res["id"],)).fetchone()
     assert status == ("COMPLETED",)
-    outbox = owner.execute("SELECT topic, payload->>'order_id' FROM outbox").fetchall()
-    assert outbox == [("order_confirmation_email", order["id"])]
+    # The confirmation e-mail: its row and its job, committed with the order (test_delivery_sql.py).
+    emails = owner.execute("SELECT order_id::text, recipient FROM order_emails").fetchall()
+    assert emails == [(order["id"], user["email"])]
+    jobs = owner.execute("SELECT task_name, args->>'order_id' FROM procrastinate_jobs").fetchall()
+    assert jobs == [("send_confirmation", order["id"])]
     assert stock(gw, tt) == 7
     assert violations(gw) == []
     assert call(gw, "my_bookings", p_user_id=user["id"]) == [order]

@@ -10,6 +10,7 @@ import psycopg
 import pytest
 
 from dbctl.migrate import ROOT
+from worker.calls import WORKER_CALLS
 
 REGISTRY = tomllib.loads((ROOT / "sql" / "errors.toml").read_text())
 SQL_TEXT = "\n".join(p.read_text() for p in sorted((ROOT / "sql").rglob("*.sql")) if p.name != "schema.sql")
@@ -32,7 +33,10 @@ def test_every_api_function_pins_search_path(owner: psycopg.Connection) -> None:
     assert rows == []
 
 
-TABLES = "users|events|ticket_types|order_reservations|orders|order_items|payments|tickets|outbox"
+TABLES = (
+    "users|events|ticket_types|order_reservations|orders|order_items|payments|tickets"
+    "|order_emails|webhooks|webhook_deliveries|webhook_attempts|procrastinate_[a-z_0-9]+"
+)
 UNQUALIFIED = re.compile(rf"\b(FROM|JOIN|UPDATE|INTO|TABLE)\s+({TABLES})\b|(?<!public\.)gen_random_bytes\(", re.I)
 
 
@@ -94,16 +98,35 @@ def test_registry_is_well_formed() -> None:
 
 def test_gateway_role_can_execute_the_api_functions_but_no_dba_only_or_internal_one(owner: psycopg.Connection) -> None:
     """sql/gateway_grants.sql grants exactly the routed functions (test_gateway compares them
-    with the route table); here: never a DBA-only one, never a helper, never PUBLIC."""
+    with the route table); here: never a DBA-only one, never the worker's, never a helper,
+    never PUBLIC."""
     rows = owner.execute(
         "SELECT p.oid::regprocedure::text, n.nspname,"
-        "       coalesce(obj_description(p.oid, 'pg_proc'), '') LIKE '(DBA-only)%',"
+        "       coalesce(obj_description(p.oid, 'pg_proc'), '') ~ '^[(](DBA-only|worker)[)]',"
         "       has_function_privilege('booking_gateway', p.oid, 'EXECUTE'),"
         "       coalesce(array_to_string(p.proacl, ','), '') ~ '(^|,)=X'"
         "  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('api', 'internal')"
     ).fetchall()
     wrong = [r[0] for r in rows if r[3] != (r[1] == "api" and not r[2]) or r[4]]
     assert rows and wrong == []
+
+
+def test_worker_role_executes_exactly_the_worker_calls(owner: psycopg.Connection) -> None:
+    """sql/worker_grants.sql grants exactly WORKER_CALLS (worker/calls.py), each documented
+    "(worker)"; of schema internal nothing."""
+    rows = owner.execute(
+        "SELECT p.proname, n.nspname, coalesce(obj_description(p.oid, 'pg_proc'), '') LIKE '(worker)%'"
+        "  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+        " WHERE n.nspname IN ('api', 'internal') AND has_function_privilege('booking_worker', p.oid, 'EXECUTE')"
+    ).fetchall()
+    assert {r[0] for r in rows} == WORKER_CALLS and {r[1] for r in rows} == {"api"}
+    assert all(r[2] for r in rows), rows
+    documented = owner.execute(
+        "SELECT proname FROM pg_proc WHERE pronamespace = 'api'::regnamespace"
+        " AND obj_description(oid, 'pg_proc') LIKE '(worker)%'"
+    ).fetchall()
+    assert {r[0] for r in documented} == WORKER_CALLS
+    assert not owner.execute("SELECT has_schema_privilege('booking_worker', 'internal', 'USAGE')").fetchone()[0]  # type: ignore[index]
     assert not owner.execute("SELECT has_schema_privilege('booking_gateway', 'internal', 'USAGE')").fetchone()[0]  # type: ignore[index]
 
 
@@ -131,6 +154,11 @@ DBA_ONLY_CALLS = {
     "waiting_room_audit": "gen_random_uuid()",
     "rotate_admission_secret": "",
     "open_waiting_rooms": "",
+    "job_queue": "",
+    "failed_jobs": "",
+    "retry_job": "1",
+    "retry_failed_jobs": "",
+    "resend_confirmation": "gen_random_uuid()",
 }
 
 

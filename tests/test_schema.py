@@ -189,7 +189,9 @@ def test_updated_at_trigger_fires(table: str, key: str, change: str, owner: psyc
     assert after is not None and after[0] >= stamp[0]
 
 
-@pytest.mark.parametrize("table", [*SEED_TABLES, "outbox"])
+@pytest.mark.parametrize(
+    "table", [*SEED_TABLES, "order_emails", "webhooks", "webhook_deliveries", "webhook_attempts", "procrastinate_jobs"]
+)
 def test_gateway_role_cannot_read_tables(table: str, gw: psycopg.Connection) -> None:
     with pytest.raises(psycopg.errors.InsufficientPrivilege):
         gw.execute(f"SELECT 1 FROM public.{table} LIMIT 1")

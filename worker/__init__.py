@@ -1,0 +1,1 @@
+"""The job worker: procrastinate tasks that send confirmation e-mails and webhooks."""

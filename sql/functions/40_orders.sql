@@ -13,7 +13,6 @@ DECLARE
   v_price numeric(10,2);
   v_event_status text;
   v_order orders;
-  v_email text;
   v_stored json;
 BEGIN
   -- A key is claimed first (before the reservation row: the lock order) and records the order
@@ -68,10 +67,8 @@ BEGIN
     FROM generate_series(1, v_reservation.quantity);
   UPDATE order_reservations SET status = 'COMPLETED' WHERE id = p_reservation_id;
 
-  SELECT email INTO v_email FROM users WHERE id = p_user_id;
-  INSERT INTO outbox (topic, payload)
-  VALUES ('order_confirmation_email',
-          jsonb_build_object('order_id', v_order.id, 'user_id', p_user_id, 'email', v_email));
+  -- The confirmation e-mail's job and the order.paid webhooks, committed with the order.
+  PERFORM internal.order_paid(v_order.id);
 
   IF p_idempotency_key IS NOT NULL THEN
     RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key, internal.order_json(v_order));
@@ -82,8 +79,8 @@ $$;
 COMMENT ON FUNCTION api.complete_booking(uuid, uuid, text, text) IS
   'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, '
   'item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique '
-  'transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and a '
-  'confirmation e-mail in the outbox. Returns the order JSON. Locks the reservation row. '
+  'transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and '
+  'internal.order_paid (the confirmation e-mail''s job, order.paid webhooks). Returns the order JSON. Locks the reservation row. '
   'Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or '
   'cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key '
   'used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key '

@@ -25,10 +25,16 @@ BEGIN
       RAISE EXCEPTION USING ERRCODE = 'BKTCN', MESSAGE = 'ticket is cancelled';
     END IF;
   END IF;
+  PERFORM internal.notify_webhooks('ticket.checked_in', tt.event_id, jsonb_build_object(
+            'ticket_code', v_ticket.ticket_code, 'ticket_type_id', v_ticket.ticket_type_id,
+            'order_id', v_ticket.order_id, 'event_id', tt.event_id, 'status', v_ticket.status,
+            'checkin_time', v_ticket.checkin_time))
+     FROM ticket_types tt WHERE tt.id = v_ticket.ticket_type_id;
   RETURN json_build_object('ticket_code', v_ticket.ticket_code, 'ticket_type_id', v_ticket.ticket_type_id,
                            'status', v_ticket.status, 'checkin_time', v_ticket.checkin_time);
 END;
 $$;
 COMMENT ON FUNCTION api.check_in(text) IS
-  'Marks an UNUSED ticket CHECKED_IN with the time. Locks the ticket row. Raises BKNTF, '
+  'Marks an UNUSED ticket CHECKED_IN with the time and notifies ticket.checked_in webhooks '
+  '(internal.notify_webhooks, same transaction). Locks the ticket row. Raises BKNTF, '
   'BKACI (checked in before; DETAIL has when), BKTCN (cancelled ticket).';
