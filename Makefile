@@ -5,11 +5,15 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint fmt psql stop migrate schema bench deps venv
+.PHONY: run worker test lint fmt psql stop migrate schema bench deps venv
 
-## run: local PostgreSQL (unless DATABASE_URL), migrate, seed demo data, serve on :8000
+## run: local PostgreSQL (unless DATABASE_URL), migrate, seed demo data, serve on :8000 and run a job worker
 run: deps venv
 	@$(PY) -m dbctl run
+
+## worker: a job worker alone (mails, webhooks) on the database in use
+worker: deps venv
+	@$(PY) -m dbctl worker
 
 ## test: the whole test suite against private PostgreSQL clusters (and headless Chromium)
 test: deps venv
@@ -20,7 +24,7 @@ test: deps venv
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy gateway dbctl bench
+	$(VENV)/bin/mypy gateway dbctl bench worker
 
 fmt: venv
 	$(VENV)/bin/ruff format .

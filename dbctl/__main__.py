@@ -1,7 +1,8 @@
 """dbctl: the database side of the Makefile.
 
 python -m dbctl up       start the local cluster (no DATABASE_URL), migrate, seed demo data
-python -m dbctl run      up, then serve the gateway with uvicorn
+python -m dbctl run      up, then serve the gateway with uvicorn and run a job worker (RUN_WORKER=no: no worker)
+python -m dbctl worker   a job worker alone, on the database in use
 python -m dbctl migrate  migrations + functions loader on the database in use
 python -m dbctl psql     psql as the owner/DBA role (reads stdin when piped)
 python -m dbctl stop     stop the local cluster
@@ -20,8 +21,12 @@ from dbctl.cluster import pg_tool
 from dbctl.migrate import migrate
 from dbctl.schema import write_snapshot
 from dbctl.seed import seed
+from dbctl.supervise import Child, supervise
 from gateway.config import ConfigError, ServerSettings, Settings
 from gateway.logs import LOG_CONFIG_FILE
+from worker.config import WorkerSettings
+
+WORKER_ARGS = [sys.executable, "-m", "worker"]
 
 
 def up() -> local.Target:
@@ -41,6 +46,23 @@ def gateway_env(t: local.Target) -> dict[str, str]:
         if "JWT_SECRET" not in env:
             env["JWT_SECRET"] = local.kept_secret("jwt-secret")
     return env
+
+
+def worker_env(t: local.Target) -> dict[str, str]:
+    env = dict(os.environ)
+    env.setdefault("WORKER_DATABASE_URL", t.worker_url)
+    if t.cluster is not None:
+        env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, worker_only=True))  # its own line only
+    return env
+
+
+def run_worker_wanted(env: Mapping[str, str]) -> bool:
+    value = env.get("RUN_WORKER", "").strip().lower()
+    if value in ("", "yes", "true", "1", "on"):
+        return True
+    if value in ("no", "false", "0", "off"):
+        return False
+    raise ConfigError(f"RUN_WORKER must be yes or no (got {value!r})")
 
 
 def uvicorn_args(env: Mapping[str, str]) -> list[str]:
@@ -66,17 +88,40 @@ def uvicorn_args(env: Mapping[str, str]) -> list[str]:
 
 
 def run() -> None:
+    """The gateway and (unless RUN_WORKER=no) a worker, as children of this process
+    (dbctl/supervise.py): Ctrl-C or SIGTERM stops both, and neither outlives it."""
     t = up()
     env = gateway_env(t)
     try:
         args = uvicorn_args(env)
+        with_worker = run_worker_wanted(os.environ)
+        wenv = worker_env(t) if with_worker else {}
+        worker = WorkerSettings.from_env(wenv) if with_worker else None
     except ConfigError as exc:
         sys.exit(str(exc))
     server = ServerSettings.from_env(env)
+    children = [Child("gateway", args, env, stop_timeout=20)]
+    if worker is not None:
+        children.append(Child("worker", WORKER_ARGS, wenv, stop_timeout=worker.shutdown + 10))
+        smtp = worker.smtp
+        mail = f"by SMTP to {smtp.describe()}" if smtp else f"as .eml files in {worker.mail_dir}"
+        print(f"Worker: confirmation mails are sent {mail}.")
     print(f"Gateway on http://{server.host}:{server.port} ({server.workers} worker(s)); "
-          "Ctrl-C stops it, `make stop` the database.")  # fmt: skip
+          f"Ctrl-C stops {'both' if worker else 'it'}, `make stop` the database.")  # fmt: skip
     sys.stdout.flush()
-    os.execvpe(args[0], args, env)
+    sys.exit(supervise(children))
+
+
+def run_worker_alone() -> None:
+    """`make worker`: one worker on the database in use (the local cluster is started)."""
+    t = local.target()
+    env = worker_env(t)
+    try:
+        WorkerSettings.from_env(env)
+    except ConfigError as exc:
+        sys.exit(str(exc))
+    sys.stdout.flush()
+    os.execvpe(WORKER_ARGS[0], WORKER_ARGS, env)
 
 
 def main(argv: list[str]) -> int:
@@ -85,6 +130,8 @@ def main(argv: list[str]) -> int:
         up()
     elif cmd == "run":
         run()
+    elif cmd == "worker":
+        run_worker_alone()
     elif cmd == "migrate":
         t = local.target()
         applied = migrate(t.owner_url, t.superuser_url, role_password=t.role_password)

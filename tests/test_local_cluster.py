@@ -15,7 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -243,3 +243,89 @@ def test_urls_are_taken_apart_by_libpq_rules(monkeypatch: pytest.MonkeyPatch) ->
         "user": "boss", "password": "p@ss", "dbname": "booking", "host": "db1,db2", "port": "5432,5433",
         "options": f"-c statement_timeout=5s -c role={OWNER_ROLE}", "sslmode": "require",
     }  # fmt: skip
+
+
+def children_of(pid: int) -> list[int]:
+    return [int(p) for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+
+
+def gone(pid: int) -> bool:
+    """Exited (a zombie left for a reaper counts: it runs nothing any more)."""
+    try:
+        return "State:\tZ" in Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+
+
+def wait_for(check: Callable[[], object], what: str, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.3)
+
+
+def ready(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+def start_make_run(fresh: Local, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    mail = tmp_path / "mail"
+    env = {**fresh.env, "GATEWAY_PORT": str(port), "WEB_CONCURRENCY": "1", "MAIL_DIR": str(mail), "RATE_LIMITS": "off"}
+    with open(tmp_path / "make-run.log", "wb") as out:  # the child keeps its own copy
+        proc = subprocess.Popen([sys.executable, "-m", "dbctl", "run"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    wait_for(lambda: proc.poll() is not None or (ready(port) and len(children_of(proc.pid)) == 2), "make run")
+    assert proc.poll() is None, (tmp_path / "make-run.log").read_text()
+    return proc, port, mail
+
+
+def test_make_run_starts_gateway_and_worker_a_purchase_mails_and_sigterm_stops_both(
+    fresh: Local, tmp_path: Path
+) -> None:
+    """The acceptance path: `make run`, buy a ticket over HTTP, the .eml with its QR code appears;
+    SIGTERM to `make run` stops the gateway and the worker, exit status 0."""
+    proc, port, mail = start_make_run(fresh, tmp_path)
+    try:
+        kids = children_of(proc.pid)
+        cmdlines = sorted(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode() for pid in kids)
+        assert "uvicorn" in cmdlines[0] and cmdlines[1].endswith("-m worker "), cmdlines
+        worker_pgpass = fresh.state / "pgpass-worker"
+        entries = [line for line in worker_pgpass.read_text().splitlines() if not line.startswith("#")]
+        assert entries and all(line.split(":")[3] == "booking_worker" for line in entries), entries
+        assert stat.S_IMODE(worker_pgpass.stat().st_mode) == 0o600
+
+        b = f"http://127.0.0.1:{port}"
+        creds = {"email": "fan-run@example.com", "password": "s3cret-pass"}
+        httpx.post(f"{b}/auth/register", json={**creds, "full_name": "Fan"}, timeout=10).raise_for_status()
+        token = httpx.post(f"{b}/auth/login", json=creds, timeout=10).json()["access_token"]
+        auth = {"Authorization": f"Bearer {token}"}
+        event = httpx.get(f"{b}/events/demo-onsale-night", timeout=10).json()
+        tt = event["ticket_types"][0]["id"]
+        res = httpx.post(f"{b}/bookings/reserve", json={"ticket_type_id": tt, "quantity": 2}, headers=auth, timeout=10)
+        order = httpx.post(
+            f"{b}/bookings/complete/{res.json()['id']}", json={"payment_method": "MOMO"}, headers=auth, timeout=10
+        ).json()
+        eml = mail / f"{order['id']}.eml"
+        wait_for(eml.exists, "the confirmation .eml", timeout=30)
+        text = eml.read_text()
+        assert "fan-run@example.com" in text and text.count("Content-Type: image/png") == 2
+        assert all(t["ticket_code"] in text for t in order["tickets"])
+    finally:
+        proc.send_signal(signal.SIGTERM)  # the supervisor alone: it passes the signal on
+        status = proc.wait(timeout=60)
+    assert status == 0, (tmp_path / "make-run.log").read_text()
+    assert all(gone(pid) for pid in kids)
+    log = (tmp_path / "make-run.log").read_text()
+    assert '"worker stopped"' in log and "Traceback" not in log
+
+
+def test_make_run_killed_takes_its_children_along(fresh: Local, tmp_path: Path) -> None:
+    """kill -9 of `make run`: PR_SET_PDEATHSIG stops the gateway and the worker anyway."""
+    proc, _, _ = start_make_run(fresh, tmp_path)
+    kids = children_of(proc.pid)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    wait_for(lambda: all(gone(pid) for pid in kids), "the orphans to stop", timeout=60)
