@@ -855,7 +855,7 @@ def main() -> None:
     mail = parser.add_argument_group("the delivery part (bench/delivery.py)")
     mail.add_argument("--delivery-orders", type=int, default=1000, help="orders per run (two runs: quiet, onsale)")
     mail.add_argument("--delivery-rate", type=float, default=100.0, help="completions per second (fixed schedule)")
-    mail.add_argument("--delivery-timeout", type=float, default=90.0,
+    mail.add_argument("--delivery-timeout", type=float, default=120.0,
                       help="seconds after the last scheduled completion to wait for the mails")  # fmt: skip
     mail.add_argument("--delivery-load-users", type=int, default=200,
                       help="users (connections) of the onsale load: the hot reserve without think time")  # fmt: skip
