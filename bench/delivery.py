@@ -297,6 +297,7 @@ class DeliveryRun:
         first = min((o.completed for o in done), default=0.0)
         last = max((o.completed for o in done), default=0.0)
         last_mail = max(at.values(), default=0.0)
+        first_mail = min(at.values(), default=0.0)
         recipients = {o.order_id: f"bench{o.user}@example.com" for o in done}
         wrong = sum(1 for m in self.mails if (oid := _order_id(m)) and m["to"] != [recipients.get(oid)])
         depth_max = max((s.depth.get("mail", 0) for s in self.samples), default=0)
@@ -311,6 +312,7 @@ class DeliveryRun:
             if n > 1), "copies": sum(copies.values()), "wrong_recipient": wrong, "depth_max": depth_max,
             "complete_p50_ms": complete.p50_ms, "complete_p99_ms": complete.p99_ms,
             "late_start": sum(1 for o in done if o.completed - o.scheduled > 1.0),
+            "mail_rate": (len(at) - 1) / (last_mail - first_mail) if last_mail > first_mail else None,
         }  # fmt: skip
 
 
@@ -531,16 +533,19 @@ def section(rep: DeliveryReport, command: str, when: str) -> list[str]:
            "the machine's cores.", "",
            "| run | orders completed | completions/s (achieved) | first completion -> last mail accepted s "
            "| last completion -> last mail s | completion -> accepted p50 s | p99 s | max s | max mail queue "
-           "(todo + doing) | complete p50 / p99 ms | worker CPU ms per mail |",
-           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|"]  # fmt: skip
+           "(todo + doing) | mails/s (first to last accepted) | complete p50 / p99 ms "
+           "| worker: cores, CPU ms per mail |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|"]  # fmt: skip
     for run in rep.runs:
         f = run.figures()
         per_mail = run.worker_cpu_s * 1000 / max(1, f["delivered"])
         label = run.name + (" (TIMED OUT)" if run.timed_out else "")
         rate = "-" if f["completion_rate"] is None else f"{f['completion_rate']:,.0f}"
+        mails = "-" if f["mail_rate"] is None else f"{f['mail_rate']:,.1f}"
+        worker = run.cpu_cores.get("worker", 0.0)
         out.append(f"| {label} | {f['completed']:,} | {rate} | {_s(f['span'])} | {_s(f['tail'])} | {_s(f['p50'])} "
-                   f"| {_s(f['p99'])} | {_s(f['max'])} | {f['depth_max']:,} | {_ms(f['complete_p50_ms'])} / "
-                   f"{_ms(f['complete_p99_ms'])} | {per_mail:,.1f} |")  # fmt: skip
+                   f"| {_s(f['p99'])} | {_s(f['max'])} | {f['depth_max']:,} | {mails} | {_ms(f['complete_p50_ms'])} / "
+                   f"{_ms(f['complete_p99_ms'])} | {worker:.2f}, {per_mail:,.1f} |")  # fmt: skip
     out.append("")
     for run in rep.runs:
         f = run.figures()
@@ -558,6 +563,13 @@ def section(rep: DeliveryReport, command: str, when: str) -> list[str]:
             out.append(f"  - Load model: {run.load_model}. The load: {run.load.requests:,} reserves in "
                        f"{run.load_seconds:,.1f} s = {run.load_rps:,.0f} req/s, p50 {_ms(run.load.p50_ms)} ms, "
                        f"p99 {_ms(run.load.p99_ms)} ms; answers {_statuses(run.load.statuses)}.")  # fmt: skip
+    rates = [(run.name, run.figures()["mail_rate"], run.cpu_cores.get("worker", 0.0)) for run in rep.runs]
+    out += ["", f"Reading: one worker process sends about 1 / (its CPU per mail) mails a second while it has a core; "
+            f"completions came at {rep.rate:,.0f}/s, and it sent "
+            + ", ".join(f"{'-' if r is None else format(r, ',.1f')}/s in the {name} run ({c:.2f} cores)"
+                        for name, r, c in rates)
+            + ". A mail's wait is the mails ahead of it divided by that rate (the queue depth in the chart)."
+            ]  # fmt: skip
     out += ["", f"Exactly once: every order's Message-ID (`<order-ID@booking>`) counted in the sink over both runs "
             f"(after a 2 s grace): {_exactly_once(rep)}; {rep.strangers} accepted messages named no order of "
             f"these runs. The worker stopped on SIGTERM with exit status {rep.worker_exit}. "
@@ -569,19 +581,29 @@ def section(rep: DeliveryReport, command: str, when: str) -> list[str]:
 
 
 def _exactly_once(rep: DeliveryReport) -> str:
-    ok = all(run.figures()["duplicates"] == 0 and run.figures()["missing"] == 0 for run in rep.runs)
+    ok = rep.strangers == 0 and all(
+        (f := run.figures())["duplicates"] == 0 and f["missing"] == 0 and f["wrong_recipient"] == 0 for run in rep.runs
+    )
     total = sum(run.figures()["completed"] for run in rep.runs)
     return f"{'**met**' if ok else '**not met**'} ({total:,} orders)"
 
 
 def targets(rep: DeliveryReport) -> list[str]:
+    """Issue 11: "onsale load must not delay e-mails for minutes", read as: during the onsale,
+    every mail accepted and the slowest under 60 s after its order; the quiet run beside it."""
+    by_name = {run.name: run for run in rep.runs}
     out = []
-    for run in rep.runs:
-        f = run.figures()
-        ok = f["p99"] is not None and f["p99"] < 60 and f["missing"] == 0 and not run.timed_out
-        out.append(f"- {run.name}: onsale load must not delay e-mails for minutes: completion -> accepted p99 "
-                   f"{_s(f['p99'])} s, max {_s(f['max'])} s, none missing: {'**met**' if ok else '**not met**'} "
-                   "(read as: p99 under 60 s, every mail accepted)")  # fmt: skip
+    onsale, quiet = by_name.get("onsale"), by_name.get("quiet")
+    if onsale is not None:
+        f = onsale.figures()
+        ok = f["max"] is not None and f["max"] < 60 and f["missing"] == 0 and not onsale.timed_out
+        base = (
+            f" (without load: p99 {_s(quiet.figures()['p99'])} s, max {_s(quiet.figures()['max'])} s)" if quiet else ""
+        )
+        out.append(f"- Onsale load must not delay e-mails for minutes (every mail accepted, the slowest within 60 s "
+                   f"of its order): under the onsale load completion -> accepted p99 {_s(f['p99'])} s, max "
+                   f"{_s(f['max'])} s, {f['missing']} missing{base}: {'**met**' if ok else '**not met**'}")  # fmt: skip
+    out.append(f"- Every confirmation accepted exactly once, to its buyer: {_exactly_once(rep)}")
     return out
 
 

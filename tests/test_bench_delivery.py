@@ -44,7 +44,7 @@ def test_delivery_part_end_to_end_small(tmp_path: Path) -> None:
 
 
 def _run(orders: list[Order], mails: list[dict[str, object]]) -> DeliveryRun:
-    return DeliveryRun("quiet", None, 100.0, orders, mails, [], Stats())
+    return DeliveryRun("onsale", None, 100.0, orders, mails, [], Stats())
 
 
 def test_exactly_once_check_catches_a_second_copy_and_a_missing_mail() -> None:
@@ -59,16 +59,21 @@ def test_exactly_once_check_catches_a_second_copy_and_a_missing_mail() -> None:
     assert (f["delivered"], f["duplicates"], f["missing"], f["wrong_recipient"]) == (3, 0, 0, 0)
     assert round(f["span"], 6) == 2.1 and round(f["tail"], 6) == 0.1  # 10.1 -> 12.2; 12.1 -> 12.2
     assert [round(x, 6) for x in clean.latencies()] == [0.1, 0.2, 0.5]
-    report = DeliveryReport([clean], 0, None, 3, 100.0, 0)
-    assert "**met** (3 orders)" in "\n".join(section(report, "python -m bench --only delivery", "now"))
+    text = "\n".join(section(DeliveryReport([clean], 0, None, 3, 100.0, 0), "python -m bench --only delivery", "now"))
+    assert "accepted exactly once, to its buyer: **met** (3 orders)" in text
+    assert "completion -> accepted p99 0.50 s, max 0.50 s, 0 missing: **met**" in text
     # A second copy of order 0 (later), order 2 never accepted, order 1 sent to someone else.
     bad = _run(orders, [mail(0, 10.3), mail(0, 14.0), mail(1, 11.6, "someone@example.com")])
     f = bad.figures()
     assert (f["delivered"], f["duplicates"], f["missing"], f["wrong_recipient"], f["copies"]) == (2, 1, 1, 1, 3)
     assert [round(x, 6) for x in bad.latencies()] == [0.2, 0.5]  # the first copy counts
     text = "\n".join(section(DeliveryReport([bad], 1, None, 3, 100.0, 0), "cmd", "now"))
-    assert "**not met** (3 orders)" in text and "1 accepted messages named no order" in text
-    assert "none missing: **not met**" in text
+    assert "accepted exactly once, to its buyer: **not met** (3 orders)" in text
+    assert "1 accepted messages named no order" in text
+    assert "completion -> accepted p99 0.50 s, max 0.50 s, 1 missing: **not met**" in text
+    # A message that names no order of the runs alone fails the check too.
+    text = "\n".join(section(DeliveryReport([clean], 1, None, 3, 100.0, 0), "cmd", "now"))
+    assert "accepted exactly once, to its buyer: **not met** (3 orders)" in text
 
 
 def test_only_delivery_replaces_its_own_section() -> None:
