@@ -32,6 +32,7 @@ import json
 import os
 import re
 import resource
+import select
 import signal
 import subprocess
 import sys
@@ -111,7 +112,8 @@ class Sink:
             cwd=ROOT, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()  # "ready" (or EOF if it failed: its error is on stderr)
+        ready, _, _ = select.select([self.proc.stdout], [], [], 30.0)
+        line = self.proc.stdout.readline() if ready else ""  # "ready", or EOF if it failed (stderr says why)
         if line.strip() != "ready":
             self.proc.kill()
             raise SystemExit(f"the SMTP sink did not start (port {self.port})")
