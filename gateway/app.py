@@ -21,6 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway import netguard
 from gateway.auth import Auth, Principal, new_refresh_token, refresh_hash
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
 from gateway.config import Settings, settings_or_exit
@@ -35,6 +36,7 @@ from gateway.errors import (
     payload_too_large,
     rate_limited,
     unauthorized,
+    url_not_allowed,
 )
 from gateway.logs import AccessLog, configure_logging, route_template
 from gateway.models import Body, admission_token, clean_text, idempotency_key, parse_body, path_uuid
@@ -50,6 +52,7 @@ from gateway.waiting_room import WaitingRooms, listen_for_waiting_rooms
 
 JSON = "application/json"
 STARTUP_REVOCATIONS_WAIT = 2.0  # seconds start() waits for the deny-list (503 busy until it is loaded)
+WEBHOOK_RESOLVE_WAIT = 2.0  # seconds POST /admin/webhooks waits for the URL's name to resolve
 LOGOUT_NOTICE_WAIT = 1.0  # seconds logout waits to hear its own revocation back from PostgreSQL
 EVENTS_MAX_AGE = 10  # seconds a client may reuse a page of GET /events (the gateway's own cache is dropped on change)
 
@@ -280,6 +283,30 @@ async def my_bookings(gw: Gateway, request: Request, endpoint: Endpoint, princip
     return page_response(request, page, endpoint.status)
 
 
+async def create_webhook(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    """POST /admin/webhooks: where the URL points is checked before it is stored (the worker checks
+    again at every delivery: gateway/netguard.py). A name that does not resolve now is accepted."""
+    assert principal is not None
+    body = await endpoint_body(gw, request, endpoint)
+    if not gw.settings.webhook_allow_private:
+        try:
+            await netguard.checked_addresses(netguard.Target.parse(body.url), False, WEBHOOK_RESOLVE_WAIT)
+        except netguard.AddressRefused as exc:
+            raise url_not_allowed(str(exc)) from None
+        except OSError:
+            pass  # unknown (or slow) name: nothing to refuse yet
+    args = {"p_user_id": principal.user_id, "p_url": body.url, "p_events": body.events, "p_event_id": body.event_id}
+    return json_response(await gw.db.call(endpoint.function, args), endpoint.status)
+
+
+async def webhook_attempts(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
+    """GET /admin/webhooks/{webhook_id}/deliveries?limit=: the newest `limit` attempts. No cursor: the
+    recent attempts are what an admin looks at; older ones stay in webhook_attempts for DBAs."""
+    assert principal is not None
+    args = {**path_args(request), "p_user_id": principal.user_id, "p_limit": page_limit(request)}
+    return json_response(await gw.db.call(endpoint.function, args), endpoint.status)
+
+
 async def client_gone(request: Request) -> None:
     """Returns when the client disconnects (the body has been read already)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -335,6 +362,8 @@ SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awai
     "reserve": reserve,
     "join_queue": join_queue,
     "queue_status": queue_status,
+    "create_webhook": create_webhook,
+    "webhook_attempts": webhook_attempts,
 }
 # Specials that check the rate limits themselves (or not at all for some answers).
 LIMITS_INSIDE = frozenset({"queue_status"})

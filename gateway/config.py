@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
+from gateway import netguard
+
 
 class ConfigError(RuntimeError):
     pass
@@ -166,6 +168,19 @@ class Settings(_Settings):
     shed_pause_ms: float = Field(250, ge=0, le=10000, allow_inf_nan=False, validation_alias=_env("SHED_PAUSE_MS"))
     # At most this many rate-limit checks per database call (api.check_rate_limits takes 1000).
     rate_limit_batch_max: int = Field(200, ge=1, le=1000)
+    # Webhook URLs may point at loopback, private and link-local addresses (tests, local
+    # development). Read by gateway/netguard.py's rule, the same one the worker applies.
+    webhook_allow_private: bool = Field(False, validation_alias=_env(netguard.ALLOW_PRIVATE_ENV))
+
+    @field_validator("webhook_allow_private", mode="before")
+    @classmethod
+    def _allow_private(cls, value: Any) -> Any:
+        if isinstance(value, str):  # from the environment: the worker's words exactly
+            try:
+                return netguard.allow_private({netguard.ALLOW_PRIVATE_ENV: value})
+            except ValueError:
+                raise ValueError("must be yes or no (or on/off, true/false, 1/0)") from None
+        return value
 
     @field_validator("trusted_proxies", mode="before")
     @classmethod

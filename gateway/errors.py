@@ -49,6 +49,12 @@ GATEWAY_CODES = [
     ErrorCode("method_not_allowed", 405, "This path does not take this method; `Allow` lists the ones it takes."),
     ErrorCode("conflict", 409, "The request conflicts with existing data."),
     ErrorCode("rate_limited", 429, "Too many requests from this user or address; retry after `Retry-After` seconds."),
+    ErrorCode(
+        "url_not_allowed",
+        422,
+        "A webhook URL points at an address webhooks may not reach (loopback, private, "
+        "link-local, reserved): directly or through its name.",
+    ),
     ErrorCode("payload_too_large", 413, "The body is larger than the gateway accepts (MAX_BODY_BYTES)."),
     # Answered by the serving protocol (gateway/serving.py) before a request reaches the app.
     ErrorCode("header_timeout", 408, "The request head did not arrive in time (HEADER_TIMEOUT_SECONDS)."),
@@ -153,6 +159,15 @@ def payload_too_large(limit: int) -> ApiError:
 
 def rate_limited(retry_after: int, message: str = "too many requests; retry later") -> ApiError:
     return ApiError("rate_limited", message, headers={"Retry-After": str(max(1, retry_after))})
+
+
+def url_not_allowed(reason: str) -> ApiError:
+    return ApiError(
+        "url_not_allowed",
+        f"webhooks may not reach this URL: {reason}",
+        hint="webhooks go to public addresses only; WEBHOOK_ALLOW_PRIVATE=yes on the gateway and worker allows "
+        "private ones (local development)",
+    )
 
 
 def busy() -> ApiError:

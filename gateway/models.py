@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
+    AfterValidator,
     AwareDatetime,
     BaseModel,
     BeforeValidator,
@@ -33,6 +34,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from gateway import netguard
 from gateway.errors import validation_failed
 
 # ------------------------------------------------------------------ strings
@@ -223,6 +225,65 @@ class TicketTypePatch(Body):
     start_sale_time: Time | None = None
     end_sale_time: Time | None = None
     max_per_user: Cap | None = None
+
+
+class WebhookEvent(StrEnum):
+    ORDER_PAID = "order.paid"
+    ORDER_REFUNDED = "order.refunded"
+    TICKET_CHECKED_IN = "ticket.checked_in"
+
+
+WEBHOOK_URL_MAX = 2048
+# Visible ASCII only (a client percent-encodes the rest): urlsplit would silently drop a tab or
+# newline, so the URL checked would not be the URL stored.
+WEBHOOK_URL_PATTERN = r"^https?://[!-~]+$"
+_WEBHOOK_URL = re.compile(WEBHOOK_URL_PATTERN)
+
+
+def _webhook_url(value: str) -> str:
+    """The pattern (with a message a person can read), then what a pattern cannot state: a host,
+    no user name or password, a port 1-65535, a host name a resolver takes. Where it may point is
+    checked later (422 url_not_allowed)."""
+    if not _WEBHOOK_URL.fullmatch(value):
+        raise PydanticCustomError(
+            "webhook_url", "must start with http:// or https:// and hold only visible ASCII characters (no spaces)"
+        )
+    try:
+        netguard.Target.parse(value)
+    except ValueError as exc:
+        raise PydanticCustomError("webhook_url", str(exc)) from None
+    return value
+
+
+def _unique(values: list[Any]) -> list[Any]:
+    if len(set(values)) != len(values):
+        raise PydanticCustomError("unique_items", "must not name an event twice")
+    return values
+
+
+WebhookUrl = Annotated[
+    str,
+    StringConstraints(max_length=WEBHOOK_URL_MAX),
+    AfterValidator(_webhook_url),
+    WithJsonSchema({
+        "type": "string", "maxLength": WEBHOOK_URL_MAX, "pattern": WEBHOOK_URL_PATTERN,
+        "description": "http:// or https:// URL with a host (no user name or password), at most 2048 characters "
+                       "of visible ASCII; it must not point at a loopback, private, link-local or reserved address "
+                       "(422 url_not_allowed).",
+    }),
+]  # fmt: skip
+WebhookEvents = Annotated[
+    list[WebhookEvent],
+    Field(min_length=1, max_length=len(WebhookEvent), json_schema_extra={"uniqueItems": True},
+          description="The notifications to receive, each at most once."),
+    AfterValidator(_unique),
+]  # fmt: skip
+
+
+class WebhookIn(Body):
+    url: WebhookUrl
+    events: WebhookEvents
+    event_id: Annotated[Uuid | None, Field(description="Only this event's notifications; null or absent: all.")] = None
 
 
 M = TypeVar("M", bound=Body)

@@ -79,22 +79,34 @@ class Target:
 
     @classmethod
     def parse(cls, url: str) -> Target:
-        parts = urlsplit(url)
+        try:
+            parts = urlsplit(url)
+        except ValueError as exc:  # an unbalanced "[" in the host
+            raise ValueError(f"a webhook URL must be well formed: {exc}") from None
         scheme = parts.scheme.lower()
         if scheme not in ("http", "https"):
             raise ValueError("a webhook URL must start with http:// or https://")
         if not parts.hostname:
             raise ValueError("a webhook URL needs a host")
-        if parts.username or parts.password:
+        if "@" in parts.netloc:  # "http://@host/" too: urlsplit gives an empty user name, not None
             raise ValueError("a webhook URL may not carry a user name or password")
         try:
-            port = parts.port or (443 if scheme == "https" else 80)
-        except ValueError as exc:
-            raise ValueError("the port of the webhook URL is not a number from 1 to 65535") from exc
+            port = parts.port
+        except ValueError:  # not a number, or out of range
+            port = 0
+        if port == 0:  # urlsplit takes 0 (it is no port to connect to)
+            raise ValueError("the port of the webhook URL is not a number from 1 to 65535")
+        port = port or (443 if scheme == "https" else 80)
         path = parts.path or "/"
         if parts.query:
             path += "?" + parts.query
-        return cls(scheme, parts.hostname, port, path)
+        target = cls(scheme, parts.hostname, port, path)
+        if target.literal_ip() is None:
+            try:  # what getaddrinfo does with a name: an empty or over-long label raised UnicodeError there
+                parts.hostname.encode("idna")
+            except UnicodeError as exc:
+                raise ValueError("the host name of the webhook URL is not valid (empty or over-long label)") from exc
+        return target
 
     def literal_ip(self) -> IPAddress | None:
         try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from gateway.config import Settings
 from gateway.errors import ERRORS, PROBLEM_JSON, TYPE_PREFIX
-from gateway.models import ADMISSION_TOKEN_PATTERN, IDEMPOTENCY_KEY_PATTERN
+from gateway.models import ADMISSION_TOKEN_PATTERN, IDEMPOTENCY_KEY_PATTERN, WebhookEvent
 from gateway.onsale.join import BATCH_FUNCTION as JOIN_BATCH_FUNCTION
 from gateway.onsale.reserve import ROUTE_FUNCTION, function_for
 from gateway.routes import ADMIN, PAGE_DEFAULT, PAGE_MAX, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
@@ -58,6 +58,14 @@ _TICKET = {
     "checkin_time": _null(TIME),
 }  # fmt: skip
 
+WEBHOOK_EVENT = _enum(*(e.value for e in WebhookEvent))
+_WEBHOOK = {
+    "id": UUID, "url": {"type": "string"}, "events": {"type": "array", "items": WEBHOOK_EVENT, "minItems": 1},
+    "event_id": _null({**UUID, "description": "only this event's notifications; null: all"}),
+    "active": {"type": "boolean", "description": "false once deleted, or disabled by a 410 answer"},
+    "created_at": TIME,
+}  # fmt: skip
+
 RESPONSE_SCHEMAS: dict[str, Any] = {
     "User": _obj({"id": UUID, "email": {"type": "string"}, "full_name": {"type": "string"},
                   "role": _enum("user", "admin"), "created_at": TIME}),
@@ -95,6 +103,19 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
                         "poll_after_seconds": _null({"type": "integer", "minimum": 2, "maximum": 30,
                                                      "description": "ask again after this many seconds "
                                                                     "(jittered); null once admitted"})}),
+    "Webhook": _obj({**_WEBHOOK, "disabled_at": _null(TIME), "disabled_reason": _null({
+        "type": "string", "description": "deleted by its owner, or the receiver answered 410 Gone"})}),
+    "WebhookCreated": _obj({**_WEBHOOK, "secret": {
+        "type": "string", "pattern": "^whsec_[0-9a-f]{48}$",
+        "description": "the HMAC-SHA256 key of X-Booking-Signature; shown only in this answer"}}),
+    "WebhookAttempt": _obj({
+        "delivery_id": {**UUID, "description": "X-Booking-Delivery: one notification to this webhook"},
+        "notification_id": {**UUID, "description": "the body's id: the same for every webhook told of it"},
+        "event_type": WEBHOOK_EVENT, "attempt": {"type": "integer", "minimum": 1}, "attempted_at": TIME,
+        "status_code": _null({"type": "integer", "description": "the receiver's answer; null: none (network error)"}),
+        "error": _null({"type": "string"}), "duration_ms": _null(COUNT),
+        "outcome": _enum("DELIVERED", "RETRY", "GONE", "REFUSED", "FAILED"),
+        "delivery_status": _enum("PENDING", "DELIVERED", "FAILED", "CANCELLED")}),
     "Status": _obj({"status": {"type": "string"}}),
     "Problem": {
         "type": "object",
@@ -224,8 +245,11 @@ def _success(e: Endpoint) -> dict[str, Any]:
         return {"description": "done, no body"}
     if e.returns.startswith("["):
         schema: dict[str, Any] = {"type": "array", "items": _ref(e.returns.strip("[]"))}
-        headers = ["Link"] + (["ETag", "Cache-Control"] if e.special == "events" else [])
-        return {"description": "a page", "headers": _headers(*headers), "content": {JSON: {"schema": schema}}}
+        headers = (["Link"] if "cursor" in e.query else []) + (
+            ["ETag", "Cache-Control"] if e.special == "events" else []
+        )
+        answer = {"description": "a page" if "limit" in e.query else "a list", "content": {JSON: {"schema": schema}}}
+        return {**answer, "headers": _headers(*headers)} if headers else answer
     return {"description": "success", "content": {JSON: {"schema": _ref(e.returns)}}}
 
 

@@ -23,6 +23,7 @@ from gateway.models import (
     ReserveIn,
     TicketTypeIn,
     TicketTypePatch,
+    WebhookIn,
 )
 
 PUBLIC, USER, ADMIN = "public", "user", "admin"
@@ -121,6 +122,19 @@ ROUTES: list[Endpoint] = [
              auth=USER, passes_user=True, special="my_bookings", returns="[Order]", query=("limit", "cursor")),
     Endpoint("POST", "/tickets/{ticket_code}/check-in", "check_in", "Check a ticket in at the door", auth=ADMIN,
              errors=("not_found", "already_checked_in", "ticket_cancelled"), returns="CheckedIn"),
+    # Webhooks (issue 11): an admin's own; another admin's are 404.
+    Endpoint("POST", "/admin/webhooks", "create_webhook",
+             "Subscribe a URL to notifications (signed POSTs); the answer holds the signing secret, shown only here",
+             201, ADMIN, WebhookIn, passes_user=True, special="create_webhook",
+             errors=("not_found", "url_not_allowed"), returns="WebhookCreated"),
+    Endpoint("GET", "/admin/webhooks", "list_webhooks", "My webhooks, newest first (no secrets)", auth=ADMIN,
+             passes_user=True, returns="[Webhook]"),
+    Endpoint("DELETE", "/admin/webhooks/{webhook_id}", "delete_webhook",
+             "Stop a webhook (its history stays; pending deliveries are cancelled)", 204, ADMIN, passes_user=True,
+             errors=("not_found",)),
+    Endpoint("GET", "/admin/webhooks/{webhook_id}/deliveries", "webhook_attempts",
+             "A webhook's delivery attempts, newest first", auth=ADMIN, passes_user=True,
+             special="webhook_attempts", errors=("not_found",), returns="[WebhookAttempt]", query=("limit",)),
 ]  # fmt: skip
 
 # api functions the gateway calls besides its routes' own (login's session, the revocation and
@@ -132,9 +146,6 @@ GATEWAY_CALLS = {
     "join_waiting_room_batch",
     "waiting_room_positions",
 }
-# Organizers' webhooks (sql/functions/90_delivery.sql): the /admin/webhooks routes call them.
-# Listed here until those routes join the table above (issue 11, the gateway's part).
-GATEWAY_CALLS |= {"create_webhook", "list_webhooks", "delete_webhook", "webhook_attempts"}
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
 DBA_ONLY = {"expire_reservations", "cleanup_reservations", "check_invariants", "set_user_role"}
@@ -151,6 +162,6 @@ DBA_ONLY |= {"job_queue", "failed_jobs", "retry_job", "retry_failed_jobs", "rese
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}
 
-# Pages: GET /events and GET /bookings/my-bookings.
+# Pages: GET /events and GET /bookings/my-bookings (limit and cursor), a webhook's deliveries (limit).
 PAGE_DEFAULT, PAGE_MAX = 50, 200
 QUERY_TEXT_LIMITS = {"q": 200}

@@ -271,13 +271,16 @@ def ready(port: int) -> bool:
         return False
 
 
-def start_make_run(fresh: Local, tmp_path: Path) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_make_run(
+    fresh: Local, tmp_path: Path, children: int = 2, **extra: str
+) -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     mail = tmp_path / "mail"
     env = {**fresh.env, "GATEWAY_PORT": str(port), "WEB_CONCURRENCY": "1", "MAIL_DIR": str(mail), "RATE_LIMITS": "off"}
+    env.update(extra)
     with open(tmp_path / "make-run.log", "wb") as out:  # the child keeps its own copy
         proc = subprocess.Popen([sys.executable, "-m", "dbctl", "run"], cwd=ROOT, env=env, stdout=out, stderr=out)
-    wait_for(lambda: proc.poll() is not None or (ready(port) and len(children_of(proc.pid)) == 2), "make run")
+    wait_for(lambda: proc.poll() is not None or (ready(port) and len(children_of(proc.pid)) == children), "make run")
     assert proc.poll() is None, (tmp_path / "make-run.log").read_text()
     return proc, port, mail
 
@@ -329,3 +332,18 @@ def test_make_run_killed_takes_its_children_along(fresh: Local, tmp_path: Path) 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     wait_for(lambda: all(gone(pid) for pid in kids), "the orphans to stop", timeout=60)
+
+
+def test_make_run_without_the_worker_and_with_a_wrong_run_worker(fresh: Local, tmp_path: Path) -> None:
+    proc, _, _ = start_make_run(fresh, tmp_path, children=1, RUN_WORKER="no")
+    try:
+        (kid,) = children_of(proc.pid)
+        assert "uvicorn" in Path(f"/proc/{kid}/cmdline").read_text()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    done = subprocess.run(
+        [sys.executable, "-m", "dbctl", "run"], cwd=ROOT, env={**fresh.env, "RUN_WORKER": "maybe"},
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode != 0 and "RUN_WORKER must be yes or no" in done.stderr

@@ -15,9 +15,11 @@ from typing import Any
 import psycopg
 import pytest
 
+from dbctl.cluster import Cluster
 from dbctl.migrate import ROOT
 from tests.conftest import dba_call, url_for
 from tests.worker_support import SmtpSink, eventually, jobs_of, owner_rows, paid_order, smtp_server
+from worker.app import FAIL_STALLED, RETRY_STALLED
 from worker.config import WORKER_ROLE
 
 CONNECTION_ENV = {"DATABASE_URL", "WORKER_DATABASE_URL", "SMTP_URL", "PGPASSFILE", "PGPASSWORD", "PGUSER", "PGHOST"}
@@ -157,3 +159,52 @@ def test_a_wrong_setting_stops_the_worker_naming_the_variable(dbname: str, tmp_p
     assert "SMTP_URL: must start with smtp:// or smtps://" in done.stderr
     assert "WORKER_CONCURRENCY" in done.stderr
     assert "hunter2" not in done.stderr and "Traceback" not in done.stderr
+
+
+def test_recovery_leaves_a_job_another_worker_has_taken_meanwhile(
+    gw: psycopg.Connection, connect: Any, dbname: str
+) -> None:
+    """Two workers may list the same stalled job; the one that comes second must not requeue it
+    once a third worker has taken it (it would run twice): the retry checks, under the row
+    lock, that the job is still `doing` for the dead worker it was listed with."""
+    paid_order(gw, quantity=1)
+    w = connect(WORKER_ROLE)
+    dead = w.execute("SELECT procrastinate_register_worker_v1()").fetchone()[0]
+    live = w.execute("SELECT procrastinate_register_worker_v1()").fetchone()[0]
+    (job_id,) = w.execute("SELECT id FROM procrastinate_fetch_job_v2(NULL, %s)", (dead,)).fetchone()
+    # the dead worker's job, requeued by one recovering worker and taken by a live one:
+    assert len(w.execute(RETRY_STALLED, {"id": job_id, "worker": dead}).fetchall()) == 1
+    assert w.execute("SELECT id FROM procrastinate_fetch_job_v2(NULL, %s)", (live,)).fetchone() == (job_id,)
+    # a second recovering worker, still holding the old listing:
+    assert w.execute(RETRY_STALLED, {"id": job_id, "worker": dead}).fetchall() == []
+    assert w.execute(FAIL_STALLED, {"id": job_id, "worker": dead}).fetchall() == []
+    assert mail_job(dbname)[1:3] == ("doing", 1)
+    assert owner_rows(dbname, "SELECT worker_id FROM procrastinate_jobs WHERE id = %s", job_id) == [(live,)]
+
+
+def test_a_worker_outlives_a_database_restart(own_cluster: Cluster, tmp_path: Path) -> None:
+    """PostgreSQL stops for a few seconds: the worker logs it, keeps trying, and sends the mail
+    of an order completed after the restart (no process manager needed to bring it back)."""
+    env = {k: v for k, v in os.environ.items() if k not in CONNECTION_ENV and not k.startswith("WORKER_")}
+    env.update(
+        WORKER_DATABASE_URL=own_cluster.url(WORKER_ROLE, "booking"), MAIL_DIR=str(tmp_path / "mail"),
+        WORKER_HEARTBEAT_SECONDS="1", WORKER_STALLED_SECONDS="3",
+    )  # fmt: skip
+    log = tmp_path / "worker.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "worker"], cwd=ROOT, env=env, stdout=out, stderr=out)
+    try:
+        eventually(lambda: "Starting worker" in log.read_text(), "the worker to start")
+        own_cluster.stop()
+        eventually(lambda: "starting again in" in log.read_text(), "the worker to notice", timeout=30)
+        own_cluster.start()
+        with psycopg.connect(own_cluster.url("booking_gateway", "booking"), autocommit=True) as gw:
+            order = paid_order(gw, quantity=1)
+        eventually(lambda: (tmp_path / "mail" / f"{order['id']}.eml").exists(), "the mail after the restart")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

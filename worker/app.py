@@ -16,14 +16,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import Callable
 from typing import Any
 
 import httpx
 import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
-from procrastinate.jobs import Status
-from psycopg_pool import AsyncConnectionPool
+from procrastinate.exceptions import ConnectorException
+from procrastinate.worker import Worker
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.sqlcalls import api_call_bytes
 from worker import mail, webhooks
@@ -35,6 +37,23 @@ log = logging.getLogger("worker")
 NOT_FOUND = "BKNTF"
 PURGE_AFTER_HOURS = 7 * 24  # succeeded and cancelled jobs; failed ones stay for DBAs
 POLL_MAX_SECONDS = 5.0  # new jobs come by NOTIFY; polling finds retries that came due
+RESTART_SECONDS = 5.0  # after losing the database
+# Waiting for a pool connection: there is one per job plus spares, so a wait means the database
+# is gone; psycopg's 30 s would hold a worker that lost it (its shutdown too) that long.
+POOL_WAIT_SECONDS = 5.0
+
+
+# Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
+# bump with the pin, as internal.defer_job does on the SQL side).
+# The row is locked (and checked again) in the CTE, before the function runs: with FOR UPDATE
+# on the outer SELECT the function would run first and the lock then skip the changed row.
+_STALLED = """WITH j AS (
+  SELECT id FROM procrastinate_jobs
+   WHERE id = %(id)s AND status = 'doing' AND worker_id IS NOT DISTINCT FROM %(worker)s
+     FOR UPDATE)
+"""
+RETRY_STALLED = _STALLED + "SELECT procrastinate_retry_job_v2(j.id, now(), NULL, NULL, NULL) FROM j"
+FAIL_STALLED = _STALLED + "SELECT procrastinate_finish_job_v1(j.id, 'failed', false) FROM j"
 
 
 class WorkerError(RuntimeError):
@@ -140,21 +159,29 @@ class Runtime:
 
     async def recover_stalled_once(self, app: App) -> int:
         """Put back in the queue the running jobs of workers whose heartbeat stopped
-        WORKER_STALLED_SECONDS ago (or that were pruned); a job out of runs fails instead."""
+        WORKER_STALLED_SECONDS ago (or that were pruned); a job out of runs fails instead.
+
+        procrastinate's get_stalled_jobs lists them; each is then retried (or failed) only if it
+        is still `doing` for the same dead worker, checked under the row lock in the same
+        statement: two workers recovering at once must not requeue a job a third one has just
+        taken (procrastinate's retry_job accepts any `doing` job, and the job would run twice)."""
         jobs = await app.job_manager.get_stalled_jobs(seconds_since_heartbeat=self.settings.stalled)
         recovered = 0
         for job in jobs:
-            try:
-                strategy = self.strategy_for(job.task_name)
-                if strategy is not None and strategy.is_last_run(job):
-                    await app.job_manager.finish_job(job, status=Status.FAILED, delete_job=False)
-                    log.error("stalled job %s (%s) was on its last run: failed", job.id, job.call_string)
-                else:
-                    await app.job_manager.retry_job(job)
-                    log.warning("stalled job %s (%s) of a dead worker: queued again", job.id, job.call_string)
-                recovered += 1
-            except Exception as exc:  # another worker got there first: it is no longer `doing`
-                log.info("stalled job %s not recovered here: %s", job.id, describe(exc))
+            strategy = self.strategy_for(job.task_name)
+            last = strategy is not None and strategy.is_last_run(job)
+            async with self.pool.connection() as conn:
+                cur = await conn.execute(
+                    FAIL_STALLED if last else RETRY_STALLED, {"id": job.id, "worker": job.worker_id}
+                )
+                done = await cur.fetchone() is not None
+            if not done:
+                log.info("stalled job %s was recovered or taken by another worker meanwhile", job.id)
+            elif last:
+                log.error("stalled job %s (%s) was on its last run: failed", job.id, job.call_string)
+            else:
+                log.warning("stalled job %s (%s) of a dead worker: queued again", job.id, job.call_string)
+            recovered += done
         return recovered
 
     async def recover_stalled(self, app: App) -> None:
@@ -217,38 +244,93 @@ async def run(
     install_signal_handlers: bool = True,
     on_ready: Callable[[], None] | None = None,
 ) -> None:
-    """Run a worker until stopped (SIGTERM/SIGINT), or with wait=False until nothing is due."""
+    """Run a worker until stopped (SIGTERM/SIGINT), or with wait=False until nothing is due.
+
+    A worker that loses the database (PostgreSQL restarted, the network gone) stops with an
+    error, or stops by itself when one of procrastinate's side tasks fails; it is started again
+    after RESTART_SECONDS until the database answers (its running jobs, if any, are recovered
+    as stalled ones). Only SIGTERM/SIGINT end it. A second signal stops it at once."""
     url = settings.database_url.get_secret_value()
-    await _check_database(url)
+    await _check_database(url)  # a wrong URL or a missing schema: a clear message, exit 1
+    stop = asyncio.Event()
+    running: list[Worker] = []
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM) if install_signal_handlers else ()
+
+    def request_stop() -> None:
+        for sig in signals:  # the next one gets Python's default: stop now
+            loop.remove_signal_handler(sig)
+        log.info("stop requested: no new jobs; waiting up to %g s for running ones", settings.shutdown)
+        stop.set()
+        for worker in running:
+            worker.stop()  # type: ignore[no-untyped-call]
+
+    for sig in signals:
+        loop.add_signal_handler(sig, request_stop)
+    try:
+        while True:
+            try:
+                await _run_once(settings, wait, running, stop, on_ready)
+                if stop.is_set() or not wait:
+                    return
+                log.error("the worker stopped without being asked (see above); starting again in %g s", RESTART_SECONDS)
+            except (psycopg.Error, ConnectorException, PoolTimeout, OSError) as exc:
+                if not wait:
+                    raise
+                log.error("the worker lost the database: %s; starting again in %g s", describe(exc), RESTART_SECONDS)
+            running.clear()
+            try:
+                await asyncio.wait_for(stop.wait(), RESTART_SECONDS)
+                return
+            except TimeoutError:
+                pass
+    finally:
+        if not stop.is_set():
+            for sig in signals:
+                loop.remove_signal_handler(sig)
+
+
+async def _run_once(
+    settings: WorkerSettings,
+    wait: bool,
+    running: list[Worker],
+    stop: asyncio.Event,
+    on_ready: Callable[[], None] | None,
+) -> None:
     runtime = Runtime(settings)
     pool = AsyncConnectionPool(
-        url, min_size=1, max_size=settings.concurrency + 4, open=False, name="worker",
-        check=AsyncConnectionPool.check_connection,
+        settings.database_url.get_secret_value(), min_size=1, max_size=settings.concurrency + 4, open=False,
+        name="worker", check=AsyncConnectionPool.check_connection,
+        timeout=POOL_WAIT_SECONDS,
     )  # fmt: skip
-    await pool.open(wait=True, timeout=30)
     try:
+        await pool.open(wait=True, timeout=30)
         runtime._pool = pool
         app = build_app(runtime)
         async with app.open_async(pool):
             await runtime.recover_stalled_once(app)
             recovery = asyncio.create_task(runtime.recover_stalled(app), name="recover_stalled")
+            worker = Worker(
+                app,
+                queues=list(settings.queues),
+                concurrency=settings.concurrency,
+                wait=wait,
+                name="booking",
+                fetch_job_polling_interval=max(
+                    0.2, min(POLL_MAX_SECONDS, settings.mail_retry_base, settings.webhook_retry_base)
+                ),
+                shutdown_graceful_timeout=settings.shutdown,
+                install_signal_handlers=False,  # run() handles them: a stop must end the restarts too
+                update_heartbeat_interval=settings.heartbeat,
+                stalled_worker_timeout=settings.stalled,
+                listen_notify=True,
+            )
+            running.append(worker)
             if on_ready is not None:
                 on_ready()
             try:
-                await app.run_worker_async(
-                    queues=list(settings.queues),
-                    concurrency=settings.concurrency,
-                    wait=wait,
-                    name="booking",
-                    fetch_job_polling_interval=max(
-                        0.2, min(POLL_MAX_SECONDS, settings.mail_retry_base, settings.webhook_retry_base)
-                    ),
-                    shutdown_graceful_timeout=settings.shutdown,
-                    install_signal_handlers=install_signal_handlers,
-                    update_heartbeat_interval=settings.heartbeat,
-                    stalled_worker_timeout=settings.stalled,
-                    listen_notify=True,
-                )
+                if not stop.is_set():  # asked while starting (worker.run() forgets an earlier stop())
+                    await worker.run()  # type: ignore[no-untyped-call]
             finally:
                 recovery.cancel()
                 await asyncio.gather(recovery, return_exceptions=True)

@@ -33,11 +33,17 @@ DOOR_TEXT = (
 )
 
 
-def qr_png(code: str) -> bytes:
-    """The ticket's QR code as PNG: exactly these parameters (tests compare the bytes)."""
+QR_SCALE, QR_BORDER = 6, 4
+
+
+def qr_png(code: str) -> tuple[bytes, int]:
+    """The ticket's QR code as PNG, exactly these parameters (tests compare the bytes), and its
+    width (= height) in pixels."""
+    qr = segno.make(code, error="m")
     buf = io.BytesIO()
-    segno.make(code, error="m").save(buf, kind="png", scale=6, border=4)
-    return buf.getvalue()
+    qr.save(buf, kind="png", scale=QR_SCALE, border=QR_BORDER)
+    width, _ = qr.symbol_size(scale=QR_SCALE, border=QR_BORDER)
+    return buf.getvalue(), int(width)
 
 
 def message_id(order_id: str) -> str:
@@ -89,9 +95,11 @@ def build_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
     msg.set_content("\n".join(lines) + "\n")
 
     e = html.escape
+    qrs = {t["ticket_code"]: qr_png(t["ticket_code"]) for t in tickets}
     rows = "".join(
         f'<tr><td style="padding:12px 0"><img src="cid:{content_id(t["ticket_code"])[1:-1]}" '
-        f'alt="QR code of ticket {e(t["ticket_code"])}" width="198" height="198"></td>'
+        f'alt="QR code of ticket {e(t["ticket_code"])}" width="{qrs[t["ticket_code"]][1]}" '
+        f'height="{qrs[t["ticket_code"]][1]}"></td>'
         f'<td style="padding:12px"><strong style="font-family:monospace;font-size:16px">{e(t["ticket_code"])}'
         f"</strong><br>{e(t.get('ticket_type_name') or 'ticket')}</td></tr>"
         for t in tickets
@@ -111,7 +119,7 @@ def build_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
     for t in tickets:
         code = t["ticket_code"]
         html_part.add_related(
-            qr_png(code), maintype="image", subtype="png", cid=content_id(code), filename=f"{code}.png",
+            qrs[code][0], maintype="image", subtype="png", cid=content_id(code), filename=f"{code}.png",
             disposition="inline",
         )  # fmt: skip
     return msg
