@@ -5,10 +5,15 @@ bench/RESULTS.md. After every run api.check_invariants() must be empty, or the b
   python -m bench [--seconds 10] [--http-seconds 10] [--clients 1,8,32,128]
                   [--connections 64,256,1000] [--huge 10000] [--only pgbench|http|crowd] [--no-write]
                   [--crowd-parts crowd,sweep,overload,room,cost,soak] [--crowd-users 10000] [--soak-seconds 600] ...
+                  [--only delivery] [--delivery-orders 1000] [--delivery-rate 100] [--delivery-load-users 200]
 
 The crowd part (issue 10: users who think between clicks, the overload sweep, the waiting room,
 the soak, cost per request) is in bench/crowd.py, its charts in bench/plots.py. `--only crowd`
 rewrites only the crowd section of bench/RESULTS.md and keeps the rest.
+
+The delivery part (issue 11: confirmation e-mails through the job queue to a local SMTP sink,
+without other load and during an onsale) is in bench/delivery.py; `--only delivery` likewise
+rewrites only its own section.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any
 import jwt
 import psycopg
 
-from bench import crowd, plots
+from bench import crowd, delivery, plots
 from bench.flowgen import SOCKET_ERRORS, RouteSummary, pct
 from dbctl.__main__ import uvicorn_args
 from dbctl.cluster import Cluster, create_database, memory_bytes, pg_tool, tuned_settings
@@ -102,6 +107,7 @@ class Bench:
         self.cluster = Cluster(self.tmp / "pg" / "data", port, {**tuned_settings(port), "max_connections": "300"})
         self.rows: list[Row] = []
         self.crowd_report = CrowdReport()
+        self.delivery_report: delivery.DeliveryReport | None = None
 
     # ------------------------------------------------------------------ database
 
@@ -320,6 +326,27 @@ class Bench:
             finally:
                 _stop(gateway)
 
+    # ------------------------------------------------------------------ delivery (issue 11)
+
+    def delivery_part(self) -> None:
+        """bench/delivery.py on a fresh gateway (production settings, RATE_LIMITS off), with its own
+        worker process and SMTP sink; api.check_invariants() after each of its two runs."""
+        a = self.args
+        _raise_file_limits()
+        gateway, url = self.start_gateway(coalesce=True)
+        try:
+            self.delivery_report = delivery.run_delivery(
+                self, url, gateway.pid, a.delivery_orders, a.delivery_rate, a.delivery_timeout,
+                a.delivery_load_users, a.delivery_load_procs,
+            )  # fmt: skip
+        finally:
+            _stop(gateway)
+
+    def delivery_section(self) -> list[str]:
+        assert self.delivery_report is not None
+        return delivery.section(self.delivery_report, f"python -m bench {' '.join(sys.argv[1:])}",
+                                f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+
     def crowd_sections(self) -> list[str]:
         """The crowd part of RESULTS.md: one block per bench, each with its load model, figures,
         charts and targets, between markers so a `--only crowd` run replaces just its blocks."""
@@ -452,6 +479,8 @@ class Bench:
             lines += self.summary()
         if self.crowd_report.ran:
             lines += self.crowd_sections()
+        if self.delivery_report is not None:
+            lines += ["", *self.delivery_section()]
         return "\n".join(lines) + "\n"
 
     def summary(self) -> list[str]:
@@ -794,7 +823,7 @@ def main() -> None:
     parser.add_argument("--connections", type=_ints, default=[64, 256, 1000])
     parser.add_argument("--huge", type=_ints, default=[10000])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)))
-    parser.add_argument("--only", choices=["pgbench", "http", "crowd"])
+    parser.add_argument("--only", choices=["pgbench", "http", "crowd", "delivery"])
     crowd_args = parser.add_argument_group("the crowd part (bench/crowd.py)")
     crowd_args.add_argument(
         "--crowd-parts",
@@ -823,6 +852,14 @@ def main() -> None:
     crowd_args.add_argument("--cost-seconds", type=int, default=10)
     crowd_args.add_argument("--soak-seconds", type=int, default=int(os.environ.get("BENCH_SOAK_SECONDS", 600)))
     crowd_args.add_argument("--soak-interval", type=float, default=60.0, help="RSS and invariant every N s")
+    mail = parser.add_argument_group("the delivery part (bench/delivery.py)")
+    mail.add_argument("--delivery-orders", type=int, default=1000, help="orders per run (two runs: quiet, onsale)")
+    mail.add_argument("--delivery-rate", type=float, default=100.0, help="completions per second (fixed schedule)")
+    mail.add_argument("--delivery-timeout", type=float, default=120.0,
+                      help="seconds after the last scheduled completion to wait for the mails")  # fmt: skip
+    mail.add_argument("--delivery-load-users", type=int, default=200,
+                      help="users (connections) of the onsale load: the hot reserve without think time")  # fmt: skip
+    mail.add_argument("--delivery-load-procs", type=int, default=1, help="processes of the onsale load generator")
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave bench/RESULTS.md and bench/plots/ alone"
     )
@@ -850,6 +887,8 @@ def main() -> None:
             bench.http()
         if args.only in (None, "crowd"):
             bench.crowd_part()
+        if args.only in (None, "delivery"):
+            bench.delivery_part()
         report = bench.report(started)
         print(report)
         if not args.no_write:
@@ -857,6 +896,8 @@ def main() -> None:
             if args.only == "crowd" and results.exists():
                 section = "\n".join(bench.crowd_sections()) + "\n"
                 results.write_text(splice_crowd(results.read_text(), section))
+            elif args.only == "delivery" and results.exists():
+                results.write_text(delivery.splice(results.read_text(), "\n".join(bench.delivery_section()) + "\n"))
             else:
                 results.write_text(report)
             print(f"wrote {HERE / 'RESULTS.md'} ({bench.reservations():,} reservations made)")

@@ -147,3 +147,31 @@ def soak_rss(soak: SoakResult) -> str | None:
     ax.legend(fontsize=8)
     ax.set_title(f"Soak: gateway RSS per worker ({soak.users:,} users, think 0-10 s; {fives} 5xx)", fontsize=10)
     return _save(fig, "soak-rss.png")
+
+
+def delivery_queue(runs: list[Any]) -> str | None:
+    """bench/delivery.py: per run (quiet, onsale), the job queue depth (todo + doing, by queue)
+    and the mails deferred (completions) and accepted by the SMTP sink, over time."""
+    runs = [r for r in runs if r.samples]
+    if not runs:
+        return None
+    fig, axes = plt.subplots(2, len(runs), figsize=(6 * len(runs), 6), sharex="col", squeeze=False)
+    for col, run in enumerate(runs):
+        done = [o.completed for o in run.orders if o.order_id]
+        zero = min(done) if done else run.samples[0].t
+        t = [s.t - zero for s in run.samples]
+        depth, totals = axes[0][col], axes[1][col]
+        for queue in sorted({q for s in run.samples for q in s.depth} | {"mail"}):
+            depth.plot(t, [s.depth.get(queue, 0) for s in run.samples], "-", label=f"{queue} (todo + doing)")
+        depth.plot(t, [s.doing.get("mail", 0) for s in run.samples], ":", label="mail (doing)")
+        depth.set_ylabel("jobs")
+        depth.legend(fontsize=7)
+        title = f"{run.name}: {len(done):,} orders at {run.rate:,.0f}/s"
+        depth.set_title(title + (f", onsale load {run.load_rps:,.0f} req/s" if run.load else ", no other load"),
+                        fontsize=10)  # fmt: skip
+        totals.plot(t, [s.mail_jobs for s in run.samples], "-", label="completed (mail jobs deferred)")
+        totals.plot(t, [s.accepted for s in run.samples], "-", label="mails accepted by the sink")
+        totals.set_xlabel("seconds since the first completion (sampled every 0.5 s)")
+        totals.set_ylabel("orders")
+        totals.legend(fontsize=7)
+    return _save(fig, "delivery-queue.png")
