@@ -565,13 +565,18 @@ def section(rep: DeliveryReport, command: str, when: str) -> list[str]:
             out.append(f"  - Load model: {run.load_model}. The load: {run.load.requests:,} reserves in "
                        f"{run.load_seconds:,.1f} s = {run.load_rps:,.0f} req/s, p50 {_ms(run.load.p50_ms)} ms, "
                        f"p99 {_ms(run.load.p99_ms)} ms; answers {_statuses(run.load.statuses)}.")  # fmt: skip
-    rates = [(run.name, run.figures()["mail_rate"], run.cpu_cores.get("worker", 0.0)) for run in rep.runs]
-    out += ["", f"Reading: one worker process sends about 1 / (its CPU per mail) mails a second while it has a core; "
-            f"completions came at {rep.rate:,.0f}/s, and it sent "
-            + ", ".join(f"{'-' if r is None else format(r, ',.1f')}/s in the {name} run ({c:.2f} cores)"
-                        for name, r, c in rates)
-            + ". A mail's wait is the mails ahead of it divided by that rate (the queue depth in the chart)."
-            ]  # fmt: skip
+
+    def sent_by_worker(run: DeliveryRun) -> str:
+        f = run.figures()
+        per_mail = run.worker_cpu_s * 1000 / max(1, f["delivered"])
+        sent = "-" if f["mail_rate"] is None else f"{f['mail_rate']:,.1f}"
+        return (f"{sent}/s in the {run.name} run ({run.cpu_cores.get('worker', 0.0):.2f} cores, mean over the run; "
+                f"{per_mail:,.1f} ms of CPU per mail)")  # fmt: skip
+
+    sent = " and ".join(map(sent_by_worker, rep.runs))
+    out += ["", f"Reading: completions came at {rep.rate:,.0f}/s; the worker sent {sent}"
+            + ". A mail's wait is the mails ahead of it divided by that rate: the queue (chart) grows while "
+            "completions outpace the worker and drains after."]  # fmt: skip
     out += ["", f"Exactly once: every order's Message-ID (`<order-ID@booking>`) counted in the sink over both runs "
             f"(after a 2 s grace): {_exactly_once(rep)}; {rep.strangers} accepted messages named no order of "
             f"these runs. The worker stopped on SIGTERM with exit status {rep.worker_exit}. "
