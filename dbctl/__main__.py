@@ -45,7 +45,20 @@ def gateway_env(t: local.Target) -> dict[str, str]:
         env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, gateway_only=True))  # no owner or superuser password
         if "JWT_SECRET" not in env:
             env["JWT_SECRET"] = local.kept_secret("jwt-secret")
+        env.update({k: v for k, v in payment_credentials().items() if not env.get(k)})
     return env
+
+
+# Development payment credentials (the sandbox signs with them, the gateway verifies): the ids are
+# the providers' public sandbox ones, the keys generated once and kept in .local/ like JWT_SECRET.
+DEV_PAYMENT_IDS = {"MOMO_PARTNER_CODE": "MOMOSANDBOX", "ZALOPAY_APP_ID": "2553"}
+DEV_PAYMENT_KEYS = ("MOMO_ACCESS_KEY", "MOMO_SECRET_KEY", "ZALOPAY_KEY1", "ZALOPAY_KEY2",
+                    "BANK_WEBHOOK_SECRET", "CARD_WEBHOOK_SECRET")  # fmt: skip
+
+
+def payment_credentials() -> dict[str, str]:
+    keys = {name: local.kept_secret(name.lower().replace("_", "-")) for name in DEV_PAYMENT_KEYS}
+    return {**DEV_PAYMENT_IDS, **keys}
 
 
 def worker_env(t: local.Target) -> dict[str, str]:

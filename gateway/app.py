@@ -44,6 +44,8 @@ from gateway.onsale.join import JoinCoalescer
 from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
+from gateway.payments import callbacks as payment_callbacks
+from gateway.payments import sandbox
 from gateway.ratelimit import RateLimiter, request_address
 from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
@@ -423,7 +425,7 @@ class PathHandlers:
         await self.app(scope, receive, send)
 
 
-def make_routes() -> list[Route]:
+def make_routes(settings: Settings) -> list[Route]:
     paths: dict[str, dict[str, Handler]] = {}
     for e in ROUTES:
         paths.setdefault(e.path, {})[e.method] = make_handler(e)
@@ -431,6 +433,8 @@ def make_routes() -> list[Route]:
     paths["/readyz"] = {"GET": readyz}
     paths["/openapi.json"] = {"GET": openapi}
     paths["/events/{event_id}/waiting-room"] = {"GET": waiting_room_page}
+    paths.update(payment_callbacks.routes())  # providers' callbacks: gateway/payments/callbacks.py
+    paths.update(sandbox.routes(settings))  # development only (BOOKING_ENV, PAYMENT_MODE=provider)
     return [Route(path, PathHandlers(handlers)) for path, handlers in paths.items()]
 
 
@@ -526,7 +530,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await gateway.stop()
 
     app = GatewayApp(
-        routes=make_routes(),
+        routes=make_routes(settings),
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HTTPException: http_error, Exception: unexpected_error},
     )

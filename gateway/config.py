@@ -26,7 +26,17 @@ class ConfigError(RuntimeError):
 
 ENVIRONMENTS = ("development", "production")
 # Values never echoed back in an error message.
-SECRET_FIELDS = frozenset({"database_url", "jwt_secret"})
+# The providers' credentials (API.md "Checkout with a payment provider"): field -> variable.
+PAYMENT_SECRETS = {
+    "momo_access_key": "MOMO_ACCESS_KEY",
+    "momo_secret_key": "MOMO_SECRET_KEY",
+    "zalopay_key1": "ZALOPAY_KEY1",
+    "zalopay_key2": "ZALOPAY_KEY2",
+    "bank_webhook_secret": "BANK_WEBHOOK_SECRET",
+    "card_webhook_secret": "CARD_WEBHOOK_SECRET",
+}
+PAYMENT_IDS = {"momo_partner_code": "MOMO_PARTNER_CODE", "zalopay_app_id": "ZALOPAY_APP_ID"}
+SECRET_FIELDS = frozenset({"database_url", "jwt_secret", *PAYMENT_SECRETS})
 HINTS = {
     "database_url": " (make run sets it for the local database)",
     "jwt_secret": " (make run generates one in .local/ for local use)",
@@ -171,6 +181,26 @@ class Settings(_Settings):
     # Webhook URLs may point at loopback, private and link-local addresses (tests, local
     # development). Read by gateway/netguard.py's rule, the same one the worker applies.
     webhook_allow_private: bool = Field(False, validation_alias=_env(netguard.ALLOW_PRIVATE_ENV))
+    # Payments (issue 12; the mode itself lives in the database, payment_settings: `make run`
+    # applies PAYMENT_MODE there, the gateway reads it here for its sandbox and production rules).
+    # instant: `complete` pays at once (demos, the seed's tests); provider: checkout and callbacks.
+    payment_mode: Literal["instant", "provider"] = Field("instant", validation_alias=_env("PAYMENT_MODE"))
+    # Production refuses instant payments (anyone could mark seats paid) unless this says yes.
+    allow_instant_payments: bool = Field(False, validation_alias=_env("ALLOW_INSTANT_PAYMENTS"))
+    # How the outside world reaches this gateway (pay_url, the sandbox's self-callback); unset:
+    # the request's own scheme and host.
+    public_base_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
+                                        validation_alias=_env("PUBLIC_BASE_URL"))  # fmt: skip
+    # The providers' credentials; empty: that provider's callbacks are refused (never verified
+    # under an empty key). `make run` generates development ones in .local/.
+    momo_partner_code: str = Field("", max_length=64, validation_alias=_env("MOMO_PARTNER_CODE"))
+    momo_access_key: SecretStr = Field(SecretStr(""), validation_alias=_env("MOMO_ACCESS_KEY"))
+    momo_secret_key: SecretStr = Field(SecretStr(""), validation_alias=_env("MOMO_SECRET_KEY"))
+    zalopay_app_id: str = Field("", max_length=64, validation_alias=_env("ZALOPAY_APP_ID"))
+    zalopay_key1: SecretStr = Field(SecretStr(""), validation_alias=_env("ZALOPAY_KEY1"))
+    zalopay_key2: SecretStr = Field(SecretStr(""), validation_alias=_env("ZALOPAY_KEY2"))
+    bank_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("BANK_WEBHOOK_SECRET"))
+    card_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("CARD_WEBHOOK_SECRET"))
 
     @field_validator("webhook_allow_private", mode="before")
     @classmethod
@@ -203,7 +233,26 @@ class Settings(_Settings):
             raise ValueError("POOL_MIN_SIZE must not exceed POOL_MAX_SIZE")
         if self.production and len(self.jwt_secret.get_secret_value()) < 32:
             raise ValueError("JWT_SECRET must be at least 32 characters in production (BOOKING_ENV=production)")
+        if self.production and self.payment_mode == "instant" and not self.allow_instant_payments:
+            raise ValueError(
+                "PAYMENT_MODE=instant marks orders paid without a payment: refused in production "
+                "(BOOKING_ENV=production); set PAYMENT_MODE=provider, or ALLOW_INSTANT_PAYMENTS=yes for a demo"
+            )
+        if self.production and self.payment_mode == "provider":
+            unset = [name for field, name in {**PAYMENT_IDS, **PAYMENT_SECRETS}.items() if not self.secret(field)]
+            if unset:
+                raise ValueError(f"PAYMENT_MODE=provider in production needs {', '.join(unset)} (not set)")
         return self
+
+    def secret(self, field: str) -> str:
+        """A payment credential's value by field name ("" when unset)."""
+        value = getattr(self, field)
+        return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    @property
+    def sandbox(self) -> bool:
+        """The payment sandbox routes exist: development, provider mode."""
+        return not self.production and self.payment_mode == "provider"
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated again (model_copy would not validate)."""

@@ -55,6 +55,14 @@ GATEWAY_CODES = [
         "A webhook URL points at an address webhooks may not reach (loopback, private, "
         "link-local, reserved): directly or through its name.",
     ),
+    # Payment callbacks (gateway/payments/callbacks.py).
+    ErrorCode("invalid_signature", 401, "A payment callback whose signature is missing or does not verify."),
+    ErrorCode(
+        "payment_refused",
+        422,
+        "A verified payment callback the booking does not accept (its amount differs from the order's, "
+        "or it names no payment of ours); it is recorded and changes nothing.",
+    ),
     ErrorCode("payload_too_large", 413, "The body is larger than the gateway accepts (MAX_BODY_BYTES)."),
     # Answered by the serving protocol (gateway/serving.py) before a request reaches the app.
     ErrorCode("header_timeout", 408, "The request head did not arrive in time (HEADER_TIMEOUT_SECONDS)."),

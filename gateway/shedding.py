@@ -47,13 +47,22 @@ ADMITTED = "gateway.admitted"  # scope key: the protocol counted this request al
 log = logging.getLogger("gateway.shedding")
 
 
+# The providers' callbacks (gateway/payments/callbacks.py PATHS): never shed. A provider may call
+# back once only (MoMo), and a forged one costs one HMAC before it is refused.
+PAYMENT_CALLBACKS = frozenset({b"/payments/momo/ipn", b"/payments/zalopay/callback", b"/payments/bank/webhook",
+                               b"/payments/card/webhook"})  # fmt: skip
+
+
 def exempt(method: bytes, path: bytes) -> bool:
-    """Never shed: /healthz and /readyz (any method: a probe must never be refused as busy), and
+    """Never shed: /healthz and /readyz (any method: a probe must never be refused as busy), POST to
+    the payment callbacks, and
     GET /events/<one segment>/queue or /events/<one segment>/waiting-room. `path` is the raw path
     without the query, as sent; a percent-encoded spelling of these paths is not exempt (shed,
     which is safe: only the cheap routes are spared)."""
     if path == b"/healthz" or path == b"/readyz":
         return True
+    if method == b"POST" and path in PAYMENT_CALLBACKS:
+        return True  # money already taken; one per purchase (gateway/payments/callbacks.py)
     if method != b"GET" or not path.startswith(b"/events/"):
         return False
     event, slash, tail = path[8:].partition(b"/")

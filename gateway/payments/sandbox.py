@@ -1,0 +1,169 @@
+"""The development stand-in for the providers' payment pages (only when BOOKING_ENV is not
+production and PAYMENT_MODE=provider; otherwise the routes do not exist: 404).
+
+GET  /payments/sandbox/{transaction_id}?method=&amount=  a tiny HTML page, Success and Failure
+POST /payments/sandbox/{transaction_id}?method=&amount=  {outcome: success|failure} (JSON or a
+     form): builds that provider's correctly signed callback and POSTs it over HTTP to our own
+     callback route (PUBLIC_BASE_URL, else the request's own host), then answers what it answered.
+The checkout's pay_url carries method and amount, as a real provider is told them when the
+payment is created. ZaloPay calls back on success only, so its failure sends nothing.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import secrets
+import time
+from decimal import Decimal
+from typing import Any
+from urllib.parse import parse_qs, urlencode
+
+import httpx
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gateway.config import Settings
+from gateway.errors import ApiError, validation_failed
+from gateway.payments import callbacks, momo, webhook, zalopay
+from gateway.payments.common import MalformedCallback, amount_of, whole_vnd
+
+PATH = "/payments/sandbox/{transaction_id}"
+METHODS = ("MOMO", "ZALOPAY", "BANKING", "CARD")
+OUTCOMES = ("success", "failure")
+TRANSACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+CALLBACK_TIMEOUT = 10.0  # seconds for our own callback route to answer
+MOMO_DENIED = 1006  # MoMo: "Transaction denied by user."
+
+PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Payment sandbox</title>
+<style>body{{font-family:sans-serif;max-width:28em;margin:3em auto}}button{{font-size:1.2em;margin:.5em}}</style>
+</head><body>
+<h1>{method} sandbox</h1>
+<p>Order reference <code>{transaction_id}</code>, amount <strong>{amount} VND</strong>.</p>
+<p>This page stands in for the provider (development only). Choose what the provider reports:</p>
+<form method="post"><button name="outcome" value="success">Success</button>
+<button name="outcome" value="failure">Failure</button></form>
+</body></html>
+"""
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; "
+    "base-uri 'none'; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Cache-Control": "no-store",
+}
+
+
+def pay_url(base_url: str, transaction_id: str, method: str, amount: Decimal | int | str) -> str:
+    """Where the checkout sends the buyer in development."""
+    query = urlencode({"method": method, "amount": whole_vnd(amount)})
+    return f"{base_url.rstrip('/')}/payments/sandbox/{transaction_id}?{query}"
+
+
+def base_url(settings: Settings, request: Request) -> str:
+    return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
+def _params(request: Request) -> tuple[str, str, int]:
+    transaction_id = request.path_params["transaction_id"]
+    if not TRANSACTION_ID.fullmatch(transaction_id):
+        raise validation_failed("transaction_id must be 1-64 letters, digits, '_' or '-'")
+    method = request.query_params.get("method", "")
+    if method not in METHODS:
+        raise validation_failed(f"method must be one of {', '.join(METHODS)}")
+    try:
+        amount = whole_vnd(amount_of(request.query_params.get("amount", "")))
+    except (MalformedCallback, ArithmeticError):
+        raise validation_failed("amount must be a positive number") from None
+    return transaction_id, method, amount
+
+
+async def page(request: Request) -> Response:
+    transaction_id, method, amount = _params(request)
+    text = PAGE.format(method=html.escape(method), transaction_id=html.escape(transaction_id), amount=f"{amount:,}")
+    return Response(text, media_type="text/html; charset=utf-8", headers=PAGE_HEADERS)
+
+
+async def _outcome(request: Request) -> str:
+    raw = await request.body()
+    if len(raw) > 1024:
+        raise validation_failed("the body must be {outcome}")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    outcome: Any = None
+    if kind == "application/x-www-form-urlencoded":
+        outcome = next(iter(parse_qs(raw.decode("utf-8", "replace")).get("outcome", [])), None)
+    else:
+        try:
+            body = json.loads(raw)
+        except (ValueError, UnicodeDecodeError):
+            raise validation_failed("the body must be JSON {outcome: success|failure}") from None
+        outcome = body.get("outcome") if isinstance(body, dict) else None
+    if outcome not in OUTCOMES:
+        raise validation_failed("outcome must be success or failure")
+    return str(outcome)
+
+
+def callback_for(
+    settings: Settings, method: str, transaction_id: str, amount: int, success: bool
+) -> tuple[str, bytes, dict[str, str]] | None:
+    """(path, body, headers) of the callback the provider would send; None when it sends none."""
+    now_ms = int(time.time() * 1000)
+    provider_txn = 10**12 + secrets.randbelow(9 * 10**12)
+    json_headers = {"Content-Type": "application/json"}
+    if method == "MOMO":
+        fields = {
+            "partnerCode": settings.momo_partner_code, "orderId": transaction_id, "requestId": transaction_id,
+            "amount": amount, "orderInfo": "Sandbox payment", "orderType": "momo_wallet", "transId": provider_txn,
+            "resultCode": momo.SUCCESS if success else MOMO_DENIED,
+            "message": "Successful." if success else "Transaction denied by user.",
+            "payType": "qr", "responseTime": now_ms, "extraData": "",
+        }  # fmt: skip
+        body = momo.signed_ipn(fields, settings.secret("momo_access_key"), settings.secret("momo_secret_key"))
+        return callbacks.MOMO_PATH, json.dumps(body).encode(), json_headers
+    if method == "ZALOPAY":
+        if not success:
+            return None
+        known = settings.zalopay_app_id
+        app_id: int | str = int(known) if known.isdigit() else known
+        data = {
+            "app_id": app_id, "app_trans_id": transaction_id, "app_time": now_ms, "app_user": "sandbox",
+            "amount": amount, "embed_data": "{}", "item": "[]", "zp_trans_id": provider_txn,
+            "server_time": now_ms, "channel": 38, "merchant_user_id": "", "user_fee_amount": 0, "discount_amount": 0,
+        }  # fmt: skip
+        body = zalopay.signed_callback(data, settings.secret("zalopay_key2"))
+        return callbacks.ZALOPAY_PATH, json.dumps(body).encode(), json_headers
+    secret_field, path = ("bank_webhook_secret", callbacks.BANK_PATH) if method == "BANKING" else (
+        "card_webhook_secret", callbacks.CARD_PATH)  # fmt: skip
+    payload = {
+        "transaction_id": transaction_id,
+        "amount": amount,
+        "status": "SUCCESS" if success else "FAILED",
+        "provider_txn_id": f"SBX-{secrets.token_hex(8)}",
+    }
+    raw, headers = webhook.signed_request(payload, settings.secret(secret_field))
+    return path, raw, headers
+
+
+async def pay(request: Request) -> Response:
+    transaction_id, method, amount = _params(request)
+    outcome = await _outcome(request)
+    settings: Settings = request.app.state.gateway.settings
+    callback = callback_for(settings, method, transaction_id, amount, outcome == "success")
+    answer: dict[str, Any] = {"transaction_id": transaction_id, "method": method, "outcome": outcome}
+    if callback is None:
+        answer["callback"] = None  # ZaloPay reports failures only through its query API
+        return JSONResponse(answer)
+    path, body, headers = callback
+    try:
+        async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
+            response = await client.post(base_url(settings, request) + path, content=body, headers=headers)
+    except httpx.HTTPError as exc:
+        raise ApiError("busy", f"the sandbox could not reach the callback route ({type(exc).__name__})",
+                       hint="set PUBLIC_BASE_URL to where this gateway listens") from None  # fmt: skip
+    answer["callback"] = {"path": path, **callbacks.answer_of(response)}
+    return JSONResponse(answer)
+
+
+def routes(settings: Settings) -> dict[str, dict[str, Any]]:
+    return {PATH: {"GET": page, "POST": pay}} if settings.sandbox else {}
