@@ -205,6 +205,7 @@ class Bench:
         port = free_port()
         env = {**os.environ, "GATEWAY_DATABASE_URL": self.url("booking_gateway"), "JWT_SECRET": SECRET,
                "RESERVE_COALESCE": "on" if coalesce else "off", "BOOKING_ENV": "production",
+               "ALLOW_INSTANT_PAYMENTS": "yes",  # the benches buy with complete (instant payments)
                "RATE_LIMITS": "on" if rate_limits else "off",
                "GATEWAY_HOST": "127.0.0.1", "GATEWAY_PORT": str(port),
                "WEB_CONCURRENCY": str(self.args.workers)}  # fmt: skip

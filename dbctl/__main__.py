@@ -16,6 +16,8 @@ import os
 import sys
 from collections.abc import Mapping
 
+import psycopg
+
 from dbctl import local
 from dbctl.cluster import pg_tool
 from dbctl.migrate import migrate
@@ -35,7 +37,20 @@ def up() -> local.Target:
     if applied:
         print(f"Applied migrations: {', '.join(applied)}")
     seed(t.owner_url)
+    apply_payment_mode(t.owner_url, os.environ.get("PAYMENT_MODE", ""))
     return t
+
+
+def apply_payment_mode(owner_url: str, mode: str) -> None:
+    """PAYMENT_MODE, when set, becomes the database's mode (payment_settings, the one source of
+    truth: api.complete_booking refuses in provider mode); unset, the database keeps its own."""
+    if not mode:
+        return
+    if mode not in ("instant", "provider"):
+        sys.exit(f"PAYMENT_MODE must be instant or provider (got {mode!r})")
+    with psycopg.connect(owner_url, autocommit=True) as conn:
+        conn.execute("SELECT api.set_payment_mode(%s)", (mode,))
+    print(f"Payments: {mode} mode.")
 
 
 def gateway_env(t: local.Target) -> dict[str, str]:

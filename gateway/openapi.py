@@ -22,6 +22,11 @@ def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
+def _optional(schema: dict[str, Any], *names: str) -> dict[str, Any]:
+    """`schema` with these members no longer required."""
+    return {**schema, "required": [n for n in schema["required"] if n not in names]}
+
+
 def _obj(properties: dict[str, Any]) -> dict[str, Any]:
     """An object with exactly these members, all present (the SQL always writes every key)."""
     return {"type": "object", "required": list(properties), "properties": properties}
@@ -84,11 +89,14 @@ RESPONSE_SCHEMAS: dict[str, Any] = {
     "OrderItem": _obj({"ticket_type_id": UUID, "ticket_type_name": {"type": "string"}, "event_id": UUID,
                        "event_name": {"type": "string"}, "event_start_time": TIME,
                        "quantity": {"type": "integer", "minimum": 1}, "unit_price": MONEY}),
-    "Payment": _obj({"method": _enum("MOMO", "ZALOPAY", "BANKING", "CARD"), "amount": MONEY,
-                     "status": _enum("PENDING", "SUCCESS", "FAILED"), "transaction_id": {"type": "string"},
-                     "payment_time": _null(TIME)}),
+    "Payment": _optional(_obj({"method": _enum("MOMO", "ZALOPAY", "BANKING", "CARD"), "amount": MONEY,
+                               "status": _enum("PENDING", "SUCCESS", "FAILED", "REFUNDED"),
+                               "transaction_id": {"type": "string"}, "payment_time": _null(TIME),
+                               "pay_url": _null({"type": "string", "description": "where the buyer pays"}),
+                               "expires_at": _null(TIME)}), "pay_url", "expires_at"),  # provider mode
     "Ticket": _obj(_TICKET),
-    "Order": _obj({"id": UUID, "status": _enum("PENDING", "PAID", "CANCELLED", "TIMEOUT"), "total_amount": MONEY,
+    "Order": _obj({"id": UUID, "status": _enum("PENDING", "PAID", "CANCELLED", "TIMEOUT", "REFUND_PENDING",
+                                                  "REFUNDED"), "total_amount": MONEY,
                    "created_at": TIME, "reservation_id": _null(UUID),
                    "items": {"type": "array", "items": _ref("OrderItem")},
                    "payment": _null(_ref("Payment")), "tickets": {"type": "array", "items": _ref("Ticket")}}),

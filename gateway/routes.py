@@ -122,6 +122,22 @@ ROUTES: list[Endpoint] = [
              auth=USER, passes_user=True, special="my_bookings", returns="[Order]", query=("limit", "cursor")),
     Endpoint("POST", "/tickets/{ticket_code}/check-in", "check_in", "Check a ticket in at the door", auth=ADMIN,
              errors=("not_found", "already_checked_in", "ticket_cancelled"), returns="CheckedIn"),
+    # Provider payments (issue 12; PAYMENT_MODE=provider). The providers' callbacks are not routes
+    # of this table (their bodies, answers and limits are the providers'): gateway/payments/callbacks.py.
+    Endpoint("POST", "/bookings/checkout/{reservation_id}", "checkout",
+             "Pay through a provider: a PENDING order whose payment has a pay_url and a deadline "
+             "(the seats stay held until then)", 201, USER, CompleteIn, passes_user=True, special="checkout",
+             errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open",
+                     "idempotency_key_reused"),
+             returns="Order", idempotent=True),
+    Endpoint("GET", "/bookings/orders/{order_id}", "get_order", "My order, whatever its status", auth=USER,
+             passes_user=True, special="order", errors=("not_found",), returns="Order"),
+    Endpoint("DELETE", "/bookings/orders/{order_id}", "cancel_order",
+             "Give up a PENDING order: CANCELLED, seats back", 204, USER, passes_user=True, errors=("not_found",)),
+    Endpoint("POST", "/admin/orders/{order_id}/refund", "refund_order",
+             "Refund a PAID order: tickets CANCELLED, seats back unless the event started; REFUNDED once "
+             "the provider has refunded (REFUND_PENDING until then)", auth=ADMIN, errors=("not_found",),
+             returns="Order"),
     # Webhooks (issue 11): an admin's own; another admin's are 404.
     Endpoint("POST", "/admin/webhooks", "create_webhook",
              "Subscribe a URL to notifications (signed POSTs); the answer holds the signing secret, shown only here",
@@ -145,6 +161,7 @@ GATEWAY_CALLS = {
     "waiting_room_state",
     "join_waiting_room_batch",
     "waiting_room_positions",
+    "apply_payment_event",  # the providers' callbacks (gateway/payments/callbacks.py)
 }
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").

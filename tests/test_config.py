@@ -41,7 +41,7 @@ def test_every_documented_variable_is_read_by_its_name() -> None:
         JWT_TTL_SECONDS="60", POOL_MIN_SIZE="2", POOL_MAX_SIZE="3", POOL_TIMEOUT_SECONDS="0.5",
         POOL_MAX_IDLE_SECONDS="9", EVENTS_CACHE_TTL_SECONDS="7", EVENTS_CACHE_SWEEP_SECONDS="8",
         RESERVE_STRATEGY="optimistic", RESERVE_COALESCE="off", RESERVE_BATCH_MAX="9", MAX_BODY_BYTES="1024",
-        BOOKING_ENV="production", JOIN_BATCH_MAX="11",
+        BOOKING_ENV="production", JOIN_BATCH_MAX="11", ALLOW_INSTANT_PAYMENTS="yes",
     )  # fmt: skip
     assert (s.token_ttl, s.pool_min, s.pool_max, s.pool_timeout, s.pool_max_idle) == (60, 2, 3, 0.5, 9)
     assert (s.cache_ttl, s.cache_sweep, s.reserve_strategy, s.reserve_coalesce) == (7, 8, "optimistic", False)
@@ -81,7 +81,7 @@ def test_strategy_switches() -> None:
 def test_no_secret_no_start() -> None:
     refused("JWT_SECRET: is not set", JWT_SECRET="")
     refused("32 characters", BOOKING_ENV="production", JWT_SECRET="short")
-    assert from_env(BOOKING_ENV="production").production
+    assert from_env(BOOKING_ENV="production", ALLOW_INSTANT_PAYMENTS="yes").production
     refused("BOOKING_ENV", BOOKING_ENV="prod")
 
 
