@@ -71,16 +71,18 @@ def verified(provider: str, check: Callable[[], PaymentEvent]) -> PaymentEvent:
 
 
 async def apply(request: Request, event: PaymentEvent) -> str:
-    """The event through api.apply_payment_event; its outcome (logged with the order)."""
+    """The event through api.apply_payment_event; its outcome (logged with the order). A replay's
+    outcome is `duplicate`, with `first_outcome` saying what the first delivery did."""
     if not event.final:
         log.info("payment callback not final, acknowledged: provider=%s txn=%s", event.provider, event.transaction_id)
         return "not_final"
     gw = request.app.state.gateway
     result = json.loads(await gw.db.call(APPLY_FUNCTION, {**event.args(), "p_raw": Jsonb(event.raw)}) or "{}")
     outcome = str(result.get("outcome", ""))
-    request.state.user_id = None
     log.info("payment callback: provider=%s txn=%s outcome=%s order=%s", event.provider,
              event.transaction_id, outcome, result.get("order_id"))  # fmt: skip
+    if outcome == "duplicate" and result.get("first_outcome") in REFUSED:
+        return str(result["first_outcome"])  # a replay gets the first answer again
     return outcome
 
 
