@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,9 +20,14 @@ import psycopg
 import pytest
 from starlette.testclient import TestClient
 
+from dbctl.__main__ import apply_payment_mode, payment_credentials
+from dbctl.migrate import OWNER_ROLE
 from gateway.app import create_app
 from gateway.config import ConfigError, Settings
 from gateway.payments import callbacks, momo, webhook, zalopay
+from gateway.routes import ROUTES
+from gateway.shedding import PAYMENT_CALLBACKS, exempt
+from tests.conftest import url_for
 from tests.factories import make_ticket_type, stock, violations
 from tests.http import client_for, new_user, settings_for, table_counts
 from tests.live import LiveServer
@@ -335,3 +341,38 @@ def test_sandbox_flow_over_real_http(dbname: str, owner: psycopg.Connection, met
         paid = client.get(f"/bookings/orders/{order['id']}", headers=headers).json()
         assert paid["status"] == "PAID" and len(paid["tickets"]) == 2
     assert violations(owner) == []
+
+
+# ------------------------------------------------------------------ shedding, make run
+
+
+def test_callbacks_are_never_shed_and_never_rate_limited() -> None:
+    for path in callbacks.PATHS:
+        assert exempt(b"POST", path.encode()), path
+        assert not exempt(b"GET", path.encode())
+    assert not exempt(b"POST", b"/payments/sandbox/x")
+    assert {p.encode() for p in callbacks.PATHS} == PAYMENT_CALLBACKS
+    assert not {e.path for e in ROUTES} & set(callbacks.PATHS)  # no bearer token, no rate limit
+
+
+def test_make_run_keeps_development_credentials_in_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("BOOKING_STATE_DIR", str(tmp_path))
+    first = payment_credentials()
+    assert payment_credentials() == first  # generated once, then kept
+    assert (tmp_path / "momo-secret-key").stat().st_mode & 0o777 == 0o600
+    assert len({first[k] for k in ("MOMO_ACCESS_KEY", "MOMO_SECRET_KEY", "ZALOPAY_KEY2", "BANK_WEBHOOK_SECRET")}) == 4
+    env = {"GATEWAY_DATABASE_URL": "postgresql://x@h/db", "JWT_SECRET": "y", "PAYMENT_MODE": "provider", **first}
+    s = Settings.from_env(env)
+    assert s.sandbox and s.secret("zalopay_key2") == first["ZALOPAY_KEY2"] and s.momo_partner_code == "MOMOSANDBOX"
+
+
+@pytest.mark.usefixtures("payments_sql")
+def test_make_run_applies_payment_mode_to_the_database(dbname: str, owner: psycopg.Connection) -> None:
+    apply_payment_mode(url_for(dbname, OWNER_ROLE), "provider")
+    assert owner.execute("SELECT api.payment_mode() ->> 'mode'").fetchone() == ("provider",)
+    apply_payment_mode(url_for(dbname, OWNER_ROLE), "")  # unset: the database keeps its mode
+    assert owner.execute("SELECT api.payment_mode() ->> 'mode'").fetchone() == ("provider",)
+    apply_payment_mode(url_for(dbname, OWNER_ROLE), "instant")
+    assert owner.execute("SELECT api.payment_mode() ->> 'mode'").fetchone() == ("instant",)
