@@ -145,6 +145,13 @@ GATEWAY_CALLS = {
     "waiting_room_state",
     "join_waiting_room_batch",
     "waiting_room_positions",
+    # Provider payments (issue 12): helper P2 adds their routes (wt-pay-gw); listed here until
+    # the routes exist: checkout, the buyer's order, cancel, the admin refund, the callbacks.
+    "checkout",
+    "get_order",
+    "cancel_order",
+    "refund_order",
+    "apply_payment_event",
 }
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").
@@ -158,6 +165,9 @@ DBA_ONLY |= {"waiting_room", "set_waiting_room_rate", "pause_waiting_room", "res
 DBA_ONLY |= {"rotate_admission_secret", "open_waiting_rooms"}
 # The job queue and the confirmation e-mails (sql/functions/90_delivery.sql).
 DBA_ONLY |= {"job_queue", "failed_jobs", "retry_job", "retry_failed_jobs", "resend_confirmation"}
+# Provider payments (sql/functions/95_payments.sql).
+DBA_ONLY |= {"set_payment_mode", "payment_mode", "expire_pending_orders", "pending_payments", "payment_inbox"}
+DBA_ONLY |= {"stuck_refunds"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}
