@@ -116,7 +116,7 @@ ROUTES: list[Endpoint] = [
     Endpoint("POST", "/bookings/complete/{reservation_id}", "complete_booking", "Pay: order, payment, tickets",
              201, USER, CompleteIn, passes_user=True,
              errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open",
-                     "idempotency_key_reused"),
+                     "idempotency_key_reused", "payment_required"),
              returns="Order", idempotent=True),
     Endpoint("GET", "/bookings/my-bookings", "my_bookings", "My orders, newest first, a page at a time",
              auth=USER, passes_user=True, special="my_bookings", returns="[Order]", query=("limit", "cursor")),
@@ -133,10 +133,12 @@ ROUTES: list[Endpoint] = [
     Endpoint("GET", "/bookings/orders/{order_id}", "get_order", "My order, whatever its status", auth=USER,
              passes_user=True, special="order", errors=("not_found",), returns="Order"),
     Endpoint("DELETE", "/bookings/orders/{order_id}", "cancel_order",
-             "Give up a PENDING order: CANCELLED, seats back", 204, USER, passes_user=True, errors=("not_found",)),
+             "Give up a PENDING order: CANCELLED, seats back", 204, USER, passes_user=True,
+             errors=("not_found", "invalid_order_state")),
     Endpoint("POST", "/admin/orders/{order_id}/refund", "refund_order",
              "Refund a PAID order: tickets CANCELLED, seats back unless the event started; REFUNDED once "
-             "the provider has refunded (REFUND_PENDING until then)", auth=ADMIN, errors=("not_found",),
+             "the provider has refunded (REFUND_PENDING until then)", auth=ADMIN,
+             errors=("not_found", "invalid_order_state"),
              returns="Order"),
     # Webhooks (issue 11): an admin's own; another admin's are 404.
     Endpoint("POST", "/admin/webhooks", "create_webhook",
@@ -175,6 +177,9 @@ DBA_ONLY |= {"waiting_room", "set_waiting_room_rate", "pause_waiting_room", "res
 DBA_ONLY |= {"rotate_admission_secret", "open_waiting_rooms"}
 # The job queue and the confirmation e-mails (sql/functions/90_delivery.sql).
 DBA_ONLY |= {"job_queue", "failed_jobs", "retry_job", "retry_failed_jobs", "resend_confirmation"}
+# Provider payments (sql/functions/95_payments.sql).
+DBA_ONLY |= {"set_payment_mode", "payment_mode", "expire_pending_orders", "pending_payments", "payment_inbox"}
+DBA_ONLY |= {"stuck_refunds"}
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

@@ -14,6 +14,9 @@ BEGIN
     -- reclaims them itself whenever stock is short.
     PERFORM cron.schedule('booking-expire-reservations', '* * * * *',
                           'SELECT api.expire_reservations()');
+    -- Provider payments (issue 12): PENDING orders past their payment deadline -> TIMEOUT.
+    PERFORM cron.schedule('booking-expire-pending-orders', '* * * * *',
+                          'SELECT api.expire_pending_orders()');
     PERFORM cron.schedule('booking-cleanup-reservations', '0 2 * * *',
                           'SELECT api.cleanup_reservations()');
     -- Ended sessions, expired refresh tokens, deny-list rows older than 24 h.

@@ -33,3 +33,10 @@ TO booking_gateway;
 -- worker's (sql/worker_grants.sql).
 GRANT EXECUTE ON FUNCTION api.create_webhook, api.list_webhooks, api.delete_webhook, api.webhook_attempts
 TO booking_gateway;
+-- Provider payments (issue 12): checkout, the buyer's order (read, cancel), the admin refund, and
+-- the verified callbacks. DBA-only: api.set_payment_mode, api.payment_mode,
+-- api.expire_pending_orders, api.pending_payments, api.payment_inbox, api.stuck_refunds. The
+-- worker's: api.refund_request, api.record_refund, api.payments_to_reconcile, api.reconcile_payment.
+GRANT EXECUTE ON FUNCTION
+  api.checkout, api.get_order, api.cancel_order, api.refund_order, api.apply_payment_event
+TO booking_gateway;

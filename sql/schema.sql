@@ -168,6 +168,28 @@ COMMENT ON FUNCTION api.admin_get_event(p_event_id uuid) IS 'Admin view of one e
 
 
 --
+-- Name: apply_payment_event(text, text, text, numeric, boolean, jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb DEFAULT NULL::jsonb) RETURNS json
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+  SELECT internal.apply_payment_event(p_provider, p_provider_txn_id, p_transaction_id, p_amount, p_success, p_raw)
+$$;
+
+
+ALTER FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) IS 'Applies one provider callback the gateway has verified (p_provider MOMO|ZALOPAY|BANKING|CARD, the provider''s transaction id, our transaction_id, the amount, success or failure, the raw body), once: the event goes to the inbox (payment_events, unique per provider transaction). Returns {outcome, order_id}: paid (PENDING -> PAID, tickets, confirmation job, one transaction); late_paid (after the deadline or after TIMEOUT/CANCELLED, seats re-taken); refund_pending (no seats left, event cancelled, or a second payment of a paid order: a refund job); cancelled (failure: PENDING -> CANCELLED, seats back); ignored (a failure for an order no longer PENDING); wrong_amount, unknown_reference (recorded, nothing else changes); duplicate (this provider transaction was applied before: nothing changes; first_outcome says what it did). Locks the inbox key, the order''s ticket types, the order, its payment. Raises BKVAL.';
+
+
+--
 -- Name: buyer_counts(text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -211,11 +233,19 @@ COMMENT ON FUNCTION api.buyer_counts(p_email text) IS '(DBA-only) What counts ag
 --
 
 CREATE FUNCTION api.cancel_event(p_event_id uuid) RETURNS json
-    LANGUAGE sql SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
     AS $$
-  SELECT internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED'])
+DECLARE
+  v_event json;
+BEGIN
+  v_event := internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED']);
+  -- Every paid order is refunded through a refund_payment job, pending ones are cancelled
+  -- (sql/functions/95_payments.sql). A repeated cancel finds nothing left to do.
+  PERFORM internal.cancel_event_orders(p_event_id);
+  RETURN v_event;
+END;
 $$;
 
 
@@ -225,7 +255,49 @@ ALTER FUNCTION api.cancel_event(p_event_id uuid) OWNER TO booking_owner;
 -- Name: FUNCTION cancel_event(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.cancel_event(p_event_id uuid) IS 'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed and return to stock when they expire; sold tickets are kept (refunds are a later process). Locks the event row. Raises BKNTF, BKIST.';
+COMMENT ON FUNCTION api.cancel_event(p_event_id uuid) IS 'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed and return to stock when they expire; every PAID order becomes REFUND_PENDING (tickets CANCELLED, seats back, a refund_payment job each: the worker refunds through the provider), every PENDING one CANCELLED. Locks the event row, its ticket types (id order), then its orders (id order). Raises BKNTF, BKIST.';
+
+
+--
+-- Name: cancel_order(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.cancel_order(p_user_id uuid, p_order_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_order orders;
+BEGIN
+  SELECT * INTO v_order FROM orders WHERE id = p_order_id;
+  IF NOT FOUND OR v_order.user_id IS DISTINCT FROM p_user_id THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
+  END IF;
+  PERFORM internal.lock_order_types(p_order_id);
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR UPDATE;
+  IF v_order.status = 'CANCELLED' THEN
+    RETURN internal.order_json(v_order);  -- idempotent: a retried request succeeds
+  END IF;
+  IF v_order.status <> 'PENDING' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKOST',
+      MESSAGE = format('only a PENDING order can be cancelled (it is %s)', v_order.status);
+  END IF;
+  UPDATE orders SET status = 'CANCELLED', updated_at = now() WHERE id = p_order_id RETURNING * INTO v_order;
+  UPDATE payments SET status = 'FAILED' WHERE order_id = p_order_id;
+  PERFORM internal.release_order_seats(p_order_id);
+  RETURN internal.order_json(v_order);
+END;
+$$;
+
+
+ALTER FUNCTION api.cancel_order(p_user_id uuid, p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION cancel_order(p_user_id uuid, p_order_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.cancel_order(p_user_id uuid, p_order_id uuid) IS 'The buyer gives up a PENDING order: CANCELLED, payment FAILED, seats back to stock (a payment arriving later is handled as a late one). Already CANCELLED: returned unchanged. Locks the order''s ticket types, then the order. Raises BKNTF (unknown or not yours), BKOST (not PENDING).';
 
 
 --
@@ -336,6 +408,7 @@ CREATE FUNCTION api.check_invariants() RETURNS TABLE(check_name text, subject_id
     SELECT i.ticket_type_id, sum(i.quantity) AS seats
       FROM order_items i JOIN orders o ON o.id = i.order_id
      WHERE o.status IN ('PENDING', 'PAID')
+        OR (o.status IN ('REFUND_PENDING', 'REFUNDED') AND o.seats_kept)  -- refunded after the start
      GROUP BY i.ticket_type_id
   ), issued AS (
     SELECT order_id, count(*) AS tickets FROM tickets GROUP BY order_id
@@ -371,6 +444,35 @@ CREATE FUNCTION api.check_invariants() RETURNS TABLE(check_name text, subject_id
    WHERE o.status = 'PAID'
      AND (o.total_amount IS DISTINCT FROM x.amount OR p.amount IS DISTINCT FROM o.total_amount
           OR p.status IS DISTINCT FROM 'SUCCESS')
+  UNION ALL
+  -- Issue 12: a refund (pending or done) leaves no ticket usable.
+  SELECT 'refund_tickets', o.id, format('%s order has %s UNUSED tickets', o.status, count(*))
+    FROM orders o JOIN tickets t ON t.order_id = o.id
+   WHERE o.status IN ('REFUND_PENDING', 'REFUNDED') AND t.status = 'UNUSED'
+   GROUP BY o.id, o.status
+  UNION ALL
+  -- Orders that never became PAID have no tickets at all.
+  SELECT 'unpaid_tickets', o.id, format('%s order has %s tickets', o.status, count(*))
+    FROM orders o JOIN tickets t ON t.order_id = o.id
+   WHERE o.status IN ('PENDING', 'CANCELLED', 'TIMEOUT')
+   GROUP BY o.id, o.status
+  UNION ALL
+  -- The money of a refunded order went back; one still refunding has its money in.
+  SELECT 'refund_payment', o.id, format('%s order, payment %s', o.status, p.status)
+    FROM orders o LEFT JOIN payments p ON p.order_id = o.id
+   WHERE (o.status = 'REFUNDED' AND p.status IS DISTINCT FROM 'REFUNDED')
+      OR (o.status = 'REFUND_PENDING' AND p.status IS DISTINCT FROM 'SUCCESS')
+  UNION ALL
+  SELECT 'refund_missing', o.id, 'REFUND_PENDING order without a pending refund'
+    FROM orders o
+   WHERE o.status = 'REFUND_PENDING'
+     AND NOT EXISTS (SELECT 1 FROM payment_refunds r
+                      WHERE r.order_id = o.id AND r.reason <> 'duplicate' AND r.status = 'PENDING')
+  UNION ALL
+  -- The expiry job runs every minute and skips only what is locked at that moment.
+  SELECT 'pending_overdue', o.id, format('PENDING since %s, deadline %s', o.created_at, o.payment_deadline)
+    FROM orders o
+   WHERE o.status = 'PENDING' AND o.payment_deadline < now() - interval '5 minutes'
 $$;
 
 
@@ -380,7 +482,7 @@ ALTER FUNCTION api.check_invariants() OWNER TO booking_owner;
 -- Name: FUNCTION check_invariants(); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.check_invariants() IS '(DBA-only) One row per violation, none when consistent: stock_balance (available + ACTIVE holds + sold <> initial), stock_range, tickets_issued (PAID order whose tickets <> seats), order_total (order, items and SUCCESS payment disagree). One snapshot; locks nothing.';
+COMMENT ON FUNCTION api.check_invariants() IS '(DBA-only) One row per violation, none when consistent: stock_balance (available + ACTIVE holds + sold <> initial), stock_range, tickets_issued (PAID order whose tickets <> seats), order_total (order, items and SUCCESS payment disagree), refund_tickets (REFUND_PENDING/REFUNDED order with UNUSED tickets), unpaid_tickets (PENDING/CANCELLED/TIMEOUT order with tickets), refund_payment (REFUNDED order whose payment is not REFUNDED, REFUND_PENDING one whose payment is not SUCCESS), refund_missing (REFUND_PENDING without a pending refund), pending_overdue (PENDING more than 5 minutes past its payment deadline). Sold = PENDING + PAID orders + refunded ones whose seats were kept (event started). One snapshot; locks nothing.';
 
 
 --
@@ -523,6 +625,86 @@ COMMENT ON FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p
 
 
 --
+-- Name: checkout(uuid, uuid, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text DEFAULT NULL::text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_reservation order_reservations;
+  v_price numeric(10,2);
+  v_event_status text;
+  v_order orders;
+  v_stored json;
+BEGIN
+  -- The key first, then the reservation row (the lock order); as api.complete_booking.
+  IF p_idempotency_key IS NOT NULL THEN
+    v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
+      'checkout ' || coalesce(p_reservation_id::text, '-') || ' ' || coalesce(p_payment_method, '-'));
+    IF v_stored IS NOT NULL THEN
+      RETURN v_stored;
+    END IF;
+  END IF;
+  IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'payment_method must be one of MOMO, ZALOPAY, BANKING, CARD';
+  END IF;
+
+  SELECT * INTO v_reservation FROM order_reservations WHERE id = p_reservation_id FOR UPDATE;
+  IF NOT FOUND OR v_reservation.user_id IS DISTINCT FROM p_user_id THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'reservation not found';
+  END IF;
+  IF v_reservation.status = 'EXPIRED'
+     OR (v_reservation.status = 'ACTIVE' AND v_reservation.expires_at <= clock_timestamp()) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKREX', MESSAGE = 'reservation hold ran out';
+  END IF;
+  IF v_reservation.status <> 'ACTIVE' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKRNA',
+      MESSAGE = format('reservation is %s', lower(v_reservation.status)),
+      DETAIL = coalesce('order ' || (SELECT id FROM orders WHERE reservation_id = p_reservation_id), '');
+  END IF;
+
+  SELECT tt.price, e.status INTO v_price, v_event_status
+    FROM ticket_types tt JOIN events e ON e.id = tt.event_id
+   WHERE tt.id = v_reservation.ticket_type_id;
+  IF v_event_status <> 'PUBLISHED' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKSNO',
+      MESSAGE = format('the event is not on sale (it is %s)', v_event_status);
+  END IF;
+
+  -- The hold's seats move to the PENDING order (stock unchanged: held -> sold) until the
+  -- payment deadline; api.expire_pending_orders returns them if nobody paid.
+  INSERT INTO orders (user_id, total_amount, status, reservation_id, payment_deadline)
+  VALUES (p_user_id, v_price * v_reservation.quantity, 'PENDING', p_reservation_id,
+          now() + (SELECT s.payment_window FROM payment_settings s))
+  RETURNING * INTO v_order;
+  INSERT INTO order_items (order_id, ticket_type_id, quantity, unit_price)
+  VALUES (v_order.id, v_reservation.ticket_type_id, v_reservation.quantity, v_price);
+  INSERT INTO payments (order_id, transaction_id, payment_method, amount, status)
+  VALUES (v_order.id, internal.new_transaction_id(p_payment_method), p_payment_method, v_order.total_amount, 'PENDING');
+  UPDATE order_reservations SET status = 'COMPLETED' WHERE id = p_reservation_id;
+
+  IF p_idempotency_key IS NOT NULL THEN
+    RETURN internal.store_idempotent_response(p_user_id, p_idempotency_key, internal.order_json(v_order));
+  END IF;
+  RETURN internal.order_json(v_order);
+END;
+$$;
+
+
+ALTER FUNCTION api.checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) IS 'Provider payments: turns the owner''s ACTIVE, unexpired hold into a PENDING order with a PENDING payment (MOMO|ZALOPAY|BANKING|CARD; transaction_id in the provider''s form: MOMO BK<hex>, ZALOPAY yymmdd_<hex> in Vietnam''s date, BANKING/CARD TXN-<hex>) whose seats stay held until payment.expires_at (now + payment_settings.payment_window). Reservation COMPLETED. Returns the order JSON. Locks the reservation row. Raises BKVAL, BKNTF, BKREX, BKRNA, BKSNO, BKIDR (as api.complete_booking). With p_idempotency_key the same user, key and request within 24 hours returns the first order again.';
+
+
+--
 -- Name: cleanup_reservations(interval); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -644,6 +826,12 @@ DECLARE
   v_order orders;
   v_stored json;
 BEGIN
+  -- Provider mode: only a provider's confirmed payment makes an order PAID (api.checkout,
+  -- api.apply_payment_event). Checked here, in SQL, so no client can skip it.
+  IF internal.payment_mode() = 'provider' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKPRQ',
+      MESSAGE = 'payment required: check out with a payment provider (provider mode)';
+  END IF;
   -- A key is claimed first (before the reservation row: the lock order) and records the order
   -- in this same transaction: a retry after a lost answer gets the same order, not BKRNA.
   IF p_idempotency_key IS NOT NULL THEN
@@ -713,7 +901,7 @@ ALTER FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_pay
 -- Name: FUNCTION complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and internal.order_paid (the confirmation e-mail''s job, order.paid webhooks). Returns the order JSON. Locks the reservation row. Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key and request within 24 hours returns the first order again; recorded in the same transaction.';
+COMMENT ON FUNCTION api.complete_booking(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) IS 'Turns the owner''s ACTIVE, unexpired hold into a PAID order in one transaction: order, item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and internal.order_paid (the confirmation e-mail''s job, order.paid webhooks). Returns the order JSON. Locks the reservation row. Raises BKPRQ (provider mode: use api.checkout), BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key and request within 24 hours returns the first order again; recorded in the same transaction.';
 
 
 --
@@ -1012,6 +1200,60 @@ COMMENT ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) IS 'Logou
 
 
 --
+-- Name: expire_pending_orders(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.expire_pending_orders() RETURNS integer
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_ticket_type_id uuid;
+  v_order_id uuid;
+  v_expired integer := 0;
+BEGIN
+  -- Ticket types in id order, skipping any someone holds right now (a callback paying an
+  -- order of it, a reserve): the next run picks it up. Orders with SKIP LOCKED too. Nothing
+  -- here waits, so it can neither deadlock with a callback nor hold up the onsale.
+  FOR v_ticket_type_id IN
+    SELECT tt.id
+      FROM ticket_types tt
+     WHERE tt.id IN (SELECT i.ticket_type_id FROM orders o JOIN order_items i ON i.order_id = o.id
+                      WHERE o.status = 'PENDING' AND o.payment_deadline <= now())
+     ORDER BY tt.id
+     LIMIT 1000
+       FOR NO KEY UPDATE SKIP LOCKED
+  LOOP
+    FOR v_order_id IN
+      SELECT o.id FROM orders o
+       WHERE o.status = 'PENDING' AND o.payment_deadline <= now()
+         AND EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id = v_ticket_type_id)
+         -- an order over several types needs all of them: those are taken in id order too
+         AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id <> v_ticket_type_id)
+       ORDER BY o.id
+       FOR UPDATE SKIP LOCKED
+    LOOP
+      UPDATE orders SET status = 'TIMEOUT', updated_at = now() WHERE id = v_order_id;
+      UPDATE payments SET status = 'FAILED' WHERE order_id = v_order_id AND status = 'PENDING';
+      PERFORM internal.release_order_seats(v_order_id);
+      v_expired := v_expired + 1;
+    END LOOP;
+  END LOOP;
+  RETURN v_expired;
+END;
+$$;
+
+
+ALTER FUNCTION api.expire_pending_orders() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION expire_pending_orders(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.expire_pending_orders() IS '(DBA-only) PENDING orders past their payment deadline -> TIMEOUT, payment FAILED, seats back to stock; returns how many. pg_cron runs it every minute. Locks ticket_types rows in id order and order rows with SKIP LOCKED: never waits (a payment being applied right now wins; a late success after TIMEOUT re-takes the seats or is refunded). At most 1000 ticket types per call.';
+
+
+--
 -- Name: expire_reservations(); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -1114,6 +1356,35 @@ ALTER FUNCTION api.get_event(p_id_or_slug text) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.get_event(p_id_or_slug text) IS 'One event by id or slug with its ticket types and LIVE available_quantity / on_sale. Drafts are not found. Locks nothing. Raises BKNTF.';
+
+
+--
+-- Name: get_order(uuid, uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.get_order(p_user_id uuid, p_order_id uuid) RETURNS json
+    LANGUAGE plpgsql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_order orders;
+BEGIN
+  SELECT * INTO v_order FROM orders WHERE id = p_order_id;
+  IF NOT FOUND OR v_order.user_id IS DISTINCT FROM p_user_id THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
+  END IF;
+  RETURN internal.order_json(v_order);
+END;
+$$;
+
+
+ALTER FUNCTION api.get_order(p_user_id uuid, p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION get_order(p_user_id uuid, p_order_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.get_order(p_user_id uuid, p_order_id uuid) IS 'The owner''s order, whatever its status (items, payment with expires_at while PENDING, tickets). Locks nothing. Raises BKNTF (unknown or not yours).';
 
 
 --
@@ -1498,6 +1769,107 @@ COMMENT ON FUNCTION api.pause_waiting_room(p_event_id uuid) IS '(DBA-only) Stops
 
 
 --
+-- Name: payment_inbox(integer, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.payment_inbox(p_limit integer DEFAULT 100, p_outcome text DEFAULT NULL::text) RETURNS TABLE(id bigint, received_at timestamp with time zone, provider text, provider_txn_id text, transaction_id text, kind text, amount numeric, outcome text, order_id uuid, raw jsonb)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT e.id, e.received_at, e.provider, e.provider_txn_id, e.transaction_id, e.kind, e.amount,
+         e.outcome, e.order_id, e.raw
+    FROM payment_events e
+   WHERE p_outcome IS NULL OR e.outcome = p_outcome
+   ORDER BY e.id DESC
+   LIMIT greatest(coalesce(p_limit, 100), 1)
+$$;
+
+
+ALTER FUNCTION api.payment_inbox(p_limit integer, p_outcome text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION payment_inbox(p_limit integer, p_outcome text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.payment_inbox(p_limit integer, p_outcome text) IS '(DBA-only) The latest provider events (newest first, at most p_limit, optionally of one outcome: e.g. wrong_amount, unknown_reference, refund_pending). Locks nothing.';
+
+
+--
+-- Name: payment_mode(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.payment_mode() RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object('mode', s.mode, 'payment_window', s.payment_window::text, 'updated_at', s.updated_at)
+    FROM payment_settings s
+$$;
+
+
+ALTER FUNCTION api.payment_mode() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION payment_mode(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.payment_mode() IS '(DBA-only) The payment settings: {mode, payment_window, updated_at}. Locks nothing.';
+
+
+--
+-- Name: payments_to_reconcile(interval, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.payments_to_reconcile(p_older_than interval DEFAULT '00:03:00'::interval, p_limit integer DEFAULT 100) RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT coalesce(json_agg(x ORDER BY x.created_at), '[]'::json)
+    FROM (SELECT o.id AS order_id, p.payment_method AS provider, p.transaction_id,
+                 p.amount::text AS amount, round(p.amount)::bigint AS amount_vnd, o.created_at,
+                 o.payment_deadline AS expires_at
+            FROM orders o JOIN payments p ON p.order_id = o.id
+           WHERE o.status = 'PENDING' AND o.created_at <= now() - p_older_than
+           ORDER BY o.created_at
+           LIMIT greatest(coalesce(p_limit, 100), 1)) x
+$$;
+
+
+ALTER FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION payments_to_reconcile(p_older_than interval, p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) IS '(worker) PENDING orders older than p_older_than (default 3 minutes), oldest first, at most p_limit: [{order_id, provider, transaction_id, amount, amount_vnd, created_at, expires_at}], for the reconcile_payments job to ask the provider about. Locks nothing.';
+
+
+--
+-- Name: pending_payments(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.pending_payments() RETURNS TABLE(order_id uuid, user_email text, provider text, transaction_id text, amount numeric, created_at timestamp with time zone, payment_deadline timestamp with time zone, overdue boolean)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT o.id, u.email::text, p.payment_method::text, p.transaction_id::text, p.amount, o.created_at,
+         o.payment_deadline, o.payment_deadline <= now()
+    FROM orders o JOIN payments p ON p.order_id = o.id JOIN users u ON u.id = o.user_id
+   WHERE o.status = 'PENDING'
+   ORDER BY o.payment_deadline NULLS FIRST, o.id
+$$;
+
+
+ALTER FUNCTION api.pending_payments() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION pending_payments(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.pending_payments() IS '(DBA-only) Orders waiting for a provider (PENDING), earliest deadline first; overdue ones are for the expiry job (api.expire_pending_orders). Locks nothing.';
+
+
+--
 -- Name: publish_event(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -1669,6 +2041,28 @@ COMMENT ON FUNCTION api.rate_limits() IS '(DBA-only) The rate-limit rules in for
 
 
 --
+-- Name: reconcile_payment(text, text, text, numeric, boolean, jsonb); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb DEFAULT NULL::jsonb) RETURNS json
+    LANGUAGE sql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+  SELECT internal.apply_payment_event(p_provider, p_provider_txn_id, p_transaction_id, p_amount, p_success, p_raw)
+$$;
+
+
+ALTER FUNCTION api.reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) IS '(worker) The provider''s status answer for a PENDING payment, applied exactly as a callback (api.apply_payment_event: the same inbox, so a callback and a reconciliation of one provider transaction apply once). Raises BKVAL.';
+
+
+--
 -- Name: record_confirmation_attempt(uuid, text); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -1751,6 +2145,68 @@ ALTER FUNCTION api.record_login_success(p_email text) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.record_login_success(p_email text) IS 'A login for this e-mail address succeeded: gives back the attempt api.get_user_credentials (p_count_attempt) counted, so only failed logins are throttled. Locks that counter row.';
+
+
+--
+-- Name: record_refund(uuid, boolean, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text DEFAULT NULL::text, p_error text DEFAULT NULL::text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_refund payment_refunds;
+  v_order orders;
+  v_event events;
+BEGIN
+  IF p_ok IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_ok is required';
+  END IF;
+  SELECT * INTO v_refund FROM payment_refunds WHERE id = p_refund_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'refund not found';
+  END IF;
+  -- The order before its refund rows (the lock order); no ticket type lock is needed: the
+  -- seats were settled when the refund started.
+  SELECT * INTO STRICT v_order FROM orders WHERE id = v_refund.order_id FOR UPDATE;
+  SELECT * INTO STRICT v_refund FROM payment_refunds WHERE id = p_refund_id FOR UPDATE;
+  IF v_refund.status = 'DONE' THEN
+    RETURN api.refund_request(p_refund_id);  -- recorded before: a retried job changes nothing
+  END IF;
+  IF NOT p_ok THEN
+    UPDATE payment_refunds SET attempts = attempts + 1, last_error = left(p_error, 2000) WHERE id = p_refund_id;
+    RETURN api.refund_request(p_refund_id);
+  END IF;
+  UPDATE payment_refunds
+     SET status = 'DONE', attempts = attempts + 1, provider_ref = left(p_provider_ref, 255),
+         last_error = NULL, finished_at = now()
+   WHERE id = p_refund_id;
+  IF v_refund.reason <> 'duplicate' AND v_order.status = 'REFUND_PENDING' THEN
+    UPDATE orders SET status = 'REFUNDED', updated_at = now() WHERE id = v_order.id RETURNING * INTO v_order;
+    UPDATE payments SET status = 'REFUNDED' WHERE order_id = v_order.id;
+    SELECT e.* INTO v_event
+      FROM order_items i JOIN ticket_types tt ON tt.id = i.ticket_type_id JOIN events e ON e.id = tt.event_id
+     WHERE i.order_id = v_order.id ORDER BY i.id LIMIT 1;
+    PERFORM internal.notify_webhooks('order.refunded', v_event.id,
+      internal.order_json(v_order)::jsonb || jsonb_build_object(
+        'event', jsonb_build_object('id', v_event.id, 'slug', v_event.slug, 'name', v_event.name,
+                                    'start_time', v_event.start_time),
+        'refund', jsonb_build_object('id', v_refund.id, 'amount', v_refund.amount::text, 'reason', v_refund.reason)));
+  END IF;
+  RETURN api.refund_request(p_refund_id);
+END;
+$$;
+
+
+ALTER FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) IS '(worker) Records the provider''s answer to a refund: ok -> the refund DONE (provider_ref kept) and, for an order''s own payment, the order and payment REFUNDED with order.refunded webhooks (same transaction); not ok -> attempts + 1 and last_error (the job retries). A DONE refund is returned unchanged. Returns api.refund_request. Locks the order, then the refund. Raises BKVAL, BKNTF.';
 
 
 --
@@ -1888,6 +2344,73 @@ ALTER FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash byte
 --
 
 COMMENT ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) IS 'Rotates a refresh token (given as its sha256): marks it used and stores the new one (p_new_refresh_hash). Returns {outcome, session_id, user_id, role}: outcome "rotated"; "grace" when the token was spent less than p_grace_seconds ago (two tabs refreshing at once: another pair); "reused" when it was spent before that: the whole session is revoked (deny-list + NOTIFY, committed) and no pair is issued. Locks the session row, then the token row. Raises BKUNA (unknown, expired, or the session revoked), BKVAL.';
+
+
+--
+-- Name: refund_order(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.refund_order(p_order_id uuid) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_order orders;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM orders WHERE id = p_order_id) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
+  END IF;
+  PERFORM internal.lock_order_types(p_order_id);
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR UPDATE;
+  IF v_order.status IN ('REFUND_PENDING', 'REFUNDED') THEN
+    RETURN internal.order_json(v_order);  -- idempotent
+  END IF;
+  IF v_order.status <> 'PAID' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKOST',
+      MESSAGE = format('only a PAID order can be refunded (it is %s)', v_order.status);
+  END IF;
+  PERFORM internal.refund_paid_order(p_order_id, 'admin');
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id;
+  RETURN internal.order_json(v_order);
+END;
+$$;
+
+
+ALTER FUNCTION api.refund_order(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION refund_order(p_order_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.refund_order(p_order_id uuid) IS 'An admin refunds a PAID order: REFUND_PENDING, UNUSED tickets CANCELLED, seats back to sale unless the event has started, a refund_payment job (the worker calls the provider, then api.record_refund makes it REFUNDED). Already REFUND_PENDING/REFUNDED: returned unchanged. Locks the order''s ticket types, the order, its payment. Raises BKNTF, BKOST (not PAID).';
+
+
+--
+-- Name: refund_request(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.refund_request(p_refund_id uuid) RETURNS json
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT json_build_object(
+           'refund_id', r.id, 'order_id', r.order_id, 'provider', r.provider,
+           'transaction_id', p.transaction_id, 'provider_txn_id', r.provider_txn_id,
+           'amount', r.amount::text, 'amount_vnd', round(r.amount)::bigint, 'reason', r.reason,
+           'status', r.status, 'attempts', r.attempts, 'provider_ref', r.provider_ref)
+    FROM payment_refunds r JOIN payments p ON p.order_id = r.order_id
+   WHERE r.id = p_refund_id
+$$;
+
+
+ALTER FUNCTION api.refund_request(p_refund_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION refund_request(p_refund_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.refund_request(p_refund_id uuid) IS '(worker) What a refund_payment job refunds: {refund_id, order_id, provider, transaction_id (ours), provider_txn_id, amount, amount_vnd (whole VND for the provider), reason, status PENDING|DONE, attempts, provider_ref}; NULL when there is no such refund. Locks nothing.';
 
 
 --
@@ -2478,6 +3001,42 @@ COMMENT ON FUNCTION api.rotate_admission_secret() IS '(DBA-only) A new key for a
 
 
 --
+-- Name: set_payment_mode(text, interval); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.set_payment_mode(p_mode text, p_payment_window interval DEFAULT NULL::interval) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+DECLARE
+  v_settings payment_settings;
+BEGIN
+  IF p_mode IS NULL OR lower(p_mode) NOT IN ('instant', 'provider') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'mode must be instant or provider';
+  END IF;
+  IF p_payment_window IS NOT NULL
+     AND (p_payment_window < interval '1 minute' OR p_payment_window > interval '1 day') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'payment_window must be between 1 minute and 1 day';
+  END IF;
+  UPDATE payment_settings
+     SET mode = lower(p_mode), payment_window = coalesce(p_payment_window, payment_window), updated_at = now()
+   RETURNING * INTO v_settings;
+  RETURN json_build_object('mode', v_settings.mode, 'payment_window', v_settings.payment_window::text,
+                           'updated_at', v_settings.updated_at);
+END;
+$$;
+
+
+ALTER FUNCTION api.set_payment_mode(p_mode text, p_payment_window interval) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION set_payment_mode(p_mode text, p_payment_window interval); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.set_payment_mode(p_mode text, p_payment_window interval) IS '(DBA-only) Sets the payment mode: instant (complete pays at once: demos, tests) or provider (complete refuses with BKPRQ; checkout waits for the provider), and optionally how long a PENDING order holds its seats (1 minute .. 1 day). make run applies PAYMENT_MODE with it. Returns {mode, payment_window, updated_at}. Raises BKVAL.';
+
+
+--
 -- Name: set_rate_limit(text, text, integer, interval); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -2595,6 +3154,31 @@ ALTER FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) OWNER 
 --
 
 COMMENT ON FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) IS '(DBA-only) Changes the admission rate live (from now on; the position reached so far is kept). Returns api.waiting_room''s row as JSON. Raises BKVAL, BKNTF.';
+
+
+--
+-- Name: stuck_refunds(interval); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.stuck_refunds(p_older_than interval DEFAULT '00:15:00'::interval) RETURNS TABLE(refund_id uuid, order_id uuid, provider text, amount numeric, reason text, created_at timestamp with time zone, attempts integer, last_error text, job_id bigint, job_status text)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  SELECT r.id, r.order_id, r.provider, r.amount, r.reason, r.created_at, r.attempts, r.last_error,
+         r.job_id, j.status::text
+    FROM payment_refunds r LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
+   WHERE r.status = 'PENDING' AND r.created_at <= now() - coalesce(p_older_than, interval '0')
+   ORDER BY r.created_at
+$$;
+
+
+ALTER FUNCTION api.stuck_refunds(p_older_than interval) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION stuck_refunds(p_older_than interval); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.stuck_refunds(p_older_than interval) IS '(DBA-only) Refunds not DONE after p_older_than (default 15 minutes), oldest first, with their attempts, last error and their job''s status (failed: api.retry_job). Locks nothing.';
 
 
 --
@@ -3059,6 +3643,130 @@ COMMENT ON FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p_us
 
 
 --
+-- Name: apply_payment_event(text, text, text, numeric, boolean, jsonb); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) RETURNS json
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_provider text := upper(btrim(p_provider));
+  v_kind text;
+  v_payment public.payments;
+  v_order public.orders;
+  v_event_id bigint;
+  v_outcome text;
+  v_prior record;
+BEGIN
+  IF v_provider = 'BANK' THEN
+    v_provider := 'BANKING';
+  END IF;
+  IF v_provider IS NULL OR v_provider NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'provider must be one of MOMO, ZALOPAY, BANKING, CARD';
+  END IF;
+  IF p_provider_txn_id IS NULL OR p_provider_txn_id = '' OR char_length(p_provider_txn_id) > 255
+     OR p_success IS NULL OR char_length(p_transaction_id) > 255 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL',
+      MESSAGE = 'provider_txn_id (1-255 characters) and success are required';
+  END IF;
+  v_kind := CASE WHEN p_success THEN 'success' ELSE 'failure' END;
+
+  -- Our payment, read without a lock (the reference and method never change).
+  SELECT * INTO v_payment FROM public.payments WHERE transaction_id = p_transaction_id;
+  v_outcome := CASE
+    WHEN NOT FOUND OR v_payment.payment_method <> v_provider THEN 'unknown_reference'
+    WHEN p_success AND (p_amount IS NULL OR (p_amount <> v_payment.amount AND p_amount <> round(v_payment.amount)))
+      THEN 'wrong_amount'
+  END;
+
+  -- 1. The inbox key: the first lock. A second copy of the same provider event waits here for
+  -- the first one's commit, then finds it and changes nothing.
+  INSERT INTO public.payment_events AS pe
+         (provider, provider_txn_id, transaction_id, kind, amount, raw, outcome, order_id)
+  VALUES (v_provider, p_provider_txn_id, p_transaction_id, v_kind, p_amount, p_raw,
+          coalesce(v_outcome, 'ignored'), CASE WHEN v_outcome = 'unknown_reference' THEN NULL ELSE v_payment.order_id END)
+  ON CONFLICT DO NOTHING
+  RETURNING pe.id INTO v_event_id;
+  IF v_event_id IS NULL THEN
+    SELECT pe.outcome, pe.order_id INTO v_prior FROM public.payment_events pe
+     WHERE pe.provider = v_provider AND pe.provider_txn_id = p_provider_txn_id
+       AND (pe.kind = 'success' OR (pe.kind = v_kind AND pe.transaction_id IS NOT DISTINCT FROM p_transaction_id))
+     ORDER BY pe.id LIMIT 1;
+    RETURN json_build_object('outcome', 'duplicate', 'order_id', v_prior.order_id, 'first_outcome', v_prior.outcome);
+  END IF;
+  IF v_outcome IS NOT NULL THEN
+    RETURN json_build_object('outcome', v_outcome,
+                             'order_id', CASE WHEN v_outcome = 'unknown_reference' THEN NULL ELSE v_payment.order_id END);
+  END IF;
+
+  -- 2. The order's ticket types, then 3. the order, re-checked under its lock.
+  PERFORM internal.lock_order_types(v_payment.order_id);
+  SELECT * INTO STRICT v_order FROM public.orders WHERE id = v_payment.order_id FOR UPDATE;
+  SELECT * INTO STRICT v_payment FROM public.payments WHERE id = v_payment.id FOR UPDATE;
+
+  IF NOT p_success THEN
+    IF v_order.status = 'PENDING' THEN
+      UPDATE public.orders SET status = 'CANCELLED', updated_at = now() WHERE id = v_order.id;
+      UPDATE public.payments SET status = 'FAILED' WHERE id = v_payment.id;
+      PERFORM internal.release_order_seats(v_order.id);
+      v_outcome := 'cancelled';
+    ELSE
+      v_outcome := 'ignored';
+    END IF;
+  ELSIF v_order.status = 'PENDING' THEN
+    IF EXISTS (SELECT 1 FROM public.order_items i
+                 JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+                 JOIN public.events e ON e.id = tt.event_id
+                WHERE i.order_id = v_order.id AND e.status <> 'PUBLISHED') THEN
+      -- The event was cancelled meanwhile: the money goes back, and so do the seats.
+      UPDATE public.orders SET status = 'REFUND_PENDING', updated_at = now() WHERE id = v_order.id;
+      UPDATE public.payments SET status = 'SUCCESS', payment_time = now(), provider_txn_id = p_provider_txn_id
+       WHERE id = v_payment.id;
+      PERFORM internal.release_order_seats(v_order.id);
+      PERFORM internal.start_refund(v_order.id, 'event_cancelled', p_amount, p_provider_txn_id, v_event_id);
+      v_outcome := 'refund_pending';
+    ELSE
+      -- Its seats are still held (a PENDING order counts as sold until the expiry releases
+      -- it), so a success past the deadline that beat the expiry pays with them too.
+      PERFORM internal.issue_order(v_order.id, p_provider_txn_id);
+      v_outcome := CASE WHEN v_order.payment_deadline < now() THEN 'late_paid' ELSE 'paid' END;
+    END IF;
+  ELSIF v_order.status IN ('TIMEOUT', 'CANCELLED') THEN
+    -- Money after the seats went back: re-take them under the types' locks if they can still
+    -- be had, else give the money back. Never a paid order without tickets, never an oversell.
+    IF internal.take_order_seats(v_order.id) THEN
+      PERFORM internal.issue_order(v_order.id, p_provider_txn_id);
+      v_outcome := 'late_paid';
+    ELSE
+      UPDATE public.orders SET status = 'REFUND_PENDING', updated_at = now() WHERE id = v_order.id;
+      UPDATE public.payments SET status = 'SUCCESS', payment_time = now(), provider_txn_id = p_provider_txn_id
+       WHERE id = v_payment.id;
+      PERFORM internal.start_refund(v_order.id, 'late_no_seats', p_amount, p_provider_txn_id, v_event_id);
+      v_outcome := 'refund_pending';
+    END IF;
+  ELSE
+    -- PAID, REFUND_PENDING or REFUNDED already, by another provider transaction: this money
+    -- is a duplicate and goes back; the order does not change.
+    PERFORM internal.start_refund(v_order.id, 'duplicate', p_amount, p_provider_txn_id, v_event_id);
+    v_outcome := 'refund_pending';
+  END IF;
+
+  UPDATE public.payment_events SET outcome = v_outcome WHERE id = v_event_id;
+  RETURN json_build_object('outcome', v_outcome, 'order_id', v_order.id);
+END;
+$$;
+
+
+ALTER FUNCTION internal.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) IS 'Applies one verified provider event (see api.apply_payment_event).';
+
+
+--
 -- Name: buyer_lock_key(uuid, uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -3078,6 +3786,53 @@ ALTER FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) OWNER TO
 --
 
 COMMENT ON FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) IS 'The pg_advisory_xact_lock key of (event, buyer): taken by reserves under an event cap.';
+
+
+--
+-- Name: cancel_event_orders(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.cancel_event_orders(p_event_id uuid) RETURNS integer
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_order record;
+  v_count integer := 0;
+BEGIN
+  -- The caller holds the event row. Its ticket types in id order, then each order: PAID ones
+  -- are refunded through refund_payment jobs (tickets CANCELLED), PENDING ones cancelled (a
+  -- payment arriving later finds the event cancelled and is refunded).
+  PERFORM 1 FROM public.ticket_types tt WHERE tt.event_id = p_event_id ORDER BY tt.id FOR NO KEY UPDATE;
+  FOR v_order IN
+    SELECT o.id, o.status FROM public.orders o
+     WHERE o.status IN ('PAID', 'PENDING')
+       AND o.id IN (SELECT i.order_id FROM public.order_items i
+                      JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+                     WHERE tt.event_id = p_event_id)
+     ORDER BY o.id
+       FOR UPDATE
+  LOOP
+    IF v_order.status = 'PAID' THEN
+      PERFORM internal.refund_paid_order(v_order.id, 'event_cancelled');
+    ELSE
+      UPDATE public.orders SET status = 'CANCELLED', updated_at = now() WHERE id = v_order.id;
+      UPDATE public.payments SET status = 'FAILED' WHERE order_id = v_order.id;
+      PERFORM internal.release_order_seats(v_order.id);
+    END IF;
+    v_count := v_count + 1;
+  END LOOP;
+  RETURN v_count;
+END;
+$$;
+
+
+ALTER FUNCTION internal.cancel_event_orders(p_event_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION cancel_event_orders(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.cancel_event_orders(p_event_id uuid) IS 'An event was cancelled: its PAID orders go REFUND_PENDING with a refund job each, its PENDING ones CANCELLED (seats back). Locks the event''s ticket types (id order), then the orders (id order). The caller holds the event row. Returns how many orders it changed.';
 
 
 --
@@ -3542,6 +4297,65 @@ COMMENT ON FUNCTION internal.idempotency_ttl() IS 'How long an idempotency key a
 
 
 --
+-- Name: issue_order(uuid, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.issue_order(p_order_id uuid, p_provider_txn_id text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  -- One transaction with the caller: PAID, SUCCESS payment, one ticket per seat, the
+  -- confirmation job and the order.paid webhooks. Never a paid order without tickets.
+  UPDATE public.orders SET status = 'PAID', updated_at = now() WHERE id = p_order_id;
+  UPDATE public.payments
+     SET status = 'SUCCESS', payment_time = now(), provider_txn_id = p_provider_txn_id
+   WHERE order_id = p_order_id;
+  INSERT INTO public.tickets (order_id, ticket_type_id, ticket_code, status)
+  SELECT p_order_id, i.ticket_type_id, internal.new_ticket_code(), 'UNUSED'
+    FROM public.order_items i, generate_series(1, i.quantity)
+   WHERE i.order_id = p_order_id;
+  PERFORM internal.order_paid(p_order_id);
+END;
+$$;
+
+
+ALTER FUNCTION internal.issue_order(p_order_id uuid, p_provider_txn_id text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION issue_order(p_order_id uuid, p_provider_txn_id text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.issue_order(p_order_id uuid, p_provider_txn_id text) IS 'Makes a locked order PAID: payment SUCCESS (with the provider''s id), tickets, internal.order_paid.';
+
+
+--
+-- Name: lock_order_types(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.lock_order_types(p_order_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  -- order_items never change, so reading them without a lock is safe; the types are then
+  -- locked in id order (the project's lock order), before the order row.
+  PERFORM 1 FROM public.ticket_types tt
+    WHERE tt.id IN (SELECT i.ticket_type_id FROM public.order_items i WHERE i.order_id = p_order_id)
+    ORDER BY tt.id
+      FOR NO KEY UPDATE;
+END;
+$$;
+
+
+ALTER FUNCTION internal.lock_order_types(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION lock_order_types(p_order_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.lock_order_types(p_order_id uuid) IS 'Locks the ticket_types rows of an order (FOR NO KEY UPDATE, ids ascending). Call before locking the order.';
+
+
+--
 -- Name: login_attempt(text); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -3611,6 +4425,33 @@ COMMENT ON FUNCTION internal.new_ticket_code() IS 'A fresh ticket code: TKT- and
 
 
 --
+-- Name: new_transaction_id(text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.new_transaction_id(p_method text) RETURNS text
+    LANGUAGE sql
+    AS $$
+  -- The reference the provider is given: MoMo orderId, ZaloPay app_trans_id (yymmdd_ in
+  -- Vietnam's date, as ZaloPay requires), the transfer reference for bank and card.
+  SELECT CASE p_method
+           WHEN 'MOMO' THEN 'BK' || upper(encode(public.gen_random_bytes(12), 'hex'))
+           WHEN 'ZALOPAY' THEN to_char(now() AT TIME ZONE 'Asia/Ho_Chi_Minh', 'YYMMDD') || '_'
+                               || upper(encode(public.gen_random_bytes(12), 'hex'))
+           ELSE 'TXN-' || upper(encode(public.gen_random_bytes(12), 'hex'))
+         END
+$$;
+
+
+ALTER FUNCTION internal.new_transaction_id(p_method text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION new_transaction_id(p_method text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.new_transaction_id(p_method text) IS 'A fresh payment reference in the provider''s form: MOMO BK<24 hex>, ZALOPAY yymmdd_<24 hex> (Vietnam date), BANKING/CARD TXN-<24 hex>.';
+
+
+--
 -- Name: notify_webhooks(text, uuid, jsonb); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -3669,12 +4510,28 @@ CREATE TABLE public.orders (
     reservation_id uuid,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    payment_deadline timestamp with time zone,
+    seats_kept boolean DEFAULT false NOT NULL,
     CONSTRAINT chk_orders_amount CHECK ((total_amount >= (0)::numeric)),
-    CONSTRAINT chk_orders_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'PAID'::character varying, 'CANCELLED'::character varying, 'TIMEOUT'::character varying])::text[])))
+    CONSTRAINT chk_orders_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'PAID'::character varying, 'CANCELLED'::character varying, 'TIMEOUT'::character varying, 'REFUND_PENDING'::character varying, 'REFUNDED'::character varying])::text[])))
 );
 
 
 ALTER TABLE public.orders OWNER TO booking_owner;
+
+--
+-- Name: COLUMN orders.payment_deadline; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.orders.payment_deadline IS 'Provider mode: a PENDING order holds its seats until then (api.expire_pending_orders).';
+
+
+--
+-- Name: COLUMN orders.seats_kept; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.orders.seats_kept IS 'REFUND_PENDING/REFUNDED only: true when the seats did not return to sale (the event had started).';
+
 
 --
 -- Name: order_json(public.orders); Type: FUNCTION; Schema: internal; Owner: booking_owner
@@ -3699,9 +4556,13 @@ CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
         JOIN public.events e ON e.id = tt.event_id
        WHERE i.order_id = o.id), '[]'::json),
     'payment', (
-      SELECT json_build_object(
+      SELECT CASE WHEN o.payment_deadline IS NULL THEN json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
+             ELSE json_build_object(  -- provider mode (checkout): until when it may be paid
+               'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
+               'transaction_id', p.transaction_id, 'payment_time', p.payment_time,
+               'expires_at', o.payment_deadline) END
         FROM public.payments p WHERE p.order_id = o.id),
     'tickets', coalesce((
       SELECT json_agg(json_build_object(
@@ -3767,6 +4628,26 @@ COMMENT ON FUNCTION internal.order_paid(p_order_id uuid) IS 'Everything announce
 
 
 --
+-- Name: payment_mode(); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.payment_mode() RETURNS text
+    LANGUAGE sql STABLE
+    AS $$
+  SELECT coalesce((SELECT s.mode FROM public.payment_settings s), 'instant')
+$$;
+
+
+ALTER FUNCTION internal.payment_mode() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION payment_mode(); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.payment_mode() IS 'The payment mode: instant or provider.';
+
+
+--
 -- Name: reclaim_expired_holds(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -3809,6 +4690,69 @@ ALTER FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) OWNER TO bo
 --
 
 COMMENT ON FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) IS 'Marks the expired ACTIVE holds of one ticket type EXPIRED and returns their seats to stock. Caller must hold the ticket_types row lock. Skips holds locked by others. Returns holds released.';
+
+
+--
+-- Name: refund_paid_order(uuid, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.refund_paid_order(p_order_id uuid, p_reason text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_started boolean;
+  v_payment public.payments;
+BEGIN
+  -- The caller holds the order's ticket types and the order (PAID). Tickets not yet used are
+  -- CANCELLED; the seats return to sale unless the event has started.
+  SELECT bool_or(e.start_time <= now()) INTO v_started
+    FROM public.order_items i
+    JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+    JOIN public.events e ON e.id = tt.event_id
+   WHERE i.order_id = p_order_id;
+  SELECT * INTO v_payment FROM public.payments WHERE order_id = p_order_id FOR UPDATE;
+  UPDATE public.orders SET status = 'REFUND_PENDING', seats_kept = coalesce(v_started, false), updated_at = now()
+   WHERE id = p_order_id;
+  UPDATE public.tickets SET status = 'CANCELLED' WHERE order_id = p_order_id AND status = 'UNUSED';
+  IF NOT coalesce(v_started, false) THEN
+    PERFORM internal.release_order_seats(p_order_id);
+  END IF;
+  PERFORM internal.start_refund(p_order_id, p_reason, v_payment.amount, v_payment.provider_txn_id, NULL);
+END;
+$$;
+
+
+ALTER FUNCTION internal.refund_paid_order(p_order_id uuid, p_reason text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION refund_paid_order(p_order_id uuid, p_reason text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.refund_paid_order(p_order_id uuid, p_reason text) IS 'PAID -> REFUND_PENDING: UNUSED tickets CANCELLED, seats back unless the event started (seats_kept), a refund of the payment started. The caller holds the types'' and the order''s locks.';
+
+
+--
+-- Name: release_order_seats(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.release_order_seats(p_order_id uuid) RETURNS void
+    LANGUAGE sql
+    AS $$
+  UPDATE public.ticket_types tt
+     SET available_quantity = tt.available_quantity + x.seats, version = tt.version + 1
+    FROM (SELECT i.ticket_type_id, sum(i.quantity)::integer AS seats
+            FROM public.order_items i WHERE i.order_id = p_order_id GROUP BY i.ticket_type_id) x
+   WHERE tt.id = x.ticket_type_id
+$$;
+
+
+ALTER FUNCTION internal.release_order_seats(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION release_order_seats(p_order_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.release_order_seats(p_order_id uuid) IS 'Returns an order''s seats to stock. The caller holds the ticket types'' and the order''s locks.';
 
 
 --
@@ -4212,6 +5156,36 @@ COMMENT ON FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid) IS 'The so
 
 
 --
+-- Name: start_refund(uuid, text, numeric, text, bigint); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.start_refund(p_order_id uuid, p_reason text, p_amount numeric, p_provider_txn_id text, p_event_id bigint) RETURNS uuid
+    LANGUAGE plpgsql
+    AS $$
+DECLARE
+  v_refund uuid := gen_random_uuid();
+  v_method text;
+BEGIN
+  SELECT p.payment_method INTO v_method FROM public.payments p WHERE p.order_id = p_order_id;
+  INSERT INTO public.payment_refunds (id, order_id, payment_event_id, provider, provider_txn_id, amount, reason, job_id)
+  VALUES (v_refund, p_order_id, p_event_id, v_method, p_provider_txn_id, p_amount, p_reason,
+          internal.defer_job('refund_payment', 'payments', 90, jsonb_build_object('refund_id', v_refund),
+                             'refund:' || v_refund));
+  RETURN v_refund;
+END;
+$$;
+
+
+ALTER FUNCTION internal.start_refund(p_order_id uuid, p_reason text, p_amount numeric, p_provider_txn_id text, p_event_id bigint) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION start_refund(p_order_id uuid, p_reason text, p_amount numeric, p_provider_txn_id text, p_event_id bigint); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.start_refund(p_order_id uuid, p_reason text, p_amount numeric, p_provider_txn_id text, p_event_id bigint) IS 'Records a refund to make (payment_refunds) and defers its refund_payment job (queue payments, priority 90, lock refund:<id>) in the caller''s transaction. Returns the refund''s id.';
+
+
+--
 -- Name: store_idempotent_response(uuid, text, json); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
@@ -4230,6 +5204,42 @@ ALTER FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_
 --
 
 COMMENT ON FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) IS 'Records the success response of a claimed key (same transaction as the work); returns it.';
+
+
+--
+-- Name: take_order_seats(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.take_order_seats(p_order_id uuid) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  -- The caller holds the ticket types' locks: the check and the take are one decision.
+  IF EXISTS (SELECT 1
+               FROM (SELECT i.ticket_type_id, sum(i.quantity) AS seats
+                       FROM public.order_items i WHERE i.order_id = p_order_id GROUP BY i.ticket_type_id) x
+               JOIN public.ticket_types tt ON tt.id = x.ticket_type_id
+               JOIN public.events e ON e.id = tt.event_id
+              WHERE tt.available_quantity < x.seats OR e.status <> 'PUBLISHED' OR e.start_time <= now()) THEN
+    RETURN false;
+  END IF;
+  UPDATE public.ticket_types tt
+     SET available_quantity = tt.available_quantity - x.seats, version = tt.version + 1
+    FROM (SELECT i.ticket_type_id, sum(i.quantity)::integer AS seats
+            FROM public.order_items i WHERE i.order_id = p_order_id GROUP BY i.ticket_type_id) x
+   WHERE tt.id = x.ticket_type_id;
+  RETURN true;
+END;
+$$;
+
+
+ALTER FUNCTION internal.take_order_seats(p_order_id uuid) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION take_order_seats(p_order_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.take_order_seats(p_order_id uuid) IS 'Takes an order''s seats from stock again (a late payment) if every type has them and the event is PUBLISHED and not started; returns whether it did. The caller holds the ticket types'' locks.';
 
 
 --
@@ -5522,6 +6532,116 @@ CREATE TABLE public.order_items (
 ALTER TABLE public.order_items OWNER TO booking_owner;
 
 --
+-- Name: payment_events; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.payment_events (
+    id bigint NOT NULL,
+    provider text NOT NULL,
+    provider_txn_id text NOT NULL,
+    transaction_id text,
+    kind text NOT NULL,
+    amount numeric(14,2),
+    raw jsonb,
+    received_at timestamp with time zone DEFAULT now() NOT NULL,
+    outcome text NOT NULL,
+    order_id uuid,
+    CONSTRAINT chk_payment_events_kind CHECK ((kind = ANY (ARRAY['success'::text, 'failure'::text, 'refund'::text]))),
+    CONSTRAINT chk_payment_events_outcome CHECK ((outcome = ANY (ARRAY['paid'::text, 'late_paid'::text, 'refund_pending'::text, 'cancelled'::text, 'ignored'::text, 'wrong_amount'::text, 'unknown_reference'::text]))),
+    CONSTRAINT chk_payment_events_provider CHECK ((provider = ANY (ARRAY['MOMO'::text, 'ZALOPAY'::text, 'BANKING'::text, 'CARD'::text])))
+);
+
+
+ALTER TABLE public.payment_events OWNER TO booking_owner;
+
+--
+-- Name: TABLE payment_events; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.payment_events IS 'Inbox of provider events (callbacks, reconciliation answers), unique per provider transaction; outcome says what applying it did.';
+
+
+--
+-- Name: payment_events_id_seq; Type: SEQUENCE; Schema: public; Owner: booking_owner
+--
+
+CREATE SEQUENCE public.payment_events_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1;
+
+
+ALTER TABLE public.payment_events_id_seq OWNER TO booking_owner;
+
+--
+-- Name: payment_events_id_seq; Type: SEQUENCE OWNED BY; Schema: public; Owner: booking_owner
+--
+
+ALTER SEQUENCE public.payment_events_id_seq OWNED BY public.payment_events.id;
+
+
+--
+-- Name: payment_refunds; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.payment_refunds (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    order_id uuid NOT NULL,
+    payment_event_id bigint,
+    provider text NOT NULL,
+    provider_txn_id text,
+    amount numeric(14,2) NOT NULL,
+    reason text NOT NULL,
+    status text DEFAULT 'PENDING'::text NOT NULL,
+    job_id bigint,
+    attempts integer DEFAULT 0 NOT NULL,
+    last_error text,
+    provider_ref text,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    finished_at timestamp with time zone,
+    CONSTRAINT chk_payment_refunds_amount CHECK ((amount >= (0)::numeric)),
+    CONSTRAINT chk_payment_refunds_attempts CHECK ((attempts >= 0)),
+    CONSTRAINT chk_payment_refunds_reason CHECK ((reason = ANY (ARRAY['admin'::text, 'event_cancelled'::text, 'late_no_seats'::text, 'duplicate'::text]))),
+    CONSTRAINT chk_payment_refunds_status CHECK ((status = ANY (ARRAY['PENDING'::text, 'DONE'::text])))
+);
+
+
+ALTER TABLE public.payment_refunds OWNER TO booking_owner;
+
+--
+-- Name: TABLE payment_refunds; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.payment_refunds IS 'Refunds to make through the provider: why, how much, where the worker stands (attempts, last error, the provider''s reference once DONE).';
+
+
+--
+-- Name: payment_settings; Type: TABLE; Schema: public; Owner: booking_owner
+--
+
+CREATE TABLE public.payment_settings (
+    id boolean DEFAULT true NOT NULL,
+    mode text DEFAULT 'instant'::text NOT NULL,
+    payment_window interval DEFAULT '00:15:00'::interval NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT chk_payment_settings_mode CHECK ((mode = ANY (ARRAY['instant'::text, 'provider'::text]))),
+    CONSTRAINT chk_payment_settings_one_row CHECK (id),
+    CONSTRAINT chk_payment_settings_window CHECK (((payment_window >= '00:01:00'::interval) AND (payment_window <= '1 day'::interval)))
+);
+
+
+ALTER TABLE public.payment_settings OWNER TO booking_owner;
+
+--
+-- Name: TABLE payment_settings; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON TABLE public.payment_settings IS 'The payment mode (instant | provider) and how long a PENDING order holds its seats. One row; api.set_payment_mode / api.payment_mode.';
+
+
+--
 -- Name: payments; Type: TABLE; Schema: public; Owner: booking_owner
 --
 
@@ -5534,9 +6654,10 @@ CREATE TABLE public.payments (
     status character varying(20) DEFAULT 'PENDING'::character varying NOT NULL,
     payment_time timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
+    provider_txn_id text,
     CONSTRAINT chk_payments_amount CHECK ((amount >= (0)::numeric)),
     CONSTRAINT chk_payments_method CHECK (((payment_method)::text = ANY ((ARRAY['MOMO'::character varying, 'ZALOPAY'::character varying, 'BANKING'::character varying, 'CARD'::character varying])::text[]))),
-    CONSTRAINT chk_payments_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'SUCCESS'::character varying, 'FAILED'::character varying])::text[])))
+    CONSTRAINT chk_payments_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'SUCCESS'::character varying, 'FAILED'::character varying, 'REFUNDED'::character varying])::text[])))
 );
 
 
@@ -5930,6 +7051,13 @@ COMMENT ON TABLE public.webhooks IS 'Organizers'' webhook subscriptions: URL, ev
 
 
 --
+-- Name: payment_events id; Type: DEFAULT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_events ALTER COLUMN id SET DEFAULT nextval('public.payment_events_id_seq'::regclass);
+
+
+--
 -- Name: procrastinate_events id; Type: DEFAULT; Schema: public; Owner: booking_owner
 --
 
@@ -6019,6 +7147,30 @@ ALTER TABLE ONLY public.order_reservations
 
 ALTER TABLE ONLY public.orders
     ADD CONSTRAINT orders_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: payment_events payment_events_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_events
+    ADD CONSTRAINT payment_events_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: payment_refunds payment_refunds_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_refunds
+    ADD CONSTRAINT payment_refunds_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: payment_settings payment_settings_pkey; Type: CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_settings
+    ADD CONSTRAINT payment_settings_pkey PRIMARY KEY (id);
 
 
 --
@@ -6342,6 +7494,13 @@ CREATE INDEX idx_orders_created_at ON public.orders USING btree (created_at);
 
 
 --
+-- Name: idx_orders_pending_deadline; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_pending_deadline ON public.orders USING btree (payment_deadline) WHERE ((status)::text = 'PENDING'::text);
+
+
+--
 -- Name: idx_orders_reservation_id; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
@@ -6374,6 +7533,34 @@ CREATE INDEX idx_orders_user_id ON public.orders USING btree (user_id);
 --
 
 CREATE INDEX idx_orders_user_status ON public.orders USING btree (user_id, status);
+
+
+--
+-- Name: idx_payment_events_order; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payment_events_order ON public.payment_events USING btree (order_id);
+
+
+--
+-- Name: idx_payment_events_received; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payment_events_received ON public.payment_events USING btree (received_at);
+
+
+--
+-- Name: idx_payment_refunds_order; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payment_refunds_order ON public.payment_refunds USING btree (order_id);
+
+
+--
+-- Name: idx_payment_refunds_pending; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payment_refunds_pending ON public.payment_refunds USING btree (created_at) WHERE (status = 'PENDING'::text);
 
 
 --
@@ -6629,6 +7816,34 @@ CREATE INDEX procrastinate_periodic_defers_job_id_fkey_v1 ON public.procrastinat
 
 
 --
+-- Name: uq_payment_events_other; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE UNIQUE INDEX uq_payment_events_other ON public.payment_events USING btree (provider, transaction_id, provider_txn_id, kind) WHERE (kind <> 'success'::text);
+
+
+--
+-- Name: uq_payment_events_success; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE UNIQUE INDEX uq_payment_events_success ON public.payment_events USING btree (provider, provider_txn_id) WHERE (kind = 'success'::text);
+
+
+--
+-- Name: uq_payment_refunds_event; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE UNIQUE INDEX uq_payment_refunds_event ON public.payment_refunds USING btree (payment_event_id) WHERE (payment_event_id IS NOT NULL);
+
+
+--
+-- Name: uq_payment_refunds_order; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE UNIQUE INDEX uq_payment_refunds_order ON public.payment_refunds USING btree (order_id) WHERE (reason <> 'duplicate'::text);
+
+
+--
 -- Name: ticket_types check_max_per_user; Type: TRIGGER; Schema: public; Owner: booking_owner
 --
 
@@ -6864,6 +8079,30 @@ ALTER TABLE ONLY public.order_emails
 
 
 --
+-- Name: payment_events payment_events_order_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_events
+    ADD CONSTRAINT payment_events_order_id_fkey FOREIGN KEY (order_id) REFERENCES public.orders(id) ON DELETE SET NULL;
+
+
+--
+-- Name: payment_refunds payment_refunds_order_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_refunds
+    ADD CONSTRAINT payment_refunds_order_id_fkey FOREIGN KEY (order_id) REFERENCES public.orders(id) ON DELETE CASCADE;
+
+
+--
+-- Name: payment_refunds payment_refunds_payment_event_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
+--
+
+ALTER TABLE ONLY public.payment_refunds
+    ADD CONSTRAINT payment_refunds_payment_event_id_fkey FOREIGN KEY (payment_event_id) REFERENCES public.payment_events(id) ON DELETE SET NULL;
+
+
+--
 -- Name: procrastinate_events procrastinate_events_job_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: booking_owner
 --
 
@@ -6985,6 +8224,14 @@ GRANT ALL ON FUNCTION api.admin_get_event(p_event_id uuid) TO booking_gateway;
 
 
 --
+-- Name: FUNCTION apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) TO booking_gateway;
+
+
+--
 -- Name: FUNCTION buyer_counts(p_email text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -6997,6 +8244,14 @@ REVOKE ALL ON FUNCTION api.buyer_counts(p_email text) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION api.cancel_event(p_event_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.cancel_event(p_event_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION cancel_order(p_user_id uuid, p_order_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.cancel_order(p_user_id uuid, p_order_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.cancel_order(p_user_id uuid, p_order_id uuid) TO booking_gateway;
 
 
 --
@@ -7028,6 +8283,14 @@ REVOKE ALL ON FUNCTION api.check_invariants() FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.check_rate_limits(p_classes text[], p_user_ids uuid[], p_addresses text[]) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.checkout(p_user_id uuid, p_reservation_id uuid, p_payment_method text, p_idempotency_key text) TO booking_gateway;
 
 
 --
@@ -7117,6 +8380,13 @@ GRANT ALL ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) TO book
 
 
 --
+-- Name: FUNCTION expire_pending_orders(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.expire_pending_orders() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION expire_reservations(); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -7136,6 +8406,14 @@ REVOKE ALL ON FUNCTION api.failed_jobs(p_limit integer) FROM PUBLIC;
 
 REVOKE ALL ON FUNCTION api.get_event(p_id_or_slug text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.get_event(p_id_or_slug text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION get_order(p_user_id uuid, p_order_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.get_order(p_user_id uuid, p_order_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.get_order(p_user_id uuid, p_order_id uuid) TO booking_gateway;
 
 
 --
@@ -7216,6 +8494,35 @@ REVOKE ALL ON FUNCTION api.pause_waiting_room(p_event_id uuid) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION payment_inbox(p_limit integer, p_outcome text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.payment_inbox(p_limit integer, p_outcome text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION payment_mode(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.payment_mode() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION payments_to_reconcile(p_older_than interval, p_limit integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) TO booking_worker;
+
+
+--
+-- Name: FUNCTION pending_payments(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.pending_payments() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION publish_event(p_event_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -7259,6 +8566,14 @@ REVOKE ALL ON FUNCTION api.rate_limits() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.reconcile_payment(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) TO booking_worker;
+
+
+--
 -- Name: FUNCTION record_confirmation_attempt(p_order_id uuid, p_error text); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -7283,6 +8598,14 @@ GRANT ALL ON FUNCTION api.record_login_success(p_email text) TO booking_gateway;
 
 
 --
+-- Name: FUNCTION record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) TO booking_worker;
+
+
+--
 -- Name: FUNCTION record_webhook_attempt(p_delivery_id uuid, p_outcome text, p_status_code integer, p_error text, p_duration_ms integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -7296,6 +8619,22 @@ GRANT ALL ON FUNCTION api.record_webhook_attempt(p_delivery_id uuid, p_outcome t
 
 REVOKE ALL ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash bytea, p_refresh_ttl_seconds integer, p_grace_seconds integer) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION refund_order(p_order_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.refund_order(p_order_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.refund_order(p_order_id uuid) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION refund_request(p_refund_id uuid); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.refund_request(p_refund_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.refund_request(p_refund_id uuid) TO booking_worker;
 
 
 --
@@ -7388,6 +8727,13 @@ REVOKE ALL ON FUNCTION api.rotate_admission_secret() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION set_payment_mode(p_mode text, p_payment_window interval); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.set_payment_mode(p_mode text, p_payment_window interval) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION set_rate_limit(p_class text, p_scope text, p_max_requests integer, p_period interval); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -7406,6 +8752,13 @@ REVOKE ALL ON FUNCTION api.set_user_role(p_email text, p_role text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION stuck_refunds(p_older_than interval); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.stuck_refunds(p_older_than interval) FROM PUBLIC;
 
 
 --
@@ -7507,10 +8860,24 @@ REVOKE ALL ON FUNCTION internal.admission_valid(p_token text, p_event_id uuid, p
 
 
 --
+-- Name: FUNCTION apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION buyer_lock_key(p_event_id uuid, p_user_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
 REVOKE ALL ON FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION cancel_event_orders(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.cancel_event_orders(p_event_id uuid) FROM PUBLIC;
 
 
 --
@@ -7612,6 +8979,20 @@ REVOKE ALL ON FUNCTION internal.idempotency_ttl() FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION issue_order(p_order_id uuid, p_provider_txn_id text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.issue_order(p_order_id uuid, p_provider_txn_id text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION lock_order_types(p_order_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.lock_order_types(p_order_id uuid) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION login_attempt(p_email text); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
@@ -7623,6 +9004,13 @@ REVOKE ALL ON FUNCTION internal.login_attempt(p_email text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION internal.new_ticket_code() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION new_transaction_id(p_method text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.new_transaction_id(p_method text) FROM PUBLIC;
 
 
 --
@@ -7647,10 +9035,31 @@ REVOKE ALL ON FUNCTION internal.order_paid(p_order_id uuid) FROM PUBLIC;
 
 
 --
+-- Name: FUNCTION payment_mode(); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.payment_mode() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION reclaim_expired_holds(p_ticket_type_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
 REVOKE ALL ON FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION refund_paid_order(p_order_id uuid, p_reason text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.refund_paid_order(p_order_id uuid, p_reason text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION release_order_seats(p_order_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.release_order_seats(p_order_id uuid) FROM PUBLIC;
 
 
 --
@@ -7703,10 +9112,24 @@ REVOKE ALL ON FUNCTION internal.shuffle_key(p_seed text, p_user_id uuid) FROM PU
 
 
 --
+-- Name: FUNCTION start_refund(p_order_id uuid, p_reason text, p_amount numeric, p_provider_txn_id text, p_event_id bigint); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.start_refund(p_order_id uuid, p_reason text, p_amount numeric, p_provider_txn_id text, p_event_id bigint) FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION store_idempotent_response(p_user_id uuid, p_key text, p_response json); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
 REVOKE ALL ON FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION take_order_seats(p_order_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.take_order_seats(p_order_id uuid) FROM PUBLIC;
 
 
 --

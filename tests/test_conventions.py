@@ -159,6 +159,12 @@ DBA_ONLY_CALLS = {
     "retry_job": "1",
     "retry_failed_jobs": "",
     "resend_confirmation": "gen_random_uuid()",
+    "set_payment_mode": "'provider'",
+    "payment_mode": "",
+    "expire_pending_orders": "",
+    "pending_payments": "",
+    "payment_inbox": "",
+    "stuck_refunds": "",
 }
 
 

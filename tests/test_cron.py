@@ -31,6 +31,13 @@ def test_jobs_are_scheduled_in_the_cron_database(cron_db: str) -> None:
                 cron_db,
                 "booking_owner",
             ),
+            (
+                "booking-expire-pending-orders",
+                "* * * * *",
+                "SELECT api.expire_pending_orders()",
+                cron_db,
+                "booking_owner",
+            ),
             ("booking-expire-reservations", "* * * * *", "SELECT api.expire_reservations()", cron_db, "booking_owner"),
             ("booking-open-waiting-rooms", "* * * * *", "SELECT api.open_waiting_rooms()", cron_db, "booking_owner"),
             (
@@ -45,7 +52,7 @@ def test_jobs_are_scheduled_in_the_cron_database(cron_db: str) -> None:
         ]
     migrate(url_for(cron_db, "postgres"))  # rescheduling is idempotent
     with psycopg.connect(url_for(cron_db, "postgres")) as conn:
-        assert conn.execute("SELECT count(*) FROM cron.job").fetchone() == (6,)
+        assert conn.execute("SELECT count(*) FROM cron.job").fetchone() == (7,)
 
 
 def test_other_databases_get_no_cron(owner: psycopg.Connection) -> None:

@@ -11,4 +11,9 @@ WORKER_CALLS = frozenset({
     "webhook_delivery",
     "record_webhook_attempt",
     "close_webhook_delivery",
+    # Provider payments (issue 12): the refund_payment and reconcile_payments jobs.
+    "refund_request",
+    "record_refund",
+    "payments_to_reconcile",
+    "reconcile_payment",
 })  # fmt: skip

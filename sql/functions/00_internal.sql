@@ -159,9 +159,13 @@ AS $$
         JOIN public.events e ON e.id = tt.event_id
        WHERE i.order_id = o.id), '[]'::json),
     'payment', (
-      SELECT json_build_object(
+      SELECT CASE WHEN o.payment_deadline IS NULL THEN json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
+             ELSE json_build_object(  -- provider mode (checkout): until when it may be paid
+               'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
+               'transaction_id', p.transaction_id, 'payment_time', p.payment_time,
+               'expires_at', o.payment_deadline) END
         FROM public.payments p WHERE p.order_id = o.id),
     'tickets', coalesce((
       SELECT json_agg(json_build_object(

@@ -370,17 +370,27 @@ COMMENT ON FUNCTION api.publish_event(uuid) IS
 
 CREATE OR REPLACE FUNCTION api.cancel_event(p_event_id uuid)
 RETURNS json
-LANGUAGE sql
+LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = '2s'
 AS $$
-  SELECT internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED'])
+DECLARE
+  v_event json;
+BEGIN
+  v_event := internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED']);
+  -- Every paid order is refunded through a refund_payment job, pending ones are cancelled
+  -- (sql/functions/95_payments.sql). A repeated cancel finds nothing left to do.
+  PERFORM internal.cancel_event_orders(p_event_id);
+  RETURN v_event;
+END;
 $$;
 COMMENT ON FUNCTION api.cancel_event(uuid) IS
   'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed '
-  'and return to stock when they expire; sold tickets are kept (refunds are a later process). '
-  'Locks the event row. Raises BKNTF, BKIST.';
+  'and return to stock when they expire; every PAID order becomes REFUND_PENDING (tickets '
+  'CANCELLED, seats back, a refund_payment job each: the worker refunds through the provider), '
+  'every PENDING one CANCELLED. Locks the event row, its ticket types (id order), then its '
+  'orders (id order). Raises BKNTF, BKIST.';
 
 
 CREATE OR REPLACE FUNCTION api.create_ticket_type(

@@ -15,6 +15,12 @@ DECLARE
   v_order orders;
   v_stored json;
 BEGIN
+  -- Provider mode: only a provider's confirmed payment makes an order PAID (api.checkout,
+  -- api.apply_payment_event). Checked here, in SQL, so no client can skip it.
+  IF internal.payment_mode() = 'provider' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKPRQ',
+      MESSAGE = 'payment required: check out with a payment provider (provider mode)';
+  END IF;
   -- A key is claimed first (before the reservation row: the lock order) and records the order
   -- in this same transaction: a retry after a lost answer gets the same order, not BKRNA.
   IF p_idempotency_key IS NOT NULL THEN
@@ -81,7 +87,7 @@ COMMENT ON FUNCTION api.complete_booking(uuid, uuid, text, text) IS
   'item (unit price from the ticket type), SUCCESS payment (MOMO|ZALOPAY|BANKING|CARD, unique '
   'transaction id), one UNUSED ticket per seat (CSPRNG codes), reservation COMPLETED, and '
   'internal.order_paid (the confirmation e-mail''s job, order.paid webhooks). Returns the order JSON. Locks the reservation row. '
-  'Raises BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or '
+  'Raises BKPRQ (provider mode: use api.checkout), BKVAL (method), BKNTF (unknown or not yours), BKREX (expired), BKRNA (completed or '
   'cancelled; DETAIL names the order), BKSNO (event cancelled meanwhile), BKIDR (p_idempotency_key '
   'used with another request). With p_idempotency_key (1-255 visible ASCII) the same user, key '
   'and request within 24 hours returns the first order again; recorded in the same transaction.';

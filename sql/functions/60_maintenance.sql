@@ -83,6 +83,7 @@ AS $$
     SELECT i.ticket_type_id, sum(i.quantity) AS seats
       FROM order_items i JOIN orders o ON o.id = i.order_id
      WHERE o.status IN ('PENDING', 'PAID')
+        OR (o.status IN ('REFUND_PENDING', 'REFUNDED') AND o.seats_kept)  -- refunded after the start
      GROUP BY i.ticket_type_id
   ), issued AS (
     SELECT order_id, count(*) AS tickets FROM tickets GROUP BY order_id
@@ -118,8 +119,42 @@ AS $$
    WHERE o.status = 'PAID'
      AND (o.total_amount IS DISTINCT FROM x.amount OR p.amount IS DISTINCT FROM o.total_amount
           OR p.status IS DISTINCT FROM 'SUCCESS')
+  UNION ALL
+  -- Issue 12: a refund (pending or done) leaves no ticket usable.
+  SELECT 'refund_tickets', o.id, format('%s order has %s UNUSED tickets', o.status, count(*))
+    FROM orders o JOIN tickets t ON t.order_id = o.id
+   WHERE o.status IN ('REFUND_PENDING', 'REFUNDED') AND t.status = 'UNUSED'
+   GROUP BY o.id, o.status
+  UNION ALL
+  -- Orders that never became PAID have no tickets at all.
+  SELECT 'unpaid_tickets', o.id, format('%s order has %s tickets', o.status, count(*))
+    FROM orders o JOIN tickets t ON t.order_id = o.id
+   WHERE o.status IN ('PENDING', 'CANCELLED', 'TIMEOUT')
+   GROUP BY o.id, o.status
+  UNION ALL
+  -- The money of a refunded order went back; one still refunding has its money in.
+  SELECT 'refund_payment', o.id, format('%s order, payment %s', o.status, p.status)
+    FROM orders o LEFT JOIN payments p ON p.order_id = o.id
+   WHERE (o.status = 'REFUNDED' AND p.status IS DISTINCT FROM 'REFUNDED')
+      OR (o.status = 'REFUND_PENDING' AND p.status IS DISTINCT FROM 'SUCCESS')
+  UNION ALL
+  SELECT 'refund_missing', o.id, 'REFUND_PENDING order without a pending refund'
+    FROM orders o
+   WHERE o.status = 'REFUND_PENDING'
+     AND NOT EXISTS (SELECT 1 FROM payment_refunds r
+                      WHERE r.order_id = o.id AND r.reason <> 'duplicate' AND r.status = 'PENDING')
+  UNION ALL
+  -- The expiry job runs every minute and skips only what is locked at that moment.
+  SELECT 'pending_overdue', o.id, format('PENDING since %s, deadline %s', o.created_at, o.payment_deadline)
+    FROM orders o
+   WHERE o.status = 'PENDING' AND o.payment_deadline < now() - interval '5 minutes'
 $$;
 COMMENT ON FUNCTION api.check_invariants() IS
   '(DBA-only) One row per violation, none when consistent: stock_balance (available + ACTIVE '
   'holds + sold <> initial), stock_range, tickets_issued (PAID order whose tickets <> seats), '
-  'order_total (order, items and SUCCESS payment disagree). One snapshot; locks nothing.';
+  'order_total (order, items and SUCCESS payment disagree), refund_tickets (REFUND_PENDING/REFUNDED '
+  'order with UNUSED tickets), unpaid_tickets (PENDING/CANCELLED/TIMEOUT order with tickets), '
+  'refund_payment (REFUNDED order whose payment is not REFUNDED, REFUND_PENDING one whose payment '
+  'is not SUCCESS), refund_missing (REFUND_PENDING without a pending refund), pending_overdue '
+  '(PENDING more than 5 minutes past its payment deadline). Sold = PENDING + PAID orders + refunded '
+  'ones whose seats were kept (event started). One snapshot; locks nothing.';
