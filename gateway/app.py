@@ -375,7 +375,7 @@ async def order(gw: Gateway, request: Request, endpoint: Endpoint, principal: Pr
 def with_pay_url(gw: Gateway, request: Request, order_json: str | None) -> str | None:
     """A PENDING payment's pay_url: in development the sandbox page (gateway/payments/sandbox.py);
     otherwise null (creating the payment at the provider, which answers its own pay URL, is not
-    built yet: docs/DESIGN-NOTES.md, "Payments")."""
+    built yet: docs/DESIGN-NOTES.md, "Payment callbacks and the sandbox")."""
     found = json.loads(order_json) if order_json else None
     payment = found.get("payment") if isinstance(found, dict) else None
     if not isinstance(payment, dict) or payment.get("status") != "PENDING":

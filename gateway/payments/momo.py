@@ -2,7 +2,7 @@
 MOMO_SECRET_KEY of `accessKey=...&amount=...&extraData=...&message=...&orderId=...&orderInfo=...
 &orderType=...&partnerCode=...&payType=...&requestId=...&responseTime=...&resultCode=...&transId=...`
 (keys in that order, accessKey = MOMO_ACCESS_KEY, values as sent, nothing escaped).
-resultCode 0 is success; our answer is 204 (docs/DESIGN-NOTES.md, "Payments")."""
+resultCode 0 is success; our answer is 204 (docs/DESIGN-NOTES.md, "Payment callbacks and the sandbox")."""
 
 from __future__ import annotations
 
