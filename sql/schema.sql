@@ -275,7 +275,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
   END IF;
   PERFORM internal.lock_order_types(p_order_id);
-  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR NO KEY UPDATE;
   IF v_order.status = 'CANCELLED' THEN
     RETURN internal.order_json(v_order);  -- idempotent: a retried request succeeds
   END IF;
@@ -1231,7 +1231,7 @@ BEGIN
          -- an order over several types needs all of them: those are taken in id order too
          AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id <> v_ticket_type_id)
        ORDER BY o.id
-       FOR UPDATE SKIP LOCKED
+       FOR NO KEY UPDATE SKIP LOCKED
     LOOP
       UPDATE orders SET status = 'TIMEOUT', updated_at = now() WHERE id = v_order_id;
       UPDATE payments SET status = 'FAILED' WHERE order_id = v_order_id AND status = 'PENDING';
@@ -2170,7 +2170,7 @@ BEGIN
   END IF;
   -- The order before its refund rows (the lock order); no ticket type lock is needed: the
   -- seats were settled when the refund started.
-  SELECT * INTO STRICT v_order FROM orders WHERE id = v_refund.order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM orders WHERE id = v_refund.order_id FOR NO KEY UPDATE;
   SELECT * INTO STRICT v_refund FROM payment_refunds WHERE id = p_refund_id FOR UPDATE;
   IF v_refund.status = 'DONE' THEN
     RETURN api.refund_request(p_refund_id);  -- recorded before: a retried job changes nothing
@@ -2362,7 +2362,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
   END IF;
   PERFORM internal.lock_order_types(p_order_id);
-  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR NO KEY UPDATE;
   IF v_order.status IN ('REFUND_PENDING', 'REFUNDED') THEN
     RETURN internal.order_json(v_order);  -- idempotent
   END IF;
@@ -3701,7 +3701,7 @@ BEGIN
 
   -- 2. The order's ticket types, then 3. the order, re-checked under its lock.
   PERFORM internal.lock_order_types(v_payment.order_id);
-  SELECT * INTO STRICT v_order FROM public.orders WHERE id = v_payment.order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM public.orders WHERE id = v_payment.order_id FOR NO KEY UPDATE;
   SELECT * INTO STRICT v_payment FROM public.payments WHERE id = v_payment.id FOR UPDATE;
 
   IF NOT p_success THEN
@@ -3810,7 +3810,7 @@ BEGIN
                       JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
                      WHERE tt.event_id = p_event_id)
      ORDER BY o.id
-       FOR UPDATE
+       FOR NO KEY UPDATE
   LOOP
     IF v_order.status = 'PAID' THEN
       PERFORM internal.refund_paid_order(v_order.id, 'event_cancelled');

@@ -498,3 +498,79 @@ def test_success_callback_and_expiry_race_200_times(
     assert owner.execute("SELECT count(*) FROM orders WHERE status IN ('PENDING', 'TIMEOUT')").fetchone() == (0,)
     assert violations(gw) == []
     print("race outcomes:", dict(outcomes))
+
+
+def together(connect: Connect, *work: Callable[[psycopg.Connection], Any]) -> list[Any]:
+    """Run each piece of work on its own connection, released at once; errors are returned."""
+    conns = [connect(GATEWAY_ROLE) for _ in work]
+    barrier = threading.Barrier(len(work))
+
+    def run(i: int) -> Any:
+        barrier.wait()
+        try:
+            return work[i](conns[i])
+        except psycopg.Error as exc:
+            return f"error {exc.diag.sqlstate}"
+
+    with ThreadPoolExecutor(len(work)) as pool:
+        return list(pool.map(run, range(len(work))))
+
+
+def test_the_same_callback_twice_at_once_applies_once(
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Connect, provider_mode: None
+) -> None:
+    tt = make_ticket_type(gw, quantity=100)
+    for n in range(30):
+        order = checkout(gw, tt)
+        outcomes = together(connect, lambda c, o=order: pay(c, o)["outcome"], lambda c, o=order: pay(c, o)["outcome"])
+        assert sorted(outcomes) == ["duplicate", "paid"], outcomes
+        assert state(owner, order["id"])["tickets"] == 1
+        assert len(jobs(owner, "send_confirmation")) == n + 1
+    assert violations(gw) == []
+
+
+def test_a_success_and_the_buyers_cancel_at_once_end_paid(
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Connect, provider_mode: None
+) -> None:
+    tt = make_ticket_type(gw, quantity=100)
+    seen = Counter()
+    for _ in range(30):
+        order = checkout(gw, tt)
+        user_id = order["user"]["id"]
+        paid, cancelled = together(
+            connect,
+            lambda c, o=order: pay(c, o)["outcome"],
+            lambda c, o=order, u=user_id: sqlstate_of(c, "cancel_order", p_user_id=u, p_order_id=o["id"]),
+        )
+        # Either the payment came first (the cancel is refused) or the cancel did (the money
+        # then arrives late and re-takes the seat, which is still free).
+        assert (paid, cancelled) in (("paid", "BKOST"), ("late_paid", None)), (paid, cancelled)
+        assert state(owner, order["id"])["order"] == "PAID"
+        seen[paid] += 1
+    assert violations(gw) == [] and stock(gw, tt) == 70
+
+
+def test_two_payments_of_one_order_and_an_event_cancel_at_once_never_deadlock(
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Connect, provider_mode: None
+) -> None:
+    for _ in range(15):
+        tt = make_ticket_type(gw, quantity=10)
+        order, other = checkout(gw, tt), checkout(gw, tt)
+        outcomes = together(
+            connect,
+            lambda c, o=order: pay(c, o, provider_txn=f"A-{o['id']}")["outcome"],
+            lambda c, o=order: pay(c, o, provider_txn=f"B-{o['id']}")["outcome"],
+            lambda c, o=other: pay(c, o)["outcome"],
+            lambda c, t=tt: call(c, "cancel_event", p_event_id=t["event_id"])["status"],
+        )
+        assert not [o for o in outcomes if str(o).startswith("error")], outcomes
+        # Whatever the order of events: nothing stays PAID in a cancelled event, every payment
+        # is either refunded or pending refund, and the stock balances.
+        assert state(owner, order["id"])["order"] == "REFUND_PENDING"
+        # Paid then refunded by the cancel, or cancelled first and its money refunded on arrival.
+        assert state(owner, other["id"])["order"] == "REFUND_PENDING" and outcomes[2] in ("paid", "refund_pending")
+        assert owner.execute(
+            "SELECT count(*) FROM payment_refunds WHERE order_id = %s", (order["id"],)
+        ).fetchone() == (2,)  # fmt: skip
+        assert stock(gw, tt) == 10
+    assert violations(gw) == []

@@ -3,8 +3,11 @@
 --
 -- Lock order (every function here, and the same as the rest of the project): the inbox key (the
 -- unique insert into payment_events) -> ticket_types rows (ids ascending, FOR NO KEY UPDATE) ->
--- order_reservations row -> orders row (FOR UPDATE) -> payments row -> tickets rows ->
--- payment_refunds rows. A function that starts from an order reads the order's ticket types
+-- order_reservations row -> orders row (FOR NO KEY UPDATE) -> payments row -> tickets rows ->
+-- payment_refunds rows. Orders are locked FOR NO KEY UPDATE, never FOR UPDATE: the inbox insert
+-- (its foreign key) takes FOR KEY SHARE on the order before the ticket types, and FOR UPDATE
+-- would wait for that while its holder waits for our ticket type lock (a deadlock, found by
+-- tests/test_payments_sql.py: a callback and the buyer's cancel at once). A function that starts from an order reads the order's ticket types
 -- WITHOUT a lock first (order_items never change), locks them, then locks the order and checks
 -- its status again. The expiry skips locked rows (SKIP LOCKED) and so never waits. No lock is
 -- held across a network call: the worker reads (api.refund_request), calls the provider with no
@@ -190,7 +193,7 @@ BEGIN
                       JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
                      WHERE tt.event_id = p_event_id)
      ORDER BY o.id
-       FOR UPDATE
+       FOR NO KEY UPDATE
   LOOP
     IF v_order.status = 'PAID' THEN
       PERFORM internal.refund_paid_order(v_order.id, 'event_cancelled');
@@ -268,7 +271,7 @@ BEGIN
 
   -- 2. The order's ticket types, then 3. the order, re-checked under its lock.
   PERFORM internal.lock_order_types(v_payment.order_id);
-  SELECT * INTO STRICT v_order FROM public.orders WHERE id = v_payment.order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM public.orders WHERE id = v_payment.order_id FOR NO KEY UPDATE;
   SELECT * INTO STRICT v_payment FROM public.payments WHERE id = v_payment.id FOR UPDATE;
 
   IF NOT p_success THEN
@@ -466,7 +469,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
   END IF;
   PERFORM internal.lock_order_types(p_order_id);
-  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR NO KEY UPDATE;
   IF v_order.status = 'CANCELLED' THEN
     RETURN internal.order_json(v_order);  -- idempotent: a retried request succeeds
   END IF;
@@ -500,7 +503,7 @@ BEGIN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'order not found';
   END IF;
   PERFORM internal.lock_order_types(p_order_id);
-  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM orders WHERE id = p_order_id FOR NO KEY UPDATE;
   IF v_order.status IN ('REFUND_PENDING', 'REFUNDED') THEN
     RETURN internal.order_json(v_order);  -- idempotent
   END IF;
@@ -564,7 +567,7 @@ BEGIN
   END IF;
   -- The order before its refund rows (the lock order); no ticket type lock is needed: the
   -- seats were settled when the refund started.
-  SELECT * INTO STRICT v_order FROM orders WHERE id = v_refund.order_id FOR UPDATE;
+  SELECT * INTO STRICT v_order FROM orders WHERE id = v_refund.order_id FOR NO KEY UPDATE;
   SELECT * INTO STRICT v_refund FROM payment_refunds WHERE id = p_refund_id FOR UPDATE;
   IF v_refund.status = 'DONE' THEN
     RETURN api.refund_request(p_refund_id);  -- recorded before: a retried job changes nothing
@@ -670,7 +673,7 @@ BEGIN
          -- an order over several types needs all of them: those are taken in id order too
          AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id <> v_ticket_type_id)
        ORDER BY o.id
-       FOR UPDATE SKIP LOCKED
+       FOR NO KEY UPDATE SKIP LOCKED
     LOOP
       UPDATE orders SET status = 'TIMEOUT', updated_at = now() WHERE id = v_order_id;
       UPDATE payments SET status = 'FAILED' WHERE order_id = v_order_id AND status = 'PENDING';
