@@ -138,6 +138,7 @@ WRITER = textwrap.dedent("""
     for _ in range(int(sys.argv[1])):
         metrics.observe_request("/bookings/reserve", "POST", 201, 0.003)
         metrics.reserve_outcome("reserved")
+    metrics.flush()
     metrics.RESERVE_QUEUE.set(5)  # a live gauge of a process that then dies without saying so
 """)
 
@@ -151,6 +152,10 @@ def test_two_processes_are_summed_and_dead_gauges_dropped(tmp_path: Path) -> Non
     labels = {"route": "/bookings/reserve", "method": "POST", "status": "201"}
     assert value(found, "booking_http_requests_total", **labels) == 7
     assert value(found, "booking_http_request_duration_seconds_count", **labels) == 7
+    bucket = "booking_http_request_duration_seconds_bucket"  # 3 ms each: as Histogram.observe would count
+    assert value(found, bucket, **labels, le="0.0025") == 0 and value(found, bucket, **labels, le="0.005") == 7
+    assert value(found, bucket, **labels, le="+Inf") == 7
+    assert abs(value(found, "booking_http_request_duration_seconds_sum", **labels) - 0.021) < 1e-9
     assert value(found, "booking_reserve_outcomes_total", outcome="reserved") == 7
     assert value(found, "booking_reserve_queue_depth") == 0  # both writers are gone: their live gauges too
     assert not list(tmp_path.glob("gauge_live*.db"))
@@ -199,9 +204,17 @@ def test_uvicorn_workers_share_one_exposition(dbname: str, tmp_path: Path) -> No
             assert sent < 2000, "one worker took every connection"
         total = sent + 1  # and the first one that answered
         healthz = {"route": "/healthz", "method": "GET", "status": "200"}
-        for _ in range(4):  # whichever worker answers the scrape, the sum is the same
+        deadline = time.monotonic() + 20  # a worker moves its tallies into the files once a second
+        while True:
             found = samples(get(f"{base}/metrics").text)
-            assert value(found, "booking_http_requests_total", **healthz) >= total
+            if value(found, "booking_http_requests_total", **healthz) == total:
+                break
+            assert time.monotonic() < deadline, value(found, "booking_http_requests_total", **healthz)
+            time.sleep(0.3)
+        for _ in range(4):  # whichever worker answers the scrape, the sums are the same
+            found = samples(get(f"{base}/metrics").text)
+            assert value(found, "booking_http_requests_total", **healthz) == total
+            assert value(found, "booking_http_request_duration_seconds_count", **healthz) == total
             assert value(found, "booking_db_pool_max") == 2 * 20  # both workers' pools (livesum)
     finally:
         proc.terminate()
