@@ -149,7 +149,7 @@ def reserve_outcome(outcome: str) -> None:
 
 def flush() -> None:
     """The tallies of this process since the last flush, into the metrics."""
-    for (route, method, status), tally in _requests.items():
+    for (route, method, status), tally in list(_requests.items()):  # list: a test may run apps in threads
         if not tally[0]:
             continue
         labels = (route or UNMATCHED, method, str(status))
