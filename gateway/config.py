@@ -26,7 +26,7 @@ class ConfigError(RuntimeError):
 
 ENVIRONMENTS = ("development", "production")
 # Values never echoed back in an error message.
-SECRET_FIELDS = frozenset({"database_url", "jwt_secret"})
+SECRET_FIELDS = frozenset({"database_url", "jwt_secret", "metrics_token"})
 HINTS = {
     "database_url": " (make run sets it for the local database)",
     "jwt_secret": " (make run generates one in .local/ for local use)",
@@ -171,6 +171,8 @@ class Settings(_Settings):
     # Webhook URLs may point at loopback, private and link-local addresses (tests, local
     # development). Read by gateway/netguard.py's rule, the same one the worker applies.
     webhook_allow_private: bool = Field(False, validation_alias=_env(netguard.ALLOW_PRIVATE_ENV))
+    # GET /metrics asks for `Authorization: Bearer <this>` when set; unset: open (gateway/metrics.py).
+    metrics_token: SecretStr | None = Field(None, min_length=16, validation_alias=_env("METRICS_TOKEN"))
 
     @field_validator("webhook_allow_private", mode="before")
     @classmethod
