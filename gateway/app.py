@@ -469,8 +469,7 @@ async def metrics_page(request: Request) -> Response:
         expected = token.get_secret_value().encode()
         if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
             raise unauthorized("GET /metrics needs the bearer token METRICS_TOKEN")
-    gw.metrics.sync()
-    return Response(metrics.exposition(), media_type=metrics.CONTENT_TYPE)
+    return Response(gw.metrics.scrape(), media_type=metrics.CONTENT_TYPE)
 
 
 # ------------------------------------------------------------------ the waiting room's page
