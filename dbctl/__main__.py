@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Mapping
+from pathlib import Path
 
 import psycopg
 
@@ -56,6 +57,10 @@ def apply_payment_mode(owner_url: str, mode: str) -> None:
 def gateway_env(t: local.Target) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GATEWAY_DATABASE_URL", t.gateway_url)
+    # prometheus-client's multiprocess mode: every uvicorn worker writes its samples there
+    # (gateway/metrics.py); emptied by fresh_metrics_dir() before uvicorn starts.
+    if not env.get("PROMETHEUS_MULTIPROC_DIR"):
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(local.state_dir().resolve() / "metrics")
     if t.cluster is not None:
         env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, gateway_only=True))  # no owner or superuser password
         if "JWT_SECRET" not in env:
@@ -82,6 +87,16 @@ def worker_env(t: local.Target) -> dict[str, str]:
     if t.cluster is not None:
         env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, worker_only=True))  # its own line only
     return env
+
+
+def fresh_metrics_dir(path: str) -> None:
+    """Make the metrics folder, or empty it of a previous run's files: the counters of a run start
+    at zero, and a former worker's pid must not be taken for a live one. Only prometheus-client's
+    own files (*.db) are removed, since the folder may be one the user named."""
+    folder = Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def run_worker_wanted(env: Mapping[str, str]) -> bool:
@@ -128,6 +143,7 @@ def run() -> None:
     except ConfigError as exc:
         sys.exit(str(exc))
     server = ServerSettings.from_env(env)
+    fresh_metrics_dir(env["PROMETHEUS_MULTIPROC_DIR"])
     children = [Child("gateway", args, env, stop_timeout=20)]
     if worker is not None:
         children.append(Child("worker", WORKER_ARGS, wenv, stop_timeout=worker.shutdown + 10))

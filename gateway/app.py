@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import hashlib
+import hmac
 import json
 import logging
 import re
@@ -21,7 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway import netguard
+from gateway import metrics, netguard
 from gateway.auth import Auth, Principal, new_refresh_token, refresh_hash
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
 from gateway.config import Settings, settings_or_exit
@@ -87,6 +88,7 @@ class Gateway:
         self.joiner = JoinCoalescer(self.db, settings.join_batch_max)
         self.limiter = RateLimiter(self.db, settings.rate_limits, settings.rate_limit_batch_max)
         self.rooms = WaitingRooms()
+        self.metrics = metrics.GatewayMetrics(self)
         self.tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
@@ -101,6 +103,7 @@ class Gateway:
             asyncio.create_task(prune_forever(self.auth.revocations)),
             asyncio.create_task(listen_for_waiting_rooms(self.rooms, self.settings.database_url.get_secret_value())),
         ]
+        self.metrics.start()
         await self.auth.revocations.first_load(STARTUP_REVOCATIONS_WAIT)
 
     async def stop(self) -> None:
@@ -113,6 +116,7 @@ class Gateway:
         await self.joiner.close()
         await self.limiter.close()
         await self.pool.close()
+        await self.metrics.stop()
 
 
 # ------------------------------------------------------------------ request helpers
@@ -320,11 +324,17 @@ async def reserve(gw: Gateway, request: Request, endpoint: Endpoint, principal: 
     key = idempotency_key(request.headers.get("idempotency-key"))
     admission = admission_token(request.headers.get("x-admission-token"))
     body = await endpoint_body(gw, request, endpoint)
-    reservation = await gw.reserver.reserve(
-        principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request), key, admission
-    )
+    try:
+        reservation = await gw.reserver.reserve(
+            principal.user_id, body.ticket_type_id, body.quantity, lambda: client_gone(request), key, admission
+        )
+    except ApiError as exc:
+        metrics.reserve_outcome(exc.code)
+        raise
     if reservation is None:
+        metrics.reserve_outcome("client_gone")
         return Response(status_code=499)  # nobody is listening; the status is for the log
+    metrics.reserve_outcome("reserved")
     return json_response(reservation, endpoint.status)
 
 
@@ -467,6 +477,7 @@ def make_routes(settings: Settings) -> list[Route]:
         paths.setdefault(e.path, {})[e.method] = make_handler(e)
     paths["/healthz"] = {"GET": healthz}
     paths["/readyz"] = {"GET": readyz}
+    paths["/metrics"] = {"GET": metrics_page}
     paths["/openapi.json"] = {"GET": openapi}
     paths["/events/{event_id}/waiting-room"] = {"GET": waiting_room_page}
     paths.update(payment_callbacks.routes())  # providers' callbacks: gateway/payments/callbacks.py
@@ -485,6 +496,20 @@ async def readyz(request: Request) -> Response:
     gw: Gateway = request.app.state.gateway
     await gw.db.ping()
     return JSONResponse({"status": "ready"})
+
+
+async def metrics_page(request: Request) -> Response:
+    """GET /metrics: the Prometheus text format (gateway/metrics.py). No personal data: open,
+    unless METRICS_TOKEN is set, then `Authorization: Bearer <METRICS_TOKEN>`. Never shed, never
+    rate limited (like the probes): a scrape must see an overload."""
+    gw: Gateway = request.app.state.gateway
+    token = gw.settings.metrics_token
+    if token is not None:
+        scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(presented.strip().encode(), expected):
+            raise unauthorized("GET /metrics needs the bearer token METRICS_TOKEN")
+    return Response(gw.metrics.scrape(), media_type=metrics.CONTENT_TYPE)
 
 
 # ------------------------------------------------------------------ the waiting room's page

@@ -36,7 +36,7 @@ PAYMENT_SECRETS = {
     "card_webhook_secret": "CARD_WEBHOOK_SECRET",
 }
 PAYMENT_IDS = {"momo_partner_code": "MOMO_PARTNER_CODE", "zalopay_app_id": "ZALOPAY_APP_ID"}
-SECRET_FIELDS = frozenset({"database_url", "jwt_secret", *PAYMENT_SECRETS})
+SECRET_FIELDS = frozenset({"database_url", "jwt_secret", "metrics_token", *PAYMENT_SECRETS})
 HINTS = {
     "database_url": " (make run sets it for the local database)",
     "jwt_secret": " (make run generates one in .local/ for local use)",
@@ -181,6 +181,8 @@ class Settings(_Settings):
     # Webhook URLs may point at loopback, private and link-local addresses (tests, local
     # development). Read by gateway/netguard.py's rule, the same one the worker applies.
     webhook_allow_private: bool = Field(False, validation_alias=_env(netguard.ALLOW_PRIVATE_ENV))
+    # GET /metrics asks for `Authorization: Bearer <this>` when set; unset: open (gateway/metrics.py).
+    metrics_token: SecretStr | None = Field(None, min_length=16, validation_alias=_env("METRICS_TOKEN"))
     # Payments (issue 12; the mode itself lives in the database, payment_settings: `make run`
     # applies PAYMENT_MODE there, the gateway reads it here for its sandbox and production rules).
     # instant: `complete` pays at once (demos, the seed's tests); provider: checkout and callbacks.

@@ -97,6 +97,7 @@ class Database:
         self.pool = pool
         self.turnstile = Turnstile(pool.max_size)
         self._timeout = pool.timeout
+        self.timeouts = 0  # requests that waited out the turnstile (503 busy); a metric
         self._checking: asyncio.Task[None] | None = None
 
     async def call(self, function: str, args: Mapping[str, Any]) -> str | None:
@@ -113,6 +114,7 @@ class Database:
             try:
                 await self.turnstile.enter(self._timeout)
             except TimeoutError:
+                self.timeouts += 1
                 raise PoolTimeout(f"couldn't get a connection after {self._timeout:.2f} sec") from None
             try:
                 async with self.pool.connection() as conn:

@@ -20,6 +20,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from gateway import metrics
+
 LOG_CONFIG_FILE = Path(__file__).with_name("logging.json")
 REQUEST_ID_HEADER = b"x-request-id"
 REQUEST_ID_MAX = 128
@@ -122,14 +124,16 @@ class AccessLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
+            seconds = time.perf_counter() - started
+            route = route_template(scope)
+            metrics.observe_request(route, scope["method"], status, seconds)
             if access_log.isEnabledFor(logging.INFO):
-                route = route_template(scope)
                 fields = {
                     "request_id": rid,
                     "method": scope["method"],
                     "route": route,
                     "status": status,
-                    "ms": round((time.perf_counter() - started) * 1000, 2),
+                    "ms": round(seconds * 1000, 2),
                     "user_id": scope["state"].get("user_id"),
                 }
                 # Logger.info() less its caller lookup (a walk up the stack for a file and line the

@@ -229,6 +229,13 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         if path == "/readyz":
             _document_error(op, "busy")
         paths[path] = {"get": op}
+    paths["/metrics"] = {"get": {
+        "summary": "Prometheus metrics (text format); a bearer token only when METRICS_TOKEN is set",
+        "operationId": "metrics",
+        "responses": {"200": {"description": "the metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+    }}  # fmt: skip
+    _document_error(paths["/metrics"]["get"], "method_not_allowed")
+    _document_error(paths["/metrics"]["get"], "unauthorized")
     paths["/events/{event_id}/waiting-room"] = {"get": {
         "summary": "The page fans wait on (HTML): joins, polls, shows the place, then the admission token",
         "operationId": "waiting_room_page",

@@ -21,9 +21,9 @@ back (22,000 refusals/s). Optionally (SHED_LOOP_LAG_MS) the loop's own lateness 
 sees work waiting outside the count (sockets read but not parsed, tasks ready but not run).
 
 Always admitted (and not counted): the probes, so an orchestrator never takes a busy but healthy
-process for a dead one, and the waiting room's cheap routes (`GET /events/{id}/queue`, its status,
-and `GET /events/{id}/waiting-room`, the page): a fan told "busy" by the waiting room itself
-would learn nothing, and those answers cost little. See `exempt`.
+process for a dead one; GET /metrics, so a scrape sees the overload; and the waiting room's
+cheap routes (`GET /events/{id}/queue`, its status, and `GET /events/{id}/waiting-room`, the page):
+a fan told "busy" by the waiting room itself would learn nothing, and those answers cost little. See `exempt`.
 """
 
 from __future__ import annotations
@@ -54,12 +54,12 @@ PAYMENT_CALLBACKS = frozenset({b"/payments/momo/ipn", b"/payments/zalopay/callba
 
 
 def exempt(method: bytes, path: bytes) -> bool:
-    """Never shed: /healthz and /readyz (any method: a probe must never be refused as busy), POST to
-    the payment callbacks, and
+    """Never shed: /healthz, /readyz and /metrics (any method: a probe must never be refused as busy), POST
+    to the payment callbacks, and
     GET /events/<one segment>/queue or /events/<one segment>/waiting-room. `path` is the raw path
     without the query, as sent; a percent-encoded spelling of these paths is not exempt (shed,
     which is safe: only the cheap routes are spared)."""
-    if path == b"/healthz" or path == b"/readyz":
+    if path == b"/healthz" or path == b"/readyz" or path == b"/metrics":
         return True
     if method == b"POST" and path in PAYMENT_CALLBACKS:
         return True  # money already taken; one per purchase (gateway/payments/callbacks.py)
@@ -84,6 +84,7 @@ class Gate:
         self.lag = 0.0  # how late the loop ran the last lag timer, seconds
         self.shed = 0  # refused since the last log line
         self.shed_total = 0
+        self.shed_lag = 0  # of shed_total, refused for the loop's lag (the rest: the in-flight bound); metrics
         self._logged = time.monotonic()
         self._watched: asyncio.AbstractEventLoop | None = None
         self._lags: list[float] = []
@@ -143,6 +144,8 @@ class Gate:
     def refused(self) -> None:
         self.shed += 1
         self.shed_total += 1
+        if self.in_flight < self.limit:  # over() said yes, not for the count: for the lag
+            self.shed_lag += 1
 
     def report(self) -> None:
         """Every LOG_EVERY_SECONDS (from the lag timer): one line with the refusals and the loop's

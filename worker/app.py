@@ -94,18 +94,24 @@ class Runtime:
             assert row is not None
             return row[0]
 
+    async def fetch(self, function: str, missing: str, **args: Any) -> Any:
+        """`call`, where BKNTF means the job's subject is gone: Permanent (`missing` says what)."""
+        try:
+            return await self.call(function, **args)
+        except psycopg.Error as exc:
+            if exc.diag.sqlstate == NOT_FOUND:
+                raise Permanent(missing) from exc
+            raise
+
     def strategy_for(self, task_name: str) -> CappedExponential | None:
         return {"send_confirmation": self.mail_retry, "deliver_webhook": self.webhook_retry}.get(task_name)
 
     # --- tasks ---------------------------------------------------------------------------
 
     async def send_confirmation(self, context: JobContext, order_id: str) -> str:
-        try:
-            data = await self.call("confirmation_email", p_order_id=order_id)
-        except psycopg.Error as exc:
-            if exc.diag.sqlstate == NOT_FOUND:
-                raise Permanent(f"order {order_id} has no confirmation e-mail") from exc
-            raise
+        data = await self.fetch(
+            "confirmation_email", f"order {order_id} has no confirmation e-mail", p_order_id=order_id
+        )
         if data.get("sent_at"):
             return f"already sent at {data['sent_at']}"
         smtp = self.settings.smtp
@@ -132,12 +138,9 @@ class Runtime:
             mail.write_eml(self.settings.mail_dir, data["order_id"], msg)
 
     async def deliver_webhook(self, context: JobContext, delivery_id: str) -> str:
-        try:
-            delivery = await self.call("webhook_delivery", p_delivery_id=delivery_id)
-        except psycopg.Error as exc:
-            if exc.diag.sqlstate == NOT_FOUND:
-                raise Permanent(f"webhook delivery {delivery_id} does not exist") from exc
-            raise
+        delivery = await self.fetch(
+            "webhook_delivery", f"webhook delivery {delivery_id} does not exist", p_delivery_id=delivery_id
+        )
         if delivery["status"] != "PENDING":
             return f"nothing to do: delivery {delivery['status']}"
         if not delivery["active"]:

@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from gateway import metrics
 from gateway.db import Database
 from gateway.errors import ApiError, busy, from_sqlstate, internal_error
 from gateway.sqlcalls import reserve_requests
@@ -120,6 +121,10 @@ class ReserveCoalescer:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.batches = 0  # calls made, for tests and metrics
 
+    def queued(self) -> int:
+        """Requests waiting behind an in-flight batch call, all ticket types (a metrics gauge)."""
+        return sum(len(queue) for queue in self._queues.values())
+
     def submit(
         self,
         user_id: str,
@@ -170,6 +175,7 @@ class ReserveCoalescer:
     async def _send(self, ticket_type_id: str, batch: list[Waiter]) -> ApiError | None:
         """One batch call; every waiter gets its answer. Returns the error if the call failed."""
         self.batches += 1
+        metrics.reserve_batch(len(batch))
         failure: ApiError | None = None
         try:
             answers = await self._call_batch(ticket_type_id, batch)
