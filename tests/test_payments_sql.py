@@ -19,7 +19,7 @@ import pytest
 
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, WORKER_ROLE
 from tests.conftest import call, sqlstate_of
-from tests.factories import make_ticket_type, make_user, reserve, stock, violations
+from tests.factories import make_event, make_ticket_type, make_user, reserve, stock, violations
 
 Connect = Callable[..., psycopg.Connection]
 MISSING = "00000000-0000-0000-0000-000000000000"
@@ -291,6 +291,54 @@ def test_a_late_success_without_seats_is_refunded_never_oversold(
     assert stock(gw, tt) == 1 and violations(gw) == [] and jobs(owner, "send_confirmation") == []
     assert pay(gw, rival)["outcome"] == "paid"
     assert stock(gw, tt) == 1 and violations(gw) == []
+
+
+def refund_reasons(owner: psycopg.Connection, order_id: str) -> list[str]:
+    return [r for (r,) in owner.execute("SELECT reason FROM payment_refunds WHERE order_id = %s", (order_id,))]
+
+
+def test_a_late_success_that_would_pass_the_type_cap_is_refunded(
+    gw: psycopg.Connection, owner: psycopg.Connection, provider_mode: None
+) -> None:
+    """The buyer's cap (issue 9) holds for late payments too: while the order was TIMEOUT the
+    buyer held other seats; re-taking the order's seats would pass the cap, so the money goes back
+    even though the seats are there. Once the other seats are gone, a late payment pays."""
+    tt = make_ticket_type(gw, quantity=10, p_max_per_user=3)
+    order = checkout(gw, tt, 2)
+    buyer = order["user"]
+    expire_now(owner, order["id"])
+    call(owner, "expire_pending_orders")
+    reserve(gw, buyer, tt, 2)  # allowed: the TIMEOUT order does not count
+    assert pay(gw, order, provider_txn="CAP-1")["outcome"] == "refund_pending"
+    assert state(owner, order["id"])["order"] == "REFUND_PENDING" and state(owner, order["id"])["tickets"] == 0
+    assert refund_reasons(owner, order["id"]) == ["late_over_cap"]
+    assert stock(gw, tt) == 8 and violations(gw) == []  # only the buyer's new hold is off sale
+    assert len(jobs(owner, "refund_payment")) == 1 and jobs(owner, "send_confirmation") == []
+
+    # Within the cap (1 other seat + 2 = 3): the late payment pays.
+    second = checkout(gw, tt, 2, user=make_user(gw))
+    reserve(gw, second["user"], tt, 1)
+    expire_now(owner, second["id"])
+    call(owner, "expire_pending_orders")
+    assert pay(gw, second, provider_txn="CAP-2")["outcome"] == "late_paid"
+    assert state(owner, second["id"])["order"] == "PAID" and violations(gw) == []
+
+
+def test_a_late_success_that_would_pass_the_event_cap_is_refunded(
+    gw: psycopg.Connection, owner: psycopg.Connection, provider_mode: None
+) -> None:
+    event = make_event(gw, publish=False, p_max_tickets_per_user=3)
+    a, b = (call(gw, "create_ticket_type", p_event_id=event["id"], p_name=n, p_price="10.00", p_initial_quantity=20)
+            for n in ("A", "B"))  # fmt: skip
+    call(gw, "publish_event", p_event_id=event["id"])
+    order = checkout(gw, a, 2)
+    expire_now(owner, order["id"])
+    call(owner, "expire_pending_orders")
+    other = checkout(gw, b, 2, user=order["user"])  # another type of the event, PENDING: it counts
+    assert pay(gw, order, provider_txn="ECAP-1")["outcome"] == "refund_pending"
+    assert refund_reasons(owner, order["id"]) == ["late_over_cap"]
+    assert stock(gw, a) == 20 and stock(gw, b) == 18 and violations(gw) == []
+    assert pay(gw, other, provider_txn="ECAP-2")["outcome"] == "paid"
 
 
 def test_a_success_after_the_buyer_cancelled_is_a_late_payment(

@@ -16,4 +16,7 @@ WORKER_CALLS = frozenset({
     "record_refund",
     "payments_to_reconcile",
     "reconcile_payment",
+    "refund_email",
+    "record_refund_email_attempt",
+    "record_refund_email_sent",
 })  # fmt: skip

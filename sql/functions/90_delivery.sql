@@ -76,8 +76,8 @@ DECLARE
 BEGIN
   SELECT * INTO STRICT v_order FROM public.orders WHERE id = p_order_id;
   SELECT * INTO STRICT v_user FROM public.users WHERE id = v_order.user_id;
-  INSERT INTO public.order_emails (order_id, recipient, job_id)
-  VALUES (p_order_id, v_user.email,
+  INSERT INTO public.order_emails (order_id, kind, recipient, job_id)
+  VALUES (p_order_id, 'confirmation', v_user.email,
           internal.defer_job('send_confirmation', 'mail', 100, jsonb_build_object('order_id', p_order_id),
                              'mail:' || p_order_id));
 
@@ -139,7 +139,7 @@ BEGIN
     FROM order_emails m
     JOIN orders o ON o.id = m.order_id
     JOIN users u ON u.id = o.user_id
-   WHERE m.order_id = p_order_id;
+   WHERE m.order_id = p_order_id AND m.kind = 'confirmation';
   IF v_result IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
   END IF;
@@ -162,7 +162,7 @@ SET lock_timeout = '2s'
 AS $$
 BEGIN
   UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
-   WHERE order_id = p_order_id;
+   WHERE order_id = p_order_id AND kind = 'confirmation';
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
   END IF;
@@ -182,11 +182,11 @@ SET lock_timeout = '2s'
 AS $$
 BEGIN
   UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
-   WHERE order_id = p_order_id AND sent_at IS NULL;
+   WHERE order_id = p_order_id AND kind = 'confirmation' AND sent_at IS NULL;
   IF FOUND THEN
     RETURN true;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id) THEN
+  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'confirmation') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
   END IF;
   RETURN false;
@@ -571,14 +571,14 @@ AS $$
 DECLARE
   v_job bigint;
 BEGIN
-  PERFORM 1 FROM order_emails WHERE order_id = p_order_id FOR UPDATE;
+  PERFORM 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'confirmation' FOR UPDATE;
   IF NOT FOUND THEN
     RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
   END IF;
   v_job := internal.defer_job('send_confirmation', 'mail', 100, jsonb_build_object('order_id', p_order_id),
                               'mail:' || p_order_id);
   UPDATE order_emails SET sent_at = NULL, message_id = NULL, last_error = NULL, job_id = v_job
-   WHERE order_id = p_order_id;
+   WHERE order_id = p_order_id AND kind = 'confirmation';
   RETURN v_job;
 END;
 $$;

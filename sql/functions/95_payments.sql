@@ -3,6 +3,7 @@
 --
 -- Lock order (every function here, and the same as the rest of the project): the inbox key (the
 -- unique insert into payment_events) -> ticket_types rows (ids ascending, FOR NO KEY UPDATE) ->
+-- (event, buyer) advisory locks (a success for an event with a per-buyer cap, as reserve) ->
 -- order_reservations row -> orders row (FOR NO KEY UPDATE) -> payments row -> tickets rows ->
 -- payment_refunds rows. Orders are locked FOR NO KEY UPDATE, never FOR UPDATE: the inbox insert
 -- (its foreign key) takes FOR KEY SHARE on the order before the ticket types, and FOR UPDATE
@@ -98,6 +99,78 @@ $$;
 COMMENT ON FUNCTION internal.take_order_seats(uuid) IS
   'Takes an order''s seats from stock again (a late payment) if every type has them and the event '
   'is PUBLISHED and not started; returns whether it did. The caller holds the ticket types'' locks.';
+
+
+CREATE OR REPLACE FUNCTION internal.lock_order_buyer(p_order_id uuid)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  -- Only for events with a per-buyer event cap: the (event, buyer) transaction advisory locks
+  -- reserve takes for that cap (sorted), so a late payment re-taking seats and the buyer's own
+  -- reserve of another type of the event count one after the other. Taken after the order's
+  -- ticket types and before the order (the lock order of both: types -> these -> the rest).
+  PERFORM pg_advisory_xact_lock(l.key)
+     FROM (SELECT DISTINCT internal.buyer_lock_key(tt.event_id, o.user_id) AS key
+             FROM public.orders o
+             JOIN public.order_items i ON i.order_id = o.id
+             JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+             JOIN public.events e ON e.id = tt.event_id
+            WHERE o.id = p_order_id AND e.max_tickets_per_user IS NOT NULL
+            ORDER BY 1) l;
+END;
+$$;
+COMMENT ON FUNCTION internal.lock_order_buyer(uuid) IS
+  'Takes the (event, buyer) advisory locks of an order''s events that have a per-buyer cap, sorted '
+  '(as internal.reserve). Call after internal.lock_order_types and before locking the order.';
+
+
+CREATE OR REPLACE FUNCTION internal.order_over_cap(p_order_id uuid)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+DECLARE
+  v_user uuid;
+BEGIN
+  -- Would this order's seats, added to the buyer's other seats, pass a per-buyer cap (issue 9)?
+  -- Counted as internal.reserve counts them: seats in unexpired ACTIVE holds + PENDING and PAID
+  -- orders (this one excluded: it is TIMEOUT or CANCELLED when asked). The caller holds the
+  -- types' row locks (the type cap) and the (event, buyer) locks (internal.lock_order_buyer).
+  SELECT o.user_id INTO v_user FROM public.orders o WHERE o.id = p_order_id;
+  RETURN EXISTS (
+    WITH mine AS (
+      SELECT i.ticket_type_id, tt.event_id, tt.max_per_user, e.max_tickets_per_user, sum(i.quantity) AS seats
+        FROM public.order_items i
+        JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+        JOIN public.events e ON e.id = tt.event_id
+       WHERE i.order_id = p_order_id
+       GROUP BY 1, 2, 3, 4),
+    other AS (
+      SELECT r.ticket_type_id, r.quantity AS seats
+        FROM public.order_reservations r
+       WHERE r.user_id = v_user AND r.status = 'ACTIVE' AND r.expires_at > now()
+         AND r.ticket_type_id IN (SELECT t.id FROM public.ticket_types t WHERE t.event_id IN (SELECT m.event_id FROM mine m))
+      UNION ALL
+      SELECT i.ticket_type_id, i.quantity
+        FROM public.orders o JOIN public.order_items i ON i.order_id = o.id
+       WHERE o.user_id = v_user AND o.status IN ('PENDING', 'PAID') AND o.id <> p_order_id
+         AND i.ticket_type_id IN (SELECT t.id FROM public.ticket_types t WHERE t.event_id IN (SELECT m.event_id FROM mine m)))
+    SELECT 1 FROM mine m
+     WHERE m.max_per_user IS NOT NULL
+       AND m.seats + coalesce((SELECT sum(x.seats) FROM other x WHERE x.ticket_type_id = m.ticket_type_id), 0)
+           > m.max_per_user
+    UNION ALL
+    SELECT 1 FROM (SELECT m.event_id, max(m.max_tickets_per_user) AS cap, sum(m.seats) AS seats
+                     FROM mine m GROUP BY m.event_id) ev
+     WHERE ev.cap IS NOT NULL
+       AND ev.seats + coalesce((SELECT sum(x.seats) FROM other x JOIN public.ticket_types t ON t.id = x.ticket_type_id
+                                 WHERE t.event_id = ev.event_id), 0) > ev.cap);
+END;
+$$;
+COMMENT ON FUNCTION internal.order_over_cap(uuid) IS
+  'Whether re-taking an order''s seats would pass the buyer''s cap of a ticket type or of the event '
+  '(counted as internal.reserve does, the order itself excluded). The caller holds the types'' '
+  'locks and internal.lock_order_buyer''s.';
 
 
 CREATE OR REPLACE FUNCTION internal.issue_order(p_order_id uuid, p_provider_txn_id text)
@@ -227,6 +300,7 @@ DECLARE
   v_event_id bigint;
   v_outcome text;
   v_prior record;
+  v_reason text;
 BEGIN
   IF v_provider = 'BANK' THEN
     v_provider := 'BANKING';
@@ -270,7 +344,11 @@ BEGIN
   END IF;
 
   -- 2. The order's ticket types, then 3. the order, re-checked under its lock.
+  -- A success may re-take seats (a late payment): the buyer's cap locks too, as reserve takes them.
   PERFORM internal.lock_order_types(v_payment.order_id);
+  IF p_success THEN
+    PERFORM internal.lock_order_buyer(v_payment.order_id);
+  END IF;
   SELECT * INTO STRICT v_order FROM public.orders WHERE id = v_payment.order_id FOR NO KEY UPDATE;
   SELECT * INTO STRICT v_payment FROM public.payments WHERE id = v_payment.id FOR UPDATE;
 
@@ -303,15 +381,21 @@ BEGIN
     END IF;
   ELSIF v_order.status IN ('TIMEOUT', 'CANCELLED') THEN
     -- Money after the seats went back: re-take them under the types' locks if they can still
-    -- be had, else give the money back. Never a paid order without tickets, never an oversell.
-    IF internal.take_order_seats(v_order.id) THEN
+    -- be had and the buyer's caps allow them (the buyer may have bought others meanwhile), else
+    -- give the money back. Never a paid order without tickets, never an oversell, never past a cap.
+    IF internal.order_over_cap(v_order.id) THEN
+      v_reason := 'late_over_cap';
+    ELSIF internal.take_order_seats(v_order.id) THEN
       PERFORM internal.issue_order(v_order.id, p_provider_txn_id);
       v_outcome := 'late_paid';
     ELSE
+      v_reason := 'late_no_seats';
+    END IF;
+    IF v_reason IS NOT NULL THEN
       UPDATE public.orders SET status = 'REFUND_PENDING', updated_at = now() WHERE id = v_order.id;
       UPDATE public.payments SET status = 'SUCCESS', payment_time = now(), provider_txn_id = p_provider_txn_id
        WHERE id = v_payment.id;
-      PERFORM internal.start_refund(v_order.id, 'late_no_seats', p_amount, p_provider_txn_id, v_event_id);
+      PERFORM internal.start_refund(v_order.id, v_reason, p_amount, p_provider_txn_id, v_event_id);
       v_outcome := 'refund_pending';
     END IF;
   ELSE
@@ -591,6 +675,13 @@ BEGIN
         'event', jsonb_build_object('id', v_event.id, 'slug', v_event.slug, 'name', v_event.name,
                                     'start_time', v_event.start_time),
         'refund', jsonb_build_object('id', v_refund.id, 'amount', v_refund.amount::text, 'reason', v_refund.reason)));
+    -- The buyer's refund e-mail (once: an order becomes REFUNDED once). Its own lock, not the
+    -- confirmation's mail:<order>: a confirmation still being retried must not hold it back.
+    INSERT INTO order_emails (order_id, kind, recipient, job_id)
+    SELECT v_order.id, 'refund', u.email,
+           internal.defer_job('send_refund_email', 'mail', 90, jsonb_build_object('order_id', v_order.id),
+                              'refund-mail:' || v_order.id)
+      FROM users u WHERE u.id = v_order.user_id;
   END IF;
   RETURN api.refund_request(p_refund_id);
 END;
@@ -598,8 +689,99 @@ $$;
 COMMENT ON FUNCTION api.record_refund(uuid, boolean, text, text) IS
   '(worker) Records the provider''s answer to a refund: ok -> the refund DONE (provider_ref kept) '
   'and, for an order''s own payment, the order and payment REFUNDED with order.refunded webhooks '
-  '(same transaction); not ok -> attempts + 1 and last_error (the job retries). A DONE refund is '
+  'and the buyer''s refund e-mail (order_emails kind refund, a send_refund_email job: queue mail, '
+  'priority 90, lock refund-mail:<order id>), all in the same transaction; not ok -> attempts + 1 and last_error (the job retries). A DONE refund is '
   'returned unchanged. Returns api.refund_request. Locks the order, then the refund. Raises BKVAL, BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION api.refund_email(p_order_id uuid)
+RETURNS json
+LANGUAGE plpgsql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_result json;
+BEGIN
+  SELECT json_build_object(
+           'order_id', m.order_id,
+           'recipient', m.recipient,
+           'full_name', u.full_name,
+           'sent_at', m.sent_at,
+           'message_id', m.message_id,
+           'attempts', m.attempts,
+           'order', internal.order_json(o),
+           'refund', (SELECT json_build_object('id', r.id, 'amount', r.amount::text, 'reason', r.reason,
+                                               'finished_at', r.finished_at)
+                        FROM payment_refunds r
+                       WHERE r.order_id = o.id AND r.reason <> 'duplicate'),
+           'event', (SELECT json_build_object('id', e.id, 'slug', e.slug, 'name', e.name, 'location', e.location,
+                                              'start_time', e.start_time, 'end_time', e.end_time)
+                       FROM order_items i
+                       JOIN ticket_types tt ON tt.id = i.ticket_type_id
+                       JOIN events e ON e.id = tt.event_id
+                      WHERE i.order_id = o.id
+                      ORDER BY i.id LIMIT 1))
+    INTO v_result
+    FROM order_emails m
+    JOIN orders o ON o.id = m.order_id
+    JOIN users u ON u.id = o.user_id
+   WHERE m.order_id = p_order_id AND m.kind = 'refund';
+  IF v_result IS NULL THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
+  END IF;
+  RETURN v_result;
+END;
+$$;
+COMMENT ON FUNCTION api.refund_email(uuid) IS
+  '(worker) What the refund e-mail of a REFUNDED order says: {order_id, recipient, full_name, '
+  'sent_at, message_id, attempts, order (order JSON), refund {id, amount, reason, finished_at}, '
+  'event {id, slug, name, location, start_time, end_time}}. Locks nothing. Raises BKNTF (no such e-mail).';
+
+
+CREATE OR REPLACE FUNCTION api.record_refund_email_attempt(p_order_id uuid, p_error text)
+RETURNS void
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+BEGIN
+  UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
+   WHERE order_id = p_order_id AND kind = 'refund';
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION api.record_refund_email_attempt(uuid, text) IS
+  '(worker) Records one attempt to send an order''s refund e-mail: attempts + 1, last_error = p_error '
+  '(the first 2,000 characters; NULL clears it). Locks that order_emails row. Raises BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION api.record_refund_email_sent(p_order_id uuid, p_message_id text)
+RETURNS boolean
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+BEGIN
+  UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
+   WHERE order_id = p_order_id AND kind = 'refund' AND sent_at IS NULL;
+  IF FOUND THEN
+    RETURN true;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'refund') THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
+  END IF;
+  RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION api.record_refund_email_sent(uuid, text) IS
+  '(worker) Records that a server (or the mail folder) accepted an order''s refund e-mail: sets '
+  'sent_at and message_id once and returns true; false when recorded before. Locks that '
+  'order_emails row. Raises BKNTF.';
 
 
 CREATE OR REPLACE FUNCTION api.payments_to_reconcile(

@@ -90,7 +90,9 @@ CREATE TABLE payment_refunds (
   created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
   finished_at TIMESTAMPTZ,
   CONSTRAINT chk_payment_refunds_amount CHECK (amount >= 0),
-  CONSTRAINT chk_payment_refunds_reason CHECK (reason IN ('admin', 'event_cancelled', 'late_no_seats', 'duplicate')),
+  -- late_over_cap: paid after the seats went back, and re-taking them would pass the buyer's cap.
+  CONSTRAINT chk_payment_refunds_reason CHECK (reason IN (
+    'admin', 'event_cancelled', 'late_no_seats', 'late_over_cap', 'duplicate')),
   CONSTRAINT chk_payment_refunds_status CHECK (status IN ('PENDING', 'DONE')),
   CONSTRAINT chk_payment_refunds_attempts CHECK (attempts >= 0)
 );
@@ -102,3 +104,13 @@ CREATE UNIQUE INDEX uq_payment_refunds_event ON payment_refunds (payment_event_i
 COMMENT ON TABLE payment_refunds IS
   'Refunds to make through the provider: why, how much, where the worker stands (attempts, last error, '
   'the provider''s reference once DONE).';
+
+-- E-mails of an order, one per kind: its confirmation (when PAID, 0009) and the refund notice
+-- (when REFUNDED). The worker records attempts and the first send of each on its own row.
+ALTER TABLE order_emails DROP CONSTRAINT order_emails_pkey;
+ALTER TABLE order_emails ADD CONSTRAINT order_emails_pkey PRIMARY KEY (order_id, kind);
+ALTER TABLE order_emails DROP CONSTRAINT chk_order_emails_kind;
+ALTER TABLE order_emails ADD CONSTRAINT chk_order_emails_kind CHECK (kind IN ('confirmation', 'refund'));
+COMMENT ON TABLE order_emails IS
+  'The e-mails of an order, one per kind: confirmation (PAID) and refund (REFUNDED): to whom, which '
+  'job sends it, attempts, when sent.';
