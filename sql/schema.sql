@@ -1821,17 +1821,41 @@ COMMENT ON FUNCTION api.payment_mode() IS '(DBA-only) The payment settings: {mod
 --
 
 CREATE FUNCTION api.payments_to_reconcile(p_older_than interval DEFAULT '00:03:00'::interval, p_limit integer DEFAULT 100) RETURNS json
-    LANGUAGE sql STABLE SECURITY DEFINER
+    LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
     AS $$
-  SELECT coalesce(json_agg(x ORDER BY x.created_at), '[]'::json)
-    FROM (SELECT o.id AS order_id, p.payment_method AS provider, p.transaction_id,
-                 p.amount::text AS amount, round(p.amount)::bigint AS amount_vnd, o.created_at,
-                 o.payment_deadline AS expires_at
-            FROM orders o JOIN payments p ON p.order_id = o.id
-           WHERE o.status = 'PENDING' AND o.created_at <= now() - p_older_than
-           ORDER BY o.created_at
-           LIMIT greatest(coalesce(p_limit, 100), 1)) x
+DECLARE
+  v_result json;
+BEGIN
+  -- Claimed (reconciled_at = now()) with SKIP LOCKED: a payment a callback, the expiry or an
+  -- event cancellation holds right now is left for the next run, and this never waits (it
+  -- locks payment rows only, after nothing: no cycle with the lock order).
+  WITH due AS (
+    -- PENDING after p_older_than: asked every run until paid, failed or expired.
+    (SELECT p.id FROM orders o JOIN payments p ON p.order_id = o.id
+      WHERE o.status = 'PENDING' AND o.created_at <= now() - p_older_than
+      ORDER BY o.created_at LIMIT greatest(coalesce(p_limit, 100), 1))
+    UNION ALL
+    -- Timed out or cancelled within the hour with no word from the provider at all: asked once
+    -- (a success whose callback was lost is a late payment).
+    (SELECT p.id FROM orders o JOIN payments p ON p.order_id = o.id
+      WHERE o.status IN ('TIMEOUT', 'CANCELLED') AND o.updated_at > now() - interval '1 hour'
+        AND p.status = 'FAILED' AND (p.reconciled_at IS NULL OR p.reconciled_at < o.updated_at)
+        AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.order_id = o.id)
+      ORDER BY o.updated_at LIMIT greatest(coalesce(p_limit, 100), 1))),
+  claimed AS (
+    UPDATE payments p SET reconciled_at = now()
+     WHERE p.id IN (SELECT x.id FROM payments x WHERE x.id IN (SELECT due.id FROM due) FOR UPDATE SKIP LOCKED)
+     RETURNING p.order_id, p.payment_method, p.transaction_id, p.amount)
+  SELECT coalesce(json_agg(json_build_object(
+           'order_id', o.id, 'status', o.status, 'provider', c.payment_method, 'transaction_id', c.transaction_id,
+           'amount', c.amount::text, 'amount_vnd', round(c.amount)::bigint, 'created_at', o.created_at,
+           'expires_at', o.payment_deadline) ORDER BY o.status <> 'PENDING', o.created_at), '[]'::json)
+    INTO v_result
+    FROM claimed c JOIN orders o ON o.id = c.order_id;
+  RETURN v_result;
+END;
 $$;
 
 
@@ -1841,7 +1865,7 @@ ALTER FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer)
 -- Name: FUNCTION payments_to_reconcile(p_older_than interval, p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) IS '(worker) PENDING orders older than p_older_than (default 3 minutes), oldest first, at most p_limit: [{order_id, provider, transaction_id, amount, amount_vnd, created_at, expires_at}], for the reconcile_payments job to ask the provider about. Locks nothing.';
+COMMENT ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) IS '(worker) The payments the reconcile_payments job asks the provider about, claimed (reconciled_at set; rows locked right now are skipped): PENDING orders older than p_older_than (default 3 minutes), asked every run, and orders that went TIMEOUT or CANCELLED within the hour with no provider event, asked once; at most p_limit of each, PENDING first, oldest first: [{order_id, status, provider, transaction_id, amount, amount_vnd, created_at, expires_at}]. Locks those payments rows (SKIP LOCKED).';
 
 
 --
@@ -2148,10 +2172,10 @@ COMMENT ON FUNCTION api.record_login_success(p_email text) IS 'A login for this 
 
 
 --
--- Name: record_refund(uuid, boolean, text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: record_refund(uuid, boolean, text, text, boolean); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text DEFAULT NULL::text, p_error text DEFAULT NULL::text) RETURNS json
+CREATE FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text DEFAULT NULL::text, p_error text DEFAULT NULL::text, p_refused boolean DEFAULT false) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     SET lock_timeout TO '2s'
@@ -2176,7 +2200,10 @@ BEGIN
     RETURN api.refund_request(p_refund_id);  -- recorded before: a retried job changes nothing
   END IF;
   IF NOT p_ok THEN
-    UPDATE payment_refunds SET attempts = attempts + 1, last_error = left(p_error, 2000) WHERE id = p_refund_id;
+    UPDATE payment_refunds
+       SET attempts = attempts + 1, last_error = left(p_error, 2000),
+           refusals = refusals + CASE WHEN p_refused THEN 1 ELSE 0 END
+     WHERE id = p_refund_id;
     RETURN api.refund_request(p_refund_id);
   END IF;
   UPDATE payment_refunds
@@ -2207,13 +2234,13 @@ END;
 $$;
 
 
-ALTER FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) OWNER TO booking_owner;
+ALTER FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text, p_refused boolean) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text, p_refused boolean); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) IS '(worker) Records the provider''s answer to a refund: ok -> the refund DONE (provider_ref kept) and, for an order''s own payment, the order and payment REFUNDED with order.refunded webhooks and the buyer''s refund e-mail (order_emails kind refund, a send_refund_email job: queue mail, priority 90, lock refund-mail:<order id>), all in the same transaction; not ok -> attempts + 1 and last_error (the job retries). A DONE refund is returned unchanged. Returns api.refund_request. Locks the order, then the refund. Raises BKVAL, BKNTF.';
+COMMENT ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text, p_refused boolean) IS '(worker) Records the provider''s answer to a refund: ok -> the refund DONE (provider_ref kept) and, for an order''s own payment, the order and payment REFUNDED with order.refunded webhooks and the buyer''s refund e-mail (order_emails kind refund, a send_refund_email job: queue mail, priority 90, lock refund-mail:<order id>), all in the same transaction; not ok -> attempts + 1 and last_error (the job retries), and with p_refused (the provider refused it for good: the job fails for a DBA) refusals + 1. A DONE refund is returned unchanged. Returns api.refund_request. Locks the order, then the refund. Raises BKVAL, BKNTF.';
 
 
 --
@@ -2517,7 +2544,8 @@ CREATE FUNCTION api.refund_request(p_refund_id uuid) RETURNS json
            'refund_id', r.id, 'order_id', r.order_id, 'provider', r.provider,
            'transaction_id', p.transaction_id, 'provider_txn_id', r.provider_txn_id,
            'amount', r.amount::text, 'amount_vnd', round(r.amount)::bigint, 'reason', r.reason,
-           'status', r.status, 'attempts', r.attempts, 'provider_ref', r.provider_ref)
+           'status', r.status, 'attempts', r.attempts, 'refusals', r.refusals, 'provider_ref', r.provider_ref,
+           'last_error', r.last_error)
     FROM payment_refunds r JOIN payments p ON p.order_id = r.order_id
    WHERE r.id = p_refund_id
 $$;
@@ -2529,7 +2557,7 @@ ALTER FUNCTION api.refund_request(p_refund_id uuid) OWNER TO booking_owner;
 -- Name: FUNCTION refund_request(p_refund_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.refund_request(p_refund_id uuid) IS '(worker) What a refund_payment job refunds: {refund_id, order_id, provider, transaction_id (ours), provider_txn_id, amount, amount_vnd (whole VND for the provider), reason, status PENDING|DONE, attempts, provider_ref}; NULL when there is no such refund. Locks nothing.';
+COMMENT ON FUNCTION api.refund_request(p_refund_id uuid) IS '(worker) What a refund_payment job refunds: {refund_id, order_id, provider, transaction_id (ours), provider_txn_id, amount, amount_vnd (whole VND for the provider), reason, status PENDING|DONE, attempts, refusals (how many times the provider refused it for good: the worker asks under a new request id after each), provider_ref, last_error}; NULL when there is no such refund. Locks nothing.';
 
 
 --
@@ -3279,11 +3307,11 @@ COMMENT ON FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer) I
 -- Name: stuck_refunds(interval); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.stuck_refunds(p_older_than interval DEFAULT '00:15:00'::interval) RETURNS TABLE(refund_id uuid, order_id uuid, provider text, amount numeric, reason text, created_at timestamp with time zone, attempts integer, last_error text, job_id bigint, job_status text)
+CREATE FUNCTION api.stuck_refunds(p_older_than interval DEFAULT '00:15:00'::interval) RETURNS TABLE(refund_id uuid, order_id uuid, provider text, amount numeric, reason text, created_at timestamp with time zone, attempts integer, refusals integer, last_error text, job_id bigint, job_status text)
     LANGUAGE sql STABLE SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
-  SELECT r.id, r.order_id, r.provider, r.amount, r.reason, r.created_at, r.attempts, r.last_error,
+  SELECT r.id, r.order_id, r.provider, r.amount, r.reason, r.created_at, r.attempts, r.refusals, r.last_error,
          r.job_id, j.status::text
     FROM payment_refunds r LEFT JOIN procrastinate_jobs j ON j.id = r.job_id
    WHERE r.status = 'PENDING' AND r.created_at <= now() - coalesce(p_older_than, interval '0')
@@ -3297,7 +3325,7 @@ ALTER FUNCTION api.stuck_refunds(p_older_than interval) OWNER TO booking_owner;
 -- Name: FUNCTION stuck_refunds(p_older_than interval); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.stuck_refunds(p_older_than interval) IS '(DBA-only) Refunds not DONE after p_older_than (default 15 minutes), oldest first, with their attempts, last error and their job''s status (failed: api.retry_job). Locks nothing.';
+COMMENT ON FUNCTION api.stuck_refunds(p_older_than interval) IS '(DBA-only) Refunds not DONE after p_older_than (default 15 minutes), oldest first, with their attempts, refusals (the provider said no for good), last error and their job''s status. A failed job: fix the cause and api.retry_job(job_id) (after a refusal the provider is asked under a new request id), or refund by hand and record it: api.record_refund(refund_id, true, ''<their ref>''). Locks nothing.';
 
 
 --
@@ -6816,6 +6844,7 @@ CREATE TABLE public.payment_refunds (
     status text DEFAULT 'PENDING'::text NOT NULL,
     job_id bigint,
     attempts integer DEFAULT 0 NOT NULL,
+    refusals integer DEFAULT 0 NOT NULL,
     last_error text,
     provider_ref text,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
@@ -6823,6 +6852,7 @@ CREATE TABLE public.payment_refunds (
     CONSTRAINT chk_payment_refunds_amount CHECK ((amount >= (0)::numeric)),
     CONSTRAINT chk_payment_refunds_attempts CHECK ((attempts >= 0)),
     CONSTRAINT chk_payment_refunds_reason CHECK ((reason = ANY (ARRAY['admin'::text, 'event_cancelled'::text, 'late_no_seats'::text, 'late_over_cap'::text, 'duplicate'::text]))),
+    CONSTRAINT chk_payment_refunds_refusals CHECK (((refusals >= 0) AND (refusals <= attempts))),
     CONSTRAINT chk_payment_refunds_status CHECK ((status = ANY (ARRAY['PENDING'::text, 'DONE'::text])))
 );
 
@@ -6874,6 +6904,7 @@ CREATE TABLE public.payments (
     payment_time timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     provider_txn_id text,
+    reconciled_at timestamp with time zone,
     CONSTRAINT chk_payments_amount CHECK ((amount >= (0)::numeric)),
     CONSTRAINT chk_payments_method CHECK (((payment_method)::text = ANY ((ARRAY['MOMO'::character varying, 'ZALOPAY'::character varying, 'BANKING'::character varying, 'CARD'::character varying])::text[]))),
     CONSTRAINT chk_payments_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'SUCCESS'::character varying, 'FAILED'::character varying, 'REFUNDED'::character varying])::text[])))
@@ -7731,6 +7762,13 @@ CREATE INDEX idx_orders_reservation_id ON public.orders USING btree (reservation
 --
 
 CREATE INDEX idx_orders_status ON public.orders USING btree (status);
+
+
+--
+-- Name: idx_orders_unpaid_updated; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_orders_unpaid_updated ON public.orders USING btree (updated_at) WHERE ((status)::text = ANY ((ARRAY['TIMEOUT'::character varying, 'CANCELLED'::character varying])::text[]));
 
 
 --
@@ -8817,11 +8855,11 @@ GRANT ALL ON FUNCTION api.record_login_success(p_email text) TO booking_gateway;
 
 
 --
--- Name: FUNCTION record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text, p_refused boolean); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) FROM PUBLIC;
-GRANT ALL ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text) TO booking_worker;
+REVOKE ALL ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text, p_refused boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.record_refund(p_refund_id uuid, p_ok boolean, p_provider_ref text, p_error text, p_refused boolean) TO booking_worker;
 
 
 --

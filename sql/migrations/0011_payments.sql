@@ -40,6 +40,11 @@ ALTER TABLE payments ADD CONSTRAINT chk_payments_status CHECK (
   status IN ('PENDING', 'SUCCESS', 'FAILED', 'REFUNDED'));
 -- The provider's own id of the money that paid this order (MoMo transId, ZaloPay zp_trans_id, ...).
 ALTER TABLE payments ADD COLUMN provider_txn_id TEXT;
+-- When the reconciliation job last asked the provider about it (api.payments_to_reconcile).
+ALTER TABLE payments ADD COLUMN reconciled_at TIMESTAMPTZ;
+-- Orders that just timed out or were cancelled: reconciliation asks once more about their payment
+-- (a success whose callback was lost). Recent ones only: a range of this index.
+CREATE INDEX idx_orders_unpaid_updated ON orders (updated_at) WHERE status IN ('TIMEOUT', 'CANCELLED');
 
 -- The inbox: every verified callback (and every reconciliation answer), once per provider
 -- transaction. The unique insert is the first lock a callback takes (the lock order).
@@ -85,6 +90,9 @@ CREATE TABLE payment_refunds (
   status TEXT NOT NULL DEFAULT 'PENDING',
   job_id BIGINT,
   attempts INT NOT NULL DEFAULT 0,
+  -- Times the provider refused it for good (the job then fails for a DBA); each refusal spends the
+  -- provider's request id, so the next try (api.retry_job) asks under a new one.
+  refusals INT NOT NULL DEFAULT 0,
   last_error TEXT,
   provider_ref TEXT,
   created_at TIMESTAMPTZ NOT NULL DEFAULT now(),
@@ -94,7 +102,8 @@ CREATE TABLE payment_refunds (
   CONSTRAINT chk_payment_refunds_reason CHECK (reason IN (
     'admin', 'event_cancelled', 'late_no_seats', 'late_over_cap', 'duplicate')),
   CONSTRAINT chk_payment_refunds_status CHECK (status IN ('PENDING', 'DONE')),
-  CONSTRAINT chk_payment_refunds_attempts CHECK (attempts >= 0)
+  CONSTRAINT chk_payment_refunds_attempts CHECK (attempts >= 0),
+  CONSTRAINT chk_payment_refunds_refusals CHECK (refusals >= 0 AND refusals <= attempts)
 );
 CREATE INDEX idx_payment_refunds_order ON payment_refunds (order_id);
 CREATE INDEX idx_payment_refunds_pending ON payment_refunds (created_at) WHERE status = 'PENDING';
