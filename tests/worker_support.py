@@ -23,6 +23,7 @@ import segno
 from aiosmtpd.controller import Controller
 
 from dbctl.throwaway import free_port
+from gateway.payments.providers import ProviderConfig
 from tests.conftest import OWNER_ROLE, call, url_for
 from tests.factories import make_ticket_type, make_user, reserve
 from worker import app as worker_app
@@ -221,16 +222,18 @@ def settings_for(dbname: str, mail_dir: Path, **changes: Any) -> WorkerSettings:
     return WorkerSettings(**values)
 
 
-def run_until_idle(settings: WorkerSettings) -> None:
-    """One in-process worker run: what is due now, then it returns."""
-    asyncio.run(worker_app.run(settings, wait=False, install_signal_handlers=False))
+def run_until_idle(settings: WorkerSettings, providers: ProviderConfig | None = None) -> None:
+    """One in-process worker run: what is due now, then it returns. `providers`: the payment
+    providers' endpoints and credentials (default: the environment's)."""
+    asyncio.run(worker_app.run(settings, wait=False, install_signal_handlers=False, provider_config=providers))
 
 
-def run_until(settings: WorkerSettings, check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS) -> Any:
+def run_until(settings: WorkerSettings, check: Callable[[], Any], what: str, timeout: float = WAIT_SECONDS,
+              providers: ProviderConfig | None = None) -> Any:  # fmt: skip
     """In-process worker runs until check() is truthy (retries come due between runs)."""
 
     def step() -> Any:
-        run_until_idle(settings)
+        run_until_idle(settings, providers)
         return check()
 
     return eventually(step, what, timeout, step=0.1)

@@ -1,13 +1,18 @@
 """The worker: procrastinate's App on our database, our tasks, and how a worker runs.
 
-Tasks (queue, priority; the SQL that defers them is in sql/functions/90_delivery.sql):
+Tasks (queue, priority; the SQL that defers them is in sql/functions/90_delivery.sql and
+95_payments.sql):
 - `send_confirmation(order_id)`, queue `mail`, priority 100 (lock `mail:<order_id>`)
+- `send_refund_email(order_id)`, queue `mail`, priority 90 (lock `refund-mail:<order_id>`)
+- `refund_payment(refund_id)`, queue `payments`, priority 90 (lock `refund:<refund_id>`)
+- `reconcile_payments`, queue `payments`, priority 10, periodic (every minute, one at a time)
 - `deliver_webhook(delivery_id)`, queue `webhooks`, priority 50
 - `purge_finished_jobs`, queue `housekeeping`, priority 0, periodic (hourly)
 
 Every database call is one `api.*` function (WORKER_CALLS) in its own short transaction; no
-transaction is open while a task talks SMTP or HTTP. A worker stops gracefully on SIGTERM or
-SIGINT: it fetches no new job and lets running ones finish (up to WORKER_SHUTDOWN_SECONDS).
+transaction is open while a task talks SMTP or HTTP (to a webhook or a payment provider). A
+worker stops gracefully on SIGTERM or SIGINT: it fetches no new job and lets running ones finish
+(up to WORKER_SHUTDOWN_SECONDS).
 Jobs of a worker that died (kill -9, a lost machine) are found by their missing heartbeat and
 put back in the queue by any live worker (`recover_stalled`).
 """
@@ -16,8 +21,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import time
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -25,12 +34,15 @@ import psycopg
 from procrastinate import App, JobContext, PsycopgConnector
 from procrastinate.exceptions import ConnectorException
 from procrastinate.worker import Worker
+from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from gateway.payments import providers
+from gateway.payments.providers import ProviderConfig, ProviderError
 from gateway.sqlcalls import api_call_bytes
 from worker import mail, webhooks
 from worker.config import WorkerSettings
-from worker.retry import MAIL_CAP_SECONDS, WEBHOOK_CAP_SECONDS, CappedExponential, Permanent
+from worker.retry import MAIL_CAP_SECONDS, REFUND_CAP_SECONDS, WEBHOOK_CAP_SECONDS, CappedExponential, Permanent
 
 log = logging.getLogger("worker")
 
@@ -40,6 +52,12 @@ RESTART_SECONDS = 5.0  # after losing the database
 # Waiting for a pool connection: there is one per job plus spares, so a wait means the database
 # is gone; psycopg's 30 s would hold a worker that lost it (its shutdown too) that long.
 POOL_WAIT_SECONDS = 5.0
+# Reconciliation: payments still PENDING this long after checkout are asked about (the provider's
+# callback may have been lost: MoMo calls back once), at most RECONCILE_BATCH per run, and a run
+# stops asking after RECONCILE_BUDGET_SECONDS (it runs every minute, one at a time).
+RECONCILE_AFTER = timedelta(minutes=3)
+RECONCILE_BATCH = 50
+RECONCILE_BUDGET_SECONDS = 45.0
 
 
 # Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
@@ -66,14 +84,17 @@ class Retry(Exception):
 class Runtime:
     """What the tasks share: settings, the connection pool, the HTTP client, the retry rules."""
 
-    def __init__(self, settings: WorkerSettings) -> None:
+    def __init__(self, settings: WorkerSettings, provider_config: ProviderConfig | None = None) -> None:
         self.settings = settings
         self.mail_retry = CappedExponential(
             settings.mail_retry_base, MAIL_CAP_SECONDS, settings.mail_retry_hours * 3600
         )
         self.webhook_retry = CappedExponential(settings.webhook_retry_base, WEBHOOK_CAP_SECONDS)
+        self.refund_retry = CappedExponential(settings.refund_retry_base, REFUND_CAP_SECONDS)
+        self._provider_config = provider_config
         self._pool: AsyncConnectionPool | None = None
         self._http: httpx.AsyncClient | None = None
+        self._provider_http: httpx.AsyncClient | None = None
 
     @property
     def pool(self) -> AsyncConnectionPool:
@@ -85,6 +106,22 @@ class Runtime:
         if self._http is None:
             self._http = webhooks.new_client()
         return self._http
+
+    @property
+    def provider_config(self) -> ProviderConfig:
+        if self._provider_config is None:
+            self._provider_config = provider_config_from_env()
+        return self._provider_config
+
+    @property
+    def provider_http(self) -> httpx.AsyncClient:
+        """The payment providers' client (their endpoints are configured, not user data: not
+        the webhooks' guarded client). Each request has ProviderConfig.timeout."""
+        if self._provider_http is None:
+            self._provider_http = httpx.AsyncClient(
+                follow_redirects=False, timeout=httpx.Timeout(self.provider_config.timeout)
+            )
+        return self._provider_http
 
     async def call(self, function: str, **args: Any) -> Any:
         """`SELECT api.<function>(...)` in its own transaction; the one value it returns."""
@@ -104,7 +141,10 @@ class Runtime:
             raise
 
     def strategy_for(self, task_name: str) -> CappedExponential | None:
-        return {"send_confirmation": self.mail_retry, "deliver_webhook": self.webhook_retry}.get(task_name)
+        return {
+            "send_confirmation": self.mail_retry, "send_refund_email": self.mail_retry,
+            "deliver_webhook": self.webhook_retry, "refund_payment": self.refund_retry,
+        }.get(task_name)  # fmt: skip
 
     # --- tasks ---------------------------------------------------------------------------
 
@@ -131,11 +171,136 @@ class Runtime:
 
     def _build_and_send(self, data: dict[str, Any]) -> None:
         msg = mail.build_message(data, self.settings.mail_from)
+        self._send(msg, data["recipient"], data["order_id"])
+
+    def _send(self, msg: Any, recipient: str, file_name: str) -> None:
         smtp = self.settings.smtp
         if smtp is not None:
-            mail.send_smtp(smtp, msg, self.settings.envelope_from, data["recipient"])
+            mail.send_smtp(smtp, msg, self.settings.envelope_from, recipient)
         else:
-            mail.write_eml(self.settings.mail_dir, data["order_id"], msg)
+            mail.write_eml(self.settings.mail_dir, file_name, msg)
+
+    async def send_refund_email(self, context: JobContext, order_id: str) -> str:
+        """The buyer's refund notice, sent like the confirmation: read, send with no transaction
+        open, record (at least once; a row that says sent sends nothing)."""
+        data = await self.fetch("refund_email", f"order {order_id} has no refund e-mail", p_order_id=order_id)
+        if data.get("sent_at"):
+            return f"already sent at {data['sent_at']}"
+        try:
+            msg = mail.build_refund_message(data, self.settings.mail_from)
+            await asyncio.to_thread(self._send, msg, data["recipient"], f"{order_id}-refund")
+        except Exception as exc:
+            error = describe(exc)
+            log.warning("refund e-mail of order %s not sent (run %d): %s", order_id, context.job.attempts + 1, error)
+            await self.call("record_refund_email_attempt", p_order_id=order_id, p_error=error)
+            raise
+        await self.call("record_refund_email_attempt", p_order_id=order_id, p_error=None)
+        first = await self.call(
+            "record_refund_email_sent", p_order_id=order_id, p_message_id=mail.refund_message_id(order_id)
+        )
+        return "refund e-mail sent" + ("" if first else " (again: it had been recorded sent meanwhile)")
+
+    # --- payments ----------------------------------------------------------------------------
+
+    async def refund_payment(self, context: JobContext, refund_id: str) -> str:
+        """Gives a payment back through its provider: read (api.refund_request), ask the provider
+        with no transaction open, record (api.record_refund). The provider's refund request id is
+        derived from the refund's id (provider_refund_id), so a run after a timeout or a crash asks
+        for the same refund again and the provider cannot pay it twice.
+
+        done -> recorded DONE (the order REFUNDED, its webhooks and e-mail deferred by SQL);
+        refused for good (RefundResult failed, or a ProviderError that is not retryable) ->
+        recorded with last_error `refused: ...` and refusals + 1, and the job fails at once
+        (Permanent): the refund stays PENDING in api.stuck_refunds with job_status failed for a
+        DBA (api.retry_job asks again, under a new request id); pending or a
+        retryable error -> recorded (attempts, last_error) and retried, capped exponential for
+        24 h, then the job fails the same way."""
+        request = await self.call("refund_request", p_refund_id=refund_id)
+        if request is None:
+            raise Permanent(f"refund {refund_id} does not exist")
+        if request["status"] == "DONE":
+            return f"nothing to do: refunded before (provider ref {request['provider_ref']})"
+        error: str | None
+        try:
+            result = await providers.refund(
+                self.provider_http, self.provider_config, method=request["provider"],
+                refund_id=provider_refund_id(refund_id, request["refusals"]),
+                transaction_id=request["transaction_id"],
+                provider_txn_id=request["provider_txn_id"], amount=int(request["amount_vnd"]),
+                description=f"Refund of order {request['order_id']}",
+            )  # fmt: skip
+        except ProviderError as exc:
+            state, ref, error = ("pending" if exc.retryable else "failed"), None, describe(exc)
+        else:
+            state, ref, error = result.state, result.provider_ref, result.error
+        if state == "done":
+            await self.call("record_refund", p_refund_id=refund_id, p_ok=True, p_provider_ref=ref, p_error=None)
+            return f"refunded {request['amount_vnd']} VND through {request['provider']} (ref {ref})"
+        if state == "failed":
+            error = f"refused: {error or 'the provider refused the refund'}"
+        else:
+            error = f"not yet: {error or 'the provider is still processing the refund'}"
+        await self.call(
+            "record_refund", p_refund_id=refund_id, p_ok=False, p_provider_ref=None, p_error=error,
+            p_refused=state == "failed",
+        )  # fmt: skip
+        if state == "failed":
+            log.error("refund %s of order %s refused for good: %s", refund_id, request["order_id"], error)
+            raise Permanent(f"refund {refund_id}: {error}")
+        if self.refund_retry.is_last_run(context.job):
+            log.error("refund %s of order %s: giving up after %d runs: %s", refund_id, request["order_id"],
+                      context.job.attempts + 1, error)  # fmt: skip
+            raise Permanent(f"refund {refund_id}: still not done after {context.job.attempts + 1} runs: {error}")
+        raise Retry(f"refund {refund_id}: {error}")
+
+    async def reconcile_payments(self, context: JobContext, timestamp: int | None = None) -> str:
+        """Asks the providers about payments still PENDING RECONCILE_AFTER after checkout, and once
+        about orders that just went TIMEOUT or CANCELLED with no word from the provider (a lost
+        callback: MoMo calls back once), and applies each answer through api.reconcile_payment:
+        the callbacks' function and inbox, so an answer and a callback about one provider
+        transaction apply once. paid -> the SQL decides (PAID; late: PAID if the seats and the
+        buyer's caps allow, else a refund); failed -> CANCELLED; pending/unknown -> nothing (the
+        expiry times the order out). Each question is asked with no transaction open."""
+        rows = await self.call("payments_to_reconcile", p_older_than=RECONCILE_AFTER, p_limit=RECONCILE_BATCH)
+        started = time.monotonic()
+        outcomes: dict[str, int] = {}
+        for row in rows:
+            if time.monotonic() - started > RECONCILE_BUDGET_SECONDS:
+                outcomes["left for the next run"] = outcomes.get("left for the next run", 0) + 1
+                continue
+            outcome = await self._reconcile_one(row)
+            outcomes[outcome] = outcomes.get(outcome, 0) + 1
+        summary = ", ".join(f"{n} {what}" for what, n in sorted(outcomes.items()))
+        return f"asked about {len(rows)} pending payment(s)" + (f": {summary}" if summary else "")
+
+    async def _reconcile_one(self, row: dict[str, Any]) -> str:
+        method, txn = row["provider"], row["transaction_id"]
+        try:
+            status = await providers.query_payment(
+                self.provider_http, self.provider_config, method=method, transaction_id=txn
+            )
+        except ProviderError as exc:
+            log.warning("reconciliation: %s could not tell about %s: %s", method, txn, describe(exc))
+            return "not answered"
+        if status.state in ("pending", "unknown") or (status.state == "failed" and row["status"] != "PENDING"):
+            return status.state  # nothing to apply (the expiry times a PENDING one out)
+        if status.state == "paid" and (status.amount is None or not status.provider_txn_id):
+            # Recorded, a success without an amount would be refused (wrong_amount) for good, and
+            # the real callback after it answered as a duplicate of that refusal.
+            log.warning("reconciliation: %s says %s is paid but not how much or by which transaction", method, txn)
+            return "not answered"
+        answer = await self.call(
+            "reconcile_payment", p_provider=method,
+            # A failure may carry no provider id (MoMo sends transId 0): our reference keys it.
+            p_provider_txn_id=status.provider_txn_id or f"{txn}-failed", p_transaction_id=txn,
+            p_amount=status.amount, p_success=status.state == "paid", p_raw=Jsonb(status.raw),
+        )  # fmt: skip
+        outcome = str(answer["outcome"])
+        if outcome not in ("paid", "late_paid", "cancelled", "duplicate"):
+            log.warning("reconciliation: %s %s answered %s: %s", method, txn, status.state, outcome)
+        else:
+            log.info("reconciliation: %s %s was %s: %s", method, txn, status.state, outcome)
+        return outcome
 
     async def deliver_webhook(self, context: JobContext, delivery_id: str) -> str:
         delivery = await self.fetch(
@@ -215,11 +380,32 @@ class Runtime:
         if self._http is not None:
             await self._http.aclose()
             self._http = None
+        if self._provider_http is not None:
+            await self._provider_http.aclose()
+            self._provider_http = None
 
 
 def describe(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text}"[:1000] if text else type(exc).__name__
+
+
+def provider_refund_id(refund_id: str, refusals: int = 0) -> str:
+    """The refund's request id at the provider (MoMo's refund orderId/requestId, ZaloPay's
+    m_refund_id suffix, the bank/card API's key): `RF` + our refund's UUID in hex, the same on
+    every run of the job, so a run after a timeout asks for the same refund and the provider
+    cannot pay it twice; letters and digits only (every provider accepts them). After the
+    provider refused it for good (no money moved, the id is spent there), a DBA's retry asks
+    under `...R<refusals>`."""
+    return "RF" + uuid.UUID(refund_id).hex.upper() + (f"R{refusals}" if refusals else "")
+
+
+def provider_config_from_env() -> ProviderConfig:
+    """The payment providers' endpoints and credentials (the gateway's variables, README)."""
+    try:
+        return ProviderConfig.from_env(os.environ)
+    except ValueError as exc:
+        raise WorkerError(f"invalid payment provider settings: {exc}") from None
 
 
 def build_app(runtime: Runtime) -> App:
@@ -230,6 +416,19 @@ def build_app(runtime: Runtime) -> App:
     app.task(name="deliver_webhook", queue="webhooks", priority=50, pass_context=True, retry=runtime.webhook_retry)(
         runtime.deliver_webhook
     )
+    app.task(name="send_refund_email", queue="mail", priority=90, pass_context=True, retry=runtime.mail_retry)(
+        runtime.send_refund_email
+    )
+    app.task(name="refund_payment", queue="payments", priority=90, pass_context=True, retry=runtime.refund_retry)(
+        runtime.refund_payment
+    )
+    # Every minute, one run at a time (lock), and never more than one waiting (queueing lock: the
+    # periodic deferrer skips a minute while one is queued).
+    reconcile = app.task(
+        name="reconcile_payments", queue="payments", priority=10, pass_context=True,
+        lock="reconcile_payments", queueing_lock="reconcile_payments",
+    )(runtime.reconcile_payments)  # fmt: skip
+    app.periodic(cron="* * * * *", periodic_id="every_minute")(reconcile)
 
     async def purge_finished_jobs(context: JobContext, timestamp: int) -> None:
         await context.app.job_manager.delete_old_jobs(nb_hours=PURGE_AFTER_HOURS, include_cancelled=True)
@@ -261,6 +460,7 @@ async def run(
     wait: bool = True,
     install_signal_handlers: bool = True,
     on_ready: Callable[[], None] | None = None,
+    provider_config: ProviderConfig | None = None,
 ) -> None:
     """Run a worker until stopped (SIGTERM/SIGINT), or with wait=False until nothing is due.
 
@@ -269,6 +469,8 @@ async def run(
     after RESTART_SECONDS until the database answers (its running jobs, if any, are recovered
     as stalled ones). Only SIGTERM/SIGINT end it. A second signal stops it at once."""
     url = settings.database_url.get_secret_value()
+    if provider_config is None:  # a malformed endpoint: a clear message, exit 1
+        provider_config = provider_config_from_env()
     await _check_database(url)  # a wrong URL or a missing schema: a clear message, exit 1
     stop = asyncio.Event()
     running: list[Worker] = []
@@ -288,7 +490,7 @@ async def run(
     try:
         while True:
             try:
-                await _run_once(settings, wait, running, stop, on_ready)
+                await _run_once(settings, wait, running, stop, on_ready, provider_config)
                 if stop.is_set() or not wait:
                     return
                 log.error("the worker stopped without being asked (see above); starting again in %g s", RESTART_SECONDS)
@@ -314,8 +516,9 @@ async def _run_once(
     running: list[Worker],
     stop: asyncio.Event,
     on_ready: Callable[[], None] | None,
+    provider_config: ProviderConfig,
 ) -> None:
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, provider_config)
     pool = AsyncConnectionPool(
         settings.database_url.get_secret_value(), min_size=1, max_size=settings.concurrency + 4, open=False,
         name="worker", check=AsyncConnectionPool.check_connection,

@@ -24,7 +24,7 @@ from gateway.config import ConfigError, _env, _Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_ROLE = "booking_worker"
-QUEUES = ("mail", "webhooks", "housekeeping")
+QUEUES = ("mail", "webhooks", "payments", "housekeeping")
 DEFAULT_MAIL_FROM = "Booking <tickets@booking.localhost>"
 
 
@@ -117,6 +117,10 @@ class WorkerSettings(_Settings):
     mail_retry_hours: float = Field(24.0, gt=0, le=720, allow_inf_nan=False, validation_alias=_env("MAIL_RETRY_HOURS"))
     webhook_retry_base: float = Field(
         10.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("WEBHOOK_RETRY_BASE_SECONDS")
+    )
+    # Refunds (queue payments): capped exponential from this base (doubling to 15 min, for 24 h).
+    refund_retry_base: float = Field(
+        10.0, gt=0, le=3600, allow_inf_nan=False, validation_alias=_env("REFUND_RETRY_BASE_SECONDS")
     )
     # One deadline for a whole webhook attempt (resolution, connect, answer): how long it may hold a worker slot.
     webhook_timeout: float = Field(

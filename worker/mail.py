@@ -1,5 +1,6 @@
-"""The confirmation e-mail of a PAID order: built from `api.confirmation_email`, sent by SMTP
-(stdlib smtplib, in a thread) or written as a `.eml` file when no SMTP_URL is set.
+"""The confirmation e-mail of a PAID order (built from `api.confirmation_email`) and the refund
+notice of a REFUNDED one (`api.refund_email`), sent by SMTP (stdlib smtplib, in a thread) or
+written as a `.eml` file when no SMTP_URL is set.
 
 What we guarantee: at least once. The job reads the order (one call), sends with no database
 transaction open, then records the delivery (another call). A crash after the server accepted
@@ -18,6 +19,7 @@ import smtplib
 import ssl
 import tempfile
 from datetime import datetime
+from decimal import Decimal
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime
@@ -137,6 +139,80 @@ def build_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
             qrs[code][0], maintype="image", subtype="png", cid=content_id(code), filename=f"{code}.png",
             disposition="inline",
         )  # fmt: skip
+    return msg
+
+
+def refund_message_id(order_id: str) -> str:
+    """Stable per order, and not the confirmation's: the refund notice is a mail of its own."""
+    return f"<refund-{order_id}@booking>"
+
+
+REFUND_REASONS = {
+    "admin": "The organizer refunded your order.",
+    "event_cancelled": "The event was cancelled.",
+    "late_no_seats": "Your payment reached us after your order's time to pay had run out, and its "
+    "tickets were no longer available.",
+    "late_over_cap": "Your payment reached us after your order's time to pay had run out, and its "
+    "tickets would have passed the number of tickets one buyer may have.",
+}
+
+
+MONEY_BACK_TEXT = (
+    "The money goes back to the account or card you paid with; your bank or wallet may take a few days to show it."
+)
+
+
+def money(amount: str | None) -> str:
+    """`300000.00` -> `300,000 VND` (`150000.50` -> `150,000.50 VND`)."""
+    if not amount:
+        return ""
+    value = Decimal(amount)
+    text = f"{value:,.0f}" if value == value.to_integral_value() else f"{value:,.2f}"
+    return f"{text} VND"
+
+
+def build_refund_message(data: dict[str, Any], mail_from: str) -> EmailMessage:
+    """The refund notice of a REFUNDED order (api.refund_email): which order, which event, how much
+    and why; text and HTML alternatives, no images."""
+    event: dict[str, Any] = data.get("event") or {}
+    refund: dict[str, Any] = data.get("refund") or {}
+    name = data.get("full_name") or ""
+    event_name = event.get("name") or "your event"
+    amount = money(refund.get("amount") or (data.get("order") or {}).get("total_amount"))
+    why = REFUND_REASONS.get(str(refund.get("reason")), "")
+    had_tickets = refund.get("reason") in ("admin", "event_cancelled")
+
+    msg = EmailMessage()
+    msg["Subject"] = header_text(f"Your order for {event_name} was refunded")
+    msg["From"] = mail_from
+    msg["To"] = Address(display_name=header_text(name), addr_spec=data["recipient"])
+    msg["Message-ID"] = refund_message_id(data["order_id"])
+    msg["Date"] = format_datetime(datetime.now().astimezone())
+
+    lines = [
+        f"Hello {name}," if name else "Hello,",
+        "",
+        f"Your order {data['order_id']} for {event_name} ({_when(event.get('start_time'))}) was refunded.",
+        *([f"Amount refunded: {amount}"] if amount else []),
+        *([why] if why else []),
+        *(["Its tickets are no longer valid."] if had_tickets else []),
+        "",
+        MONEY_BACK_TEXT,
+    ]
+    msg.set_content("\n".join(lines) + "\n")
+    e = html.escape
+    body = f"""<!DOCTYPE html>
+<html><body style="font-family:sans-serif;color:#222">
+<p>{"Hello " + e(name) + "," if name else "Hello,"}</p>
+<p>Your order <code>{e(data["order_id"])}</code> for <strong>{e(event_name)}</strong>
+({e(_when(event.get("start_time")))}) was refunded.</p>
+{"<p>Amount refunded: <strong>" + e(amount) + "</strong></p>" if amount else ""}
+{"<p>" + e(why) + "</p>" if why else ""}
+{"<p>Its tickets are no longer valid.</p>" if had_tickets else ""}
+<p>{e(MONEY_BACK_TEXT)}</p>
+</body></html>
+"""
+    msg.add_alternative(body, subtype="html")
     return msg
 
 

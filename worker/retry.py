@@ -18,6 +18,7 @@ from procrastinate.retry import BaseRetryStrategy, RetryDecision
 HORIZON_SECONDS = 24 * 3600.0
 MAIL_CAP_SECONDS = 15 * 60.0
 WEBHOOK_CAP_SECONDS = 3600.0
+REFUND_CAP_SECONDS = 15 * 60.0
 
 
 class Permanent(Exception):
