@@ -33,7 +33,7 @@ from tests.worker_support import (
     smtp_server,
 )
 from worker import app as worker_app
-from worker.config import WorkerSettings
+from worker.config import WORKER_ROLE, WorkerSettings
 
 METHODS = ("MOMO", "ZALOPAY", "BANKING", "CARD")
 CREDENTIALS = ProviderConfig(
@@ -471,3 +471,36 @@ def test_a_late_payment_found_by_reconciliation_with_and_without_seats(
     reconcile(owner)
     run_until_idle(settings, stub.config)
     assert len(inbox(dbname, with_seats["id"])) == 1 and len(inbox(dbname, without["id"])) == 1
+
+
+def test_payments_to_reconcile_asks_pending_ones_every_run_and_timed_out_ones_once(
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Any, provider_mode: None
+) -> None:
+    worker = connect(WORKER_ROLE)
+    tt = make_ticket_type(gw, quantity=20)
+    old, young, timed_out, answered = (checkout(gw, tt, 1, m) for m in ("MOMO", "CARD", "ZALOPAY", "BANKING"))
+    for order in (old, timed_out, answered):
+        age(owner, order)
+    for order in (timed_out, answered):
+        owner.execute("UPDATE orders SET payment_deadline = now() - interval '1 second' WHERE id = %s", (order["id"],))
+    assert call(owner, "expire_pending_orders") == 2
+    # The provider told us about this one (a failure callback after the expiry): nothing lost.
+    call(gw, "apply_payment_event", p_provider="BANKING", p_provider_txn_id="B-1",
+         p_transaction_id=answered["payment"]["transaction_id"], p_amount=None, p_success=False)  # fmt: skip
+
+    def listed() -> list[tuple[str, str]]:
+        return [(r["order_id"], r["status"]) for r in call(worker, "payments_to_reconcile")]
+
+    assert listed() == [(old["id"], "PENDING"), (timed_out["id"], "TIMEOUT")]
+    assert listed() == [(old["id"], "PENDING")]  # the timed-out one was asked about once
+    [row] = call(worker, "payments_to_reconcile")
+    assert row["provider"] == "MOMO" and row["transaction_id"] == old["payment"]["transaction_id"]
+    assert row["amount_vnd"] == whole(old) and young["id"] not in str(listed())
+
+
+def test_a_malformed_provider_endpoint_stops_the_worker_at_start(
+    dbname: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MOMO_ENDPOINT", "ftp://momo.example")
+    with pytest.raises(worker_app.WorkerError, match="MOMO_ENDPOINT"):
+        run_until_idle(settings_for(dbname, tmp_path))
