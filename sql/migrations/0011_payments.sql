@@ -40,6 +40,10 @@ ALTER TABLE payments ADD CONSTRAINT chk_payments_status CHECK (
   status IN ('PENDING', 'SUCCESS', 'FAILED', 'REFUNDED'));
 -- The provider's own id of the money that paid this order (MoMo transId, ZaloPay zp_trans_id, ...).
 ALTER TABLE payments ADD COLUMN provider_txn_id TEXT;
+-- Where the buyer pays, as the provider answered when the gateway created the payment there
+-- (after api.checkout committed: api.set_pay_url). NULL until then, and in the sandbox.
+ALTER TABLE payments ADD COLUMN pay_url TEXT;
+ALTER TABLE payments ADD CONSTRAINT chk_payments_pay_url CHECK (pay_url IS NULL OR char_length(pay_url) <= 2000);
 
 -- The inbox: every verified callback (and every reconciliation answer), once per provider
 -- transaction. The unique insert is the first lock a callback takes (the lock order).
