@@ -410,11 +410,10 @@ async def created_at_provider(gw: Gateway, request: Request, order_json: str | N
         logging.getLogger("gateway.payments").warning(
             "payment provider unavailable: method=%s txn=%s reason=%s", method, transaction_id, exc
         )
-        raise ApiError(
+        raise ApiError(  # the reason is logged, not told (a 5xx says nothing beyond its code)
             "provider_unavailable",
-            f"{method} could not create the payment: {exc}",
-            hint="the order stays PENDING until payment.expires_at; repeat the checkout with the same "
-            "Idempotency-Key to try again",
+            f"the payment provider ({method}) did not create the payment; the order stays PENDING until "
+            "payment.expires_at: repeat the checkout with the same Idempotency-Key to try again",
         ) from None
     if url is None:
         return order_json
