@@ -27,6 +27,7 @@ from dbctl.seed import seed
 from dbctl.supervise import Child, supervise
 from gateway.config import ConfigError, ServerSettings, Settings
 from gateway.logs import LOG_CONFIG_FILE
+from gateway.payments.providers import ProviderConfig, ProviderConfigError
 from worker.config import WorkerSettings
 
 WORKER_ARGS = [sys.executable, "-m", "worker"]
@@ -66,7 +67,27 @@ def gateway_env(t: local.Target) -> dict[str, str]:
         if "JWT_SECRET" not in env:
             env["JWT_SECRET"] = local.kept_secret("jwt-secret")
         env.update({k: v for k, v in payment_credentials().items() if not env.get(k)})
+    sandbox_dir(env)
     return env
+
+
+def sandbox_dir(env: dict[str, str]) -> None:
+    """PAYMENT_SANDBOX_DIR: the sandbox's stub providers keep their state there (development)."""
+    if not env.get("PAYMENT_SANDBOX_DIR"):
+        env["PAYMENT_SANDBOX_DIR"] = str(local.state_dir().resolve() / "sandbox")
+
+
+def provider_endpoints(env: dict[str, str]) -> None:
+    """The providers' API endpoints the gateway would use, written out for the worker (its
+    reconciliation and refunds ask the same APIs: in development the gateway's sandbox)."""
+    try:
+        cfg = ProviderConfig.from_env(env)
+    except ProviderConfigError as exc:
+        sys.exit(str(exc))
+    for name, value in (("MOMO_ENDPOINT", cfg.momo_endpoint), ("ZALOPAY_ENDPOINT", cfg.zalopay_endpoint),
+                        ("BANK_API_URL", cfg.bank_api_url), ("CARD_API_URL", cfg.card_api_url)):  # fmt: skip
+        if value and not env.get(name):
+            env[name] = value
 
 
 # Development payment credentials (the sandbox signs with them, the gateway verifies): the ids are
@@ -86,6 +107,11 @@ def worker_env(t: local.Target) -> dict[str, str]:
     env.setdefault("WORKER_DATABASE_URL", t.worker_url)
     if t.cluster is not None:
         env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, worker_only=True))  # its own line only
+        # The same provider credentials as the gateway: the worker signs its status queries and
+        # refunds with them.
+        env.update({k: v for k, v in payment_credentials().items() if not env.get(k)})
+    sandbox_dir(env)
+    provider_endpoints(env)
     return env
 
 

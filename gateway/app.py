@@ -14,12 +14,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
 from psycopg.types.json import Jsonb
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route, request_response
+from starlette.routing import BaseRoute, Mount, Route, request_response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway import metrics, netguard
@@ -46,7 +47,8 @@ from gateway.onsale.reserve import Reserver
 from gateway.openapi import openapi_document
 from gateway.pages import Page, etag_matches, make_page, next_link, page_after, page_limit
 from gateway.payments import callbacks as payment_callbacks
-from gateway.payments import sandbox
+from gateway.payments import providers, sandbox, sandbox_api
+from gateway.payments.common import whole_vnd
 from gateway.ratelimit import RateLimiter, request_address
 from gateway.revocations import listen_for_revocations, prune_forever
 from gateway.routes import ADMIN, PATH_TEXT_LIMITS, PUBLIC, QUERY_TEXT_LIMITS, ROUTES, Endpoint
@@ -90,6 +92,10 @@ class Gateway:
         self.rooms = WaitingRooms()
         self.metrics = metrics.GatewayMetrics(self)
         self.tasks: list[asyncio.Task[None]] = []
+        # The providers' APIs (gateway/payments/providers.py): checkout creates the payment there
+        # in production provider mode. One client: its connections are reused.
+        self.providers = providers.ProviderConfig.from_env(settings.provider_env())
+        self.http = httpx.AsyncClient(follow_redirects=False, timeout=settings.payment_provider_timeout)
 
     async def start(self) -> None:
         # Do not wait for the database: the app starts and answers 503 busy until it is up.
@@ -117,6 +123,7 @@ class Gateway:
         await self.limiter.close()
         await self.pool.close()
         await self.metrics.stop()
+        await self.http.aclose()
 
 
 # ------------------------------------------------------------------ request helpers
@@ -372,8 +379,47 @@ async def checkout(gw: Gateway, request: Request, endpoint: Endpoint, principal:
         args["p_idempotency_key"] = key
     body = await endpoint_body(gw, request, endpoint)
     args["p_payment_method"] = body.payment_method
-    order = await gw.db.call(endpoint.function, args)
+    order = await gw.db.call(endpoint.function, args)  # committed: no transaction is open below
+    if gw.settings.payment_mode == "provider" and not gw.settings.sandbox:
+        order = await created_at_provider(gw, request, order)
+    elif gw.settings.sandbox:
+        sandbox_created(gw, order)
     return json_response(with_pay_url(gw, request, order), endpoint.status)
+
+
+async def created_at_provider(gw: Gateway, request: Request, order_json: str | None) -> str | None:
+    """Production provider mode: a PENDING payment without a pay_url is created at its provider
+    (after api.checkout committed, so no lock or transaction is held across the call) and the
+    provider's pay_url stored (api.set_pay_url). The provider down, slow or answering nonsense:
+    502 provider_unavailable, the order stays PENDING until its deadline, and a replayed checkout
+    (same Idempotency-Key) asks again. A bank transfer without a page keeps pay_url null."""
+    found = json.loads(order_json) if order_json else None
+    payment = found.get("payment") if isinstance(found, dict) else None
+    if not isinstance(payment, dict) or payment.get("status") != "PENDING" or payment.get("pay_url"):
+        return order_json
+    assert isinstance(found, dict)
+    base = sandbox.base_url(gw.settings, request)
+    method, transaction_id = payment["method"], payment["transaction_id"]
+    try:
+        url = await providers.create_payment(
+            gw.http, gw.providers, method=method, transaction_id=transaction_id, amount=whole_vnd(payment["amount"]),
+            description=f"Booking order {found['id']}", notify_url=base + payment_callbacks.PATH_OF[method],
+            return_url=f"{base}/bookings/orders/{found['id']}",
+        )  # fmt: skip
+    except providers.ProviderError as exc:
+        logging.getLogger("gateway.payments").warning(
+            "payment provider unavailable: method=%s txn=%s reason=%s", method, transaction_id, exc
+        )
+        raise ApiError(  # the reason is logged, not told (a 5xx says nothing beyond its code)
+            "provider_unavailable",
+            f"the payment provider ({method}) did not create the payment; the order stays PENDING until "
+            "payment.expires_at: repeat the checkout with the same Idempotency-Key to try again",
+        ) from None
+    if url is None:
+        return order_json
+    stored = await gw.db.call("set_pay_url", {"p_transaction_id": transaction_id, "p_pay_url": url})
+    payment["pay_url"] = stored or url
+    return json.dumps(found, separators=(",", ":"))
 
 
 async def order(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
@@ -382,19 +428,28 @@ async def order(gw: Gateway, request: Request, endpoint: Endpoint, principal: Pr
     return json_response(with_pay_url(gw, request, found), endpoint.status)
 
 
+def sandbox_created(gw: Gateway, order_json: str | None) -> None:
+    """Development: the stub providers learn of the payment as a real one would from the create
+    call (a local file, not a self-HTTP call), so their status API says pending, not unknown."""
+    found = json.loads(order_json) if order_json else None
+    payment = found.get("payment") if isinstance(found, dict) else None
+    if isinstance(payment, dict) and payment.get("status") == "PENDING":
+        state = sandbox_api.StubState(gw.settings.sandbox_dir)
+        state.created(payment["transaction_id"], payment["method"], whole_vnd(payment["amount"]))
+
+
 def with_pay_url(gw: Gateway, request: Request, order_json: str | None) -> str | None:
-    """A PENDING payment's pay_url: in development the sandbox page (gateway/payments/sandbox.py);
-    otherwise null (creating the payment at the provider, which answers its own pay URL, is not
-    built yet: docs/DESIGN-NOTES.md, "Payment callbacks and the sandbox")."""
+    """A PENDING payment's pay_url: in development the sandbox page (gateway/payments/sandbox.py,
+    built here: no HTTP call on the checkout path); otherwise the provider's, as stored by
+    created_at_provider (the order JSON carries it; null until the provider gave one)."""
+    if not gw.settings.sandbox:
+        return order_json
     found = json.loads(order_json) if order_json else None
     payment = found.get("payment") if isinstance(found, dict) else None
     if not isinstance(payment, dict) or payment.get("status") != "PENDING":
         return order_json
-    url = None
-    if gw.settings.sandbox:
-        base = sandbox.base_url(gw.settings, request)
-        url = sandbox.pay_url(base, payment["transaction_id"], payment["method"], payment["amount"])
-    payment["pay_url"] = url
+    base = sandbox.base_url(gw.settings, request)
+    payment["pay_url"] = sandbox.pay_url(base, payment["transaction_id"], payment["method"], payment["amount"])
     return json.dumps(found, separators=(",", ":"))
 
 
@@ -471,7 +526,7 @@ class PathHandlers:
         await self.app(scope, receive, send)
 
 
-def make_routes(settings: Settings) -> list[Route]:
+def make_routes(settings: Settings) -> list[BaseRoute]:
     paths: dict[str, dict[str, Handler]] = {}
     for e in ROUTES:
         paths.setdefault(e.path, {})[e.method] = make_handler(e)
@@ -482,7 +537,12 @@ def make_routes(settings: Settings) -> list[Route]:
     paths["/events/{event_id}/waiting-room"] = {"GET": waiting_room_page}
     paths.update(payment_callbacks.routes())  # providers' callbacks: gateway/payments/callbacks.py
     paths.update(sandbox.routes(settings))  # development only (BOOKING_ENV, PAYMENT_MODE=provider)
-    return [Route(path, PathHandlers(handlers)) for path, handlers in paths.items()]
+    routes: list[BaseRoute] = [Route(path, PathHandlers(handlers)) for path, handlers in paths.items()]
+    if settings.sandbox:  # the providers' APIs, stubbed (gateway/payments/sandbox_api.py): development only
+        stub = sandbox_api.app(settings.sandbox_dir, providers.ProviderConfig.from_env(settings.provider_env()),
+                               page_base_url=settings.public_base_url)  # fmt: skip
+        routes.append(Mount(providers.SANDBOX_API_PATH, app=stub))
+    return routes
 
 
 # ------------------------------------------------------------------ operations

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import tempfile
 from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Any, Literal
@@ -36,6 +37,13 @@ PAYMENT_SECRETS = {
     "card_webhook_secret": "CARD_WEBHOOK_SECRET",
 }
 PAYMENT_IDS = {"momo_partner_code": "MOMO_PARTNER_CODE", "zalopay_app_id": "ZALOPAY_APP_ID"}
+PROVIDER_URLS = {
+    "momo_endpoint": "MOMO_ENDPOINT",
+    "zalopay_endpoint": "ZALOPAY_ENDPOINT",
+    "bank_api_url": "BANK_API_URL",
+    "card_api_url": "CARD_API_URL",
+}
+URL_PATTERN = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
 SECRET_FIELDS = frozenset({"database_url", "jwt_secret", "metrics_token", *PAYMENT_SECRETS})
 HINTS = {
     "database_url": " (make run sets it for the local database)",
@@ -203,6 +211,20 @@ class Settings(_Settings):
     zalopay_key2: SecretStr = Field(SecretStr(""), validation_alias=_env("ZALOPAY_KEY2"))
     bank_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("BANK_WEBHOOK_SECRET"))
     card_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("CARD_WEBHOOK_SECRET"))
+    # The providers' APIs (gateway/payments/providers.py; the worker reads the same variables).
+    # Unset in development: this gateway's sandbox API; in production MoMo and ZaloPay default to
+    # their production hosts, and the bank's and card processor's have no default (required).
+    momo_endpoint: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("MOMO_ENDPOINT"))
+    zalopay_endpoint: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("ZALOPAY_ENDPOINT"))
+    bank_api_url: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("BANK_API_URL"))
+    card_api_url: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("CARD_API_URL"))
+    # Seconds per provider request (connect, read, write each); MoMo's query and refund wait at
+    # least 30 s, as MoMo asks (the worker's calls; the checkout's create keeps this value).
+    payment_provider_timeout: float = Field(10.0, gt=0, le=120, allow_inf_nan=False,
+                                            validation_alias=_env("PAYMENT_PROVIDER_TIMEOUT"))  # fmt: skip
+    # Where the development sandbox keeps what its stub providers know (every uvicorn worker
+    # shares it); unset: a folder in the system's temporary directory. `make run`: .local/sandbox.
+    payment_sandbox_dir: str | None = Field(None, min_length=1, validation_alias=_env("PAYMENT_SANDBOX_DIR"))
 
     @field_validator("webhook_allow_private", mode="before")
     @classmethod
@@ -242,6 +264,8 @@ class Settings(_Settings):
             )
         if self.production and self.payment_mode == "provider":
             unset = [name for field, name in {**PAYMENT_IDS, **PAYMENT_SECRETS}.items() if not self.secret(field)]
+            unset += [name for name, value in (("BANK_API_URL", self.bank_api_url),
+                                               ("CARD_API_URL", self.card_api_url)) if not value]  # fmt: skip
             if unset:
                 raise ValueError(f"PAYMENT_MODE=provider in production needs {', '.join(unset)} (not set)")
         return self
@@ -250,6 +274,26 @@ class Settings(_Settings):
         """A payment credential's value by field name ("" when unset)."""
         value = getattr(self, field)
         return value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+
+    def provider_env(self) -> dict[str, str]:
+        """The provider variables as the environment would hold them (for ProviderConfig.from_env,
+        which applies the defaults: one rule for the gateway and the worker)."""
+        env = {"BOOKING_ENV": "production" if self.production else "development",
+               "PAYMENT_PROVIDER_TIMEOUT": repr(self.payment_provider_timeout)}  # fmt: skip
+        if self.public_base_url:
+            env["PUBLIC_BASE_URL"] = self.public_base_url
+        for field, name in {**PAYMENT_IDS, **PAYMENT_SECRETS}.items():
+            env[name] = self.secret(field)
+        for field, name in PROVIDER_URLS.items():
+            value = getattr(self, field)
+            if value:
+                env[name] = value
+        return env
+
+    @property
+    def sandbox_dir(self) -> str:
+        """PAYMENT_SANDBOX_DIR, else one folder per OS user in the temporary directory."""
+        return self.payment_sandbox_dir or os.path.join(tempfile.gettempdir(), f"booking-sandbox-{os.getuid()}")
 
     @property
     def sandbox(self) -> bool:

@@ -63,6 +63,13 @@ GATEWAY_CODES = [
         "A verified payment callback the booking does not accept (its amount differs from the order's, "
         "or it names no payment of ours); it is recorded and changes nothing.",
     ),
+    # Checkout in production provider mode (gateway/app.py): creating the payment at the provider.
+    ErrorCode(
+        "provider_unavailable",
+        502,
+        "The payment provider could not be reached in time or gave an unusable answer. The order "
+        "stays PENDING until its deadline: repeat the checkout with the same Idempotency-Key to get its pay_url.",
+    ),
     ErrorCode("payload_too_large", 413, "The body is larger than the gateway accepts (MAX_BODY_BYTES)."),
     # Answered by the serving protocol (gateway/serving.py) before a request reaches the app.
     ErrorCode("header_timeout", 408, "The request head did not arrive in time (HEADER_TIMEOUT_SECONDS)."),

@@ -164,6 +164,7 @@ GATEWAY_CALLS = {
     "join_waiting_room_batch",
     "waiting_room_positions",
     "apply_payment_event",  # the providers' callbacks (gateway/payments/callbacks.py)
+    "set_pay_url",  # checkout, after creating the payment at its provider (gateway/app.py)
 }
 
 # api functions with no route: DBAs call them from psql (their COMMENT says "(DBA-only)").

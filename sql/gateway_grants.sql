@@ -40,3 +40,5 @@ TO booking_gateway;
 GRANT EXECUTE ON FUNCTION
   api.checkout, api.get_order, api.cancel_order, api.refund_order, api.apply_payment_event
 TO booking_gateway;
+-- The provider's pay_url, stored after checkout created the payment there (gateway/app.py).
+GRANT EXECUTE ON FUNCTION api.set_pay_url TO booking_gateway;

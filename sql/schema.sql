@@ -645,7 +645,11 @@ BEGIN
     v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
       'checkout ' || coalesce(p_reservation_id::text, '-') || ' ' || coalesce(p_payment_method, '-'));
     IF v_stored IS NOT NULL THEN
-      RETURN v_stored;
+      -- The first answer, with the pay_url the gateway stored after giving it (api.set_pay_url).
+      RETURN coalesce((SELECT jsonb_set(v_stored::jsonb, '{payment,pay_url}', to_jsonb(p.pay_url))::json
+                         FROM payments p
+                        WHERE p.transaction_id = v_stored -> 'payment' ->> 'transaction_id'
+                          AND p.pay_url IS NOT NULL), v_stored);
     END IF;
   END IF;
   IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
@@ -3148,6 +3152,38 @@ COMMENT ON FUNCTION api.rotate_admission_secret() IS '(DBA-only) A new key for a
 
 
 --
+-- Name: set_pay_url(text, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.set_pay_url(p_transaction_id text, p_pay_url text) RETURNS text
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $_$
+DECLARE
+  v_url text;
+BEGIN
+  IF p_pay_url IS NULL OR char_length(p_pay_url) > 2000 OR p_pay_url !~ '^https?://\S+$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'pay_url must be an http(s) URL of at most 2000 characters';
+  END IF;
+  -- The first URL stored stays (two replays asking the provider at once keep one answer).
+  UPDATE payments SET pay_url = coalesce(pay_url, p_pay_url)
+   WHERE transaction_id = p_transaction_id AND status = 'PENDING'
+  RETURNING pay_url INTO v_url;
+  RETURN v_url;
+END;
+$_$;
+
+
+ALTER FUNCTION api.set_pay_url(p_transaction_id text, p_pay_url text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION set_pay_url(p_transaction_id text, p_pay_url text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.set_pay_url(p_transaction_id text, p_pay_url text) IS 'Stores where the buyer pays a PENDING payment (our transaction_id), as its provider answered the gateway after api.checkout committed; the first URL stored stays. Returns the stored URL, NULL when no PENDING payment has this transaction_id. Locks the payment row. Raises BKVAL.';
+
+
+--
 -- Name: set_payment_mode(text, interval); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -4750,7 +4786,11 @@ CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
       SELECT CASE WHEN o.payment_deadline IS NULL THEN json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
-             ELSE json_build_object(  -- provider mode (checkout): until when it may be paid
+             WHEN p.status = 'PENDING' THEN json_build_object(  -- provider mode (checkout): where
+               'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,  -- and until
+               'transaction_id', p.transaction_id, 'payment_time', p.payment_time,  -- when it may be paid
+               'expires_at', o.payment_deadline, 'pay_url', p.pay_url)
+             ELSE json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time,
                'expires_at', o.payment_deadline) END
@@ -6905,8 +6945,10 @@ CREATE TABLE public.payments (
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     provider_txn_id text,
     reconciled_at timestamp with time zone,
+    pay_url text,
     CONSTRAINT chk_payments_amount CHECK ((amount >= (0)::numeric)),
     CONSTRAINT chk_payments_method CHECK (((payment_method)::text = ANY ((ARRAY['MOMO'::character varying, 'ZALOPAY'::character varying, 'BANKING'::character varying, 'CARD'::character varying])::text[]))),
+    CONSTRAINT chk_payments_pay_url CHECK (((pay_url IS NULL) OR (char_length(pay_url) <= 2000))),
     CONSTRAINT chk_payments_status CHECK (((status)::text = ANY ((ARRAY['PENDING'::character varying, 'SUCCESS'::character varying, 'FAILED'::character varying, 'REFUNDED'::character varying])::text[])))
 );
 
@@ -9005,6 +9047,14 @@ REVOKE ALL ON FUNCTION api.revoke_user_sessions(p_email text) FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION api.rotate_admission_secret() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION set_pay_url(p_transaction_id text, p_pay_url text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.set_pay_url(p_transaction_id text, p_pay_url text) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.set_pay_url(p_transaction_id text, p_pay_url text) TO booking_gateway;
 
 
 --

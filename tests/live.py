@@ -13,9 +13,9 @@ from dbctl.throwaway import free_port
 
 
 class LiveServer:
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, port: int | None = None) -> None:
         self.app = app
-        self.port = free_port()
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         # proxy_headers=False, as `make run` serves: the gateway itself decides whose X-Forwarded-For
         # to believe (TRUSTED_PROXIES); uvicorn's default would believe 127.0.0.1's.

@@ -39,6 +39,8 @@ CREDENTIALS: dict[str, Any] = {
     "bank_webhook_secret": "test-bank-secret", "card_webhook_secret": "test-card-secret",
 }  # fmt: skip
 PRODUCTION = {"production": True, "jwt_secret": "x" * 40}
+# Production provider mode also needs the bank's and the card processor's API (no default).
+API_URLS = {"bank_api_url": "https://bank.example/api", "card_api_url": "https://card.example/api"}
 
 
 def problem(response: Any, status: int, code: str) -> None:
@@ -174,7 +176,10 @@ def test_production_provider_mode_needs_every_credential_and_never_shows_them(db
         settings_for(dbname, **PRODUCTION, **missing)
     assert "ZALOPAY_KEY2" in str(refused.value) and "CARD_WEBHOOK_SECRET" in str(refused.value)
     assert "MOMO_SECRET_KEY" not in str(refused.value)
-    s = settings_for(dbname, **PRODUCTION, **CREDENTIALS)
+    assert "BANK_API_URL" in str(refused.value) and "CARD_API_URL" in str(refused.value)
+    with pytest.raises(ConfigError, match="needs CARD_API_URL"):
+        settings_for(dbname, **PRODUCTION, **CREDENTIALS, bank_api_url=API_URLS["bank_api_url"])
+    s = settings_for(dbname, **PRODUCTION, **CREDENTIALS, **API_URLS)
     assert not s.sandbox
     assert CREDENTIALS["momo_secret_key"] not in repr(s) and CREDENTIALS["bank_webhook_secret"] not in repr(s)
     env = {"GATEWAY_DATABASE_URL": "postgresql://x@h/db", "JWT_SECRET": "y", "PAYMENT_MODE": "provider",
@@ -188,7 +193,7 @@ def test_production_provider_mode_needs_every_credential_and_never_shows_them(db
 
 def test_sandbox_exists_only_in_development_provider_mode(dbname: str) -> None:
     path = "/payments/sandbox/BK00ff?method=MOMO&amount=150000"
-    with client_for(dbname, **PRODUCTION, **CREDENTIALS) as c:
+    with client_for(dbname, **PRODUCTION, **CREDENTIALS, **API_URLS) as c:
         problem(c.get(path), 404, "not_found")
         problem(c.post(path, json={"outcome": "success"}), 404, "not_found")
         # the callbacks themselves exist in production

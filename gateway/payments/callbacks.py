@@ -40,6 +40,7 @@ ZALOPAY_PATH = "/payments/zalopay/callback"
 BANK_PATH = "/payments/bank/webhook"
 CARD_PATH = "/payments/card/webhook"
 PATHS = (MOMO_PATH, ZALOPAY_PATH, BANK_PATH, CARD_PATH)
+PATH_OF = {"MOMO": MOMO_PATH, "ZALOPAY": ZALOPAY_PATH, "BANKING": BANK_PATH, "CARD": CARD_PATH}  # notify URLs
 
 
 def invalid_signature(message: str) -> ApiError:

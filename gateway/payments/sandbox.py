@@ -1,10 +1,15 @@
 """The development stand-in for the providers' payment pages (only when BOOKING_ENV is not
 production and PAYMENT_MODE=provider; otherwise the routes do not exist: 404).
 
-GET  /payments/sandbox/{transaction_id}?method=&amount=  a tiny HTML page, Success and Failure
-POST /payments/sandbox/{transaction_id}?method=&amount=  {outcome: success|failure} (JSON or a
-     form): builds that provider's correctly signed callback and POSTs it over HTTP to our own
-     callback route (PUBLIC_BASE_URL, else the request's own host), then answers what it answered.
+GET  /payments/sandbox/{transaction_id}?method=&amount=  a tiny HTML page: Success, Failure, and
+     "Success, but the callback is lost"
+POST /payments/sandbox/{transaction_id}?method=&amount=  {outcome: success|failure|lost} (JSON or
+     a form): records the outcome in the stub providers' state (gateway/payments/sandbox_api.py,
+     PAYMENT_SANDBOX_DIR), so a later status query (the worker's reconciliation) agrees; then, for
+     success and failure, builds that provider's correctly signed callback (with the provider
+     transaction id just recorded) and POSTs it over HTTP to our own callback route
+     (PUBLIC_BASE_URL, else the request's own host), and answers what it answered. `lost` sends
+     nothing: the order stays PENDING until reconciliation asks the provider and finds it paid.
 The checkout's pay_url carries method and amount, as a real provider is told them when the
 payment is created. ZaloPay calls back on success only, so its failure sends nothing.
 """
@@ -18,7 +23,7 @@ import secrets
 import time
 from decimal import Decimal
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qs
 
 import httpx
 from starlette.requests import Request
@@ -26,12 +31,12 @@ from starlette.responses import JSONResponse, Response
 
 from gateway.config import Settings
 from gateway.errors import ApiError, validation_failed
-from gateway.payments import callbacks, momo, webhook, zalopay
+from gateway.payments import callbacks, momo, sandbox_api, webhook, zalopay
 from gateway.payments.common import MalformedCallback, amount_of, whole_vnd
 
 PATH = "/payments/sandbox/{transaction_id}"
 METHODS = ("MOMO", "ZALOPAY", "BANKING", "CARD")
-OUTCOMES = ("success", "failure")
+OUTCOMES = ("success", "failure", "lost")
 TRANSACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CALLBACK_TIMEOUT = 10.0  # seconds for our own callback route to answer
 MOMO_DENIED = 1006  # MoMo: "Transaction denied by user."
@@ -44,7 +49,10 @@ PAGE = """<!doctype html>
 <p>Order reference <code>{transaction_id}</code>, amount <strong>{amount} VND</strong>.</p>
 <p>This page stands in for the provider (development only). Choose what the provider reports:</p>
 <form method="post"><button name="outcome" value="success">Success</button>
-<button name="outcome" value="failure">Failure</button></form>
+<button name="outcome" value="failure">Failure</button>
+<button name="outcome" value="lost">Success, but the callback is lost</button></form>
+<p><small>"Callback lost": the provider records the payment but never calls back; the order stays
+PENDING until the worker's reconciliation asks the provider.</small></p>
 </body></html>
 """
 PAGE_HEADERS = {
@@ -56,9 +64,8 @@ PAGE_HEADERS = {
 
 
 def pay_url(base_url: str, transaction_id: str, method: str, amount: Decimal | int | str) -> str:
-    """Where the checkout sends the buyer in development."""
-    query = urlencode({"method": method, "amount": whole_vnd(amount)})
-    return f"{base_url.rstrip('/')}/payments/sandbox/{transaction_id}?{query}"
+    """Where the checkout sends the buyer in development (the stub providers' create answers it too)."""
+    return sandbox_api.page_url(base_url, transaction_id, method, amount)
 
 
 def base_url(settings: Settings, request: Request) -> str:
@@ -97,19 +104,20 @@ async def _outcome(request: Request) -> str:
         try:
             body = json.loads(raw)
         except (ValueError, UnicodeDecodeError):
-            raise validation_failed("the body must be JSON {outcome: success|failure}") from None
+            raise validation_failed("the body must be JSON {outcome: success|failure|lost}") from None
         outcome = body.get("outcome") if isinstance(body, dict) else None
     if outcome not in OUTCOMES:
-        raise validation_failed("outcome must be success or failure")
+        raise validation_failed("outcome must be success, failure or lost")
     return str(outcome)
 
 
 def callback_for(
-    settings: Settings, method: str, transaction_id: str, amount: int, success: bool
+    settings: Settings, method: str, transaction_id: str, amount: int, success: bool, provider_txn_id: str | None = None
 ) -> tuple[str, bytes, dict[str, str]] | None:
-    """(path, body, headers) of the callback the provider would send; None when it sends none."""
+    """(path, body, headers) of the callback the provider would send; None when it sends none.
+    `provider_txn_id`: the provider's id of this payment (digits; default a fresh one)."""
     now_ms = int(time.time() * 1000)
-    provider_txn = 10**12 + secrets.randbelow(9 * 10**12)
+    provider_txn = int(provider_txn_id) if provider_txn_id else 10**12 + secrets.randbelow(9 * 10**12)
     json_headers = {"Content-Type": "application/json"}
     if method == "MOMO":
         fields = {
@@ -139,7 +147,7 @@ def callback_for(
         "transaction_id": transaction_id,
         "amount": amount,
         "status": "SUCCESS" if success else "FAILED",
-        "provider_txn_id": f"SBX-{secrets.token_hex(8)}",
+        "provider_txn_id": str(provider_txn) if success else f"SBX-{secrets.token_hex(8)}",
     }
     raw, headers = webhook.signed_request(payload, settings.secret(secret_field))
     return path, raw, headers
@@ -149,8 +157,17 @@ async def pay(request: Request) -> Response:
     transaction_id, method, amount = _params(request)
     outcome = await _outcome(request)
     settings: Settings = request.app.state.gateway.settings
-    callback = callback_for(settings, method, transaction_id, amount, outcome == "success")
+    state = sandbox_api.StubState(settings.sandbox_dir)  # what a later status query answers
+    provider_txn_id = None
+    if outcome == "failure":
+        state.mark_failed(transaction_id, amount, method)
+    else:
+        provider_txn_id = state.mark_paid(transaction_id, amount, method)
     answer: dict[str, Any] = {"transaction_id": transaction_id, "method": method, "outcome": outcome}
+    if outcome == "lost":
+        answer["callback"] = None  # paid at the provider, never told: reconciliation finds it
+        return JSONResponse(answer)
+    callback = callback_for(settings, method, transaction_id, amount, outcome == "success", provider_txn_id)
     if callback is None:
         answer["callback"] = None  # ZaloPay reports failures only through its query API
         return JSONResponse(answer)

@@ -31,10 +31,12 @@ from typing import Any
 from urllib.parse import urlencode
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from gateway.errors import method_not_allowed, not_found
 from gateway.payments import providers, webhook
 from gateway.payments.common import hmac_hex, signature_matches
 from gateway.payments.providers import ProviderConfig
@@ -581,9 +583,18 @@ def app(state_dir: str | os.PathLike[str], config: ProviderConfig | None = None,
         for path, call in ((providers.BANK_CREATE_PATH, stub.bank_create), (providers.BANK_QUERY_PATH, stub.bank_query),
                            (providers.BANK_REFUND_PATH, stub.bank_refund)):  # fmt: skip
             routes.append(Route(prefix + path, _handler(_bind(call, method)), methods=["POST"]))
-    stub_app = Starlette(routes=routes)
+    stub_app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error})
     stub_app.state.stub = stub
     return stub_app
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """An unknown path or method, in the gateway's vocabulary (problem+json)."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 405:
+        allowed = [m.strip() for m in (exc.headers or {}).get("Allow", "").split(",") if m.strip()]
+        return method_not_allowed(request.method, allowed).response()
+    return not_found("no such route").response()
 
 
 def _bind(call: Callable[[Request, str], Awaitable[Response]], method: str) -> Callable[[Request], Awaitable[Response]]:

@@ -162,7 +162,11 @@ AS $$
       SELECT CASE WHEN o.payment_deadline IS NULL THEN json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time)
-             ELSE json_build_object(  -- provider mode (checkout): until when it may be paid
+             WHEN p.status = 'PENDING' THEN json_build_object(  -- provider mode (checkout): where
+               'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,  -- and until
+               'transaction_id', p.transaction_id, 'payment_time', p.payment_time,  -- when it may be paid
+               'expires_at', o.payment_deadline, 'pay_url', p.pay_url)
+             ELSE json_build_object(
                'method', p.payment_method, 'amount', p.amount::text, 'status', p.status,
                'transaction_id', p.transaction_id, 'payment_time', p.payment_time,
                'expires_at', o.payment_deadline) END

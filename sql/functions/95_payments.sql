@@ -435,7 +435,11 @@ BEGIN
     v_stored := internal.claim_idempotency_key(p_user_id, p_idempotency_key,
       'checkout ' || coalesce(p_reservation_id::text, '-') || ' ' || coalesce(p_payment_method, '-'));
     IF v_stored IS NOT NULL THEN
-      RETURN v_stored;
+      -- The first answer, with the pay_url the gateway stored after giving it (api.set_pay_url).
+      RETURN coalesce((SELECT jsonb_set(v_stored::jsonb, '{payment,pay_url}', to_jsonb(p.pay_url))::json
+                         FROM payments p
+                        WHERE p.transaction_id = v_stored -> 'payment' ->> 'transaction_id'
+                          AND p.pay_url IS NOT NULL), v_stored);
     END IF;
   END IF;
   IF p_payment_method IS NULL OR p_payment_method NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
@@ -1008,3 +1012,28 @@ COMMENT ON FUNCTION api.stuck_refunds(interval) IS
   'job: fix the cause and api.retry_job(job_id) (after a refusal the provider is asked under a new '
   'request id), or refund by hand and record it: api.record_refund(refund_id, true, ''<their ref>''). '
   'Locks nothing.';
+
+
+CREATE OR REPLACE FUNCTION api.set_pay_url(p_transaction_id text, p_pay_url text)
+RETURNS text
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+DECLARE
+  v_url text;
+BEGIN
+  IF p_pay_url IS NULL OR char_length(p_pay_url) > 2000 OR p_pay_url !~ '^https?://\S+$' THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'pay_url must be an http(s) URL of at most 2000 characters';
+  END IF;
+  -- The first URL stored stays (two replays asking the provider at once keep one answer).
+  UPDATE payments SET pay_url = coalesce(pay_url, p_pay_url)
+   WHERE transaction_id = p_transaction_id AND status = 'PENDING'
+  RETURNING pay_url INTO v_url;
+  RETURN v_url;
+END;
+$$;
+COMMENT ON FUNCTION api.set_pay_url(text, text) IS
+  'Stores where the buyer pays a PENDING payment (our transaction_id), as its provider answered '
+  'the gateway after api.checkout committed; the first URL stored stays. Returns the stored URL, '
+  'NULL when no PENDING payment has this transaction_id. Locks the payment row. Raises BKVAL.';

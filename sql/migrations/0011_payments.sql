@@ -45,6 +45,10 @@ ALTER TABLE payments ADD COLUMN reconciled_at TIMESTAMPTZ;
 -- Orders that just timed out or were cancelled: reconciliation asks once more about their payment
 -- (a success whose callback was lost). Recent ones only: a range of this index.
 CREATE INDEX idx_orders_unpaid_updated ON orders (updated_at) WHERE status IN ('TIMEOUT', 'CANCELLED');
+-- Where the buyer pays, as the provider answered when the gateway created the payment there
+-- (after api.checkout committed: api.set_pay_url). NULL until then, and in the sandbox.
+ALTER TABLE payments ADD COLUMN pay_url TEXT;
+ALTER TABLE payments ADD CONSTRAINT chk_payments_pay_url CHECK (pay_url IS NULL OR char_length(pay_url) <= 2000);
 
 -- The inbox: every verified callback (and every reconciliation answer), once per provider
 -- transaction. The unique insert is the first lock a callback takes (the lock order).
