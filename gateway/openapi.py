@@ -244,6 +244,7 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
     }}  # fmt: skip
     _document_error(paths["/events/{event_id}/waiting-room"]["get"], "method_not_allowed")
     _document_error(paths["/events/{event_id}/waiting-room"]["get"], "validation_failed")
+    payment_paths(paths, schemas, settings)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Event ticket booking", "version": "1"},
@@ -309,3 +310,87 @@ def _query_parameter(name: str) -> dict[str, Any]:
 
 def _path_names(path: str) -> list[str]:
     return [part[1:-1] for part in path.split("/") if part.startswith("{")]
+
+
+# ------------------------------------------------------------------ payments (issue 12)
+
+_CALLBACK_SCHEMAS: dict[str, Any] = {
+    "MomoIpn": {**_obj({
+        "partnerCode": {"type": "string"}, "orderId": {"type": "string"}, "requestId": {"type": "string"},
+        "amount": {"type": "integer"}, "orderInfo": {"type": "string"}, "orderType": {"type": "string"},
+        "transId": {"type": "integer"}, "resultCode": {"type": "integer"}, "message": {"type": "string"},
+        "payType": {"type": "string"}, "responseTime": {"type": "integer"}, "extraData": {"type": "string"},
+        "signature": {"type": "string", "description": "hex HMAC-SHA256 under MOMO_SECRET_KEY (API.md)"},
+    }), "description": "MoMo's IPN, as MoMo sends it"},
+    "ZaloPayCallback": {**_obj({
+        "data": {"type": "string", "description": "a JSON object as text: app_id, app_trans_id, amount, "
+                                                  "zp_trans_id, server_time, ..."},
+        "mac": {"type": "string", "description": "hex HMAC-SHA256 of `data` under ZALOPAY_KEY2"},
+        "type": {"type": "integer"},
+    }), "description": "ZaloPay's callback, as ZaloPay sends it"},
+    "ZaloPayAnswer": _obj({"return_code": {"type": "integer", "enum": [1, 0, -1]},
+                           "return_message": {"type": "string"}}),
+    "TransferWebhook": {**_obj({
+        "transaction_id": {"type": "string"}, "amount": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+        "status": _enum("SUCCESS", "FAILED"), "provider_txn_id": {"type": "string"},
+    }), "description": "the bank's or card processor's webhook; header X-Signature: sha256=<hex HMAC of the body>"},
+    "SandboxOutcome": _obj({"outcome": _enum("success", "failure", "lost")}),
+}  # fmt: skip
+X_SIGNATURE = {"name": "X-Signature", "in": "header", "required": False, "schema": {"type": "string"},
+               "description": "sha256=<hex HMAC-SHA256 of the raw body> under its webhook secret"}  # fmt: skip
+METHODS = _enum("MOMO", "ZALOPAY", "BANKING", "CARD")
+HTML = {"text/html": {"schema": {"type": "string"}}}
+
+
+def payment_paths(paths: dict[str, Any], schemas: dict[str, Any], settings: Settings) -> None:
+    """The providers' callbacks (public, signed: gateway/payments/callbacks.py) and, where it
+    exists (development, PAYMENT_MODE=provider), the sandbox page. The sandbox's stub providers
+    under /payments/sandbox/api/ speak the providers' own formats and are not described here
+    (docs/DESIGN-NOTES.md, "Provider APIs")."""
+    from gateway.payments import callbacks  # not at the top: callbacks imports the app's helpers
+
+    schemas.update(_CALLBACK_SCHEMAS)
+    for path, body, summary in (
+        (callbacks.MOMO_PATH, "MomoIpn", "MoMo's payment notice (IPN), verified by its signature"),
+        (callbacks.ZALOPAY_PATH, "ZaloPayCallback", "ZaloPay's payment callback, verified by its mac"),
+        (callbacks.BANK_PATH, "TransferWebhook", "The bank's transfer webhook, verified by X-Signature"),
+        (callbacks.CARD_PATH, "TransferWebhook", "The card processor's webhook, verified by X-Signature"),
+    ):
+        op: dict[str, Any] = {
+            "summary": summary,
+            "operationId": "payment_callback_" + path.split("/")[2],
+            "description": "Public (the provider calls it); refused unless correctly signed.",
+            "requestBody": {"required": True, "content": {JSON: {"schema": _ref(body)}}},
+        }
+        if body == "TransferWebhook":
+            op["parameters"] = [X_SIGNATURE]
+        if path == callbacks.ZALOPAY_PATH:  # always 200: ZaloPay reads return_code
+            op["responses"] = {"200": {"description": "return_code 1 accepted, 0 refused (retried), -1 bad mac",
+                                       "content": {JSON: {"schema": _ref("ZaloPayAnswer")}}}}  # fmt: skip
+            codes = ["payload_too_large"]
+        else:
+            op["responses"] = {"204": {"description": "accepted (or a duplicate, acknowledged again)"}}
+            codes = ["invalid_signature", "validation_failed", "payment_refused", "payload_too_large"]
+        for code in [*codes, "method_not_allowed", "internal_error", "busy"]:
+            _document_error(op, code)
+        paths[path] = {"post": op}
+    if not settings.sandbox:
+        return
+    params = [{"name": "transaction_id", "in": "path", "required": True,
+               "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}},
+              {"name": "method", "in": "query", "required": True, "schema": METHODS},
+              {"name": "amount", "in": "query", "required": True,
+               "schema": {"type": "integer", "minimum": 1}}]  # fmt: skip
+    page = {"summary": "Development only: the stand-in for a provider's payment page (HTML)",
+            "operationId": "sandbox_page", "parameters": params,
+            "responses": {"200": {"description": "the page", "content": HTML}}}  # fmt: skip
+    pay = {"summary": "Development only: record the outcome at the stub provider and send its signed callback "
+                      "(none for `lost`)",
+           "operationId": "sandbox_pay", "parameters": params,
+           "requestBody": {"required": True, "content": {JSON: {"schema": _ref("SandboxOutcome")}}},
+           "responses": {"200": {"description": "what happened, with the callback's answer",
+                                 "content": {JSON: {"schema": {"type": "object"}}}}}}  # fmt: skip
+    for op in (page, pay):
+        for code in ("validation_failed", "method_not_allowed", "internal_error", "busy"):
+            _document_error(op, code)
+    paths["/payments/sandbox/{transaction_id}"] = {"get": page, "post": pay}

@@ -128,7 +128,7 @@ ROUTES: list[Endpoint] = [
              "Pay through a provider: a PENDING order whose payment has a pay_url and a deadline "
              "(the seats stay held until then)", 201, USER, CompleteIn, passes_user=True, special="checkout",
              errors=("not_found", "reservation_expired", "reservation_not_active", "sale_not_open",
-                     "idempotency_key_reused"),
+                     "idempotency_key_reused", "provider_unavailable"),
              returns="Order", idempotent=True),
     Endpoint("GET", "/bookings/orders/{order_id}", "get_order", "My order, whatever its status", auth=USER,
              passes_user=True, special="order", errors=("not_found",), returns="Order"),
