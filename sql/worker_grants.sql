@@ -11,7 +11,8 @@ GRANT USAGE ON SCHEMA public TO booking_worker;
 GRANT EXECUTE ON FUNCTION
   api.confirmation_email, api.record_confirmation_attempt, api.record_confirmation_sent,
   api.webhook_delivery, api.record_webhook_attempt, api.close_webhook_delivery,
-  api.refund_request, api.record_refund, api.payments_to_reconcile, api.reconcile_payment
+  api.refund_request, api.record_refund, api.payments_to_reconcile, api.reconcile_payment,
+  api.refund_cancelled_event
 TO booking_worker;
 
 DO $$

@@ -4,6 +4,8 @@ Tasks (queue, priority; the SQL that defers them is in sql/functions/90_delivery
 - `send_confirmation(order_id)`, queue `mail`, priority 100 (lock `mail:<order_id>`)
 - `deliver_webhook(delivery_id)`, queue `webhooks`, priority 50
 - `purge_finished_jobs`, queue `housekeeping`, priority 0, periodic (hourly)
+- `refund_cancelled_event(event_id)`, queue `payments`, priority 90 (lock `cancel_event:<id>`):
+  a cancelled event's orders, in batches (sql/functions/95_payments.sql)
 
 Every database call is one `api.*` function (WORKER_CALLS) in its own short transaction; no
 transaction is open while a task talks SMTP or HTTP. A worker stops gracefully on SIGTERM or
@@ -40,6 +42,12 @@ RESTART_SECONDS = 5.0  # after losing the database
 # Waiting for a pool connection: there is one per job plus spares, so a wait means the database
 # is gone; psycopg's 30 s would hold a worker that lost it (its shutdown too) that long.
 POOL_WAIT_SECONDS = 5.0
+# refund_cancelled_event: orders per batch (~2 ms each, the event's ticket types held meanwhile),
+# and how long it waits for orders others hold before it lets the job be retried.
+CANCEL_BATCH = 200
+CANCEL_IDLE_SECONDS = 1.0
+CANCEL_IDLE_BATCHES = 30
+CANCEL_RETRY = CappedExponential(5.0, 300.0)
 
 
 # Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
@@ -166,6 +174,29 @@ class Runtime:
             log.warning("webhook delivery %s: %s (%s)", delivery_id, outcome, attempt.error)
         return outcome
 
+    # --- an event's cancellation (review fixes of issue 12) --------------------------------
+
+    async def refund_cancelled_event(self, context: JobContext, event_id: str) -> str:
+        """Settles a cancelled event's orders: api.refund_cancelled_event, one batch per call (its
+        own short transaction), until none is left. Orders someone holds right now are skipped by
+        a batch; when a batch finds only those, it waits a moment. Still stuck after that: Retry
+        (the job runs again later; api.cancel_event queues it again if it failed for good)."""
+        refunded = cancelled = idle = 0
+        while True:
+            batch = await self.fetch(
+                "refund_cancelled_event", f"event {event_id} does not exist",
+                p_event_id=event_id, p_limit=CANCEL_BATCH,
+            )  # fmt: skip
+            refunded += batch["refunded"]
+            cancelled += batch["cancelled"]
+            if batch["remaining"] == 0:
+                return f"event {event_id}: {refunded} orders refunded, {cancelled} cancelled"
+            idle = idle + 1 if batch["refunded"] + batch["cancelled"] == 0 else 0
+            if idle > CANCEL_IDLE_BATCHES:
+                raise Retry(f"event {event_id}: {batch['remaining']} orders stay locked by others")
+            if idle:
+                await asyncio.sleep(CANCEL_IDLE_SECONDS)
+
     # --- stalled jobs ----------------------------------------------------------------------
 
     async def recover_stalled_once(self, app: App) -> int:
@@ -229,6 +260,10 @@ def build_app(runtime: Runtime) -> App:
     )
     app.task(name="deliver_webhook", queue="webhooks", priority=50, pass_context=True, retry=runtime.webhook_retry)(
         runtime.deliver_webhook
+    )
+
+    app.task(name="refund_cancelled_event", queue="payments", priority=90, pass_context=True, retry=CANCEL_RETRY)(
+        runtime.refund_cancelled_event
     )
 
     async def purge_finished_jobs(context: JobContext, timestamp: int) -> None:

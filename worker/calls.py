@@ -16,4 +16,6 @@ WORKER_CALLS = frozenset({
     "record_refund",
     "payments_to_reconcile",
     "reconcile_payment",
+    # Review fixes: an event's cancellation settled in batches (the refund_cancelled_event job).
+    "refund_cancelled_event",
 })  # fmt: skip
