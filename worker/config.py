@@ -24,7 +24,7 @@ from gateway.config import ConfigError, _env, _Settings
 
 ROOT = Path(__file__).resolve().parent.parent
 WORKER_ROLE = "booking_worker"
-QUEUES = ("mail", "webhooks", "housekeeping")
+QUEUES = ("mail", "webhooks", "housekeeping", "payments")
 DEFAULT_MAIL_FROM = "Booking <tickets@booking.localhost>"
 
 
