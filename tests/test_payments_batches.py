@@ -287,9 +287,7 @@ def test_an_overdue_order_over_two_types_expires_once_both_can_be_locked(
         "  FROM ticket_types WHERE id = %s",
         (order["id"], second["id"]),
     )
-    owner.execute(
-        "UPDATE ticket_types SET available_quantity = available_quantity - 1 WHERE id = %s", (second["id"],)
-    )
+    owner.execute("UPDATE ticket_types SET available_quantity = available_quantity - 1 WHERE id = %s", (second["id"],))
     owner.execute(
         "UPDATE orders SET total_amount = total_amount + 150000, payment_deadline = now() - interval '1 second'"
         " WHERE id = %s",
@@ -361,7 +359,8 @@ def test_unknown_references_and_amountless_money_wait_for_a_dba(gw: psycopg.Conn
                      p_transaction_id=order["payment"]["transaction_id"], p_amount=None, p_success=True,
                      p_raw=None)  # fmt: skip
     assert no_amount["outcome"] == "wrong_amount" and "refund_id" not in no_amount
-    rows = owner.execute("SELECT id, provider_txn_id, outcome, order_id::text FROM api.unresolved_payments()").fetchall()
+    unresolved = "SELECT id, provider_txn_id, outcome, order_id::text FROM api.unresolved_payments()"
+    rows = owner.execute(unresolved).fetchall()
     assert [r[1:] for r in rows] == [("U-1", "unknown_reference", None), ("U-3", "wrong_amount", order["id"])]
     assert sqlstate_of(owner, "resolve_payment_event", p_event_id=rows[0][0], p_note=" ") == "BKVAL"
     assert sqlstate_of(owner, "resolve_payment_event", p_event_id=-1, p_note="x") == "BKNTF"

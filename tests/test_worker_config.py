@@ -59,7 +59,8 @@ def test_defaults(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("BOOKING_STATE_DIR", str(tmp_path))
     s = WorkerSettings.from_env(BASE)
     assert s.smtp is None and s.mail_dir == tmp_path / "mail"
-    assert (s.concurrency, s.queues, s.webhook_allow_private) == (10, ("mail", "webhooks", "housekeeping", "payments"), False)
+    assert (s.concurrency, s.webhook_allow_private) == (10, False)
+    assert s.queues == ("mail", "webhooks", "housekeeping", "payments")
     assert (s.mail_retry_base, s.webhook_retry_base, s.heartbeat, s.stalled, s.shutdown) == (5, 10, 10, 30, 30)
     assert s.envelope_from == "tickets@booking.localhost"
 
@@ -81,7 +82,8 @@ def test_wrong_values_are_refused_naming_the_variable_and_no_password() -> None:
     refused("MAIL_FROM: must be an e-mail address.*'nobody'", MAIL_FROM="nobody")
     refused("WEBHOOK_ALLOW_PRIVATE: must be yes or no.*'maybe'", WEBHOOK_ALLOW_PRIVATE="maybe")
     refused("WORKER_CONCURRENCY", WORKER_CONCURRENCY="0")
-    refused("WORKER_QUEUES: must be a comma-separated list of mail, webhooks, housekeeping, payments", WORKER_QUEUES="mail,x")
+    refused("WORKER_QUEUES: must be a comma-separated list of mail, webhooks, housekeeping, payments",
+            WORKER_QUEUES="mail,x")  # fmt: skip
     refused("MAIL_RETRY_BASE_SECONDS", MAIL_RETRY_BASE_SECONDS="-1")
     refused("WEBHOOK_TIMEOUT_SECONDS", WEBHOOK_TIMEOUT_SECONDS="0")
     refused("WORKER_STALLED_SECONDS must be at least twice WORKER_HEARTBEAT_SECONDS", WORKER_STALLED_SECONDS="15")

@@ -9,7 +9,12 @@
 -- would wait for that while its holder waits for our ticket type lock (a deadlock, found by
 -- tests/test_payments_sql.py: a callback and the buyer's cancel at once). A function that starts from an order reads the order's ticket types
 -- WITHOUT a lock first (order_items never change), locks them, then locks the order and checks
--- its status again. The expiry skips locked rows (SKIP LOCKED) and so never waits. No lock is
+-- its status again. The expiry skips locked rows (SKIP LOCKED) and so never waits. An event's
+-- cancellation batch (api.refund_cancelled_event) locks the event's types, then orders with SKIP
+-- LOCKED. A wrong-amount refund locks no type (its refund row takes the order's key share, as
+-- the inbox insert does). Callbacks lock the types even for PENDING -> PAID (no stock change):
+-- the status is known only under the order's lock, and a type locked after the order would
+-- invert this order (deadlock with api.cancel_order). No lock is
 -- held across a network call: the worker reads (api.refund_request), calls the provider with no
 -- transaction open, and records (api.record_refund).
 
