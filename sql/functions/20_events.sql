@@ -384,9 +384,9 @@ BEGIN
   -- (sql/functions/95_payments.sql), so an event of thousands of orders cancels in one short
   -- transaction. A repeated cancel queues the job again if none is waiting or running (a
   -- failed or lost one); a job with nothing left to do ends at once.
-  IF NOT EXISTS (SELECT 1 FROM procrastinate_jobs j
-                  WHERE j.task_name = 'refund_cancelled_event' AND j.status IN ('todo', 'doing')
-                    AND j.args ->> 'event_id' = p_event_id::text) THEN
+  IF NOT EXISTS (SELECT 1 FROM procrastinate_jobs j  -- the job's lock names the event
+                  WHERE j.status IN ('todo', 'doing') AND j.lock = 'cancel_event:' || p_event_id
+                    AND j.task_name = 'refund_cancelled_event') THEN
     PERFORM internal.defer_job('refund_cancelled_event', 'payments', 90,
                                jsonb_build_object('event_id', p_event_id), 'cancel_event:' || p_event_id);
   END IF;
