@@ -181,6 +181,7 @@ DBA_ONLY |= {"job_queue", "failed_jobs", "retry_job", "retry_failed_jobs", "rese
 # Provider payments (sql/functions/95_payments.sql).
 DBA_ONLY |= {"set_payment_mode", "payment_mode", "expire_pending_orders", "pending_payments", "payment_inbox"}
 DBA_ONLY |= {"stuck_refunds"}
+DBA_ONLY |= {"unresolved_payments", "resolve_payment_event"}  # refused money waiting for a DBA
 
 # Path parameters and their checks: *_id are UUIDs; the rest are bounded strings.
 PATH_TEXT_LIMITS = {"id_or_slug": 255, "ticket_code": 50}

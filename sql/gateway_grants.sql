@@ -35,8 +35,9 @@ GRANT EXECUTE ON FUNCTION api.create_webhook, api.list_webhooks, api.delete_webh
 TO booking_gateway;
 -- Provider payments (issue 12): checkout, the buyer's order (read, cancel), the admin refund, and
 -- the verified callbacks. DBA-only: api.set_payment_mode, api.payment_mode,
--- api.expire_pending_orders, api.pending_payments, api.payment_inbox, api.stuck_refunds. The
--- worker's: api.refund_request, api.record_refund, api.payments_to_reconcile, api.reconcile_payment.
+-- api.expire_pending_orders, api.pending_payments, api.payment_inbox, api.stuck_refunds,
+-- api.unresolved_payments, api.resolve_payment_event. The worker's: api.refund_request,
+-- api.record_refund, api.payments_to_reconcile, api.reconcile_payment, api.refund_cancelled_event.
 GRANT EXECUTE ON FUNCTION
   api.checkout, api.get_order, api.cancel_order, api.refund_order, api.apply_payment_event
 TO booking_gateway;

@@ -186,7 +186,7 @@ ALTER FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, 
 -- Name: FUNCTION apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) IS 'Applies one provider callback the gateway has verified (p_provider MOMO|ZALOPAY|BANKING|CARD, the provider''s transaction id, our transaction_id, the amount, success or failure, the raw body), once: the event goes to the inbox (payment_events, unique per provider transaction). Returns {outcome, order_id}: paid (PENDING -> PAID, tickets, confirmation job, one transaction); late_paid (after the deadline or after TIMEOUT/CANCELLED, seats re-taken); refund_pending (no seats left, event cancelled, or a second payment of a paid order: a refund job); cancelled (failure: PENDING -> CANCELLED, seats back); ignored (a failure for an order no longer PENDING); wrong_amount, unknown_reference (recorded, nothing else changes); duplicate (this provider transaction was applied before: nothing changes; first_outcome says what it did). Locks the inbox key, the order''s ticket types, the order, its payment. Raises BKVAL.';
+COMMENT ON FUNCTION api.apply_payment_event(p_provider text, p_provider_txn_id text, p_transaction_id text, p_amount numeric, p_success boolean, p_raw jsonb) IS 'Applies one provider callback the gateway has verified (p_provider MOMO|ZALOPAY|BANKING|CARD, the provider''s transaction id, our transaction_id, the amount, success or failure, the raw body), once: the event goes to the inbox (payment_events, unique per provider transaction). Returns {outcome, order_id}: paid (PENDING -> PAID, tickets, confirmation job, one transaction); late_paid (after the deadline or after TIMEOUT/CANCELLED, seats re-taken); refund_pending (no seats left, event cancelled, or a second payment of a paid order: a refund job); cancelled (failure: PENDING -> CANCELLED, seats back); ignored (a failure for an order no longer PENDING); wrong_amount (the order does not change; that money is refunded: a refund job, refund_id in the answer); unknown_reference (recorded only: api.unresolved_payments); duplicate (this provider transaction was applied before: nothing changes; first_outcome says what it did). Locks the inbox key, the order''s ticket types, the order, its payment. Raises BKVAL.';
 
 
 --
@@ -241,9 +241,17 @@ DECLARE
   v_event json;
 BEGIN
   v_event := internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED']);
-  -- Every paid order is refunded through a refund_payment job, pending ones are cancelled
-  -- (sql/functions/95_payments.sql). A repeated cancel finds nothing left to do.
-  PERFORM internal.cancel_event_orders(p_event_id);
+  -- Only the status flips here (sales stop at once): the orders are settled by one
+  -- refund_cancelled_event job, in batches of a few hundred, each its own short transaction
+  -- (sql/functions/95_payments.sql), so an event of thousands of orders cancels in one short
+  -- transaction. A repeated cancel queues the job again if none is waiting or running (a
+  -- failed or lost one); a job with nothing left to do ends at once.
+  IF NOT EXISTS (SELECT 1 FROM procrastinate_jobs j  -- the job's lock names the event
+                  WHERE j.status IN ('todo', 'doing') AND j.lock = 'cancel_event:' || p_event_id
+                    AND j.task_name = 'refund_cancelled_event') THEN
+    PERFORM internal.defer_job('refund_cancelled_event', 'payments', 90,
+                               jsonb_build_object('event_id', p_event_id), 'cancel_event:' || p_event_id);
+  END IF;
   RETURN v_event;
 END;
 $$;
@@ -255,7 +263,7 @@ ALTER FUNCTION api.cancel_event(p_event_id uuid) OWNER TO booking_owner;
 -- Name: FUNCTION cancel_event(p_event_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.cancel_event(p_event_id uuid) IS 'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed and return to stock when they expire; every PAID order becomes REFUND_PENDING (tickets CANCELLED, seats back, a refund_payment job each: the worker refunds through the provider), every PENDING one CANCELLED. Locks the event row, its ticket types (id order), then its orders (id order). Raises BKNTF, BKIST.';
+COMMENT ON FUNCTION api.cancel_event(p_event_id uuid) IS 'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed and return to stock when they expire. One refund_cancelled_event job (queue payments, lock cancel_event:<id>) then settles the orders in batches (api.refund_cancelled_event): every PAID order becomes REFUND_PENDING (tickets CANCELLED, seats back, a refund_payment job each: the worker refunds through the provider), every PENDING one CANCELLED. Already CANCELLED: returned unchanged, the job queued again if none is waiting or running. Locks the event row only. Raises BKNTF, BKIST.';
 
 
 --
@@ -467,7 +475,7 @@ CREATE FUNCTION api.check_invariants() RETURNS TABLE(check_name text, subject_id
     FROM orders o
    WHERE o.status = 'REFUND_PENDING'
      AND NOT EXISTS (SELECT 1 FROM payment_refunds r
-                      WHERE r.order_id = o.id AND r.reason <> 'duplicate' AND r.status = 'PENDING')
+                      WHERE r.order_id = o.id AND r.reason NOT IN ('duplicate', 'wrong_amount') AND r.status = 'PENDING')
   UNION ALL
   -- The expiry job runs every minute and skips only what is locked at that moment.
   SELECT 'pending_overdue', o.id, format('PENDING since %s, deadline %s', o.created_at, o.payment_deadline)
@@ -1204,57 +1212,75 @@ COMMENT ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) IS 'Logou
 
 
 --
--- Name: expire_pending_orders(); Type: FUNCTION; Schema: api; Owner: booking_owner
+-- Name: expire_pending_orders(integer); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
-CREATE FUNCTION api.expire_pending_orders() RETURNS integer
+CREATE FUNCTION api.expire_pending_orders(p_limit integer DEFAULT 5000) RETURNS integer
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO 'pg_catalog', 'public', 'pg_temp'
     AS $$
 DECLARE
-  v_ticket_type_id uuid;
-  v_order_id uuid;
-  v_expired integer := 0;
+  v_candidates uuid[];
+  v_types uuid[];
+  v_expired uuid[];
 BEGIN
-  -- Ticket types in id order, skipping any someone holds right now (a callback paying an
-  -- order of it, a reserve): the next run picks it up. Orders with SKIP LOCKED too. Nothing
-  -- here waits, so it can neither deadlock with a callback nor hold up the onsale.
-  FOR v_ticket_type_id IN
-    SELECT tt.id
-      FROM ticket_types tt
-     WHERE tt.id IN (SELECT i.ticket_type_id FROM orders o JOIN order_items i ON i.order_id = o.id
-                      WHERE o.status = 'PENDING' AND o.payment_deadline <= now())
-     ORDER BY tt.id
-     LIMIT 1000
+  -- Set-based and bounded, so a hot ticket type is held for a few statements, not for a loop
+  -- over its orders (4000 overdue orders one by one held it ~1.8 s, near reserves' 2 s
+  -- lock_timeout). 1. The earliest-due overdue orders, at most p_limit, read without a lock.
+  SELECT array_agg(x.id) INTO v_candidates
+    FROM (SELECT o.id FROM orders o
+           WHERE o.status = 'PENDING' AND o.payment_deadline <= now()
+           ORDER BY o.payment_deadline, o.id
+           LIMIT greatest(coalesce(p_limit, 5000), 1)) x;
+  IF v_candidates IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- 2. Their ticket types in id order, skipping any someone holds right now (a callback paying
+  -- an order of it, a reserve): the next run picks those up.
+  SELECT array_agg(t.id) INTO v_types
+    FROM (SELECT tt.id FROM ticket_types tt
+           WHERE tt.id IN (SELECT i.ticket_type_id FROM order_items i WHERE i.order_id = ANY (v_candidates))
+           ORDER BY tt.id
+             FOR NO KEY UPDATE SKIP LOCKED) t;
+  IF v_types IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- 3. The orders ALL of whose types are held (an order over several types too), SKIP LOCKED,
+  -- still PENDING and overdue under the lock: TIMEOUT. Nothing here waits, so the expiry can
+  -- neither deadlock with a callback nor hold up the onsale.
+  WITH due AS (
+    SELECT o.id FROM orders o
+     WHERE o.id = ANY (v_candidates) AND o.status = 'PENDING' AND o.payment_deadline <= now()
+       AND NOT EXISTS (SELECT 1 FROM order_items i
+                        WHERE i.order_id = o.id AND i.ticket_type_id <> ALL (v_types))
+     ORDER BY o.id
        FOR NO KEY UPDATE SKIP LOCKED
-  LOOP
-    FOR v_order_id IN
-      SELECT o.id FROM orders o
-       WHERE o.status = 'PENDING' AND o.payment_deadline <= now()
-         AND EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id = v_ticket_type_id)
-         -- an order over several types needs all of them: those are taken in id order too
-         AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id <> v_ticket_type_id)
-       ORDER BY o.id
-       FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-      UPDATE orders SET status = 'TIMEOUT', updated_at = now() WHERE id = v_order_id;
-      UPDATE payments SET status = 'FAILED' WHERE order_id = v_order_id AND status = 'PENDING';
-      PERFORM internal.release_order_seats(v_order_id);
-      v_expired := v_expired + 1;
-    END LOOP;
-  END LOOP;
-  RETURN v_expired;
+  ), expired AS (
+    UPDATE orders o SET status = 'TIMEOUT', updated_at = now() FROM due WHERE o.id = due.id RETURNING o.id
+  )
+  SELECT array_agg(expired.id) INTO v_expired FROM expired;
+  IF v_expired IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- 4. Their payments, and the seats back: one update per table.
+  UPDATE payments SET status = 'FAILED' WHERE order_id = ANY (v_expired) AND status = 'PENDING';
+  UPDATE ticket_types tt
+     SET available_quantity = tt.available_quantity + x.seats, version = tt.version + 1
+    FROM (SELECT i.ticket_type_id, sum(i.quantity)::integer AS seats
+            FROM order_items i WHERE i.order_id = ANY (v_expired) GROUP BY i.ticket_type_id) x
+   WHERE tt.id = x.ticket_type_id;
+  RETURN cardinality(v_expired);
 END;
 $$;
 
 
-ALTER FUNCTION api.expire_pending_orders() OWNER TO booking_owner;
+ALTER FUNCTION api.expire_pending_orders(p_limit integer) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION expire_pending_orders(); Type: COMMENT; Schema: api; Owner: booking_owner
+-- Name: FUNCTION expire_pending_orders(p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.expire_pending_orders() IS '(DBA-only) PENDING orders past their payment deadline -> TIMEOUT, payment FAILED, seats back to stock; returns how many. pg_cron runs it every minute. Locks ticket_types rows in id order and order rows with SKIP LOCKED: never waits (a payment being applied right now wins; a late success after TIMEOUT re-takes the seats or is refunded). At most 1000 ticket types per call.';
+COMMENT ON FUNCTION api.expire_pending_orders(p_limit integer) IS '(DBA-only) PENDING orders past their payment deadline -> TIMEOUT, payment FAILED, seats back to stock; at most p_limit (default 5000) per call, earliest deadline first; returns how many. pg_cron runs it every minute (a DBA may call it again at once: each call is one bounded transaction). Set-based: a few statements whatever the count, so a ticket type is held briefly. Locks ticket_types rows in id order and order rows with SKIP LOCKED: never waits (a payment being applied right now wins; a late success after TIMEOUT re-takes the seats or is refunded); an order over several types expires once all of them could be locked.';
 
 
 --
@@ -2214,7 +2240,7 @@ BEGIN
      SET status = 'DONE', attempts = attempts + 1, provider_ref = left(p_provider_ref, 255),
          last_error = NULL, finished_at = now()
    WHERE id = p_refund_id;
-  IF v_refund.reason <> 'duplicate' AND v_order.status = 'REFUND_PENDING' THEN
+  IF v_refund.reason NOT IN ('duplicate', 'wrong_amount') AND v_order.status = 'REFUND_PENDING' THEN
     UPDATE orders SET status = 'REFUNDED', updated_at = now() WHERE id = v_order.id RETURNING * INTO v_order;
     UPDATE payments SET status = 'REFUNDED' WHERE order_id = v_order.id;
     SELECT e.* INTO v_event
@@ -2445,6 +2471,42 @@ COMMENT ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_hash
 
 
 --
+-- Name: refund_cancelled_event(uuid, integer); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.refund_cancelled_event(p_event_id uuid, p_limit integer DEFAULT 200) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_status text;
+BEGIN
+  IF p_limit IS NOT NULL AND (p_limit < 1 OR p_limit > 5000) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_limit must be between 1 and 5000';
+  END IF;
+  SELECT e.status INTO v_status FROM events e WHERE e.id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_status <> 'CANCELLED' THEN  -- a cancellation is final; anything else is a mistake
+    RAISE EXCEPTION USING ERRCODE = 'BKIST', MESSAGE = format('the event is %s, not CANCELLED', v_status);
+  END IF;
+  RETURN internal.cancel_event_orders(p_event_id, coalesce(p_limit, 200));
+END;
+$$;
+
+
+ALTER FUNCTION api.refund_cancelled_event(p_event_id uuid, p_limit integer) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION refund_cancelled_event(p_event_id uuid, p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.refund_cancelled_event(p_event_id uuid, p_limit integer) IS '(worker) One batch of a cancelled event''s orders (the refund_cancelled_event job calls it until remaining is 0; a DBA may too): at most p_limit (default 200, 1..5000) PAID orders -> REFUND_PENDING with a refund_payment job each, PENDING ones -> CANCELLED, seats back. Returns {event_id, refunded, cancelled, remaining}; orders locked by someone else right now are left for a later batch (counted in remaining). Locks the event''s ticket types (id order), then the orders (SKIP LOCKED). Raises BKVAL, BKNTF, BKIST (the event is not CANCELLED).';
+
+
+--
 -- Name: refund_email(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -2466,7 +2528,7 @@ BEGIN
            'refund', (SELECT json_build_object('id', r.id, 'amount', r.amount::text, 'reason', r.reason,
                                                'finished_at', r.finished_at)
                         FROM payment_refunds r
-                       WHERE r.order_id = o.id AND r.reason <> 'duplicate'),
+                       WHERE r.order_id = o.id AND r.reason NOT IN ('duplicate', 'wrong_amount')),
            'event', (SELECT json_build_object('id', e.id, 'slug', e.slug, 'name', e.name, 'location', e.location,
                                               'start_time', e.start_time, 'end_time', e.end_time)
                        FROM order_items i
@@ -2932,6 +2994,42 @@ COMMENT ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type
 
 
 --
+-- Name: resolve_payment_event(bigint, text); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.resolve_payment_event(p_event_id bigint, p_note text) RETURNS json
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    SET lock_timeout TO '2s'
+    AS $$
+DECLARE
+  v_event payment_events;
+BEGIN
+  IF p_note IS NULL OR btrim(p_note) = '' OR char_length(p_note) > 2000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'a note (1-2000 characters) says how it was settled';
+  END IF;
+  UPDATE payment_events SET resolved_at = coalesce(resolved_at, now()), resolved_note = btrim(p_note)
+   WHERE id = p_event_id
+  RETURNING * INTO v_event;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'payment event not found';
+  END IF;
+  RETURN json_build_object('id', v_event.id, 'outcome', v_event.outcome, 'resolved_at', v_event.resolved_at,
+                           'resolved_note', v_event.resolved_note);
+END;
+$$;
+
+
+ALTER FUNCTION api.resolve_payment_event(p_event_id bigint, p_note text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION resolve_payment_event(p_event_id bigint, p_note text); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.resolve_payment_event(p_event_id bigint, p_note text) IS '(DBA-only) Marks a provider event settled by hand (e.g. the money of an unknown reference returned through the provider''s dashboard), with a note; it leaves api.unresolved_payments. Returns {id, outcome, resolved_at, resolved_note}. Locks the event row. Raises BKVAL, BKNTF.';
+
+
+--
 -- Name: resume_waiting_room(uuid); Type: FUNCTION; Schema: api; Owner: booking_owner
 --
 
@@ -3362,6 +3460,34 @@ ALTER FUNCTION api.stuck_refunds(p_older_than interval) OWNER TO booking_owner;
 --
 
 COMMENT ON FUNCTION api.stuck_refunds(p_older_than interval) IS '(DBA-only) Refunds not DONE after p_older_than (default 15 minutes), oldest first, with their attempts, refusals (the provider said no for good), last error and their job''s status. A failed job: fix the cause and api.retry_job(job_id) (after a refusal the provider is asked under a new request id), or refund by hand and record it: api.record_refund(refund_id, true, ''<their ref>''). Locks nothing.';
+
+
+--
+-- Name: unresolved_payments(); Type: FUNCTION; Schema: api; Owner: booking_owner
+--
+
+CREATE FUNCTION api.unresolved_payments() RETURNS TABLE(id bigint, received_at timestamp with time zone, provider text, provider_txn_id text, transaction_id text, amount numeric, outcome text, order_id uuid, raw jsonb)
+    LANGUAGE sql STABLE SECURITY DEFINER
+    SET search_path TO 'pg_catalog', 'public', 'pg_temp'
+    AS $$
+  -- Verified money we kept without an order to put it on or a refund of it: an unknown
+  -- reference, or a wrong amount with no amount to give back.
+  SELECT e.id, e.received_at, e.provider, e.provider_txn_id, e.transaction_id, e.amount, e.outcome,
+         e.order_id, e.raw
+    FROM payment_events e
+   WHERE e.kind = 'success' AND e.outcome IN ('unknown_reference', 'wrong_amount') AND e.resolved_at IS NULL
+     AND NOT EXISTS (SELECT 1 FROM payment_refunds r WHERE r.payment_event_id = e.id)
+   ORDER BY e.id
+$$;
+
+
+ALTER FUNCTION api.unresolved_payments() OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION unresolved_payments(); Type: COMMENT; Schema: api; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION api.unresolved_payments() IS '(DBA-only) Successful provider events whose money is neither on an order nor being refunded: unknown_reference (no such payment of that provider) and wrong_amount without an amount, oldest first, until a DBA settles them with the provider and marks them (api.resolve_payment_event). Should be empty. Locks nothing.';
 
 
 --
@@ -3848,10 +3974,16 @@ BEGIN
   IF v_provider IS NULL OR v_provider NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'provider must be one of MOMO, ZALOPAY, BANKING, CARD';
   END IF;
+  -- NULL fails every comparison here explicitly: a NULL reference would escape the inbox's
+  -- unique indexes (NULLs are distinct) and so be applied twice.
   IF p_provider_txn_id IS NULL OR p_provider_txn_id = '' OR char_length(p_provider_txn_id) > 255
-     OR p_success IS NULL OR char_length(p_transaction_id) > 255 THEN
+     OR p_transaction_id IS NULL OR p_transaction_id = '' OR char_length(p_transaction_id) > 255
+     OR p_success IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
-      MESSAGE = 'provider_txn_id (1-255 characters) and success are required';
+      MESSAGE = 'provider_txn_id and transaction_id (1-255 characters each) and success are required';
+  END IF;
+  IF p_amount < 0 OR p_amount >= 1e12 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'amount must be between 0 and 999999999999.99';
   END IF;
   v_kind := CASE WHEN p_success THEN 'success' ELSE 'failure' END;
 
@@ -3877,6 +4009,14 @@ BEGIN
        AND (pe.kind = 'success' OR (pe.kind = v_kind AND pe.transaction_id IS NOT DISTINCT FROM p_transaction_id))
      ORDER BY pe.id LIMIT 1;
     RETURN json_build_object('outcome', 'duplicate', 'order_id', v_prior.order_id, 'first_outcome', v_prior.outcome);
+  END IF;
+  IF v_outcome = 'wrong_amount' AND p_amount > 0 THEN
+    -- Verified money of the wrong amount: it goes back as it came (the order does not change,
+    -- no seats, no ticket type lock; the refund row locks the order's key only). Without an
+    -- amount there is nothing to refund: api.unresolved_payments lists it for a DBA, as it
+    -- lists unknown references.
+    RETURN json_build_object('outcome', v_outcome, 'order_id', v_payment.order_id,
+      'refund_id', internal.start_refund(v_payment.order_id, 'wrong_amount', p_amount, p_provider_txn_id, v_event_id));
   END IF;
   IF v_outcome IS NOT NULL THEN
     RETURN json_build_object('outcome', v_outcome,
@@ -3983,19 +4123,25 @@ COMMENT ON FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) IS 
 
 
 --
--- Name: cancel_event_orders(uuid); Type: FUNCTION; Schema: internal; Owner: booking_owner
+-- Name: cancel_event_orders(uuid, integer); Type: FUNCTION; Schema: internal; Owner: booking_owner
 --
 
-CREATE FUNCTION internal.cancel_event_orders(p_event_id uuid) RETURNS integer
+CREATE FUNCTION internal.cancel_event_orders(p_event_id uuid, p_limit integer) RETURNS json
     LANGUAGE plpgsql
     AS $$
 DECLARE
   v_order record;
-  v_count integer := 0;
+  v_refunded integer := 0;
+  v_cancelled integer := 0;
+  v_remaining integer;
 BEGIN
-  -- The caller holds the event row. Its ticket types in id order, then each order: PAID ones
-  -- are refunded through refund_payment jobs (tickets CANCELLED), PENDING ones cancelled (a
-  -- payment arriving later finds the event cancelled and is refunded).
+  -- One batch of a cancelled event's orders (the refund_cancelled_event job calls this until
+  -- none is left, each batch its own short transaction): the event's ticket types in id order,
+  -- then at most p_limit of its PAID and PENDING orders in id order, SKIP LOCKED (an order a
+  -- callback, a refund or the buyer holds right now is left for a later batch; a callback sees
+  -- the event cancelled by itself). PAID ones are refunded through refund_payment jobs (tickets
+  -- CANCELLED), PENDING ones cancelled (a payment arriving later finds the event cancelled and
+  -- is refunded).
   PERFORM 1 FROM public.ticket_types tt WHERE tt.event_id = p_event_id ORDER BY tt.id FOR NO KEY UPDATE;
   FOR v_order IN
     SELECT o.id, o.status FROM public.orders o
@@ -4004,29 +4150,37 @@ BEGIN
                       JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
                      WHERE tt.event_id = p_event_id)
      ORDER BY o.id
-       FOR NO KEY UPDATE
+     LIMIT greatest(coalesce(p_limit, 200), 1)
+       FOR NO KEY UPDATE SKIP LOCKED
   LOOP
     IF v_order.status = 'PAID' THEN
       PERFORM internal.refund_paid_order(v_order.id, 'event_cancelled');
+      v_refunded := v_refunded + 1;
     ELSE
       UPDATE public.orders SET status = 'CANCELLED', updated_at = now() WHERE id = v_order.id;
       UPDATE public.payments SET status = 'FAILED' WHERE order_id = v_order.id;
       PERFORM internal.release_order_seats(v_order.id);
+      v_cancelled := v_cancelled + 1;
     END IF;
-    v_count := v_count + 1;
   END LOOP;
-  RETURN v_count;
+  SELECT count(*) INTO v_remaining FROM public.orders o
+   WHERE o.status IN ('PAID', 'PENDING')
+     AND o.id IN (SELECT i.order_id FROM public.order_items i
+                    JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+                   WHERE tt.event_id = p_event_id);
+  RETURN json_build_object('event_id', p_event_id, 'refunded', v_refunded, 'cancelled', v_cancelled,
+                           'remaining', v_remaining);
 END;
 $$;
 
 
-ALTER FUNCTION internal.cancel_event_orders(p_event_id uuid) OWNER TO booking_owner;
+ALTER FUNCTION internal.cancel_event_orders(p_event_id uuid, p_limit integer) OWNER TO booking_owner;
 
 --
--- Name: FUNCTION cancel_event_orders(p_event_id uuid); Type: COMMENT; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION cancel_event_orders(p_event_id uuid, p_limit integer); Type: COMMENT; Schema: internal; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION internal.cancel_event_orders(p_event_id uuid) IS 'An event was cancelled: its PAID orders go REFUND_PENDING with a refund job each, its PENDING ones CANCELLED (seats back). Locks the event''s ticket types (id order), then the orders (id order). The caller holds the event row. Returns how many orders it changed.';
+COMMENT ON FUNCTION internal.cancel_event_orders(p_event_id uuid, p_limit integer) IS 'One batch of a cancelled event''s orders: at most p_limit of its PAID orders go REFUND_PENDING with a refund job each, its PENDING ones CANCELLED (seats back). Locks the event''s ticket types (id order), then the orders (id order, SKIP LOCKED). Returns {event_id, refunded, cancelled, remaining} (remaining: PAID/PENDING orders still to do, locked ones included).';
 
 
 --
@@ -6833,6 +6987,8 @@ CREATE TABLE public.payment_events (
     received_at timestamp with time zone DEFAULT now() NOT NULL,
     outcome text NOT NULL,
     order_id uuid,
+    resolved_at timestamp with time zone,
+    resolved_note text,
     CONSTRAINT chk_payment_events_kind CHECK ((kind = ANY (ARRAY['success'::text, 'failure'::text, 'refund'::text]))),
     CONSTRAINT chk_payment_events_outcome CHECK ((outcome = ANY (ARRAY['paid'::text, 'late_paid'::text, 'refund_pending'::text, 'cancelled'::text, 'ignored'::text, 'wrong_amount'::text, 'unknown_reference'::text]))),
     CONSTRAINT chk_payment_events_provider CHECK ((provider = ANY (ARRAY['MOMO'::text, 'ZALOPAY'::text, 'BANKING'::text, 'CARD'::text])))
@@ -6846,6 +7002,13 @@ ALTER TABLE public.payment_events OWNER TO booking_owner;
 --
 
 COMMENT ON TABLE public.payment_events IS 'Inbox of provider events (callbacks, reconciliation answers), unique per provider transaction; outcome says what applying it did.';
+
+
+--
+-- Name: COLUMN payment_events.resolved_at; Type: COMMENT; Schema: public; Owner: booking_owner
+--
+
+COMMENT ON COLUMN public.payment_events.resolved_at IS 'A DBA settled this refused success by hand (api.resolve_payment_event); resolved_note says how.';
 
 
 --
@@ -6891,7 +7054,7 @@ CREATE TABLE public.payment_refunds (
     finished_at timestamp with time zone,
     CONSTRAINT chk_payment_refunds_amount CHECK ((amount >= (0)::numeric)),
     CONSTRAINT chk_payment_refunds_attempts CHECK ((attempts >= 0)),
-    CONSTRAINT chk_payment_refunds_reason CHECK ((reason = ANY (ARRAY['admin'::text, 'event_cancelled'::text, 'late_no_seats'::text, 'late_over_cap'::text, 'duplicate'::text]))),
+    CONSTRAINT chk_payment_refunds_reason CHECK ((reason = ANY (ARRAY['admin'::text, 'event_cancelled'::text, 'late_no_seats'::text, 'late_over_cap'::text, 'duplicate'::text, 'wrong_amount'::text]))),
     CONSTRAINT chk_payment_refunds_refusals CHECK (((refusals >= 0) AND (refusals <= attempts))),
     CONSTRAINT chk_payment_refunds_status CHECK ((status = ANY (ARRAY['PENDING'::text, 'DONE'::text])))
 );
@@ -7849,6 +8012,13 @@ CREATE INDEX idx_payment_events_received ON public.payment_events USING btree (r
 
 
 --
+-- Name: idx_payment_events_unresolved; Type: INDEX; Schema: public; Owner: booking_owner
+--
+
+CREATE INDEX idx_payment_events_unresolved ON public.payment_events USING btree (id) WHERE ((kind = 'success'::text) AND (outcome = ANY (ARRAY['unknown_reference'::text, 'wrong_amount'::text])) AND (resolved_at IS NULL));
+
+
+--
 -- Name: idx_payment_refunds_order; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
@@ -8139,7 +8309,7 @@ CREATE UNIQUE INDEX uq_payment_refunds_event ON public.payment_refunds USING btr
 -- Name: uq_payment_refunds_order; Type: INDEX; Schema: public; Owner: booking_owner
 --
 
-CREATE UNIQUE INDEX uq_payment_refunds_order ON public.payment_refunds USING btree (order_id) WHERE (reason <> 'duplicate'::text);
+CREATE UNIQUE INDEX uq_payment_refunds_order ON public.payment_refunds USING btree (order_id) WHERE (reason <> ALL (ARRAY['duplicate'::text, 'wrong_amount'::text]));
 
 
 --
@@ -8679,10 +8849,10 @@ GRANT ALL ON FUNCTION api.end_session(p_user_id uuid, p_session_id uuid) TO book
 
 
 --
--- Name: FUNCTION expire_pending_orders(); Type: ACL; Schema: api; Owner: booking_owner
+-- Name: FUNCTION expire_pending_orders(p_limit integer); Type: ACL; Schema: api; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION api.expire_pending_orders() FROM PUBLIC;
+REVOKE ALL ON FUNCTION api.expire_pending_orders(p_limit integer) FROM PUBLIC;
 
 
 --
@@ -8937,6 +9107,14 @@ GRANT ALL ON FUNCTION api.refresh_session(p_refresh_hash bytea, p_new_refresh_ha
 
 
 --
+-- Name: FUNCTION refund_cancelled_event(p_event_id uuid, p_limit integer); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.refund_cancelled_event(p_event_id uuid, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION api.refund_cancelled_event(p_event_id uuid, p_limit integer) TO booking_worker;
+
+
+--
 -- Name: FUNCTION refund_email(p_order_id uuid); Type: ACL; Schema: api; Owner: booking_owner
 --
 
@@ -8997,6 +9175,13 @@ GRANT ALL ON FUNCTION api.reserve_tickets_batch(p_requests api.reserve_request[]
 
 REVOKE ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) FROM PUBLIC;
 GRANT ALL ON FUNCTION api.reserve_tickets_optimistic(p_user_id uuid, p_ticket_type_id uuid, p_quantity integer, p_idempotency_key text, p_admission_token text) TO booking_gateway;
+
+
+--
+-- Name: FUNCTION resolve_payment_event(p_event_id bigint, p_note text); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.resolve_payment_event(p_event_id bigint, p_note text) FROM PUBLIC;
 
 
 --
@@ -9090,6 +9275,13 @@ REVOKE ALL ON FUNCTION api.set_waiting_room_rate(p_event_id uuid, p_rate integer
 --
 
 REVOKE ALL ON FUNCTION api.stuck_refunds(p_older_than interval) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION unresolved_payments(); Type: ACL; Schema: api; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION api.unresolved_payments() FROM PUBLIC;
 
 
 --
@@ -9205,10 +9397,10 @@ REVOKE ALL ON FUNCTION internal.buyer_lock_key(p_event_id uuid, p_user_id uuid) 
 
 
 --
--- Name: FUNCTION cancel_event_orders(p_event_id uuid); Type: ACL; Schema: internal; Owner: booking_owner
+-- Name: FUNCTION cancel_event_orders(p_event_id uuid, p_limit integer); Type: ACL; Schema: internal; Owner: booking_owner
 --
 
-REVOKE ALL ON FUNCTION internal.cancel_event_orders(p_event_id uuid) FROM PUBLIC;
+REVOKE ALL ON FUNCTION internal.cancel_event_orders(p_event_id uuid, p_limit integer) FROM PUBLIC;
 
 
 --

@@ -12,7 +12,8 @@ GRANT EXECUTE ON FUNCTION
   api.confirmation_email, api.record_confirmation_attempt, api.record_confirmation_sent,
   api.webhook_delivery, api.record_webhook_attempt, api.close_webhook_delivery,
   api.refund_request, api.record_refund, api.payments_to_reconcile, api.reconcile_payment,
-  api.refund_email, api.record_refund_email_attempt, api.record_refund_email_sent
+  api.refund_email, api.record_refund_email_attempt, api.record_refund_email_sent,
+  api.refund_cancelled_event
 TO booking_worker;
 
 DO $$

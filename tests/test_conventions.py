@@ -165,6 +165,8 @@ DBA_ONLY_CALLS = {
     "pending_payments": "",
     "payment_inbox": "",
     "stuck_refunds": "",
+    "unresolved_payments": "",
+    "resolve_payment_event": "1, 'x'",
 }
 
 

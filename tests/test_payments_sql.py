@@ -80,6 +80,16 @@ def jobs(owner: psycopg.Connection, task: str) -> list[dict[str, Any]]:
     return [dict(zip(("id", "queue", "priority", "args"), r, strict=True)) for r in rows]
 
 
+def settle_cancel(conn: psycopg.Connection, event_id: str, limit: int = 200) -> list[dict[str, Any]]:
+    """What the refund_cancelled_event job does: batches until none is left; the batches."""
+    batches = []
+    while True:
+        batches.append(call(conn, "refund_cancelled_event", p_event_id=event_id, p_limit=limit))
+        if batches[-1]["remaining"] == 0:
+            return batches
+        assert len(batches) < 1000, batches[-3:]
+
+
 def expire_now(owner: psycopg.Connection, order_id: str) -> None:
     """The payment deadline passes (instead of waiting 15 minutes)."""
     owner.execute("UPDATE orders SET payment_deadline = now() - interval '1 second' WHERE id = %s", (order_id,))
@@ -418,7 +428,7 @@ def test_refund_after_the_event_started_keeps_the_seats_off_sale(
 
 
 def test_cancelling_an_event_refunds_its_paid_orders_and_cancels_pending_ones(
-    gw: psycopg.Connection, owner: psycopg.Connection, provider_mode: None
+    gw: psycopg.Connection, owner: psycopg.Connection, connect: Connect, provider_mode: None
 ) -> None:
     tt = make_ticket_type(gw, quantity=10)
     paid = [checkout(gw, tt, 2) for _ in range(3)]
@@ -429,6 +439,16 @@ def test_cancelling_an_event_refunds_its_paid_orders_and_cancels_pending_ones(
     untouched = checkout(gw, other_tt, 1)
     pay(gw, untouched)
     call(gw, "cancel_event", p_event_id=tt["event_id"])
+    # The cancel only flips the status and queues one job; the job's batches do the orders.
+    assert {state(owner, o["id"])["order"] for o in paid} == {"PAID"}
+    [job] = jobs(owner, "refund_cancelled_event")
+    assert job["queue"] == "payments" and job["args"] == {"event_id": tt["event_id"]}
+    assert violations(gw) == []
+    batches = settle_cancel(connect(WORKER_ROLE), tt["event_id"], limit=2)
+    # Two per batch, in id order (paid and pending mixed): 3 refunded and 1 cancelled in all.
+    assert [b["refunded"] + b["cancelled"] for b in batches] == [2, 2]
+    assert [b["remaining"] for b in batches] == [2, 0]
+    assert sum(b["refunded"] for b in batches) == 3 and sum(b["cancelled"] for b in batches) == 1
     assert {state(owner, o["id"])["order"] for o in paid} == {"REFUND_PENDING"}
     assert all(state(owner, o["id"])["unused"] == 0 for o in paid)
     assert state(owner, waiting["id"])["order"] == "CANCELLED"
@@ -437,8 +457,11 @@ def test_cancelling_an_event_refunds_its_paid_orders_and_cancels_pending_ones(
     assert len(refund_jobs) == 3
     assert owner.execute("SELECT DISTINCT reason FROM payment_refunds").fetchall() == [("event_cancelled",)]
     assert stock(gw, tt) == 10 and violations(gw) == []
-    call(gw, "cancel_event", p_event_id=tt["event_id"])  # again: nothing more
-    assert len(jobs(owner, "refund_payment")) == 3
+    call(gw, "cancel_event", p_event_id=tt["event_id"])  # again: its job is still queued, nothing more
+    assert len(jobs(owner, "refund_payment")) == 3 and len(jobs(owner, "refund_cancelled_event")) == 1
+    assert settle_cancel(owner, tt["event_id"]) == [
+        {"event_id": tt["event_id"], "refunded": 0, "cancelled": 0, "remaining": 0}
+    ]
     # The pending order's money arrives now: it goes back.
     assert pay(gw, waiting)["outcome"] == "refund_pending"
     assert state(owner, waiting["id"])["order"] == "REFUND_PENDING" and violations(gw) == []
@@ -449,6 +472,7 @@ def test_cancelling_an_event_refunds_instant_mode_orders_too(gw: psycopg.Connect
     res = reserve(gw, user, tt, 2)
     order = call(gw, "complete_booking", p_user_id=user["id"], p_reservation_id=res["id"], p_payment_method="CARD")
     call(gw, "cancel_event", p_event_id=tt["event_id"])
+    settle_cancel(owner, tt["event_id"])
     assert state(owner, order["id"])["order"] == "REFUND_PENDING"
     assert stock(gw, tt) == 3 and violations(gw) == [] and len(jobs(owner, "refund_payment")) == 1
 
@@ -612,6 +636,7 @@ def test_two_payments_of_one_order_and_an_event_cancel_at_once_never_deadlock(
             lambda c, t=tt: call(c, "cancel_event", p_event_id=t["event_id"])["status"],
         )
         assert not [o for o in outcomes if str(o).startswith("error")], outcomes
+        settle_cancel(owner, tt["event_id"])
         # Whatever the order of events: nothing stays PAID in a cancelled event, every payment
         # is either refunded or pending refund, and the stock balances.
         assert state(owner, order["id"])["order"] == "REFUND_PENDING"

@@ -8,6 +8,8 @@ Tasks (queue, priority; the SQL that defers them is in sql/functions/90_delivery
 - `reconcile_payments`, queue `payments`, priority 10, periodic (every minute, one at a time)
 - `deliver_webhook(delivery_id)`, queue `webhooks`, priority 50
 - `purge_finished_jobs`, queue `housekeeping`, priority 0, periodic (hourly)
+- `refund_cancelled_event(event_id)`, queue `payments`, priority 90 (lock `cancel_event:<id>`):
+  a cancelled event's orders, in batches (sql/functions/95_payments.sql)
 
 Every database call is one `api.*` function (WORKER_CALLS) in its own short transaction; no
 transaction is open while a task talks SMTP or HTTP (to a webhook or a payment provider). A
@@ -58,6 +60,12 @@ POOL_WAIT_SECONDS = 5.0
 RECONCILE_AFTER = timedelta(minutes=3)
 RECONCILE_BATCH = 50
 RECONCILE_BUDGET_SECONDS = 45.0
+# refund_cancelled_event: orders per batch (~2 ms each, the event's ticket types held meanwhile),
+# and how long it waits for orders others hold before it lets the job be retried.
+CANCEL_BATCH = 200
+CANCEL_IDLE_SECONDS = 1.0
+CANCEL_IDLE_BATCHES = 30
+CANCEL_RETRY = CappedExponential(5.0, 300.0)
 
 
 # Stalled-job recovery, one row-locked statement each (procrastinate 3.10's versioned functions:
@@ -331,6 +339,29 @@ class Runtime:
             log.warning("webhook delivery %s: %s (%s)", delivery_id, outcome, attempt.error)
         return outcome
 
+    # --- an event's cancellation (review fixes of issue 12) --------------------------------
+
+    async def refund_cancelled_event(self, context: JobContext, event_id: str) -> str:
+        """Settles a cancelled event's orders: api.refund_cancelled_event, one batch per call (its
+        own short transaction), until none is left. Orders someone holds right now are skipped by
+        a batch; when a batch finds only those, it waits a moment. Still stuck after that: Retry
+        (the job runs again later; api.cancel_event queues it again if it failed for good)."""
+        refunded = cancelled = idle = 0
+        while True:
+            batch = await self.fetch(
+                "refund_cancelled_event", f"event {event_id} does not exist",
+                p_event_id=event_id, p_limit=CANCEL_BATCH,
+            )  # fmt: skip
+            refunded += batch["refunded"]
+            cancelled += batch["cancelled"]
+            if batch["remaining"] == 0:
+                return f"event {event_id}: {refunded} orders refunded, {cancelled} cancelled"
+            idle = idle + 1 if batch["refunded"] + batch["cancelled"] == 0 else 0
+            if idle > CANCEL_IDLE_BATCHES:
+                raise Retry(f"event {event_id}: {batch['remaining']} orders stay locked by others")
+            if idle:
+                await asyncio.sleep(CANCEL_IDLE_SECONDS)
+
     # --- stalled jobs ----------------------------------------------------------------------
 
     async def recover_stalled_once(self, app: App) -> int:
@@ -429,6 +460,10 @@ def build_app(runtime: Runtime) -> App:
         lock="reconcile_payments", queueing_lock="reconcile_payments",
     )(runtime.reconcile_payments)  # fmt: skip
     app.periodic(cron="* * * * *", periodic_id="every_minute")(reconcile)
+
+    app.task(name="refund_cancelled_event", queue="payments", priority=90, pass_context=True, retry=CANCEL_RETRY)(
+        runtime.refund_cancelled_event
+    )
 
     async def purge_finished_jobs(context: JobContext, timestamp: int) -> None:
         await context.app.job_manager.delete_old_jobs(nb_hours=PURGE_AFTER_HOURS, include_cancelled=True)

@@ -19,4 +19,6 @@ WORKER_CALLS = frozenset({
     "refund_email",
     "record_refund_email_attempt",
     "record_refund_email_sent",
+    # Review fixes: an event's cancellation settled in batches (the refund_cancelled_event job).
+    "refund_cancelled_event",
 })  # fmt: skip

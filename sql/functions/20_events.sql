@@ -379,18 +379,28 @@ DECLARE
   v_event json;
 BEGIN
   v_event := internal.set_event_status(p_event_id, 'CANCELLED', ARRAY['DRAFT', 'PUBLISHED']);
-  -- Every paid order is refunded through a refund_payment job, pending ones are cancelled
-  -- (sql/functions/95_payments.sql). A repeated cancel finds nothing left to do.
-  PERFORM internal.cancel_event_orders(p_event_id);
+  -- Only the status flips here (sales stop at once): the orders are settled by one
+  -- refund_cancelled_event job, in batches of a few hundred, each its own short transaction
+  -- (sql/functions/95_payments.sql), so an event of thousands of orders cancels in one short
+  -- transaction. A repeated cancel queues the job again if none is waiting or running (a
+  -- failed or lost one); a job with nothing left to do ends at once.
+  IF NOT EXISTS (SELECT 1 FROM procrastinate_jobs j  -- the job's lock names the event
+                  WHERE j.status IN ('todo', 'doing') AND j.lock = 'cancel_event:' || p_event_id
+                    AND j.task_name = 'refund_cancelled_event') THEN
+    PERFORM internal.defer_job('refund_cancelled_event', 'payments', 90,
+                               jsonb_build_object('event_id', p_event_id), 'cancel_event:' || p_event_id);
+  END IF;
   RETURN v_event;
 END;
 $$;
 COMMENT ON FUNCTION api.cancel_event(uuid) IS
   'DRAFT/PUBLISHED -> CANCELLED. Sales stop at once; active holds can no longer be completed '
-  'and return to stock when they expire; every PAID order becomes REFUND_PENDING (tickets '
-  'CANCELLED, seats back, a refund_payment job each: the worker refunds through the provider), '
-  'every PENDING one CANCELLED. Locks the event row, its ticket types (id order), then its '
-  'orders (id order). Raises BKNTF, BKIST.';
+  'and return to stock when they expire. One refund_cancelled_event job (queue payments, lock '
+  'cancel_event:<id>) then settles the orders in batches (api.refund_cancelled_event): every PAID '
+  'order becomes REFUND_PENDING (tickets CANCELLED, seats back, a refund_payment job each: the '
+  'worker refunds through the provider), every PENDING one CANCELLED. Already CANCELLED: '
+  'returned unchanged, the job queued again if none is waiting or running. Locks the event row '
+  'only. Raises BKNTF, BKIST.';
 
 
 CREATE OR REPLACE FUNCTION api.create_ticket_type(

@@ -142,7 +142,7 @@ AS $$
     FROM orders o
    WHERE o.status = 'REFUND_PENDING'
      AND NOT EXISTS (SELECT 1 FROM payment_refunds r
-                      WHERE r.order_id = o.id AND r.reason <> 'duplicate' AND r.status = 'PENDING')
+                      WHERE r.order_id = o.id AND r.reason NOT IN ('duplicate', 'wrong_amount') AND r.status = 'PENDING')
   UNION ALL
   -- The expiry job runs every minute and skips only what is locked at that moment.
   SELECT 'pending_overdue', o.id, format('PENDING since %s, deadline %s', o.created_at, o.payment_deadline)

@@ -10,7 +10,12 @@
 -- would wait for that while its holder waits for our ticket type lock (a deadlock, found by
 -- tests/test_payments_sql.py: a callback and the buyer's cancel at once). A function that starts from an order reads the order's ticket types
 -- WITHOUT a lock first (order_items never change), locks them, then locks the order and checks
--- its status again. The expiry skips locked rows (SKIP LOCKED) and so never waits. No lock is
+-- its status again. The expiry skips locked rows (SKIP LOCKED) and so never waits. An event's
+-- cancellation batch (api.refund_cancelled_event) locks the event's types, then orders with SKIP
+-- LOCKED. A wrong-amount refund locks no type (its refund row takes the order's key share, as
+-- the inbox insert does). Callbacks lock the types even for PENDING -> PAID (no stock change):
+-- the status is known only under the order's lock, and a type locked after the order would
+-- invert this order (deadlock with api.cancel_order). No lock is
 -- held across a network call: the worker reads (api.refund_request), calls the provider with no
 -- transaction open, and records (api.record_refund).
 
@@ -247,17 +252,23 @@ COMMENT ON FUNCTION internal.refund_paid_order(uuid, text) IS
   '(seats_kept), a refund of the payment started. The caller holds the types'' and the order''s locks.';
 
 
-CREATE OR REPLACE FUNCTION internal.cancel_event_orders(p_event_id uuid)
-RETURNS integer
+CREATE OR REPLACE FUNCTION internal.cancel_event_orders(p_event_id uuid, p_limit integer)
+RETURNS json
 LANGUAGE plpgsql VOLATILE
 AS $$
 DECLARE
   v_order record;
-  v_count integer := 0;
+  v_refunded integer := 0;
+  v_cancelled integer := 0;
+  v_remaining integer;
 BEGIN
-  -- The caller holds the event row. Its ticket types in id order, then each order: PAID ones
-  -- are refunded through refund_payment jobs (tickets CANCELLED), PENDING ones cancelled (a
-  -- payment arriving later finds the event cancelled and is refunded).
+  -- One batch of a cancelled event's orders (the refund_cancelled_event job calls this until
+  -- none is left, each batch its own short transaction): the event's ticket types in id order,
+  -- then at most p_limit of its PAID and PENDING orders in id order, SKIP LOCKED (an order a
+  -- callback, a refund or the buyer holds right now is left for a later batch; a callback sees
+  -- the event cancelled by itself). PAID ones are refunded through refund_payment jobs (tickets
+  -- CANCELLED), PENDING ones cancelled (a payment arriving later finds the event cancelled and
+  -- is refunded).
   PERFORM 1 FROM public.ticket_types tt WHERE tt.event_id = p_event_id ORDER BY tt.id FOR NO KEY UPDATE;
   FOR v_order IN
     SELECT o.id, o.status FROM public.orders o
@@ -266,24 +277,33 @@ BEGIN
                       JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
                      WHERE tt.event_id = p_event_id)
      ORDER BY o.id
-       FOR NO KEY UPDATE
+     LIMIT greatest(coalesce(p_limit, 200), 1)
+       FOR NO KEY UPDATE SKIP LOCKED
   LOOP
     IF v_order.status = 'PAID' THEN
       PERFORM internal.refund_paid_order(v_order.id, 'event_cancelled');
+      v_refunded := v_refunded + 1;
     ELSE
       UPDATE public.orders SET status = 'CANCELLED', updated_at = now() WHERE id = v_order.id;
       UPDATE public.payments SET status = 'FAILED' WHERE order_id = v_order.id;
       PERFORM internal.release_order_seats(v_order.id);
+      v_cancelled := v_cancelled + 1;
     END IF;
-    v_count := v_count + 1;
   END LOOP;
-  RETURN v_count;
+  SELECT count(*) INTO v_remaining FROM public.orders o
+   WHERE o.status IN ('PAID', 'PENDING')
+     AND o.id IN (SELECT i.order_id FROM public.order_items i
+                    JOIN public.ticket_types tt ON tt.id = i.ticket_type_id
+                   WHERE tt.event_id = p_event_id);
+  RETURN json_build_object('event_id', p_event_id, 'refunded', v_refunded, 'cancelled', v_cancelled,
+                           'remaining', v_remaining);
 END;
 $$;
-COMMENT ON FUNCTION internal.cancel_event_orders(uuid) IS
-  'An event was cancelled: its PAID orders go REFUND_PENDING with a refund job each, its PENDING '
-  'ones CANCELLED (seats back). Locks the event''s ticket types (id order), then the orders (id '
-  'order). The caller holds the event row. Returns how many orders it changed.';
+COMMENT ON FUNCTION internal.cancel_event_orders(uuid, integer) IS
+  'One batch of a cancelled event''s orders: at most p_limit of its PAID orders go REFUND_PENDING '
+  'with a refund job each, its PENDING ones CANCELLED (seats back). Locks the event''s ticket types '
+  '(id order), then the orders (id order, SKIP LOCKED). Returns {event_id, refunded, cancelled, '
+  'remaining} (remaining: PAID/PENDING orders still to do, locked ones included).';
 
 
 CREATE OR REPLACE FUNCTION internal.apply_payment_event(
@@ -308,10 +328,16 @@ BEGIN
   IF v_provider IS NULL OR v_provider NOT IN ('MOMO', 'ZALOPAY', 'BANKING', 'CARD') THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'provider must be one of MOMO, ZALOPAY, BANKING, CARD';
   END IF;
+  -- NULL fails every comparison here explicitly: a NULL reference would escape the inbox's
+  -- unique indexes (NULLs are distinct) and so be applied twice.
   IF p_provider_txn_id IS NULL OR p_provider_txn_id = '' OR char_length(p_provider_txn_id) > 255
-     OR p_success IS NULL OR char_length(p_transaction_id) > 255 THEN
+     OR p_transaction_id IS NULL OR p_transaction_id = '' OR char_length(p_transaction_id) > 255
+     OR p_success IS NULL THEN
     RAISE EXCEPTION USING ERRCODE = 'BKVAL',
-      MESSAGE = 'provider_txn_id (1-255 characters) and success are required';
+      MESSAGE = 'provider_txn_id and transaction_id (1-255 characters each) and success are required';
+  END IF;
+  IF p_amount < 0 OR p_amount >= 1e12 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'amount must be between 0 and 999999999999.99';
   END IF;
   v_kind := CASE WHEN p_success THEN 'success' ELSE 'failure' END;
 
@@ -337,6 +363,14 @@ BEGIN
        AND (pe.kind = 'success' OR (pe.kind = v_kind AND pe.transaction_id IS NOT DISTINCT FROM p_transaction_id))
      ORDER BY pe.id LIMIT 1;
     RETURN json_build_object('outcome', 'duplicate', 'order_id', v_prior.order_id, 'first_outcome', v_prior.outcome);
+  END IF;
+  IF v_outcome = 'wrong_amount' AND p_amount > 0 THEN
+    -- Verified money of the wrong amount: it goes back as it came (the order does not change,
+    -- no seats, no ticket type lock; the refund row locks the order's key only). Without an
+    -- amount there is nothing to refund: api.unresolved_payments lists it for a DBA, as it
+    -- lists unknown references.
+    RETURN json_build_object('outcome', v_outcome, 'order_id', v_payment.order_id,
+      'refund_id', internal.start_refund(v_payment.order_id, 'wrong_amount', p_amount, p_provider_txn_id, v_event_id));
   END IF;
   IF v_outcome IS NOT NULL THEN
     RETURN json_build_object('outcome', v_outcome,
@@ -516,7 +550,8 @@ COMMENT ON FUNCTION api.apply_payment_event(text, text, text, numeric, boolean, 
   'transaction); late_paid (after the deadline or after TIMEOUT/CANCELLED, seats re-taken); '
   'refund_pending (no seats left, event cancelled, or a second payment of a paid order: a refund '
   'job); cancelled (failure: PENDING -> CANCELLED, seats back); ignored (a failure for an order '
-  'no longer PENDING); wrong_amount, unknown_reference (recorded, nothing else changes); '
+  'no longer PENDING); wrong_amount (the order does not change; that money is refunded: a refund '
+  'job, refund_id in the answer); unknown_reference (recorded only: api.unresolved_payments); '
   'duplicate (this provider transaction was applied before: nothing changes; first_outcome says '
   'what it did). Locks the inbox key, the order''s ticket types, the order, its payment. Raises BKVAL.';
 
@@ -674,7 +709,7 @@ BEGIN
      SET status = 'DONE', attempts = attempts + 1, provider_ref = left(p_provider_ref, 255),
          last_error = NULL, finished_at = now()
    WHERE id = p_refund_id;
-  IF v_refund.reason <> 'duplicate' AND v_order.status = 'REFUND_PENDING' THEN
+  IF v_refund.reason NOT IN ('duplicate', 'wrong_amount') AND v_order.status = 'REFUND_PENDING' THEN
     UPDATE orders SET status = 'REFUNDED', updated_at = now() WHERE id = v_order.id RETURNING * INTO v_order;
     UPDATE payments SET status = 'REFUNDED' WHERE order_id = v_order.id;
     SELECT e.* INTO v_event
@@ -726,7 +761,7 @@ BEGIN
            'refund', (SELECT json_build_object('id', r.id, 'amount', r.amount::text, 'reason', r.reason,
                                                'finished_at', r.finished_at)
                         FROM payment_refunds r
-                       WHERE r.order_id = o.id AND r.reason <> 'duplicate'),
+                       WHERE r.order_id = o.id AND r.reason NOT IN ('duplicate', 'wrong_amount')),
            'event', (SELECT json_build_object('id', e.id, 'slug', e.slug, 'name', e.name, 'location', e.location,
                                               'start_time', e.start_time, 'end_time', e.end_time)
                        FROM order_items i
@@ -864,52 +899,73 @@ COMMENT ON FUNCTION api.reconcile_payment(text, text, text, numeric, boolean, js
 
 -- Maintenance and the DBAs' functions.
 
-CREATE OR REPLACE FUNCTION api.expire_pending_orders()
+CREATE OR REPLACE FUNCTION api.expire_pending_orders(p_limit integer DEFAULT 5000)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = pg_catalog, public, pg_temp
 AS $$
 DECLARE
-  v_ticket_type_id uuid;
-  v_order_id uuid;
-  v_expired integer := 0;
+  v_candidates uuid[];
+  v_types uuid[];
+  v_expired uuid[];
 BEGIN
-  -- Ticket types in id order, skipping any someone holds right now (a callback paying an
-  -- order of it, a reserve): the next run picks it up. Orders with SKIP LOCKED too. Nothing
-  -- here waits, so it can neither deadlock with a callback nor hold up the onsale.
-  FOR v_ticket_type_id IN
-    SELECT tt.id
-      FROM ticket_types tt
-     WHERE tt.id IN (SELECT i.ticket_type_id FROM orders o JOIN order_items i ON i.order_id = o.id
-                      WHERE o.status = 'PENDING' AND o.payment_deadline <= now())
-     ORDER BY tt.id
-     LIMIT 1000
+  -- Set-based and bounded, so a hot ticket type is held for a few statements, not for a loop
+  -- over its orders (4000 overdue orders one by one held it ~1.8 s, near reserves' 2 s
+  -- lock_timeout). 1. The earliest-due overdue orders, at most p_limit, read without a lock.
+  SELECT array_agg(x.id) INTO v_candidates
+    FROM (SELECT o.id FROM orders o
+           WHERE o.status = 'PENDING' AND o.payment_deadline <= now()
+           ORDER BY o.payment_deadline, o.id
+           LIMIT greatest(coalesce(p_limit, 5000), 1)) x;
+  IF v_candidates IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- 2. Their ticket types in id order, skipping any someone holds right now (a callback paying
+  -- an order of it, a reserve): the next run picks those up.
+  SELECT array_agg(t.id) INTO v_types
+    FROM (SELECT tt.id FROM ticket_types tt
+           WHERE tt.id IN (SELECT i.ticket_type_id FROM order_items i WHERE i.order_id = ANY (v_candidates))
+           ORDER BY tt.id
+             FOR NO KEY UPDATE SKIP LOCKED) t;
+  IF v_types IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- 3. The orders ALL of whose types are held (an order over several types too), SKIP LOCKED,
+  -- still PENDING and overdue under the lock: TIMEOUT. Nothing here waits, so the expiry can
+  -- neither deadlock with a callback nor hold up the onsale.
+  WITH due AS (
+    SELECT o.id FROM orders o
+     WHERE o.id = ANY (v_candidates) AND o.status = 'PENDING' AND o.payment_deadline <= now()
+       AND NOT EXISTS (SELECT 1 FROM order_items i
+                        WHERE i.order_id = o.id AND i.ticket_type_id <> ALL (v_types))
+     ORDER BY o.id
        FOR NO KEY UPDATE SKIP LOCKED
-  LOOP
-    FOR v_order_id IN
-      SELECT o.id FROM orders o
-       WHERE o.status = 'PENDING' AND o.payment_deadline <= now()
-         AND EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id = v_ticket_type_id)
-         -- an order over several types needs all of them: those are taken in id order too
-         AND NOT EXISTS (SELECT 1 FROM order_items i WHERE i.order_id = o.id AND i.ticket_type_id <> v_ticket_type_id)
-       ORDER BY o.id
-       FOR NO KEY UPDATE SKIP LOCKED
-    LOOP
-      UPDATE orders SET status = 'TIMEOUT', updated_at = now() WHERE id = v_order_id;
-      UPDATE payments SET status = 'FAILED' WHERE order_id = v_order_id AND status = 'PENDING';
-      PERFORM internal.release_order_seats(v_order_id);
-      v_expired := v_expired + 1;
-    END LOOP;
-  END LOOP;
-  RETURN v_expired;
+  ), expired AS (
+    UPDATE orders o SET status = 'TIMEOUT', updated_at = now() FROM due WHERE o.id = due.id RETURNING o.id
+  )
+  SELECT array_agg(expired.id) INTO v_expired FROM expired;
+  IF v_expired IS NULL THEN
+    RETURN 0;
+  END IF;
+  -- 4. Their payments, and the seats back: one update per table.
+  UPDATE payments SET status = 'FAILED' WHERE order_id = ANY (v_expired) AND status = 'PENDING';
+  UPDATE ticket_types tt
+     SET available_quantity = tt.available_quantity + x.seats, version = tt.version + 1
+    FROM (SELECT i.ticket_type_id, sum(i.quantity)::integer AS seats
+            FROM order_items i WHERE i.order_id = ANY (v_expired) GROUP BY i.ticket_type_id) x
+   WHERE tt.id = x.ticket_type_id;
+  RETURN cardinality(v_expired);
 END;
 $$;
-COMMENT ON FUNCTION api.expire_pending_orders() IS
+COMMENT ON FUNCTION api.expire_pending_orders(integer) IS
   '(DBA-only) PENDING orders past their payment deadline -> TIMEOUT, payment FAILED, seats back '
-  'to stock; returns how many. pg_cron runs it every minute. Locks ticket_types rows in id order '
-  'and order rows with SKIP LOCKED: never waits (a payment being applied right now wins; a late '
-  'success after TIMEOUT re-takes the seats or is refunded). At most 1000 ticket types per call.';
+  'to stock; at most p_limit (default 5000) per call, earliest deadline first; returns how many. '
+  'pg_cron runs it every minute (a DBA may call it again at once: each call is one bounded '
+  'transaction). Set-based: a few statements whatever the count, so a ticket type is held '
+  'briefly. Locks ticket_types rows in id order and order rows with SKIP LOCKED: never waits (a '
+  'payment being applied right now wins; a late success after TIMEOUT re-takes the seats or is '
+  'refunded); an order over several types expires once all of them could be locked.';
 
 
 CREATE OR REPLACE FUNCTION api.set_payment_mode(p_mode text, p_payment_window interval DEFAULT NULL)
@@ -1037,3 +1093,89 @@ COMMENT ON FUNCTION api.set_pay_url(text, text) IS
   'Stores where the buyer pays a PENDING payment (our transaction_id), as its provider answered '
   'the gateway after api.checkout committed; the first URL stored stays. Returns the stored URL, '
   'NULL when no PENDING payment has this transaction_id. Locks the payment row. Raises BKVAL.';
+
+
+-- Review fixes (issue 12): an event's cancellation in batches, refused money for DBAs.
+
+CREATE OR REPLACE FUNCTION api.refund_cancelled_event(p_event_id uuid, p_limit integer DEFAULT 200)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+  v_status text;
+BEGIN
+  IF p_limit IS NOT NULL AND (p_limit < 1 OR p_limit > 5000) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'p_limit must be between 1 and 5000';
+  END IF;
+  SELECT e.status INTO v_status FROM events e WHERE e.id = p_event_id;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'event not found';
+  END IF;
+  IF v_status <> 'CANCELLED' THEN  -- a cancellation is final; anything else is a mistake
+    RAISE EXCEPTION USING ERRCODE = 'BKIST', MESSAGE = format('the event is %s, not CANCELLED', v_status);
+  END IF;
+  RETURN internal.cancel_event_orders(p_event_id, coalesce(p_limit, 200));
+END;
+$$;
+COMMENT ON FUNCTION api.refund_cancelled_event(uuid, integer) IS
+  '(worker) One batch of a cancelled event''s orders (the refund_cancelled_event job calls it until '
+  'remaining is 0; a DBA may too): at most p_limit (default 200, 1..5000) PAID orders -> '
+  'REFUND_PENDING with a refund_payment job each, PENDING ones -> CANCELLED, seats back. Returns '
+  '{event_id, refunded, cancelled, remaining}; orders locked by someone else right now are left '
+  'for a later batch (counted in remaining). Locks the event''s ticket types (id order), then the '
+  'orders (SKIP LOCKED). Raises BKVAL, BKNTF, BKIST (the event is not CANCELLED).';
+
+
+CREATE OR REPLACE FUNCTION api.unresolved_payments()
+RETURNS TABLE (id bigint, received_at timestamptz, provider text, provider_txn_id text,
+               transaction_id text, amount numeric, outcome text, order_id uuid, raw jsonb)
+LANGUAGE sql STABLE
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+AS $$
+  -- Verified money we kept without an order to put it on or a refund of it: an unknown
+  -- reference, or a wrong amount with no amount to give back.
+  SELECT e.id, e.received_at, e.provider, e.provider_txn_id, e.transaction_id, e.amount, e.outcome,
+         e.order_id, e.raw
+    FROM payment_events e
+   WHERE e.kind = 'success' AND e.outcome IN ('unknown_reference', 'wrong_amount') AND e.resolved_at IS NULL
+     AND NOT EXISTS (SELECT 1 FROM payment_refunds r WHERE r.payment_event_id = e.id)
+   ORDER BY e.id
+$$;
+COMMENT ON FUNCTION api.unresolved_payments() IS
+  '(DBA-only) Successful provider events whose money is neither on an order nor being refunded: '
+  'unknown_reference (no such payment of that provider) and wrong_amount without an amount, '
+  'oldest first, until a DBA settles them with the provider and marks them '
+  '(api.resolve_payment_event). Should be empty. Locks nothing.';
+
+
+CREATE OR REPLACE FUNCTION api.resolve_payment_event(p_event_id bigint, p_note text)
+RETURNS json
+LANGUAGE plpgsql
+SECURITY DEFINER
+SET search_path = pg_catalog, public, pg_temp
+SET lock_timeout = '2s'
+AS $$
+DECLARE
+  v_event payment_events;
+BEGIN
+  IF p_note IS NULL OR btrim(p_note) = '' OR char_length(p_note) > 2000 THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKVAL', MESSAGE = 'a note (1-2000 characters) says how it was settled';
+  END IF;
+  UPDATE payment_events SET resolved_at = coalesce(resolved_at, now()), resolved_note = btrim(p_note)
+   WHERE id = p_event_id
+  RETURNING * INTO v_event;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'payment event not found';
+  END IF;
+  RETURN json_build_object('id', v_event.id, 'outcome', v_event.outcome, 'resolved_at', v_event.resolved_at,
+                           'resolved_note', v_event.resolved_note);
+END;
+$$;
+COMMENT ON FUNCTION api.resolve_payment_event(bigint, text) IS
+  '(DBA-only) Marks a provider event settled by hand (e.g. the money of an unknown reference '
+  'returned through the provider''s dashboard), with a note; it leaves api.unresolved_payments. '
+  'Returns {id, outcome, resolved_at, resolved_note}. Locks the event row. Raises BKVAL, BKNTF.';

@@ -127,3 +127,20 @@ ALTER TABLE order_emails ADD CONSTRAINT chk_order_emails_kind CHECK (kind IN ('c
 COMMENT ON TABLE order_emails IS
   'The e-mails of an order, one per kind: confirmation (PAID) and refund (REFUNDED): to whom, which '
   'job sends it, attempts, when sent.';
+-- Review fixes (issue 12). A verified success of the wrong amount is refunded (reason
+-- 'wrong_amount': that money, not the order's payment, so an order may have several and still
+-- its own refund later).
+ALTER TABLE payment_refunds DROP CONSTRAINT chk_payment_refunds_reason;
+ALTER TABLE payment_refunds ADD CONSTRAINT chk_payment_refunds_reason CHECK (
+  reason IN ('admin', 'event_cancelled', 'late_no_seats', 'late_over_cap', 'duplicate', 'wrong_amount'));
+DROP INDEX uq_payment_refunds_order;
+CREATE UNIQUE INDEX uq_payment_refunds_order ON payment_refunds (order_id)
+  WHERE reason NOT IN ('duplicate', 'wrong_amount');
+-- Money we could not attach or give back by ourselves (an unknown reference, a wrong amount
+-- with no amount to refund) waits for a DBA: api.unresolved_payments, api.resolve_payment_event.
+ALTER TABLE payment_events ADD COLUMN resolved_at TIMESTAMPTZ;
+ALTER TABLE payment_events ADD COLUMN resolved_note TEXT;
+CREATE INDEX idx_payment_events_unresolved ON payment_events (id)
+  WHERE kind = 'success' AND outcome IN ('unknown_reference', 'wrong_amount') AND resolved_at IS NULL;
+COMMENT ON COLUMN payment_events.resolved_at IS
+  'A DBA settled this refused success by hand (api.resolve_payment_event); resolved_note says how.';
