@@ -39,13 +39,16 @@ def up() -> local.Target:
     if applied:
         print(f"Applied migrations: {', '.join(applied)}")
     seed(t.owner_url)
-    apply_payment_mode(t.owner_url, os.environ.get("PAYMENT_MODE", ""))
+    # The local database follows the gateway's default (instant) when PAYMENT_MODE is unset, so a
+    # plain `make run` after a provider run is instant on both sides; a database of DATABASE_URL
+    # keeps its own mode unless PAYMENT_MODE says.
+    apply_payment_mode(t.owner_url, os.environ.get("PAYMENT_MODE") or ("instant" if t.cluster is not None else ""))
     return t
 
 
 def apply_payment_mode(owner_url: str, mode: str) -> None:
-    """PAYMENT_MODE, when set, becomes the database's mode (payment_settings, the one source of
-    truth: api.complete_booking refuses in provider mode); unset, the database keeps its own."""
+    """PAYMENT_MODE, when given, becomes the database's mode (payment_settings, the one source of
+    truth: api.complete_booking refuses in provider mode); empty, the database keeps its own."""
     if not mode:
         return
     if mode not in ("instant", "provider"):

@@ -478,14 +478,23 @@ async def check_rate_limit(gw: Gateway, request: Request, endpoint: Endpoint, pr
         await gw.limiter.check(endpoint.rate_class, principal.user_id if principal else None, address)
 
 
+# Marks an order paid with no provider: SQL refuses it in the database's provider mode (BKPRQ); a
+# gateway in provider mode refuses it too, so a database left in instant mode by mistake (the
+# migration's default) cannot hand out tickets unpaid behind a production gateway.
+PAYS_INSTANTLY = "complete_booking"
+
+
 def make_handler(endpoint: Endpoint) -> Handler:
     special = SPECIAL.get(endpoint.special or "")
+    pays_instantly = endpoint.function == PAYS_INSTANTLY
 
     async def handle(request: Request) -> Response:
         gw: Gateway = request.app.state.gateway
         principal = authenticate(gw, request, endpoint.auth)
         if endpoint.special not in LIMITS_INSIDE:
             await check_rate_limit(gw, request, endpoint, principal)
+        if pays_instantly and gw.settings.payment_mode == "provider":
+            raise ApiError("payment_required", "this gateway takes payments through a provider: use checkout")
         if special is not None:
             return await special(gw, request, endpoint, principal)
         args = path_args(request)

@@ -84,3 +84,23 @@ def test_admin_refund_of_a_paid_order(client: TestClient, owner: psycopg.Connect
     assert {t["status"] for t in refunded["tickets"]} == {"CANCELLED"}
     assert stock(owner, tt) == 10  # the event has not started: the seats are on sale again
     assert violations(owner) == []
+
+
+def test_a_provider_gateway_refuses_complete_even_if_the_database_says_instant(
+    dbname: str, owner: psycopg.Connection
+) -> None:
+    """The database's mode is the rule (SQL refuses complete in provider mode); a gateway set to
+    provider refuses it too, so a database left in instant mode (the migration's default, a
+    forgotten `dbctl up` with PAYMENT_MODE) cannot hand out tickets unpaid."""
+    owner.execute("SELECT api.set_payment_mode('instant')")
+    tt = make_ticket_type(owner, quantity=10)
+    with client_for(dbname, **CREDENTIALS) as c:
+        _, headers = new_user(c, owner)
+        rid = reserve(c, headers, tt)
+        problem(c.post(f"/bookings/complete/{rid}", headers=headers, json={"payment_method": "MOMO"}), 409,
+                "payment_required")  # fmt: skip
+    assert owner.execute("SELECT count(*) FROM orders").fetchone() == (0,)
+    with client_for(dbname) as c:  # an instant gateway on an instant database: the demo's path
+        _, headers = new_user(c, owner)
+        rid = reserve(c, headers, tt)
+        assert c.post(f"/bookings/complete/{rid}", headers=headers, json={"payment_method": "MOMO"}).status_code == 201
