@@ -61,6 +61,7 @@ SYNC_SECONDS = 1.0  # multiprocess mode: how often each worker copies its gauges
 # every 15 s or so and never sees this.
 FLOOD_SCRAPES = 5
 FLOOD_SECONDS = 1.0
+clock = time.monotonic  # the flood guard's clock (a test steps its own)
 
 # This process's registry (single-process mode exposes it; in multiprocess mode the files are read).
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -195,7 +196,7 @@ class GatewayMetrics:
     def scrape(self) -> bytes:
         """The answer of GET /metrics: a fresh exposition, or under a flood of scrapes (more than
         FLOOD_SCRAPES within FLOOD_SECONDS) the last one again while it is younger than that."""
-        now = time.monotonic()
+        now = clock()
         flooded = len(self._scrapes) == FLOOD_SCRAPES and now - self._scrapes[0] < FLOOD_SECONDS
         self._scrapes.append(now)
         if flooded and self._last is not None and now - self._last[0] < FLOOD_SECONDS:
