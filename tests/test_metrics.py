@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from dbctl.__main__ import fresh_metrics_dir, uvicorn_args
 from dbctl.throwaway import free_port
 from gateway import metrics
+from gateway.payments import callbacks
 from gateway.routes import ROUTES
 from tests.conftest import url_for
 from tests.factories import make_ticket_type
@@ -34,6 +35,7 @@ TEMPLATES = {e.path for e in ROUTES} | {
     "/metrics",
     "/openapi.json",
     "/events/{event_id}/waiting-room",
+    *callbacks.PATHS,  # the providers' callbacks (the fuzz test calls them in this process too)
     metrics.UNMATCHED,
 }
 

@@ -213,3 +213,29 @@ def test_sandbox_api_exists_only_where_the_sandbox_does(dbname: str, tmp_path: P
         problem(c.post("/payments/sandbox/api/momo/v2/gateway/api/nothing", json=body), 404, "not_found")
         forged = c.post(path, json={**body, "signature": "00" * 32})
         assert forged.status_code == 401
+
+
+def test_make_run_gives_the_worker_the_gateways_provider_settings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker asks the same providers as the gateway (in development: the gateway's sandbox
+    API) with the same credentials; both get PAYMENT_SANDBOX_DIR=<state dir>/sandbox."""
+    from dbctl import __main__ as dbctl_main
+    from dbctl import local
+
+    monkeypatch.setenv("BOOKING_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("GATEWAY_PORT", "18461")
+    for name in ("PUBLIC_BASE_URL", "BOOKING_ENV", "MOMO_ENDPOINT", "PAYMENT_SANDBOX_DIR", "MOMO_SECRET_KEY",
+                 "BANK_API_URL"):  # fmt: skip
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(local, "write_pgpass", lambda *a, **k: tmp_path / "pgpass")
+    target = local.Target("postgresql://owner@h/db", "postgresql://gw@h/db", None, object())  # type: ignore[arg-type]
+    gateway, worker = dbctl_main.gateway_env(target), dbctl_main.worker_env(target)
+    assert worker["PAYMENT_SANDBOX_DIR"] == gateway["PAYMENT_SANDBOX_DIR"] == str(tmp_path.resolve() / "sandbox")
+    for name in ("MOMO_PARTNER_CODE", "MOMO_SECRET_KEY", "ZALOPAY_KEY1", "BANK_WEBHOOK_SECRET", "CARD_WEBHOOK_SECRET"):
+        assert worker[name] == gateway[name] and worker[name], name
+    assert worker["MOMO_ENDPOINT"] == "http://127.0.0.1:18461/payments/sandbox/api/momo"
+    assert worker["CARD_API_URL"] == "http://127.0.0.1:18461/payments/sandbox/api/card"
+    assert ProviderConfig.from_env(worker) == ProviderConfig.from_env(gateway)
+    monkeypatch.setenv("MOMO_ENDPOINT", "https://test-payment.momo.vn")
+    assert dbctl_main.worker_env(target)["MOMO_ENDPOINT"] == "https://test-payment.momo.vn"
