@@ -2611,7 +2611,7 @@ CREATE FUNCTION api.refund_request(p_refund_id uuid) RETURNS json
            'transaction_id', p.transaction_id, 'provider_txn_id', r.provider_txn_id,
            'amount', r.amount::text, 'amount_vnd', round(r.amount)::bigint, 'reason', r.reason,
            'status', r.status, 'attempts', r.attempts, 'refusals', r.refusals, 'provider_ref', r.provider_ref,
-           'last_error', r.last_error)
+           'last_error', r.last_error, 'created_at', r.created_at)
     FROM payment_refunds r JOIN payments p ON p.order_id = r.order_id
    WHERE r.id = p_refund_id
 $$;
@@ -2623,7 +2623,7 @@ ALTER FUNCTION api.refund_request(p_refund_id uuid) OWNER TO booking_owner;
 -- Name: FUNCTION refund_request(p_refund_id uuid); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.refund_request(p_refund_id uuid) IS '(worker) What a refund_payment job refunds: {refund_id, order_id, provider, transaction_id (ours), provider_txn_id, amount, amount_vnd (whole VND for the provider), reason, status PENDING|DONE, attempts, refusals (how many times the provider refused it for good: the worker asks under a new request id after each), provider_ref, last_error}; NULL when there is no such refund. Locks nothing.';
+COMMENT ON FUNCTION api.refund_request(p_refund_id uuid) IS '(worker) What a refund_payment job refunds: {refund_id, order_id, provider, transaction_id (ours), provider_txn_id, amount, amount_vnd (whole VND for the provider), reason, status PENDING|DONE, attempts, refusals (how many times the provider refused it for good: the worker asks under a new request id after each), provider_ref, last_error, created_at}; NULL when there is no such refund. Locks nothing.';
 
 
 --

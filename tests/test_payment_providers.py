@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import json
 from collections.abc import Coroutine, Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -247,6 +248,43 @@ def test_create_query_pay_refund_through_the_stub(stub: tuple[ProviderConfig, sa
     run(go())
     recorded = state.refunds()
     assert [(r["transaction_id"], r["amount"], r["state"]) for r in recorded] == [(txn, 150000, "done")]
+
+
+def test_zalopay_refund_ids_look_back_to_the_day_the_refund_was_decided() -> None:
+    vn = providers.VIETNAM
+    now = datetime(2026, 11, 26, 0, 30, tzinfo=vn)
+    same_day = providers.zalopay_refund_ids(CFG, REFUND_ID, now - timedelta(minutes=20), now)
+    assert same_day == [providers.zalopay_refund_id(CFG, REFUND_ID, now)]
+    ids = providers.zalopay_refund_ids(CFG, REFUND_ID, now - timedelta(hours=1), now)  # yesterday in Vietnam
+    assert [i[:6] for i in ids] == ["261126", "261125"]
+    old = providers.zalopay_refund_ids(CFG, REFUND_ID, now - timedelta(days=10), now)
+    assert [i[:6] for i in old] == ["261126", "261125", "261124", "261123", "261116"]
+
+
+def test_a_zalopay_refund_made_yesterday_is_found_not_made_again(
+    stub: tuple[ProviderConfig, sandbox_api.StubState],
+) -> None:
+    """The first attempt went through just before midnight (Vietnam) and its answer was lost; the
+    retry after midnight finds it under yesterday's m_refund_id instead of refunding again."""
+    cfg, state = stub
+    txn = TRANSACTIONS["ZALOPAY"]
+    paid_txn = state.mark_paid(txn, 90000, "ZALOPAY")
+    yesterday = datetime.now(UTC) - timedelta(days=1)
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as http:
+            m_refund_id = providers.zalopay_refund_id(cfg, REFUND_ID, yesterday)
+            body = providers.zalopay_refund_request(cfg, m_refund_id=m_refund_id, zp_trans_id=paid_txn, amount=90000,
+                                                    description="x", now_ms=providers._now_ms())  # fmt: skip
+            first = await http.post(cfg.zalopay_endpoint + providers.ZALOPAY_REFUND_PATH, data=body)
+            assert first.json()["return_code"] == 1, first.text
+            retry = await providers.refund(http, cfg, method="ZALOPAY", refund_id=REFUND_ID, transaction_id=txn,
+                                           provider_txn_id=paid_txn, amount=90000, description="x",
+                                           requested_at=yesterday)  # fmt: skip
+            assert retry.state == "done"
+
+    run(go())
+    assert [r["state"] for r in state.refunds()] == ["done"], "one refund at the provider"
 
 
 @pytest.mark.parametrize("method", ["ZALOPAY", "BANKING"])

@@ -28,7 +28,7 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -236,6 +236,7 @@ class Runtime:
                 transaction_id=request["transaction_id"],
                 provider_txn_id=request["provider_txn_id"], amount=int(request["amount_vnd"]),
                 description=f"Refund of order {request['order_id']}",
+                requested_at=datetime.fromisoformat(request["created_at"]),
             )  # fmt: skip
         except ProviderError as exc:
             state, ref, error = ("pending" if exc.retryable else "failed"), None, describe(exc)

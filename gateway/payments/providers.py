@@ -394,6 +394,21 @@ def zalopay_refund_id(cfg: ProviderConfig, refund_id: str, now: datetime) -> str
     return f"{now.astimezone(VIETNAM):%y%m%d}_{cfg.zalopay_app_id}_{re.sub(r'[^0-9A-Za-z]', '', refund_id)}"
 
 
+ZALOPAY_REFUND_LOOKBACK_DAYS = 3
+
+
+def zalopay_refund_ids(cfg: ProviderConfig, refund_id: str, requested_at: datetime, now: datetime) -> list[str]:
+    """The m_refund_ids an attempt of this refund may have used: ZaloPay's carry the (Vietnam) date
+    of the attempt, so a retry after midnight must look under the earlier days' ids too, or a refund
+    made just before midnight whose answer was lost would be asked for again (and the second one
+    refused: recorded as a refusal of money that did go back). Today's first (the usual case), then
+    back to the day the refund was decided, at most ZALOPAY_REFUND_LOOKBACK_DAYS before today, and
+    that day itself."""
+    days = (now.astimezone(VIETNAM).date() - requested_at.astimezone(VIETNAM).date()).days
+    stamps = [now - timedelta(days=k) for k in range(min(max(days, 0), ZALOPAY_REFUND_LOOKBACK_DAYS) + 1)]
+    return list(dict.fromkeys(zalopay_refund_id(cfg, refund_id, t) for t in [*stamps, requested_at]))
+
+
 def zalopay_refund_request(cfg: ProviderConfig, *, m_refund_id: str, zp_trans_id: str, amount: int,
                            description: str, now_ms: int) -> dict[str, Any]:  # fmt: skip
     app_id = _app_id(cfg)
@@ -655,10 +670,12 @@ async def query_payment(http: httpx.AsyncClient, cfg: ProviderConfig, *, method:
 
 async def refund(http: httpx.AsyncClient, cfg: ProviderConfig, *, method: str, refund_id: str,
                  transaction_id: str, provider_txn_id: str | None, amount: int,
-                 description: str) -> RefundResult:  # fmt: skip
+                 description: str, requested_at: datetime | None = None) -> RefundResult:  # fmt: skip
     """Asks the provider to give `amount` back. Idempotent on refund_id: a retried call (after a
     timeout, a crash) finds the earlier attempt instead of refunding twice (MoMo: the refund's
-    orderId is refund_id; ZaloPay: query_refund first; bank/card: the API is keyed on refund_id)."""
+    orderId is refund_id; ZaloPay: query_refund first, under every m_refund_id an earlier attempt
+    may have used (see zalopay_refund_ids); bank/card: the API is keyed on refund_id).
+    `requested_at`: when the refund was decided (ZaloPay's ids carry the date of the attempt)."""
     _check_method(method)
     if provider_txn_id is None and method in ("MOMO", "ZALOPAY"):
         status = await query_payment(http, cfg, method=method, transaction_id=transaction_id)
@@ -686,13 +703,15 @@ async def refund(http: httpx.AsyncClient, cfg: ProviderConfig, *, method: str, r
         return momo_parse_refund(cfg, answer)
     if method == "ZALOPAY":
         _zalopay_credentials(cfg)
-        m_refund_id = zalopay_refund_id(cfg, refund_id, datetime.now(UTC))
+        now = datetime.now(UTC)
+        m_refund_id = zalopay_refund_id(cfg, refund_id, now)
         url = cfg.zalopay_endpoint
-        earlier = await _post_json(http, url + ZALOPAY_QUERY_REFUND_PATH,
-                                   zalopay_query_refund_request(cfg, m_refund_id=m_refund_id, now_ms=_now_ms()),
-                                   cfg.timeout, "ZaloPay")  # fmt: skip
-        if earlier.get("return_code") in (ZALOPAY_SUCCESS, ZALOPAY_PROCESSING):
-            return zalopay_parse_refund(earlier)
+        for candidate in zalopay_refund_ids(cfg, refund_id, requested_at or now, now):
+            earlier = await _post_json(http, url + ZALOPAY_QUERY_REFUND_PATH,
+                                       zalopay_query_refund_request(cfg, m_refund_id=candidate, now_ms=_now_ms()),
+                                       cfg.timeout, "ZaloPay")  # fmt: skip
+            if earlier.get("return_code") in (ZALOPAY_SUCCESS, ZALOPAY_PROCESSING):
+                return zalopay_parse_refund(earlier)
         body = zalopay_refund_request(cfg, m_refund_id=m_refund_id, zp_trans_id=str(provider_txn_id), amount=amount,
                                       description=description, now_ms=_now_ms())  # fmt: skip
         answer = await _post_json(http, url + ZALOPAY_REFUND_PATH, body, cfg.timeout, "ZaloPay")
