@@ -75,7 +75,11 @@ def gateway_env(t: local.Target) -> dict[str, str]:
 
 
 def sandbox_dir(env: dict[str, str]) -> None:
-    """PAYMENT_SANDBOX_DIR: the sandbox's stub providers keep their state there (development)."""
+    """PAYMENT_SANDBOX (yes unless BOOKING_ENV=production or already set: `make run` is for
+    development, and the sandbox appears in provider mode) and PAYMENT_SANDBOX_DIR, where the
+    sandbox's stub providers keep their state; the gateway and the worker get the same."""
+    if not env.get("PAYMENT_SANDBOX") and env.get("BOOKING_ENV", "").strip() != "production":
+        env["PAYMENT_SANDBOX"] = "yes"
     if not env.get("PAYMENT_SANDBOX_DIR"):
         env["PAYMENT_SANDBOX_DIR"] = str(local.state_dir().resolve() / "sandbox")
 

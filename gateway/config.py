@@ -197,8 +197,13 @@ class Settings(_Settings):
     payment_mode: Literal["instant", "provider"] = Field("instant", validation_alias=_env("PAYMENT_MODE"))
     # Production refuses instant payments (anyone could mark seats paid) unless this says yes.
     allow_instant_payments: bool = Field(False, validation_alias=_env("ALLOW_INSTANT_PAYMENTS"))
-    # How the outside world reaches this gateway (pay_url, the sandbox's self-callback); unset:
-    # the request's own scheme and host.
+    # The development payment sandbox (gateway/payments/sandbox.py: the page that signs callbacks
+    # with our own keys, and the stub provider APIs): only when asked for (`make run` asks in
+    # development), never in production (refused), and only in provider mode.
+    payment_sandbox: bool = Field(False, validation_alias=_env("PAYMENT_SANDBOX"))
+    # How the outside world reaches this gateway (pay_url, the providers' notify/return URLs);
+    # unset: the request's own scheme and host. The sandbox's self-callback never uses it (nor the
+    # Host header): it goes to the address this server listens on.
     public_base_url: str | None = Field(None, pattern=r"^https?://[^/?#\s]+(/[^?#\s]*)?$",
                                         validation_alias=_env("PUBLIC_BASE_URL"))  # fmt: skip
     # The providers' credentials; empty: that provider's callbacks are refused (never verified
@@ -212,8 +217,9 @@ class Settings(_Settings):
     bank_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("BANK_WEBHOOK_SECRET"))
     card_webhook_secret: SecretStr = Field(SecretStr(""), validation_alias=_env("CARD_WEBHOOK_SECRET"))
     # The providers' APIs (gateway/payments/providers.py; the worker reads the same variables).
-    # Unset in development: this gateway's sandbox API; in production MoMo and ZaloPay default to
-    # their production hosts, and the bank's and card processor's have no default (required).
+    # Unset: with the sandbox on, this gateway's stub APIs; otherwise MoMo and ZaloPay default to
+    # their test hosts in development and their production hosts in production, and the bank's and
+    # card processor's have no default (provider mode without the sandbox requires them).
     momo_endpoint: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("MOMO_ENDPOINT"))
     zalopay_endpoint: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("ZALOPAY_ENDPOINT"))
     bank_api_url: str | None = Field(None, pattern=URL_PATTERN, validation_alias=_env("BANK_API_URL"))
@@ -262,13 +268,25 @@ class Settings(_Settings):
                 "PAYMENT_MODE=instant marks orders paid without a payment: refused in production "
                 "(BOOKING_ENV=production); set PAYMENT_MODE=provider, or ALLOW_INSTANT_PAYMENTS=yes for a demo"
             )
+        if self.production and self.payment_sandbox:
+            raise ValueError(
+                "PAYMENT_SANDBOX=yes signs payments with the gateway's own keys: refused in production "
+                "(BOOKING_ENV=production); unset it"
+            )
         if self.production and self.payment_mode == "provider":
             unset = [name for field, name in {**PAYMENT_IDS, **PAYMENT_SECRETS}.items() if not self.secret(field)]
-            unset += [name for name, value in (("BANK_API_URL", self.bank_api_url),
-                                               ("CARD_API_URL", self.card_api_url)) if not value]  # fmt: skip
+            unset += self._unset_api_urls()
             if unset:
                 raise ValueError(f"PAYMENT_MODE=provider in production needs {', '.join(unset)} (not set)")
+        elif self.payment_mode == "provider" and not self.sandbox and (unset := self._unset_api_urls()):
+            raise ValueError(f"PAYMENT_MODE=provider without the sandbox needs {', '.join(unset)} (not set; "
+                             "no default), or PAYMENT_SANDBOX=yes in development")  # fmt: skip
         return self
+
+    def _unset_api_urls(self) -> list[str]:
+        """The bank's and card processor's API variables that are unset (they have no default)."""
+        return [name for name, value in (("BANK_API_URL", self.bank_api_url),
+                                         ("CARD_API_URL", self.card_api_url)) if not value]  # fmt: skip
 
     def secret(self, field: str) -> str:
         """A payment credential's value by field name ("" when unset)."""
@@ -279,6 +297,7 @@ class Settings(_Settings):
         """The provider variables as the environment would hold them (for ProviderConfig.from_env,
         which applies the defaults: one rule for the gateway and the worker)."""
         env = {"BOOKING_ENV": "production" if self.production else "development",
+               "PAYMENT_MODE": self.payment_mode, "PAYMENT_SANDBOX": "yes" if self.sandbox else "no",
                "PAYMENT_PROVIDER_TIMEOUT": repr(self.payment_provider_timeout)}  # fmt: skip
         if self.public_base_url:
             env["PUBLIC_BASE_URL"] = self.public_base_url
@@ -297,8 +316,8 @@ class Settings(_Settings):
 
     @property
     def sandbox(self) -> bool:
-        """The payment sandbox routes exist: development, provider mode."""
-        return not self.production and self.payment_mode == "provider"
+        """The payment sandbox routes exist: PAYMENT_SANDBOX=yes, provider mode, not production."""
+        return self.payment_sandbox and self.payment_mode == "provider" and not self.production
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some fields changed, validated again (model_copy would not validate)."""

@@ -36,8 +36,10 @@ CREDENTIALS: dict[str, Any] = {
     "zalopay_app_id": "2553", "zalopay_key1": "test-zalopay-key1", "zalopay_key2": "test-zalopay-key2",
     "bank_webhook_secret": "test-bank-secret", "card_webhook_secret": "test-card-secret",
 }  # fmt: skip
+# The development sandbox is asked for (PAYMENT_SANDBOX=yes: `make run` sets it).
+DEV: dict[str, Any] = {**CREDENTIALS, "payment_sandbox": True}
 PRODUCTION = {"production": True, "jwt_secret": "x" * 40, "public_base_url": "https://tickets.example"}
-STUB_CONFIG = ProviderConfig.from_env(settings_for("unused", **CREDENTIALS).provider_env())
+STUB_CONFIG = ProviderConfig.from_env(settings_for("unused", **DEV).provider_env())
 
 
 def endpoints(url: str) -> dict[str, str]:
@@ -138,7 +140,7 @@ def test_provider_under_other_keys_is_502_and_nothing_is_stored(
 
 
 def test_set_pay_url_keeps_the_first_url_and_refuses_non_urls(dbname: str, owner: psycopg.Connection) -> None:
-    with client_for(dbname, **CREDENTIALS) as client:  # development: no provider call
+    with client_for(dbname, **DEV) as client:  # development: no provider call
         rid, headers = reserve(client, owner)
         order = client.post(f"/bookings/checkout/{rid}", headers=headers, json={"payment_method": "CARD"}).json()
     txn = order["payment"]["transaction_id"]
@@ -163,7 +165,7 @@ def test_sandbox_page_records_outcomes_the_stub_api_answers(
     """A person's choice on the sandbox page is what the stub's status API answers afterwards:
     `lost` pays without a callback (the order stays PENDING: reconciliation's case), `success`
     calls back with the same provider transaction id the status API gives."""
-    settings = settings_for(dbname, **CREDENTIALS, payment_sandbox_dir=str(tmp_path))
+    settings = settings_for(dbname, **DEV, payment_sandbox_dir=str(tmp_path))
     with LiveServer(create_app(settings)) as live, TestClient(
         create_app(settings.replace(public_base_url=live.url))
     ) as client:  # fmt: skip
@@ -207,7 +209,7 @@ def test_sandbox_api_exists_only_where_the_sandbox_does(dbname: str, tmp_path: P
         problem(c.post(path, json=body), 404, "not_found")
     with client_for(dbname) as c:  # development, instant mode
         problem(c.post(path, json=body), 404, "not_found")
-    with client_for(dbname, **CREDENTIALS, payment_sandbox_dir=str(tmp_path)) as c:
+    with client_for(dbname, **DEV, payment_sandbox_dir=str(tmp_path)) as c:
         r = c.post(path, json=body)
         assert r.status_code == 200 and r.json()["resultCode"] == providers.MOMO_NOT_FOUND, r.text
         problem(c.post("/payments/sandbox/api/momo/v2/gateway/api/nothing", json=body), 404, "not_found")
@@ -225,13 +227,15 @@ def test_make_run_gives_the_worker_the_gateways_provider_settings(
 
     monkeypatch.setenv("BOOKING_STATE_DIR", str(tmp_path))
     monkeypatch.setenv("GATEWAY_PORT", "18461")
+    monkeypatch.setenv("PAYMENT_MODE", "provider")
     for name in ("PUBLIC_BASE_URL", "BOOKING_ENV", "MOMO_ENDPOINT", "PAYMENT_SANDBOX_DIR", "MOMO_SECRET_KEY",
-                 "BANK_API_URL"):  # fmt: skip
+                 "BANK_API_URL", "PAYMENT_SANDBOX"):  # fmt: skip
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(local, "write_pgpass", lambda *a, **k: tmp_path / "pgpass")
     target = local.Target("postgresql://owner@h/db", "postgresql://gw@h/db", None, object())  # type: ignore[arg-type]
     gateway, worker = dbctl_main.gateway_env(target), dbctl_main.worker_env(target)
     assert worker["PAYMENT_SANDBOX_DIR"] == gateway["PAYMENT_SANDBOX_DIR"] == str(tmp_path.resolve() / "sandbox")
+    assert worker["PAYMENT_SANDBOX"] == gateway["PAYMENT_SANDBOX"] == "yes"  # make run is for development
     for name in ("MOMO_PARTNER_CODE", "MOMO_SECRET_KEY", "ZALOPAY_KEY1", "BANK_WEBHOOK_SECRET", "CARD_WEBHOOK_SECRET"):
         assert worker[name] == gateway[name] and worker[name], name
     assert worker["MOMO_ENDPOINT"] == "http://127.0.0.1:18461/payments/sandbox/api/momo"
@@ -239,3 +243,9 @@ def test_make_run_gives_the_worker_the_gateways_provider_settings(
     assert ProviderConfig.from_env(worker) == ProviderConfig.from_env(gateway)
     monkeypatch.setenv("MOMO_ENDPOINT", "https://test-payment.momo.vn")
     assert dbctl_main.worker_env(target)["MOMO_ENDPOINT"] == "https://test-payment.momo.vn"
+    monkeypatch.setenv("PAYMENT_SANDBOX", "no")  # said: kept
+    assert dbctl_main.gateway_env(target)["PAYMENT_SANDBOX"] == "no"
+    monkeypatch.delenv("PAYMENT_SANDBOX")
+    monkeypatch.setenv("BOOKING_ENV", "production")  # never switched on for production
+    assert "PAYMENT_SANDBOX" not in dbctl_main.gateway_env(target)
+    assert "PAYMENT_SANDBOX" not in dbctl_main.worker_env(target)

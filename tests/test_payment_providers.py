@@ -172,11 +172,23 @@ def test_bank_answers_must_be_signed_with_the_secret() -> None:
 
 
 def test_config_defaults_development_to_the_sandbox_and_production_to_the_providers() -> None:
-    dev = ProviderConfig.from_env({"GATEWAY_PORT": "18461"})
+    sandbox = {"PAYMENT_SANDBOX": "yes", "PAYMENT_MODE": "provider"}
+    dev = ProviderConfig.from_env({"GATEWAY_PORT": "18461", **sandbox})
     assert dev.momo_endpoint == "http://127.0.0.1:18461/payments/sandbox/api/momo"
     assert dev.card_api_url == "http://127.0.0.1:18461/payments/sandbox/api/card"
-    public = ProviderConfig.from_env({"PUBLIC_BASE_URL": "https://shop.example/"})
+    public = ProviderConfig.from_env({"PUBLIC_BASE_URL": "https://shop.example/", **sandbox})
     assert public.zalopay_endpoint == "https://shop.example/payments/sandbox/api/zalopay"
+    # Without the sandbox (not asked for, or instant mode: its routes do not exist) development
+    # goes to the providers' test hosts, and the bank's and card's APIs have no default.
+    for env in ({"GATEWAY_PORT": "18461"}, {"PAYMENT_SANDBOX": "no", "PAYMENT_MODE": "provider"},
+                {"PAYMENT_SANDBOX": "yes", "PAYMENT_MODE": "instant"}):  # fmt: skip
+        off = ProviderConfig.from_env(env)
+        assert (off.momo_endpoint, off.zalopay_endpoint) == (providers.MOMO_TEST, providers.ZALOPAY_TEST), env
+        assert (off.bank_api_url, off.card_api_url) == ("", ""), env
+    with pytest.raises(providers.ProviderConfigError, match="PAYMENT_SANDBOX"):
+        ProviderConfig.from_env({"BOOKING_ENV": "production", **sandbox})
+    with pytest.raises(providers.ProviderConfigError, match="PAYMENT_SANDBOX must be yes or no"):
+        ProviderConfig.from_env({"PAYMENT_SANDBOX": "maybe"})
     prod = ProviderConfig.from_env({"BOOKING_ENV": "production", **CREDENTIALS})
     assert (prod.momo_endpoint, prod.zalopay_endpoint) == ("https://payment.momo.vn", "https://openapi.zalopay.vn")
     assert (prod.bank_api_url, prod.card_api_url, prod.timeout) == ("", "", providers.DEFAULT_TIMEOUT)
@@ -189,6 +201,13 @@ def test_config_defaults_development_to_the_sandbox_and_production_to_the_provid
             ProviderConfig.from_env(bad)
     shown = repr(prod)
     assert all(CREDENTIALS[k] not in shown for k in ("MOMO_SECRET_KEY", "ZALOPAY_KEY1", "BANK_WEBHOOK_SECRET"))
+
+
+def test_a_deeply_nested_answer_is_a_provider_error_not_a_crash() -> None:
+    deep = b"[" * 100000 + b"]" * 100000
+    with pytest.raises(ProviderError, match="not JSON") as raised:
+        providers._json_of(httpx.Response(200, content=deep), "MoMo")
+    assert raised.value.retryable
 
 
 def test_unconfigured_provider_is_a_permanent_error() -> None:

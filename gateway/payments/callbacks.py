@@ -9,6 +9,8 @@ a forged one costs one HMAC before it is refused; the body limit is small.
 | signature wrong, missing, not ours    | 401 invalid_signature       | return_code -1            |
 | not the documented shape              | 422 validation_failed       | return_code -1            |
 | wrong amount, unknown reference       | 422 payment_refused         | return_code 0 (retried)   |
+| database busy or down                 | 503 busy                    | return_code 0 (retried)   |
+| the database refuses the values       | its 4xx problem             | return_code -1            |
 Only a verified callback reaches the database; a refused one leaves a log line and nothing else.
 """
 
@@ -17,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from psycopg.types.json import Jsonb
 from starlette.requests import Request
@@ -130,9 +131,16 @@ async def zalopay_callback(request: Request) -> Response:
 
     try:
         event = verified(zalopay.PROVIDER, check)
-    except CallbackRefused:
+    except BadSignature:
         return JSONResponse(zalopay.BAD_MAC)
-    outcome = await apply(request, event)
+    except MalformedCallback as exc:
+        return JSONResponse(zalopay.malformed(str(exc)))
+    try:
+        outcome = await apply(request, event)
+    except ApiError as exc:  # ZaloPay reads only return_code: never a problem+json
+        log.warning("payment callback not applied: provider=%s txn=%s code=%s", event.provider,
+                    event.transaction_id, exc.code)  # fmt: skip
+        return JSONResponse(zalopay.not_applied(exc.code, retry=exc.status >= 500))
     return JSONResponse(zalopay.refused(outcome) if outcome in REFUSED else zalopay.OK)
 
 
@@ -168,12 +176,3 @@ def routes() -> dict[str, dict[str, Callable[[Request], Awaitable[Response]]]]:
         BANK_PATH: {"POST": webhook_handler(webhook.BANK, "bank_webhook_secret")},
         CARD_PATH: {"POST": webhook_handler(webhook.CARD, "card_webhook_secret")},
     }
-
-
-def answer_of(response: Any) -> dict[str, Any]:
-    """What a callback answered, for the sandbox's own answer: status and JSON body (if any)."""
-    try:
-        body = response.json() if response.content else None
-    except ValueError:
-        body = response.text
-    return {"status": response.status_code, "body": body}

@@ -10,6 +10,9 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 MAX_REFERENCE = 100
+# Amounts stop below 10^12: payment_events.amount (and payments.amount) are NUMERIC(14,2), so a
+# larger one would fail in SQL (22003) after verification, not be refused in the provider's form.
+MAX_AMOUNT = Decimal(10**12)
 
 
 class CallbackRefused(Exception):
@@ -85,7 +88,7 @@ def amount_of(value: Any, name: str = "amount") -> Decimal:
         amount = Decimal(value)
     except InvalidOperation:
         raise MalformedCallback(f"{name} must be a number") from None
-    if not amount.is_finite() or amount <= 0 or amount >= Decimal("1e13"):
+    if not amount.is_finite() or amount <= 0 or amount >= MAX_AMOUNT:
         raise MalformedCallback(f"{name} is out of range")
     return amount
 

@@ -53,7 +53,7 @@ def verify(body: bytes, partner_code: str, access_key: str, secret_key: str) -> 
     """The verified event of an IPN body, or BadSignature / MalformedCallback."""
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: malformed too
         raise MalformedCallback("the body is not JSON") from None
     if not isinstance(payload, dict):
         raise MalformedCallback("the body must be a JSON object")

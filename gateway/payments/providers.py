@@ -41,6 +41,10 @@ METHODS = ("MOMO", "ZALOPAY", "BANKING", "CARD")
 # Where the real providers answer (production default of MOMO_ENDPOINT / ZALOPAY_ENDPOINT).
 MOMO_PRODUCTION = "https://payment.momo.vn"
 ZALOPAY_PRODUCTION = "https://openapi.zalopay.vn"
+# The providers' own test environments (development default when the sandbox is off).
+MOMO_TEST = "https://test-payment.momo.vn"
+ZALOPAY_TEST = "https://sb-openapi.zalopay.vn"
+YES, NO = ("yes", "true", "on", "1"), ("no", "false", "off", "0", "")
 # The development stand-in, served by the gateway itself (gateway/payments/sandbox_api.py).
 SANDBOX_API_PATH = "/payments/sandbox/api"
 
@@ -88,22 +92,30 @@ class ProviderConfig:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> ProviderConfig:
-        """Development (BOOKING_ENV unset or development): every endpoint defaults to the gateway's
-        own sandbox API (PUBLIC_BASE_URL, else http://127.0.0.1:${GATEWAY_PORT:-8000}).
-        Production: MoMo and ZaloPay default to their production hosts; BANK_API_URL and
+        """With the sandbox on (PAYMENT_SANDBOX=yes, PAYMENT_MODE=provider, not production), every
+        endpoint defaults to the gateway's own stub API (PUBLIC_BASE_URL, else
+        http://127.0.0.1:${GATEWAY_PORT:-8000}). Otherwise MoMo and ZaloPay default to their test
+        hosts in development and their production hosts in production; BANK_API_URL and
         CARD_API_URL have no default ("" here; the gateway's config refuses to start without them
-        in provider mode)."""
+        in provider mode when the sandbox is off). PAYMENT_SANDBOX=yes in production is refused."""
 
         def get(name: str) -> str:
             return (env.get(name) or "").strip()
 
         production = get("BOOKING_ENV") == "production"
-        base = sandbox_base_url(env)
-        defaults = (
-            {"momo": MOMO_PRODUCTION, "zalopay": ZALOPAY_PRODUCTION, "bank": "", "card": ""}
-            if production
-            else {name: f"{base}{SANDBOX_API_PATH}/{name}" for name in ("momo", "zalopay", "bank", "card")}
-        )
+        sandbox_flag = get("PAYMENT_SANDBOX").lower()
+        if sandbox_flag not in YES + NO:
+            raise ProviderConfigError(f"PAYMENT_SANDBOX must be yes or no (got {sandbox_flag!r})")
+        if production and sandbox_flag in YES:
+            raise ProviderConfigError("PAYMENT_SANDBOX=yes is refused in production (BOOKING_ENV=production)")
+        sandbox = sandbox_flag in YES and (get("PAYMENT_MODE") or "instant") == "provider"
+        if sandbox:
+            base = sandbox_base_url(env)
+            defaults = {name: f"{base}{SANDBOX_API_PATH}/{name}" for name in ("momo", "zalopay", "bank", "card")}
+        elif production:
+            defaults = {"momo": MOMO_PRODUCTION, "zalopay": ZALOPAY_PRODUCTION, "bank": "", "card": ""}
+        else:
+            defaults = {"momo": MOMO_TEST, "zalopay": ZALOPAY_TEST, "bank": "", "card": ""}
         endpoints = {}
         for name, variable in (("momo", "MOMO_ENDPOINT"), ("zalopay", "ZALOPAY_ENDPOINT"),
                                ("bank", "BANK_API_URL"), ("card", "CARD_API_URL")):  # fmt: skip
@@ -564,7 +576,7 @@ async def _post(http: httpx.AsyncClient, url: str, *, content: bytes, headers: d
 def _json_of(response: httpx.Response, who: str) -> dict[str, Any]:
     try:
         answer = json.loads(response.content)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ProviderError(f"{who}'s answer is not JSON") from None
     if not isinstance(answer, dict):
         raise ProviderError(f"{who}'s answer is not a JSON object")

@@ -1,5 +1,5 @@
-"""The development stand-in for the providers' payment pages (only when BOOKING_ENV is not
-production and PAYMENT_MODE=provider; otherwise the routes do not exist: 404).
+"""The development stand-in for the providers' payment pages (only with PAYMENT_SANDBOX=yes and
+PAYMENT_MODE=provider, never in production; otherwise the routes do not exist: 404).
 
 GET  /payments/sandbox/{transaction_id}?method=&amount=  a tiny HTML page: Success, Failure, and
      "Success, but the callback is lost"
@@ -7,9 +7,13 @@ POST /payments/sandbox/{transaction_id}?method=&amount=  {outcome: success|failu
      a form): records the outcome in the stub providers' state (gateway/payments/sandbox_api.py,
      PAYMENT_SANDBOX_DIR), so a later status query (the worker's reconciliation) agrees; then, for
      success and failure, builds that provider's correctly signed callback (with the provider
-     transaction id just recorded) and POSTs it over HTTP to our own callback route
-     (PUBLIC_BASE_URL, else the request's own host), and answers what it answered. `lost` sends
-     nothing: the order stays PENDING until reconciliation asks the provider and finds it paid.
+     transaction id just recorded) and POSTs it over HTTP to our own callback route at the
+     address this server listens on (ASGI scope["server"]: never the Host header, never
+     PUBLIC_BASE_URL), and answers its status and our own short summary (never its body).
+     `lost` sends nothing: the order stays PENDING until reconciliation asks the provider.
+     Only a payment the stub providers know (created by our checkout or their create API), still
+     pending, with the same method and amount, can be settled here (404 / 409 otherwise): the
+     page is no signing oracle for arbitrary references and amounts.
 The checkout's pay_url carries method and amount, as a real provider is told them when the
 payment is created. ZaloPay calls back on success only, so its failure sends nothing.
 """
@@ -39,6 +43,12 @@ METHODS = ("MOMO", "ZALOPAY", "BANKING", "CARD")
 OUTCOMES = ("success", "failure", "lost")
 TRANSACTION_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 CALLBACK_TIMEOUT = 10.0  # seconds for our own callback route to answer
+# A server bound to every address is called back on loopback.
+EVERY_ADDRESS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}  # noqa: S104 (names, not a bind)
+OUTCOME_MAX_BYTES = 1024  # {"outcome": "success"} or outcome=success
+# What each callback answer means, for the sandbox's own summary (the callee's body is not repeated).
+SUMMARY = {200: "acknowledged", 204: "applied", 401: "signature refused", 413: "too large",
+           422: "refused by the booking", 503: "database busy: retry"}  # fmt: skip
 MOMO_DENIED = 1006  # MoMo: "Transaction denied by user."
 
 PAGE = """<!doctype html>
@@ -69,7 +79,23 @@ def pay_url(base_url: str, transaction_id: str, method: str, amount: Decimal | i
 
 
 def base_url(settings: Settings, request: Request) -> str:
+    """How the buyer reaches us (pay_url, the providers' notify and return URLs)."""
     return (settings.public_base_url or str(request.base_url)).rstrip("/")
+
+
+def self_url(request: Request) -> str:
+    """Our own listening address (ASGI scope["server"]), loopback when bound to every address:
+    where the sandbox posts its callbacks. Never from the Host header or PUBLIC_BASE_URL, so a
+    request cannot point the signed callback (or its answer) at another server."""
+    server = request.scope.get("server")
+    if not server or server[1] is None:
+        raise ApiError("busy", "the sandbox cannot call back: this server does not listen on a TCP port")
+    host, port = str(server[0]), int(server[1])
+    host = EVERY_ADDRESS.get(host, host)
+    if ":" in host:
+        host = f"[{host}]"
+    scheme = "https" if request.scope.get("scheme") == "https" else "http"
+    return f"{scheme}://{host}:{port}"
 
 
 def _params(request: Request) -> tuple[str, str, int]:
@@ -93,9 +119,14 @@ async def page(request: Request) -> Response:
 
 
 async def _outcome(request: Request) -> str:
-    raw = await request.body()
-    if len(raw) > 1024:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > OUTCOME_MAX_BYTES:
         raise validation_failed("the body must be {outcome}")
+    raw = b""
+    async for chunk in request.stream():  # stop reading past the limit
+        raw += chunk
+        if len(raw) > OUTCOME_MAX_BYTES:
+            raise validation_failed("the body must be {outcome}")
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     outcome: Any = None
     if kind == "application/x-www-form-urlencoded":
@@ -103,7 +134,7 @@ async def _outcome(request: Request) -> str:
     else:
         try:
             body = json.loads(raw)
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             raise validation_failed("the body must be JSON {outcome: success|failure|lost}") from None
         outcome = body.get("outcome") if isinstance(body, dict) else None
     if outcome not in OUTCOMES:
@@ -153,11 +184,23 @@ def callback_for(
     return path, raw, headers
 
 
+def _settleable(state: sandbox_api.StubState, transaction_id: str, method: str, amount: int) -> None:
+    """The payment as the stub providers know it: created, pending, same method and amount."""
+    known = state.payment(transaction_id)
+    if known is None:
+        raise ApiError("not_found", "the sandbox knows no payment with this reference (checkout creates it)")
+    if known.get("state") != "pending":
+        raise ApiError("conflict", f"this payment is already {known.get('state')} at the provider")
+    if known.get("method") != method or known.get("amount") != amount:
+        raise ApiError("conflict", "method and amount must be the payment's own (as in its pay_url)")
+
+
 async def pay(request: Request) -> Response:
     transaction_id, method, amount = _params(request)
     outcome = await _outcome(request)
     settings: Settings = request.app.state.gateway.settings
     state = sandbox_api.StubState(settings.sandbox_dir)  # what a later status query answers
+    _settleable(state, transaction_id, method, amount)
     provider_txn_id = None
     if outcome == "failure":
         state.mark_failed(transaction_id, amount, method)
@@ -174,12 +217,22 @@ async def pay(request: Request) -> Response:
     path, body, headers = callback
     try:
         async with httpx.AsyncClient(timeout=CALLBACK_TIMEOUT) as client:
-            response = await client.post(base_url(settings, request) + path, content=body, headers=headers)
+            response = await client.post(self_url(request) + path, content=body, headers=headers)
     except httpx.HTTPError as exc:
-        raise ApiError("busy", f"the sandbox could not reach the callback route ({type(exc).__name__})",
-                       hint="set PUBLIC_BASE_URL to where this gateway listens") from None  # fmt: skip
-    answer["callback"] = {"path": path, **callbacks.answer_of(response)}
+        raise ApiError("busy", f"the sandbox could not reach the callback route ({type(exc).__name__})") from None
+    answer["callback"] = {"path": path, "status": response.status_code, "result": summary(method, response)}
     return JSONResponse(answer)
+
+
+def summary(method: str, response: httpx.Response) -> str:
+    """Our own words for a callback's answer: ZaloPay's return_code, else the HTTP status."""
+    if method == "ZALOPAY" and response.status_code == 200:
+        try:
+            code = response.json().get("return_code")
+        except (ValueError, AttributeError, RecursionError):
+            code = None
+        return {1: "applied", 0: "refused or busy: ZaloPay would retry", -1: "refused"}.get(code, "unreadable answer")
+    return SUMMARY.get(response.status_code, f"HTTP {response.status_code}")
 
 
 def routes(settings: Settings) -> dict[str, dict[str, Any]]:

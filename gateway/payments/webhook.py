@@ -45,7 +45,7 @@ def verify(provider: str, body: bytes, header: str | None, secret: str) -> Payme
         raise BadSignature(f"{HEADER} does not verify")
     try:
         payload = json.loads(body, parse_float=Decimal)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: malformed too
         raise MalformedCallback("the body is not JSON") from None
     if not isinstance(payload, dict):
         raise MalformedCallback("the body must be a JSON object")

@@ -33,6 +33,17 @@ def refused(reason: str) -> dict[str, Any]:
     return {"return_code": 0, "return_message": reason}
 
 
+def malformed(reason: str) -> dict[str, Any]:
+    """Signed (or not) but not the documented shape: never retried into success (-1)."""
+    return {"return_code": -1, "return_message": reason}
+
+
+def not_applied(code: str, *, retry: bool) -> dict[str, Any]:
+    """The database did not apply a verified callback: busy or down (`retry`: return_code 0, so
+    ZaloPay calls back again), or it refused the values (-1)."""
+    return {"return_code": 0 if retry else -1, "return_message": code}
+
+
 def sign(data: str, key2: str) -> str:
     return hmac_hex(key2, data.encode())
 
@@ -46,7 +57,7 @@ def signed_callback(data: Mapping[str, Any], key2: str) -> dict[str, Any]:
 def verify(body: bytes, app_id: str, key2: str) -> PaymentEvent:
     try:
         payload = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: malformed too
         raise MalformedCallback("the body is not JSON") from None
     if not isinstance(payload, dict):
         raise MalformedCallback("the body must be a JSON object")
@@ -55,7 +66,7 @@ def verify(body: bytes, app_id: str, key2: str) -> PaymentEvent:
         raise BadSignature("ZaloPay mac does not verify")
     try:
         data = json.loads(data_text)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise MalformedCallback("data is not JSON") from None
     if not isinstance(data, dict):
         raise MalformedCallback("data must be a JSON object")
