@@ -292,7 +292,7 @@ async def my_bookings(gw: Gateway, request: Request, endpoint: Endpoint, princip
     args: dict[str, Any] = {"p_user_id": principal.user_id, "p_limit": limit + 1}
     if after is not None:
         args["p_after_created_at"], args["p_after_id"] = after
-    page = make_page(await gw.db.call(endpoint.function, args), limit, "created_at")
+    page = make_page(with_pay_urls(gw, request, await gw.db.call(endpoint.function, args)), limit, "created_at")
     return page_response(request, page, endpoint.status)
 
 
@@ -445,12 +445,30 @@ def with_pay_url(gw: Gateway, request: Request, order_json: str | None) -> str |
     if not gw.settings.sandbox:
         return order_json
     found = json.loads(order_json) if order_json else None
+    if not _sandbox_pay_url(gw, request, found):
+        return order_json
+    return json.dumps(found, separators=(",", ":"))
+
+
+def with_pay_urls(gw: Gateway, request: Request, orders_json: str | None) -> str | None:
+    """GET /bookings/my-bookings: each PENDING payment's pay_url, as GET /bookings/orders/{id}
+    shows it (with the sandbox on it is built, not stored)."""
+    if not gw.settings.sandbox or not orders_json:
+        return orders_json
+    orders = json.loads(orders_json)
+    if not isinstance(orders, list) or not any([_sandbox_pay_url(gw, request, o) for o in orders]):
+        return orders_json
+    return json.dumps(orders, ensure_ascii=False, separators=(",", ":"))
+
+
+def _sandbox_pay_url(gw: Gateway, request: Request, found: Any) -> bool:
+    """Set the sandbox's pay_url on this order's PENDING payment; whether there was one."""
     payment = found.get("payment") if isinstance(found, dict) else None
     if not isinstance(payment, dict) or payment.get("status") != "PENDING":
-        return order_json
+        return False
     base = sandbox.base_url(gw.settings, request)
     payment["pay_url"] = sandbox.pay_url(base, payment["transaction_id"], payment["method"], payment["amount"])
-    return json.dumps(found, separators=(",", ":"))
+    return True
 
 
 SPECIAL: dict[str, Callable[[Gateway, Request, Endpoint, Principal | None], Awaitable[Response]]] = {

@@ -13,13 +13,13 @@ from starlette.testclient import TestClient
 
 from tests.factories import make_ticket_type, stock, violations
 from tests.http import client_for, new_user
-from tests.test_payment_callbacks import CREDENTIALS, callback_for, problem
+from tests.test_payment_callbacks import DEV, callback_for, problem
 
 
 @pytest.fixture
 def client(dbname: str, owner: psycopg.Connection) -> Iterator[TestClient]:
     owner.execute("SELECT api.set_payment_mode('provider')")
-    with client_for(dbname, **CREDENTIALS) as c:
+    with client_for(dbname, **DEV) as c:
         yield c
 
 
@@ -48,6 +48,23 @@ def test_checkout_is_idempotent_and_complete_needs_a_payment(client: TestClient,
     problem(client.post(f"/bookings/checkout/{rid}", headers=headers, json={"payment_method": "PAYPAL"}), 422,
             "validation_failed")  # fmt: skip
     assert stock(owner, tt) == 8
+
+
+def test_my_bookings_shows_a_pending_payments_pay_url_as_the_order_does(
+    client: TestClient, owner: psycopg.Connection
+) -> None:
+    tt = make_ticket_type(owner, quantity=10)
+    _, headers = new_user(client, owner)
+    pending = client.post(f"/bookings/checkout/{reserve(client, headers, tt)}", headers=headers,
+                          json={"payment_method": "ZALOPAY"}).json()  # fmt: skip
+    cancelled = client.post(f"/bookings/checkout/{reserve(client, headers, tt)}", headers=headers,
+                            json={"payment_method": "MOMO"}).json()  # fmt: skip
+    assert client.delete(f"/bookings/orders/{cancelled['id']}", headers=headers).status_code == 204
+    listed = {o["id"]: o for o in client.get("/bookings/my-bookings", headers=headers).json()}
+    shown = client.get(f"/bookings/orders/{pending['id']}", headers=headers).json()
+    assert listed[pending["id"]]["payment"]["pay_url"] == shown["payment"]["pay_url"] == pending["payment"]["pay_url"]
+    assert "/payments/sandbox/" in shown["payment"]["pay_url"]
+    assert "pay_url" not in listed[cancelled["id"]]["payment"]  # not PENDING: nothing to pay
 
 
 def test_order_is_the_owners_and_cancel_gives_the_seats_back(client: TestClient, owner: psycopg.Connection) -> None:
@@ -94,7 +111,7 @@ def test_a_provider_gateway_refuses_complete_even_if_the_database_says_instant(
     forgotten `dbctl up` with PAYMENT_MODE) cannot hand out tickets unpaid."""
     owner.execute("SELECT api.set_payment_mode('instant')")
     tt = make_ticket_type(owner, quantity=10)
-    with client_for(dbname, **CREDENTIALS) as c:
+    with client_for(dbname, **DEV) as c:
         _, headers = new_user(c, owner)
         rid = reserve(c, headers, tt)
         problem(c.post(f"/bookings/complete/{rid}", headers=headers, json={"payment_method": "MOMO"}), 409,
