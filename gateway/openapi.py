@@ -344,7 +344,7 @@ HTML = {"text/html": {"schema": {"type": "string"}}}
 
 def payment_paths(paths: dict[str, Any], schemas: dict[str, Any], settings: Settings) -> None:
     """The providers' callbacks (public, signed: gateway/payments/callbacks.py) and, where it
-    exists (development, PAYMENT_MODE=provider), the sandbox page. The sandbox's stub providers
+    exists (PAYMENT_SANDBOX=yes, PAYMENT_MODE=provider, not production), the sandbox page. The sandbox's stub providers
     under /payments/sandbox/api/ speak the providers' own formats and are not described here
     (docs/DESIGN-NOTES.md, "Provider APIs")."""
     from gateway.payments import callbacks  # not at the top: callbacks imports the app's helpers
@@ -365,13 +365,14 @@ def payment_paths(paths: dict[str, Any], schemas: dict[str, Any], settings: Sett
         if body == "TransferWebhook":
             op["parameters"] = [X_SIGNATURE]
         if path == callbacks.ZALOPAY_PATH:  # always 200: ZaloPay reads return_code
-            op["responses"] = {"200": {"description": "return_code 1 accepted, 0 refused (retried), -1 bad mac",
+            op["responses"] = {"200": {"description": "return_code 1 accepted; 0 refused or the database busy "
+                                                      "(ZaloPay retries); -1 bad mac or malformed",
                                        "content": {JSON: {"schema": _ref("ZaloPayAnswer")}}}}  # fmt: skip
             codes = ["payload_too_large"]
         else:
             op["responses"] = {"204": {"description": "accepted (or a duplicate, acknowledged again)"}}
-            codes = ["invalid_signature", "validation_failed", "payment_refused", "payload_too_large"]
-        for code in [*codes, "method_not_allowed", "internal_error", "busy"]:
+            codes = ["invalid_signature", "validation_failed", "payment_refused", "payload_too_large", "busy"]
+        for code in [*codes, "method_not_allowed", "internal_error"]:
             _document_error(op, code)
         paths[path] = {"post": op}
     if not settings.sandbox:
@@ -388,9 +389,11 @@ def payment_paths(paths: dict[str, Any], schemas: dict[str, Any], settings: Sett
                       "(none for `lost`)",
            "operationId": "sandbox_pay", "parameters": params,
            "requestBody": {"required": True, "content": {JSON: {"schema": _ref("SandboxOutcome")}}},
-           "responses": {"200": {"description": "what happened, with the callback's answer",
+           "responses": {"200": {"description": "what happened, with the callback's status and a summary",
                                  "content": {JSON: {"schema": {"type": "object"}}}}}}  # fmt: skip
     for op in (page, pay):
         for code in ("validation_failed", "method_not_allowed", "internal_error", "busy"):
             _document_error(op, code)
+    for code in ("not_found", "conflict"):  # a payment the stub does not know, or not this one's, or settled
+        _document_error(pay, code)
     paths["/payments/sandbox/{transaction_id}"] = {"get": page, "post": pay}
