@@ -284,8 +284,11 @@ class Settings(_Settings):
         return self
 
     def _unset_api_urls(self) -> list[str]:
-        """The bank's and card processor's API variables that are unset (they have no default)."""
-        return [name for name, value in (("BANK_API_URL", self.bank_api_url),
+        """What a gateway creating payments at real providers needs and has no default for:
+        PUBLIC_BASE_URL (the callback and return URLs the providers are given; never built from a
+        request's Host header, which the client chooses), the bank's and card processor's APIs."""
+        return [name for name, value in (("PUBLIC_BASE_URL", self.public_base_url),
+                                         ("BANK_API_URL", self.bank_api_url),
                                          ("CARD_API_URL", self.card_api_url)) if not value]  # fmt: skip
 
     def secret(self, field: str) -> str:

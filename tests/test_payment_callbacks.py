@@ -47,7 +47,8 @@ CREDENTIALS: dict[str, Any] = {
 DEV: dict[str, Any] = {**CREDENTIALS, "payment_sandbox": True}
 PRODUCTION = {"production": True, "jwt_secret": "x" * 40}
 # Production provider mode also needs the bank's and the card processor's API (no default).
-API_URLS = {"bank_api_url": "https://bank.example/api", "card_api_url": "https://card.example/api"}
+API_URLS = {"public_base_url": "https://tickets.example", "bank_api_url": "https://bank.example/api",
+            "card_api_url": "https://card.example/api"}  # fmt: skip
 
 
 def problem(response: Any, status: int, code: str) -> None:
@@ -243,8 +244,10 @@ def test_production_provider_mode_needs_every_credential_and_never_shows_them(db
     assert "ZALOPAY_KEY2" in str(refused.value) and "CARD_WEBHOOK_SECRET" in str(refused.value)
     assert "MOMO_SECRET_KEY" not in str(refused.value)
     assert "BANK_API_URL" in str(refused.value) and "CARD_API_URL" in str(refused.value)
+    assert "PUBLIC_BASE_URL" in str(refused.value)  # the providers' callback URL, never from a Host header
     with pytest.raises(ConfigError, match="needs CARD_API_URL"):
-        settings_for(dbname, **PRODUCTION, **CREDENTIALS, bank_api_url=API_URLS["bank_api_url"])
+        settings_for(dbname, **PRODUCTION, **CREDENTIALS, public_base_url=API_URLS["public_base_url"],
+                     bank_api_url=API_URLS["bank_api_url"])  # fmt: skip
     s = settings_for(dbname, **PRODUCTION, **CREDENTIALS, **API_URLS)
     assert not s.sandbox
     assert CREDENTIALS["momo_secret_key"] not in repr(s) and CREDENTIALS["bank_webhook_secret"] not in repr(s)
@@ -294,11 +297,12 @@ def test_payment_sandbox_is_a_config_error_in_production(dbname: str) -> None:
         Settings.from_env({**env, "BOOKING_ENV": "development", "PAYMENT_SANDBOX": "maybe"})
     # Development provider mode without the sandbox: the bank's and card's APIs have no default.
     dev = {"GATEWAY_DATABASE_URL": "postgresql://x@h/db", "JWT_SECRET": "y", "PAYMENT_MODE": "provider"}
-    with pytest.raises(ConfigError, match=r"BANK_API_URL, CARD_API_URL .*PAYMENT_SANDBOX=yes"):
+    with pytest.raises(ConfigError, match=r"PUBLIC_BASE_URL, BANK_API_URL, CARD_API_URL .*PAYMENT_SANDBOX=yes"):
         Settings.from_env(dev)
     assert Settings.from_env({**dev, "PAYMENT_SANDBOX": "yes"}).sandbox
     assert not Settings.from_env(
-        {**dev, "BANK_API_URL": "https://b.example", "CARD_API_URL": "https://c.example"}
+        {**dev, "PUBLIC_BASE_URL": "https://t.example", "BANK_API_URL": "https://b.example",
+         "CARD_API_URL": "https://c.example"}  # fmt: skip
     ).sandbox
 
 
