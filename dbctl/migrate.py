@@ -3,9 +3,9 @@
 The loader drops the api/internal functions and re-creates them from `sql/functions/*.sql`
 (file-name order), grants the gateway EXECUTE on the functions listed in
 `sql/gateway_grants.sql`, the worker what `sql/worker_grants.sql` lists and the monitor what
-`sql/monitor_grants.sql` lists (and nothing else), then (re)schedules `sql/cron_jobs.sql`, all in one transaction. A database built
-from zero and one migrated step by step end up equal (tests compare both against the
-committed `sql/schema.sql`).
+`sql/monitor_grants.sql` lists (and nothing else), then (re)schedules `sql/cron_jobs.sql`,
+all in one transaction. A database built from zero and one migrated step by step end up
+equal (tests compare both against the committed `sql/schema.sql`).
 """
 
 from __future__ import annotations
@@ -119,9 +119,8 @@ def load_functions(
             except psycopg.Error as exc:
                 raise RuntimeError(f"{path.name}: {exc}") from exc
         for schema in LOADED_SCHEMAS:
-            conn.execute(
-                f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {GATEWAY_ROLE}, {WORKER_ROLE}, {MONITOR_ROLE}"
-            )
+            roles = f"PUBLIC, {GATEWAY_ROLE}, {WORKER_ROLE}, {MONITOR_ROLE}"
+            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM {roles}")
         conn.execute(grants.read_text())
         conn.execute(worker_grants.read_text())
         conn.execute(monitor_grants.read_text())
