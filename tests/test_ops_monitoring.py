@@ -171,6 +171,29 @@ def test_the_name_check_would_see_a_wrong_name() -> None:
     assert METRIC.findall("histogram_quantile(0.99, x) and up == 0") == ["up"]
 
 
+@needs_promtool
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """promtool parses every dashboard query (as recording rules, the dashboard's variables
+    replaced by the scrape config's job names)."""
+    exprs = [
+        e.replace("$gateway_job", "booking-gateway").replace("$db_job", "booking-postgres") for e in dashboard_exprs()
+    ]
+    rules = {
+        "groups": [
+            {"name": "dashboard", "rules": [{"record": f"dashboard:q{i}", "expr": e} for i, e in enumerate(exprs)]}
+        ]
+    }
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    assert PROMTOOL is not None
+    done = subprocess.run([PROMTOOL, "check", "rules", "dashboard.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(exprs)} rules found" in done.stdout
+    rules["groups"][0]["rules"].append({"record": "dashboard:broken", "expr": "sum by (le (rate(x[1m]))"})
+    (tmp_path / "dashboard.yml").write_text(yaml.safe_dump(rules))
+    broken = subprocess.run([PROMTOOL, "check", "rules", "dashboard.yml"], cwd=tmp_path, capture_output=True, text=True)
+    assert broken.returncode != 0
+
+
 def test_dashboard_is_grafana_json() -> None:
     board = json.loads(DASHBOARD.read_text())
     assert board["title"] and board["uid"] and board["schemaVersion"] >= 30
