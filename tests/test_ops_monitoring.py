@@ -39,8 +39,10 @@ from dbctl.monitor import (
 )
 from dbctl.throwaway import free_port
 from gateway import metrics
-from tests.conftest import url_for
+from tests.conftest import call, url_for
 from tests.factories import make_ticket_type, make_user, reserve
+from tests.test_payments_sql import checkout
+from tests.test_waiting_room import join, open_sale, overview, queue_event, status
 
 OPS = ROOT / "ops"
 PROMETHEUS_DIR = OPS / "prometheus"
@@ -250,11 +252,42 @@ def test_monitor_invariants_lists_every_check_of_check_invariants(owner: psycopg
     assert {r[0] for r in rows} == checks and all(r[1] == 0 for r in rows)
 
 
-def test_monitor_waiting_rooms_and_payments_read_their_tables(owner: psycopg.Connection) -> None:
-    assert owner.execute("SELECT * FROM api.monitor_waiting_rooms()").fetchall() == []
+def test_monitor_payments_and_callbacks_start_at_zero_and_count_a_checkout(
+    owner: psycopg.Connection, gw: psycopg.Connection
+) -> None:
     assert owner.execute("SELECT * FROM api.monitor_payments()").fetchone() == (0, 0.0, 0, 0, 0, 0.0)
     outcomes = owner.execute("SELECT outcome, events FROM api.monitor_payment_events()").fetchall()
     assert len(outcomes) == 7 and all(n == 0 for _, n in outcomes)
+    call(owner, "set_payment_mode", p_mode="provider")
+    checkout(gw, make_ticket_type(owner, quantity=5), quantity=2)
+    row = owner.execute("SELECT orders_pending, pending_past_deadline, payments_pending FROM api.monitor_payments()")
+    assert row.fetchone() == (1, 0, 1)
+
+
+def test_monitor_waiting_rooms_agrees_with_the_dbas_overview(owner: psycopg.Connection, gw: psycopg.Connection) -> None:
+    assert owner.execute("SELECT * FROM api.monitor_waiting_rooms()").fetchall() == []
+    event, _ = queue_event(owner, rate=6)
+    fans = [make_user(gw) for _ in range(3)]
+    for fan in fans:
+        join(gw, event, fan)
+
+    def room() -> dict[str, Any]:
+        (row,) = owner.execute("SELECT row_to_json(m) FROM api.monitor_waiting_rooms() m").fetchall()
+        found: dict[str, Any] = row[0]
+        assert found["event_id"] == event["id"] and found["event"] == event["slug"]
+        dba = overview(owner, event)
+        assert {k: found[k] for k in ("joined", "serving", "waiting", "admitted")} == {
+            k: dba[k] for k in ("joined", "serving", "waiting", "admitted")
+        }
+        return found
+
+    before = room()
+    assert (before["joined"], before["serving"], before["waiting"], before["admission_rate_per_minute"]) == (3, 0, 3, 0)
+    open_sale(owner, event, seconds_ago=20)
+    status(gw, event, fans[0])  # the first poll after the opening shuffles the room
+    after = room()
+    assert after["admission_rate_per_minute"] == 6 and after["paused"] == 0 and after["joined"] == 3
+    assert after["serving"] >= 2  # 20 s at 6 a minute (more as the clock runs on)
 
 
 # ------------------------------------------------------------------ dbctl's option
