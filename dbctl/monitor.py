@@ -8,7 +8,6 @@ the same command line against their own database.
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Mapping
 from pathlib import Path
@@ -90,7 +89,3 @@ def require_binary() -> str:
             " (make run installs it when METRICS_EXPORTER=yes)"
         )
     return binary
-
-
-def environ_flag() -> bool:
-    return exporter_wanted(os.environ)
