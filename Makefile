@@ -5,19 +5,30 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run worker test lint fmt psql stop migrate schema bench deps venv
+.PHONY: run worker exporter test lint fmt psql stop migrate schema bench deps venv
+
+# The Debian packages of the monitoring binaries: promtool (tests) and the PostgreSQL exporter.
+EXPORTER_PKG := prometheus-postgres-exporter
+MONITORING_PKGS := prometheus $(EXPORTER_PKG)
 
 ## run: local PostgreSQL (unless DATABASE_URL), migrate, seed demo data, serve on :8000 and run a job worker
+##      (METRICS_EXPORTER=yes: and the PostgreSQL exporter on 127.0.0.1:9187, README "Monitoring")
 run: deps venv
+	@case "$$(printf %s "$$METRICS_EXPORTER" | tr A-Z a-z)" in yes|true|1|on) scripts/install-system-deps $(EXPORTER_PKG);; esac
 	@$(PY) -m dbctl run
 
 ## worker: a job worker alone (mails, webhooks) on the database in use
 worker: deps venv
 	@$(PY) -m dbctl worker
 
-## test: the whole test suite against private PostgreSQL clusters (and headless Chromium)
+## exporter: the PostgreSQL exporter alone (our queries, as booking_monitor) on the database in use
+exporter: deps venv
+	@scripts/install-system-deps $(EXPORTER_PKG)
+	@$(PY) -m dbctl exporter
+
+## test: the whole test suite against private PostgreSQL clusters (and headless Chromium, promtool, the exporter)
 test: deps venv
-	@scripts/install-system-deps chromium
+	@scripts/install-system-deps chromium $(MONITORING_PKGS)
 	$(PY) -m pytest
 
 ## lint: ruff (lint + format check) and mypy on the gateway

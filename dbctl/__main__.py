@@ -3,6 +3,7 @@
 python -m dbctl up       start the local cluster (no DATABASE_URL), migrate, seed demo data
 python -m dbctl run      up, then serve the gateway with uvicorn and run a job worker (RUN_WORKER=no: no worker)
 python -m dbctl worker   a job worker alone, on the database in use
+python -m dbctl exporter the PostgreSQL exporter alone (ops/postgres-exporter/queries.yaml), on the database in use
 python -m dbctl migrate  migrations + functions loader on the database in use
 python -m dbctl psql     psql as the owner/DBA role (reads stdin when piped)
 python -m dbctl stop     stop the local cluster
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import psycopg
 
-from dbctl import local
+from dbctl import local, monitor
 from dbctl.cluster import pg_tool
 from dbctl.migrate import migrate
 from dbctl.schema import write_snapshot
@@ -122,6 +123,16 @@ def worker_env(t: local.Target) -> dict[str, str]:
     return env
 
 
+def exporter_child(t: local.Target) -> tuple[list[str], dict[str, str], str]:
+    """The PostgreSQL exporter's command line, environment and address (METRICS_EXPORTER=yes):
+    logged in as booking_monitor, with its own pgpass line when the cluster is ours."""
+    binary = monitor.require_binary()
+    address = monitor.exporter_address(os.environ)
+    pgpass = local.write_pgpass(t.cluster, monitor_only=True) if t.cluster is not None else None
+    env = monitor.exporter_env(monitor.monitor_dsn(t.owner_url, os.environ), os.environ, pgpass)
+    return monitor.exporter_command(binary, address), env, address
+
+
 def fresh_metrics_dir(path: str) -> None:
     """Make the metrics folder, or empty it of a previous run's files: the counters of a run start
     at zero, and a former worker's pid must not be taken for a live one. Only prometheus-client's
@@ -173,7 +184,8 @@ def run() -> None:
         with_worker = run_worker_wanted(os.environ)
         wenv = worker_env(t) if with_worker else {}
         worker = WorkerSettings.from_env(wenv) if with_worker else None
-    except ConfigError as exc:
+        exporter = exporter_child(t) if monitor.exporter_wanted(os.environ) else None
+    except (ConfigError, monitor.ExporterError) as exc:
         sys.exit(str(exc))
     server = ServerSettings.from_env(env)
     fresh_metrics_dir(env["PROMETHEUS_MULTIPROC_DIR"])
@@ -183,8 +195,13 @@ def run() -> None:
         smtp = worker.smtp
         mail = f"by SMTP to {smtp.describe()}" if smtp else f"as .eml files in {worker.mail_dir}"
         print(f"Worker: confirmation mails are sent {mail}.")
+    if exporter is not None:
+        args_, eenv, address = exporter
+        children.append(Child("exporter", args_, eenv, stop_timeout=10))
+        print(f"PostgreSQL exporter on http://{address}/metrics (as booking_monitor).")
+    them = {1: "it", 2: "both"}.get(len(children), "all three")
     print(f"Gateway on http://{server.host}:{server.port} ({server.workers} worker(s)); "
-          f"Ctrl-C stops {'both' if worker else 'it'}, `make stop` the database.")  # fmt: skip
+          f"Ctrl-C stops {them}, `make stop` the database.")  # fmt: skip
     sys.stdout.flush()
     sys.exit(supervise(children))
 
@@ -209,6 +226,14 @@ def main(argv: list[str]) -> int:
         run()
     elif cmd == "worker":
         run_worker_alone()
+    elif cmd == "exporter":
+        try:
+            args, env, address = exporter_child(local.target())
+        except monitor.ExporterError as exc:
+            sys.exit(str(exc))
+        print(f"PostgreSQL exporter on http://{address}/metrics (as booking_monitor); Ctrl-C stops it.")
+        sys.stdout.flush()
+        os.execvpe(args[0], args, env)
     elif cmd == "migrate":
         t = local.target()
         applied = migrate(t.owner_url, t.superuser_url, role_password=t.role_password)

@@ -19,13 +19,14 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbctl.cluster import Cluster, create_database, local_base, tuned_settings, write_private
-from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE
+from dbctl.migrate import GATEWAY_ROLE, MONITOR_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE
 
 LOCAL_DB = "booking"
 PASSWORD_FILE = "pg-password"  # noqa: S105  (a file name)
 PGPASS_FILE = "pgpass"
 GATEWAY_PGPASS_FILE = "pgpass-gateway"
 WORKER_PGPASS_FILE = "pgpass-worker"
+MONITOR_PGPASS_FILE = "pgpass-monitor"
 
 
 @dataclass
@@ -108,15 +109,19 @@ def target(start: bool = True) -> Target:
     return Target(owner, gateway_url_for(owner), cluster.superuser_url(LOCAL_DB), cluster)
 
 
-def write_pgpass(cluster: Cluster, gateway_only: bool = False, worker_only: bool = False) -> Path:
+def write_pgpass(
+    cluster: Cluster, gateway_only: bool = False, worker_only: bool = False, monitor_only: bool = False
+) -> Path:
     """`.local/pgpass` (mode 600) with the embedded cluster's passwords, for libpq; with
     `gateway_only`, `.local/pgpass-gateway` with the gateway role's line alone (the gateway's
     PGPASSFILE: its process gets no password of the owner or the superuser); with
-    `worker_only`, `.local/pgpass-worker` with the worker role's line alone (the worker's)."""
+    `worker_only`, `.local/pgpass-worker` with the worker role's line alone (the worker's); with
+    `monitor_only`, `.local/pgpass-monitor`, the monitoring role's (the PostgreSQL exporter's)."""
     assert cluster.password is not None
-    assert not (gateway_only and worker_only)
+    assert gateway_only + worker_only + monitor_only <= 1
     gateway = os.environ.get("GATEWAY_DB_PASSWORD") or cluster.password
     worker = os.environ.get("WORKER_DB_PASSWORD") or cluster.password
+    monitor = os.environ.get("MONITOR_DB_PASSWORD") or cluster.password
 
     def field(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
@@ -126,8 +131,11 @@ def write_pgpass(cluster: Cluster, gateway_only: bool = False, worker_only: bool
         name = GATEWAY_PGPASS_FILE
     elif worker_only:
         roles, name = ((WORKER_ROLE, worker),), WORKER_PGPASS_FILE
+    elif monitor_only:
+        roles, name = ((MONITOR_ROLE, monitor),), MONITOR_PGPASS_FILE
     else:
-        roles, name = ((GATEWAY_ROLE, gateway), (WORKER_ROLE, worker), ("*", cluster.password)), PGPASS_FILE
+        roles = ((GATEWAY_ROLE, gateway), (WORKER_ROLE, worker), (MONITOR_ROLE, monitor), ("*", cluster.password))
+        name = PGPASS_FILE
     lines = [
         f"{host}:{cluster.port}:*:{role}:{field(password)}\n"
         for host in ("127.0.0.1", "localhost")

@@ -2,10 +2,10 @@
 
 The loader drops the api/internal functions and re-creates them from `sql/functions/*.sql`
 (file-name order), grants the gateway EXECUTE on the functions listed in
-`sql/gateway_grants.sql` and the worker what `sql/worker_grants.sql` lists (and nothing
-else), then (re)schedules `sql/cron_jobs.sql`, all in one transaction. A database built
-from zero and one migrated step by step end up equal (tests compare both against the
-committed `sql/schema.sql`).
+`sql/gateway_grants.sql`, the worker what `sql/worker_grants.sql` lists and the monitor what
+`sql/monitor_grants.sql` lists (and nothing else), then (re)schedules `sql/cron_jobs.sql`,
+all in one transaction. A database built from zero and one migrated step by step end up
+equal (tests compare both against the committed `sql/schema.sql`).
 """
 
 from __future__ import annotations
@@ -27,11 +27,13 @@ FUNCTIONS = SQL / "functions"
 CRON_JOBS = SQL / "cron_jobs.sql"
 GATEWAY_GRANTS = SQL / "gateway_grants.sql"
 WORKER_GRANTS = SQL / "worker_grants.sql"
+MONITOR_GRANTS = SQL / "monitor_grants.sql"
 BOOTSTRAP = SQL / "bootstrap.sql"
 
 OWNER_ROLE = "booking_owner"
 GATEWAY_ROLE = "booking_gateway"
 WORKER_ROLE = "booking_worker"
+MONITOR_ROLE = "booking_monitor"
 LOADED_SCHEMAS = ("api", "internal")
 
 
@@ -61,8 +63,9 @@ def is_superuser(url: str) -> bool:
 def bootstrap(superuser_url: str, role_password: str | None = None) -> None:
     """Roles, database owner, pg_cron (superuser only; idempotent).
 
-    role_password (the embedded cluster's local password) becomes the password of the three
-    roles; GATEWAY_DB_PASSWORD (WORKER_DB_PASSWORD), when set, wins for the gateway (worker) role.
+    role_password (the embedded cluster's local password) becomes the password of the four
+    roles; GATEWAY_DB_PASSWORD (WORKER_DB_PASSWORD, MONITOR_DB_PASSWORD), when set, wins for the
+    gateway (worker, monitor) role.
     """
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         conn.execute(BOOTSTRAP.read_text())
@@ -70,6 +73,7 @@ def bootstrap(superuser_url: str, role_password: str | None = None) -> None:
             OWNER_ROLE: role_password,
             GATEWAY_ROLE: os.environ.get("GATEWAY_DB_PASSWORD") or role_password,
             WORKER_ROLE: os.environ.get("WORKER_DB_PASSWORD") or role_password,
+            MONITOR_ROLE: os.environ.get("MONITOR_DB_PASSWORD") or role_password,
         }
         for role, password in passwords.items():
             if password:
@@ -92,6 +96,7 @@ def load_functions(
     cron_jobs: Path = CRON_JOBS,
     grants: Path = GATEWAY_GRANTS,
     worker_grants: Path = WORKER_GRANTS,
+    monitor_grants: Path = MONITOR_GRANTS,
 ) -> None:
     """Drop every api/internal function and re-create them from the files, in one transaction.
 
@@ -114,9 +119,11 @@ def load_functions(
             except psycopg.Error as exc:
                 raise RuntimeError(f"{path.name}: {exc}") from exc
         for schema in LOADED_SCHEMAS:
-            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM PUBLIC, {GATEWAY_ROLE}, {WORKER_ROLE}")
+            roles = f"PUBLIC, {GATEWAY_ROLE}, {WORKER_ROLE}, {MONITOR_ROLE}"
+            conn.execute(f"REVOKE ALL ON ALL FUNCTIONS IN SCHEMA {schema} FROM {roles}")
         conn.execute(grants.read_text())
         conn.execute(worker_grants.read_text())
+        conn.execute(monitor_grants.read_text())
         if cron_jobs.exists():
             conn.execute(cron_jobs.read_text())
 

@@ -7,6 +7,9 @@
 --                 functions, nothing else (granted by the migrations).
 -- booking_worker  the job worker's login (worker/): procrastinate's tables and functions and
 --                 EXECUTE on its api functions, nothing else (sql/worker_grants.sql).
+-- booking_monitor the PostgreSQL exporter's login (issue 13): pg_monitor (statistics, locks,
+--                 replication) and EXECUTE on the api.monitor_* functions, nothing else
+--                 (sql/monitor_grants.sql); read-only.
 
 DO $$
 BEGIN
@@ -18,6 +21,9 @@ BEGIN
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'booking_worker') THEN
     CREATE ROLE booking_worker LOGIN;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'booking_monitor') THEN
+    CREATE ROLE booking_monitor LOGIN;
   END IF;
   EXECUTE format('ALTER DATABASE %I OWNER TO booking_owner', current_database());
 END
@@ -35,6 +41,14 @@ ALTER ROLE booking_worker SET statement_timeout = '30s';
 ALTER ROLE booking_worker SET lock_timeout = '2s';
 ALTER ROLE booking_worker SET idle_in_transaction_session_timeout = '60s';
 ALTER ROLE booking_worker SET timezone = 'UTC';
+-- The monitor reads, never writes, never waits for a lock; its slowest query
+-- (api.monitor_invariants, cached 5 minutes by the exporter) reads every order.
+GRANT pg_monitor TO booking_monitor;
+ALTER ROLE booking_monitor SET default_transaction_read_only = on;
+ALTER ROLE booking_monitor SET statement_timeout = '20s';
+ALTER ROLE booking_monitor SET lock_timeout = '1s';
+ALTER ROLE booking_monitor SET idle_in_transaction_session_timeout = '60s';
+ALTER ROLE booking_monitor SET timezone = 'UTC';
 
 -- pg_cron lives only in the database named by cron.database_name; elsewhere this is a no-op.
 DO $$

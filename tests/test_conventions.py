@@ -102,7 +102,7 @@ def test_gateway_role_can_execute_the_api_functions_but_no_dba_only_or_internal_
     never PUBLIC."""
     rows = owner.execute(
         "SELECT p.oid::regprocedure::text, n.nspname,"
-        "       coalesce(obj_description(p.oid, 'pg_proc'), '') ~ '^[(](DBA-only|worker)[)]',"
+        "       coalesce(obj_description(p.oid, 'pg_proc'), '') ~ '^[(](DBA-only|worker|monitor)[)]',"
         "       has_function_privilege('booking_gateway', p.oid, 'EXECUTE'),"
         "       coalesce(array_to_string(p.proacl, ','), '') ~ '(^|,)=X'"
         "  FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname IN ('api', 'internal')"

@@ -338,6 +338,9 @@ def test_every_route_calls_a_real_function_and_every_function_is_routed_or_dba_o
     assert routed <= set(functions), routed - set(functions)
     assert not routed & WORKER_CALLS, routed & WORKER_CALLS
     unrouted = set(functions) - routed - WORKER_CALLS  # the worker's (tests/test_conventions.py)
+    monitor = {name for name, doc in functions.items() if doc.startswith("(monitor)")}  # tests/test_ops_monitoring.py
+    assert not routed & monitor, routed & monitor
+    unrouted -= monitor
     assert unrouted == DBA_ONLY, unrouted ^ DBA_ONLY
     for name in DBA_ONLY:
         assert "(DBA-only)" in functions[name], name

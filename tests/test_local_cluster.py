@@ -28,6 +28,7 @@ from yoyo.connections import parse_uri
 from dbctl.cluster import Cluster, create_database, tuned_settings
 from dbctl.local import gateway_url_for
 from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT, as_owner, migrate, yoyo_url
+from dbctl.monitor import exporter_binary
 from dbctl.throwaway import free_port
 
 ROLES = ["postgres", OWNER_ROLE, GATEWAY_ROLE]
@@ -35,6 +36,7 @@ GATEWAY_PASSWORD = "gateway-password-from-env"
 INHERITED_CONNECTION_SETTINGS = {
     "DATABASE_URL", "SUPERUSER_DATABASE_URL", "GATEWAY_DATABASE_URL", "GATEWAY_DB_PASSWORD",
     "PGPASSFILE", "PGPASSWORD", "PGHOST", "PGPORT", "PGUSER", "PGDATABASE", "PGSERVICE",
+    "METRICS_EXPORTER", "EXPORTER_ADDRESS", "MONITOR_DATABASE_URL", "MONITOR_DB_PASSWORD",
 }  # fmt: skip
 
 
@@ -347,3 +349,41 @@ def test_make_run_without_the_worker_and_with_a_wrong_run_worker(fresh: Local, t
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert done.returncode != 0 and "RUN_WORKER must be yes or no" in done.stderr
+
+
+@pytest.mark.skipif(
+    exporter_binary() is None, reason="prometheus-postgres-exporter not installed (`make test` installs it)"
+)
+def test_make_run_with_the_exporter_logs_it_in_as_the_monitor(fresh: Local, tmp_path: Path) -> None:
+    """METRICS_EXPORTER=yes: a third child, the PostgreSQL exporter, logged in as booking_monitor
+    through its own pgpass line (this cluster asks every role for a password); every query of
+    ours runs; SIGTERM stops it with the rest."""
+    address = f"127.0.0.1:{free_port()}"
+    proc, _, _ = start_make_run(
+        fresh, tmp_path, children=2, RUN_WORKER="no", METRICS_EXPORTER="yes", EXPORTER_ADDRESS=address
+    )
+    try:
+        kids = children_of(proc.pid)
+        pgpass = fresh.state / "pgpass-monitor"
+        entries = [line for line in pgpass.read_text().splitlines() if not line.startswith("#")]
+        assert entries and all(line.split(":")[3] == "booking_monitor" for line in entries), entries
+        assert stat.S_IMODE(pgpass.stat().st_mode) == 0o600
+
+        def scraped() -> str | None:
+            try:
+                r = httpx.get(f"http://{address}/metrics", timeout=10)
+            except httpx.TransportError:
+                return None
+            return r.text if r.status_code == 200 else None
+
+        wait_for(scraped, "the exporter", timeout=30)
+        text = scraped() or ""
+        assert "\npg_up 1" in text and "\npg_exporter_last_scrape_error 0" in text, text[-2000:]
+        assert 'booking_pg_holds_active{server="127.0.0.1:' in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(timeout=60)
+    assert status == 0, (tmp_path / "make-run.log").read_text()
+    assert all(gone(pid) for pid in kids)
+    log = (tmp_path / "make-run.log").read_text()
+    assert f"PostgreSQL exporter on http://{address}/metrics" in log
