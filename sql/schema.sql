@@ -2308,11 +2308,7 @@ CREATE FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text) R
     SET lock_timeout TO '2s'
     AS $$
 BEGIN
-  UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
-   WHERE order_id = p_order_id AND kind = 'confirmation';
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
-  END IF;
+  PERFORM internal.record_email_attempt(p_order_id, 'confirmation', p_error);
 END;
 $$;
 
@@ -2336,15 +2332,7 @@ CREATE FUNCTION api.record_confirmation_sent(p_order_id uuid, p_message_id text)
     SET lock_timeout TO '2s'
     AS $$
 BEGIN
-  UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
-   WHERE order_id = p_order_id AND kind = 'confirmation' AND sent_at IS NULL;
-  IF FOUND THEN
-    RETURN true;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'confirmation') THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
-  END IF;
-  RETURN false;
+  RETURN internal.record_email_sent(p_order_id, 'confirmation', p_message_id);
 END;
 $$;
 
@@ -2465,11 +2453,7 @@ CREATE FUNCTION api.record_refund_email_attempt(p_order_id uuid, p_error text) R
     SET lock_timeout TO '2s'
     AS $$
 BEGIN
-  UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
-   WHERE order_id = p_order_id AND kind = 'refund';
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
-  END IF;
+  PERFORM internal.record_email_attempt(p_order_id, 'refund', p_error);
 END;
 $$;
 
@@ -2493,15 +2477,7 @@ CREATE FUNCTION api.record_refund_email_sent(p_order_id uuid, p_message_id text)
     SET lock_timeout TO '2s'
     AS $$
 BEGIN
-  UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
-   WHERE order_id = p_order_id AND kind = 'refund' AND sent_at IS NULL;
-  IF FOUND THEN
-    RETURN true;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'refund') THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
-  END IF;
-  RETURN false;
+  RETURN internal.record_email_sent(p_order_id, 'refund', p_message_id);
 END;
 $$;
 
@@ -5313,6 +5289,62 @@ ALTER FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) OWNER TO bo
 --
 
 COMMENT ON FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) IS 'Marks the expired ACTIVE holds of one ticket type EXPIRED and returns their seats to stock. Caller must hold the ticket_types row lock. Skips holds locked by others. Returns holds released.';
+
+
+--
+-- Name: record_email_attempt(uuid, text, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.record_email_attempt(p_order_id uuid, p_kind text, p_error text) RETURNS void
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  UPDATE public.order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
+   WHERE order_id = p_order_id AND kind = p_kind;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = format('no %s e-mail for this order', p_kind);
+  END IF;
+END;
+$$;
+
+
+ALTER FUNCTION internal.record_email_attempt(p_order_id uuid, p_kind text, p_error text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION record_email_attempt(p_order_id uuid, p_kind text, p_error text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.record_email_attempt(p_order_id uuid, p_kind text, p_error text) IS 'One attempt to send an order''s e-mail of a kind (confirmation, refund): attempts + 1, last_error = p_error (the first 2,000 characters; NULL clears it). Locks that order_emails row. Raises BKNTF.';
+
+
+--
+-- Name: record_email_sent(uuid, text, text); Type: FUNCTION; Schema: internal; Owner: booking_owner
+--
+
+CREATE FUNCTION internal.record_email_sent(p_order_id uuid, p_kind text, p_message_id text) RETURNS boolean
+    LANGUAGE plpgsql
+    AS $$
+BEGIN
+  UPDATE public.order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
+   WHERE order_id = p_order_id AND kind = p_kind AND sent_at IS NULL;
+  IF FOUND THEN
+    RETURN true;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM public.order_emails WHERE order_id = p_order_id AND kind = p_kind) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = format('no %s e-mail for this order', p_kind);
+  END IF;
+  RETURN false;
+END;
+$$;
+
+
+ALTER FUNCTION internal.record_email_sent(p_order_id uuid, p_kind text, p_message_id text) OWNER TO booking_owner;
+
+--
+-- Name: FUNCTION record_email_sent(p_order_id uuid, p_kind text, p_message_id text); Type: COMMENT; Schema: internal; Owner: booking_owner
+--
+
+COMMENT ON FUNCTION internal.record_email_sent(p_order_id uuid, p_kind text, p_message_id text) IS 'A server (or the mail folder) accepted an order''s e-mail of a kind: sets sent_at and message_id once and returns true; false when recorded before (the first time is kept). Locks that order_emails row. Raises BKNTF.';
 
 
 --
@@ -9814,6 +9846,20 @@ REVOKE ALL ON FUNCTION internal.payment_mode() FROM PUBLIC;
 --
 
 REVOKE ALL ON FUNCTION internal.reclaim_expired_holds(p_ticket_type_id uuid) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION record_email_attempt(p_order_id uuid, p_kind text, p_error text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.record_email_attempt(p_order_id uuid, p_kind text, p_error text) FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION record_email_sent(p_order_id uuid, p_kind text, p_message_id text); Type: ACL; Schema: internal; Owner: booking_owner
+--
+
+REVOKE ALL ON FUNCTION internal.record_email_sent(p_order_id uuid, p_kind text, p_message_id text) FROM PUBLIC;
 
 
 --

@@ -153,6 +153,45 @@ COMMENT ON FUNCTION api.confirmation_email(uuid) IS
   'Raises BKNTF (no such e-mail).';
 
 
+CREATE OR REPLACE FUNCTION internal.record_email_attempt(p_order_id uuid, p_kind text, p_error text)
+RETURNS void
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  UPDATE public.order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
+   WHERE order_id = p_order_id AND kind = p_kind;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = format('no %s e-mail for this order', p_kind);
+  END IF;
+END;
+$$;
+COMMENT ON FUNCTION internal.record_email_attempt(uuid, text, text) IS
+  'One attempt to send an order''s e-mail of a kind (confirmation, refund): attempts + 1, last_error '
+  '= p_error (the first 2,000 characters; NULL clears it). Locks that order_emails row. Raises BKNTF.';
+
+
+CREATE OR REPLACE FUNCTION internal.record_email_sent(p_order_id uuid, p_kind text, p_message_id text)
+RETURNS boolean
+LANGUAGE plpgsql VOLATILE
+AS $$
+BEGIN
+  UPDATE public.order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
+   WHERE order_id = p_order_id AND kind = p_kind AND sent_at IS NULL;
+  IF FOUND THEN
+    RETURN true;
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM public.order_emails WHERE order_id = p_order_id AND kind = p_kind) THEN
+    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = format('no %s e-mail for this order', p_kind);
+  END IF;
+  RETURN false;
+END;
+$$;
+COMMENT ON FUNCTION internal.record_email_sent(uuid, text, text) IS
+  'A server (or the mail folder) accepted an order''s e-mail of a kind: sets sent_at and message_id '
+  'once and returns true; false when recorded before (the first time is kept). Locks that '
+  'order_emails row. Raises BKNTF.';
+
+
 CREATE OR REPLACE FUNCTION api.record_confirmation_attempt(p_order_id uuid, p_error text)
 RETURNS void
 LANGUAGE plpgsql
@@ -161,11 +200,7 @@ SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = '2s'
 AS $$
 BEGIN
-  UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
-   WHERE order_id = p_order_id AND kind = 'confirmation';
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
-  END IF;
+  PERFORM internal.record_email_attempt(p_order_id, 'confirmation', p_error);
 END;
 $$;
 COMMENT ON FUNCTION api.record_confirmation_attempt(uuid, text) IS
@@ -181,15 +216,7 @@ SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = '2s'
 AS $$
 BEGIN
-  UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
-   WHERE order_id = p_order_id AND kind = 'confirmation' AND sent_at IS NULL;
-  IF FOUND THEN
-    RETURN true;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'confirmation') THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no confirmation e-mail for this order';
-  END IF;
-  RETURN false;
+  RETURN internal.record_email_sent(p_order_id, 'confirmation', p_message_id);
 END;
 $$;
 COMMENT ON FUNCTION api.record_confirmation_sent(uuid, text) IS

@@ -795,11 +795,7 @@ SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = '2s'
 AS $$
 BEGIN
-  UPDATE order_emails SET attempts = attempts + 1, last_error = left(p_error, 2000)
-   WHERE order_id = p_order_id AND kind = 'refund';
-  IF NOT FOUND THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
-  END IF;
+  PERFORM internal.record_email_attempt(p_order_id, 'refund', p_error);
 END;
 $$;
 COMMENT ON FUNCTION api.record_refund_email_attempt(uuid, text) IS
@@ -815,15 +811,7 @@ SET search_path = pg_catalog, public, pg_temp
 SET lock_timeout = '2s'
 AS $$
 BEGIN
-  UPDATE order_emails SET sent_at = now(), message_id = p_message_id, last_error = NULL
-   WHERE order_id = p_order_id AND kind = 'refund' AND sent_at IS NULL;
-  IF FOUND THEN
-    RETURN true;
-  END IF;
-  IF NOT EXISTS (SELECT 1 FROM order_emails WHERE order_id = p_order_id AND kind = 'refund') THEN
-    RAISE EXCEPTION USING ERRCODE = 'BKNTF', MESSAGE = 'no refund e-mail for this order';
-  END IF;
-  RETURN false;
+  RETURN internal.record_email_sent(p_order_id, 'refund', p_message_id);
 END;
 $$;
 COMMENT ON FUNCTION api.record_refund_email_sent(uuid, text) IS
