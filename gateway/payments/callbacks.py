@@ -97,6 +97,22 @@ def _unconfigured(*values: str) -> bool:
     return any(not v for v in values)
 
 
+async def answered_204(request: Request, provider: str, check: Callable[[], PaymentEvent]) -> Response:
+    """MoMo's, the bank's and the card's answer: verified and applied (or a duplicate) -> 204;
+    forged -> 401 invalid_signature; signed but not the documented shape -> 422 validation_failed;
+    refused by SQL (wrong amount, unknown reference) -> 422 payment_refused."""
+    try:
+        event = verified(provider, check)
+    except BadSignature as exc:
+        raise invalid_signature(str(exc)) from None
+    except MalformedCallback as exc:
+        raise validation_failed(str(exc)) from None
+    outcome = await apply(request, event)
+    if outcome in REFUSED:
+        raise payment_refused(outcome)
+    return Response(status_code=204)
+
+
 async def momo_ipn(request: Request) -> Response:
     s = _settings(request)
     body = await read_callback(request)
@@ -107,16 +123,7 @@ async def momo_ipn(request: Request) -> Response:
             raise BadSignature("MoMo is not configured (MOMO_PARTNER_CODE, MOMO_ACCESS_KEY, MOMO_SECRET_KEY)")
         return momo.verify(body, s.momo_partner_code, access, secret)
 
-    try:
-        event = verified(momo.PROVIDER, check)
-    except BadSignature as exc:
-        raise invalid_signature(str(exc)) from None
-    except MalformedCallback as exc:
-        raise validation_failed(str(exc)) from None
-    outcome = await apply(request, event)
-    if outcome in REFUSED:
-        raise payment_refused(outcome)
-    return Response(status_code=204)
+    return await answered_204(request, momo.PROVIDER, check)
 
 
 async def zalopay_callback(request: Request) -> Response:
@@ -154,16 +161,7 @@ def webhook_handler(provider: str, secret_field: str) -> Callable[[Request], Awa
                 raise BadSignature(f"{provider} webhooks are not configured ({secret_field.upper()})")
             return webhook.verify(provider, body, request.headers.get(webhook.HEADER), secret)
 
-        try:
-            event = verified(provider, check)
-        except BadSignature as exc:
-            raise invalid_signature(str(exc)) from None
-        except MalformedCallback as exc:
-            raise validation_failed(str(exc)) from None
-        outcome = await apply(request, event)
-        if outcome in REFUSED:
-            raise payment_refused(outcome)
-        return Response(status_code=204)
+        return await answered_204(request, provider, check)
 
     return handle
 
