@@ -300,10 +300,8 @@ def test_payment_sandbox_is_a_config_error_in_production(dbname: str) -> None:
     with pytest.raises(ConfigError, match=r"PUBLIC_BASE_URL, BANK_API_URL, CARD_API_URL .*PAYMENT_SANDBOX=yes"):
         Settings.from_env(dev)
     assert Settings.from_env({**dev, "PAYMENT_SANDBOX": "yes"}).sandbox
-    assert not Settings.from_env(
-        {**dev, "PUBLIC_BASE_URL": "https://t.example", "BANK_API_URL": "https://b.example",
-         "CARD_API_URL": "https://c.example"}  # fmt: skip
-    ).sandbox
+    urls = {"PUBLIC_BASE_URL": "https://t.example", "BANK_API_URL": "https://b.example", "CARD_API_URL": "https://c.example"}
+    assert not Settings.from_env({**dev, **urls}).sandbox
 
 
 @pytest.fixture
@@ -469,11 +467,25 @@ def test_signed_success_pays_and_a_replay_gets_the_same_answer(
     assert paid["status"] == "PAID" and len(paid["tickets"]) == 2, paid
     counts, inbox = table_counts(owner), inbox_size(owner)
     assert inbox == 1
+    assert confirmations(owner, order["id"]) == (1, 1), "one confirmation e-mail, its job deferred with the PAID"
     again = client.post(path, content=body, headers=cb_headers)
     assert answer(again) == answer(first)
     assert (table_counts(owner), inbox_size(owner)) == (counts, inbox)
+    assert confirmations(owner, order["id"]) == (1, 1), "a replay sends no second e-mail"
     assert client.get(f"/bookings/orders/{order['id']}", headers=headers).json() == paid
     assert violations(owner) == []
+
+
+def confirmations(owner: psycopg.Connection, order_id: str) -> tuple[int, int]:
+    """(order_emails confirmation rows, send_confirmation jobs) of an order."""
+    row = owner.execute(
+        "SELECT (SELECT count(*) FROM order_emails WHERE order_id = %(o)s AND kind = 'confirmation'),"
+        " (SELECT count(*) FROM procrastinate_jobs WHERE task_name = 'send_confirmation'"
+        "    AND args ->> 'order_id' = %(o)s::text)",
+        {"o": order_id},
+    ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
 
 
 @pytest.mark.usefixtures("payments_sql")
