@@ -300,7 +300,11 @@ def test_payment_sandbox_is_a_config_error_in_production(dbname: str) -> None:
     with pytest.raises(ConfigError, match=r"PUBLIC_BASE_URL, BANK_API_URL, CARD_API_URL .*PAYMENT_SANDBOX=yes"):
         Settings.from_env(dev)
     assert Settings.from_env({**dev, "PAYMENT_SANDBOX": "yes"}).sandbox
-    urls = {"PUBLIC_BASE_URL": "https://t.example", "BANK_API_URL": "https://b.example", "CARD_API_URL": "https://c.example"}
+    urls = {
+        "PUBLIC_BASE_URL": "https://t.example",
+        "BANK_API_URL": "https://b.example",
+        "CARD_API_URL": "https://c.example",
+    }
     assert not Settings.from_env({**dev, **urls}).sandbox
 
 
