@@ -46,7 +46,7 @@ def exporter_wanted(env: Mapping[str, str]) -> bool:
 def exporter_address(env: Mapping[str, str]) -> str:
     address = env.get("EXPORTER_ADDRESS") or DEFAULT_ADDRESS
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
         raise ExporterError(f"EXPORTER_ADDRESS must be host:port (got {address!r})")
     return address
 

@@ -11,6 +11,7 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +132,7 @@ class Gateway:
 
 async def read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise payload_too_large(limit)
     chunks, size = [], 0
     async for chunk in request.stream():
@@ -381,13 +382,13 @@ async def checkout(gw: Gateway, request: Request, endpoint: Endpoint, principal:
     args["p_payment_method"] = body.payment_method
     order = await gw.db.call(endpoint.function, args)  # committed: no transaction is open below
     if gw.settings.payment_mode == "provider" and not gw.settings.sandbox:
-        order = await created_at_provider(gw, request, order)
+        order = await created_at_provider(gw, request, order, principal.user_id)
     elif gw.settings.sandbox:
         sandbox_created(gw, order)
     return json_response(with_pay_url(gw, request, order), endpoint.status)
 
 
-async def created_at_provider(gw: Gateway, request: Request, order_json: str | None) -> str | None:
+async def created_at_provider(gw: Gateway, request: Request, order_json: str | None, user_id: str) -> str | None:
     """Production provider mode: a PENDING payment without a pay_url is created at its provider
     (after api.checkout committed, so no lock or transaction is held across the call) and the
     provider's pay_url stored (api.set_pay_url). The provider down, slow or answering nonsense:
@@ -398,13 +399,19 @@ async def created_at_provider(gw: Gateway, request: Request, order_json: str | N
     if not isinstance(payment, dict) or payment.get("status") != "PENDING" or payment.get("pay_url"):
         return order_json
     assert isinstance(found, dict)
+    expires_in = int((datetime.fromisoformat(payment["expires_at"]) - datetime.now(UTC)).total_seconds())
+    if expires_in <= 0 or not await still_pending(gw, user_id, found["id"]):
+        # A replayed checkout of an order that timed out, was cancelled or paid meanwhile (its
+        # stored first answer says PENDING): no new payment link for it.
+        payment["pay_url"] = None
+        return json.dumps(found, separators=(",", ":"))
     base = sandbox.base_url(gw.settings, request)
     method, transaction_id = payment["method"], payment["transaction_id"]
     try:
         url = await providers.create_payment(
             gw.http, gw.providers, method=method, transaction_id=transaction_id, amount=whole_vnd(payment["amount"]),
             description=f"Booking order {found['id']}", notify_url=base + payment_callbacks.PATH_OF[method],
-            return_url=f"{base}/bookings/orders/{found['id']}",
+            return_url=f"{base}/bookings/orders/{found['id']}", expires_in=expires_in,
         )  # fmt: skip
     except providers.ProviderError as exc:
         logging.getLogger("gateway.payments").warning(
@@ -417,9 +424,15 @@ async def created_at_provider(gw: Gateway, request: Request, order_json: str | N
         ) from None
     if url is None:
         return order_json
-    stored = await gw.db.call("set_pay_url", {"p_transaction_id": transaction_id, "p_pay_url": url})
-    payment["pay_url"] = stored or url
+    # NULL: the payment stopped being PENDING while the provider answered: no link to show.
+    payment["pay_url"] = await gw.db.call("set_pay_url", {"p_transaction_id": transaction_id, "p_pay_url": url})
     return json.dumps(found, separators=(",", ":"))
+
+
+async def still_pending(gw: Gateway, user_id: str, order_id: str) -> bool:
+    """The order's status now (a replayed checkout answers the first, stored answer)."""
+    current = json.loads(await gw.db.call("get_order", {"p_user_id": user_id, "p_order_id": order_id}) or "null")
+    return isinstance(current, dict) and current.get("status") == "PENDING"
 
 
 async def order(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:

@@ -2049,11 +2049,15 @@ BEGIN
       WHERE o.status = 'PENDING' AND o.created_at <= now() - p_older_than
       ORDER BY o.created_at LIMIT greatest(coalesce(p_limit, 100), 1))
     UNION ALL
-    -- Timed out or cancelled within the hour with no word from the provider at all: asked once
-    -- (a success whose callback was lost is a late payment).
+    -- Timed out or cancelled within the hour with no word from the provider at all (a success
+    -- whose callback was lost is a late payment): asked right after, then every 5 minutes until
+    -- the provider gives a final answer (the worker records a failure too, which ends it: an
+    -- inbox row) or the hour is over; a question that went unanswered is asked again.
     (SELECT p.id FROM orders o JOIN payments p ON p.order_id = o.id
       WHERE o.status IN ('TIMEOUT', 'CANCELLED') AND o.updated_at > now() - interval '1 hour'
-        AND p.status = 'FAILED' AND (p.reconciled_at IS NULL OR p.reconciled_at < o.updated_at)
+        AND p.status = 'FAILED'
+        AND (p.reconciled_at IS NULL OR p.reconciled_at < o.updated_at
+             OR p.reconciled_at < now() - interval '5 minutes')
         AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.order_id = o.id)
       ORDER BY o.updated_at LIMIT greatest(coalesce(p_limit, 100), 1))),
   claimed AS (
@@ -2063,7 +2067,7 @@ BEGIN
   SELECT coalesce(json_agg(json_build_object(
            'order_id', o.id, 'status', o.status, 'provider', c.payment_method, 'transaction_id', c.transaction_id,
            'amount', c.amount::text, 'amount_vnd', round(c.amount)::bigint, 'created_at', o.created_at,
-           'expires_at', o.payment_deadline) ORDER BY o.status <> 'PENDING', o.created_at), '[]'::json)
+           'expires_at', o.payment_deadline) ORDER BY o.status = 'PENDING', o.created_at), '[]'::json)
     INTO v_result
     FROM claimed c JOIN orders o ON o.id = c.order_id;
   RETURN v_result;
@@ -2077,7 +2081,7 @@ ALTER FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer)
 -- Name: FUNCTION payments_to_reconcile(p_older_than interval, p_limit integer); Type: COMMENT; Schema: api; Owner: booking_owner
 --
 
-COMMENT ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) IS '(worker) The payments the reconcile_payments job asks the provider about, claimed (reconciled_at set; rows locked right now are skipped): PENDING orders older than p_older_than (default 3 minutes), asked every run, and orders that went TIMEOUT or CANCELLED within the hour with no provider event, asked once; at most p_limit of each, PENDING first, oldest first: [{order_id, status, provider, transaction_id, amount, amount_vnd, created_at, expires_at}]. Locks those payments rows (SKIP LOCKED).';
+COMMENT ON FUNCTION api.payments_to_reconcile(p_older_than interval, p_limit integer) IS '(worker) The payments the reconcile_payments job asks the provider about, claimed (reconciled_at set; rows locked right now are skipped): PENDING orders older than p_older_than (default 3 minutes), asked every run, and orders that went TIMEOUT or CANCELLED within the hour with no provider event, asked right after and then every 5 minutes (a final answer is recorded in the inbox, which ends it); at most p_limit of each, those first (money may be waiting with no order, and the worker''s run has a time budget), oldest first: [{order_id, status, provider, transaction_id, amount, amount_vnd, created_at, expires_at}]. Locks those payments rows (SKIP LOCKED).';
 
 
 --

@@ -125,6 +125,45 @@ def test_provider_down_is_502_then_the_same_checkout_succeeds(
     assert violations(owner) == []
 
 
+def test_a_replayed_checkout_of_an_order_no_longer_pending_gets_no_new_payment_link(
+    dbname: str, owner: psycopg.Connection, tmp_path: Path
+) -> None:
+    """The first create failed (502); the buyer cancels; the replay (same key: its stored answer
+    says PENDING) must not create a payment at the provider for the dead order."""
+    port = free_port()
+    with client_for(dbname, **PRODUCTION, **CREDENTIALS, **endpoints(f"http://127.0.0.1:{port}")) as client:
+        rid, headers = reserve(client, owner)
+        key = {**headers, "Idempotency-Key": "down-then-cancelled"}
+        problem(client.post(f"/bookings/checkout/{rid}", headers=key, json={"payment_method": "MOMO"}),
+                502, "provider_unavailable")  # fmt: skip
+        row = owner.execute("SELECT o.id, p.transaction_id FROM orders o JOIN payments p ON p.order_id = o.id"
+                            " WHERE o.reservation_id = %s", (rid,)).fetchone()  # fmt: skip
+        assert row is not None
+        order_id, txn = row
+        assert client.delete(f"/bookings/orders/{order_id}", headers=headers).status_code == 204
+        with LiveServer(sandbox_api.app(tmp_path, STUB_CONFIG), port=port):
+            again = client.post(f"/bookings/checkout/{rid}", headers=key, json={"payment_method": "MOMO"})
+        assert again.status_code == 201, again.text
+        assert again.json()["payment"]["pay_url"] is None
+    assert sandbox_api.StubState(tmp_path).payment(txn) is None, "the provider was not asked"
+    assert stored_pay_url(owner, txn) is None
+
+
+def test_the_payment_link_expires_with_the_order(dbname: str, owner: psycopg.Connection) -> None:
+    """MoMo's orderExpireTime (minutes) and ZaloPay's expire_duration_seconds (at least 300) follow
+    the order's deadline (outside their signed strings)."""
+    urls = {"notify_url": "https://t/n", "return_url": "https://t/r"}
+    momo = providers.momo_create_request(STUB_CONFIG, transaction_id="BK1", amount=1000, description="d",
+                                         expires_in=899, **urls)  # fmt: skip
+    assert momo["orderExpireTime"] == 15
+    unsigned = {k: v for k, v in momo.items() if k != "orderExpireTime"}
+    again = providers.momo_create_request(STUB_CONFIG, transaction_id="BK1", amount=1000, description="d", **urls)
+    assert unsigned == again
+    zalo = providers.zalopay_create_request(STUB_CONFIG, transaction_id="261126_1", amount=1000, description="d",
+                                            now_ms=1, expires_in=120, **urls)  # fmt: skip
+    assert zalo["expire_duration_seconds"] == 300
+
+
 def test_provider_under_other_keys_is_502_and_nothing_is_stored(
     dbname: str, owner: psycopg.Connection, tmp_path: Path
 ) -> None:

@@ -269,6 +269,19 @@ def test_create_query_pay_refund_through_the_stub(stub: tuple[ProviderConfig, sa
     assert [(r["transaction_id"], r["amount"], r["state"]) for r in recorded] == [(txn, 150000, "done")]
 
 
+def test_momo_refund_answers_that_are_not_a_refusal_are_asked_again() -> None:
+    """Only MoMo's documented final codes refuse a refund (the worker then counts a refusal and a
+    DBA's retry asks under a new request id); 43 (similar transaction in progress) is pending and
+    a code we do not know is a retryable error, never a refusal."""
+    base = {"partnerCode": CFG.momo_partner_code, "orderId": "RF1", "requestId": "RF1", "amount": 1000,
+            "transId": 0, "message": "m", "responseTime": 1}  # fmt: skip
+    assert providers.momo_parse_refund(CFG, {**base, "resultCode": 43}).state == "pending"
+    assert providers.momo_parse_refund(CFG, {**base, "resultCode": 1001}).state == "failed"
+    with pytest.raises(ProviderError) as unknown:
+        providers.momo_parse_refund(CFG, {**base, "resultCode": 777})
+    assert unknown.value.retryable
+
+
 def test_zalopay_refund_ids_look_back_to_the_day_the_refund_was_decided() -> None:
     vn = providers.VIETNAM
     now = datetime(2026, 11, 26, 0, 30, tzinfo=vn)
@@ -413,3 +426,18 @@ def test_stub_state_is_shared_through_its_files(tmp_path: Path) -> None:
     b.mark_failed("BK2", 7000, "CARD")
     assert a.payment("BK2")["state"] == "failed"  # type: ignore[index]
     assert json.loads((tmp_path / "payments" / "BK2.json").read_text())["method"] == "CARD"
+
+
+def test_the_stub_refuses_unicode_digits_without_a_500(stub: tuple[ProviderConfig, sandbox_api.StubState]) -> None:
+    """'²'.isdigit() is true and int('²') raises: every digits check on what clients send is ASCII."""
+    cfg, _ = stub
+
+    async def go() -> None:
+        async with httpx.AsyncClient() as http:
+            for path in ("/v2/create", "/v2/query_refund"):
+                for field in ("amount", "app_time", "timestamp"):
+                    r = await http.post(cfg.zalopay_endpoint + path, data={"app_id": "2553", field: "²"})
+                    assert r.status_code < 500, (path, field, r.text)
+
+    run(go())
+    assert providers._int_or_none("²") is None

@@ -467,13 +467,13 @@ def test_a_late_payment_found_by_reconciliation_with_and_without_seats(
     assert stock(gw, tight) == 1 and violations(gw) == []
     assert order_state(dbname, rival["id"])["order"] == "PENDING"
 
-    # Asked once: a second run does not ask about them again (nothing changes either way).
+    # Answered for good (paid): a second run does not ask about them again (nothing changes either way).
     reconcile(owner)
     run_until_idle(settings, stub.config)
     assert len(inbox(dbname, with_seats["id"])) == 1 and len(inbox(dbname, without["id"])) == 1
 
 
-def test_payments_to_reconcile_asks_pending_ones_every_run_and_timed_out_ones_once(
+def test_payments_to_reconcile_asks_pending_ones_every_run_and_timed_out_ones_until_answered(
     gw: psycopg.Connection, owner: psycopg.Connection, connect: Any, provider_mode: None
 ) -> None:
     worker = connect(WORKER_ROLE)
@@ -491,8 +491,17 @@ def test_payments_to_reconcile_asks_pending_ones_every_run_and_timed_out_ones_on
     def listed() -> list[tuple[str, str]]:
         return [(r["order_id"], r["status"]) for r in call(worker, "payments_to_reconcile")]
 
-    assert listed() == [(old["id"], "PENDING"), (timed_out["id"], "TIMEOUT")]
-    assert listed() == [(old["id"], "PENDING")]  # the timed-out one was asked about once
+    assert listed() == [(timed_out["id"], "TIMEOUT"), (old["id"], "PENDING")]  # money maybe without an order first
+    assert listed() == [(old["id"], "PENDING")]  # the timed-out one is asked again in 5 minutes, not every run
+    owner.execute("UPDATE payments SET reconciled_at = now() - interval '6 minutes' WHERE order_id = %s",
+                  (timed_out["id"],))  # fmt: skip
+    assert listed() == [(timed_out["id"], "TIMEOUT"), (old["id"], "PENDING")]  # no final answer yet: asked again
+    # A final answer (here the provider's failure, as the worker records it) ends the questions.
+    call(worker, "reconcile_payment", p_provider="ZALOPAY", p_provider_txn_id="Z-failed",
+         p_transaction_id=timed_out["payment"]["transaction_id"], p_amount=None, p_success=False)  # fmt: skip
+    owner.execute("UPDATE payments SET reconciled_at = now() - interval '6 minutes' WHERE order_id = %s",
+                  (timed_out["id"],))  # fmt: skip
+    assert listed() == [(old["id"], "PENDING")]
     [row] = call(worker, "payments_to_reconcile")
     assert row["provider"] == "MOMO" and row["transaction_id"] == old["payment"]["transaction_id"]
     assert row["amount_vnd"] == whole(old) and young["id"] not in str(listed())

@@ -239,7 +239,10 @@ class Runtime:
                 requested_at=datetime.fromisoformat(request["created_at"]),
             )  # fmt: skip
         except ProviderError as exc:
-            state, ref, error = ("pending" if exc.retryable else "failed"), None, describe(exc)
+            # Not an answer about this refund (a broken request, a code we do not know, missing
+            # credentials): never counted as the provider's refusal, so the request id is kept and a
+            # DBA's retry asks under the same one (if money did move, the provider says so).
+            state, ref, error = ("pending" if exc.retryable else "broken"), None, describe(exc)
         else:
             state, ref, error = result.state, result.provider_ref, result.error
         if state == "done":
@@ -247,14 +250,16 @@ class Runtime:
             return f"refunded {request['amount_vnd']} VND through {request['provider']} (ref {ref})"
         if state == "failed":
             error = f"refused: {error or 'the provider refused the refund'}"
+        elif state == "broken":
+            error = f"cannot ask: {error}"
         else:
             error = f"not yet: {error or 'the provider is still processing the refund'}"
         await self.call(
             "record_refund", p_refund_id=refund_id, p_ok=False, p_provider_ref=None, p_error=error,
             p_refused=state == "failed",
         )  # fmt: skip
-        if state == "failed":
-            log.error("refund %s of order %s refused for good: %s", refund_id, request["order_id"], error)
+        if state in ("failed", "broken"):
+            log.error("refund %s of order %s: %s", refund_id, request["order_id"], error)
             raise Permanent(f"refund {refund_id}: {error}")
         if self.refund_retry.is_last_run(context.job):
             log.error("refund %s of order %s: giving up after %d runs: %s", refund_id, request["order_id"],
@@ -291,8 +296,8 @@ class Runtime:
         except ProviderError as exc:
             log.warning("reconciliation: %s could not tell about %s: %s", method, txn, describe(exc))
             return "not answered"
-        if status.state in ("pending", "unknown") or (status.state == "failed" and row["status"] != "PENDING"):
-            return status.state  # nothing to apply (the expiry times a PENDING one out)
+        if status.state in ("pending", "unknown"):
+            return status.state  # nothing to apply (the expiry times a PENDING one out; a timed-out one is asked again)
         if status.state == "paid" and (status.amount is None or not status.provider_txn_id):
             # Recorded, a success without an amount would be refused (wrong_amount) for good, and
             # the real callback after it answered as a duplicate of that refusal.

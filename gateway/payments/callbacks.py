@@ -54,7 +54,7 @@ def payment_refused(outcome: str) -> ApiError:
 
 async def read_callback(request: Request) -> bytes:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > CALLBACK_MAX_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > CALLBACK_MAX_BYTES:
         raise payload_too_large(CALLBACK_MAX_BYTES)
     body = b""
     async for chunk in request.stream():

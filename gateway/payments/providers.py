@@ -204,6 +204,8 @@ MOMO_FAILED = frozenset({1001, 1002, 1003, 1004, 1005, 1006, 1007, 1017, 1026, 1
                          4001, 4002, 4100})  # fmt: skip
 MOMO_NOT_FOUND = 42  # "Invalid orderId or orderId is not found"
 MOMO_DUPLICATE_ORDER = 41  # "Duplicated orderId"
+MOMO_DUPLICATE_REQUEST = 40  # "Duplicated requestId" (a refund's requestId is its orderId: the same case)
+MOMO_SIMILAR_IN_PROGRESS = 43  # "a similar transaction is being processed": ask again later
 # MoMo is busy or in maintenance: ask again later.
 MOMO_TRANSIENT = frozenset({10, 98, 99})
 
@@ -226,7 +228,7 @@ def _text(value: Any) -> str:
 
 
 def momo_create_request(cfg: ProviderConfig, *, transaction_id: str, amount: int, description: str,
-                        notify_url: str, return_url: str) -> dict[str, Any]:  # fmt: skip
+                        notify_url: str, return_url: str, expires_in: int | None = None) -> dict[str, Any]:  # fmt: skip
     body: dict[str, Any] = {
         "partnerCode": cfg.momo_partner_code,
         "requestId": transaction_id,  # MoMo's idempotency key: a retried create gets the same answer
@@ -240,6 +242,8 @@ def momo_create_request(cfg: ProviderConfig, *, transaction_id: str, amount: int
         "lang": "en",
     }
     body["signature"] = momo_sign(body, MOMO_CREATE_KEYS, cfg.momo_access_key, cfg.momo_secret_key)
+    if expires_in is not None:  # minutes, outside the signed string: the link dies with our deadline
+        body["orderExpireTime"] = max(1, -(-expires_in // 60))
     return body
 
 
@@ -332,11 +336,13 @@ def momo_parse_refund(cfg: ProviderConfig, answer: dict[str, Any]) -> RefundResu
     message = str(answer.get("message") or "")[:500]
     if code == MOMO_SUCCESS:
         return RefundResult("done", provider_ref, None, answer)
-    if code in MOMO_PENDING:
+    if code in MOMO_PENDING or code == MOMO_SIMILAR_IN_PROGRESS:
         return RefundResult("pending", provider_ref, None, answer)
     if code in MOMO_FAILED:
         return RefundResult("failed", provider_ref, f"MoMo resultCode {code}: {message}", answer)
-    raise _momo_unusable(answer, code, "refused the refund request")
+    # A code we do not know is not a refusal of this refund: asked again (with backoff), never
+    # counted as refused (a refusal gives the next attempt a new request id).
+    raise ProviderError(f"MoMo answered the refund with resultCode {code} ({message[:200]})", retryable=True)
 
 
 def momo_refund_in_query(answer: dict[str, Any], refund_id: str) -> RefundResult | None:
@@ -357,6 +363,7 @@ def momo_refund_in_query(answer: dict[str, Any], refund_id: str) -> RefundResult
 # ---------------------------------------------------------------------------------------------
 # ZaloPay v2
 
+ZALOPAY_MIN_EXPIRY = 300  # seconds: the shortest expire_duration_seconds ZaloPay accepts
 ZALOPAY_CREATE_PATH = "/v2/create"
 ZALOPAY_QUERY_PATH = "/v2/query"
 ZALOPAY_REFUND_PATH = "/v2/refund"
@@ -372,11 +379,13 @@ def zalopay_mac(key1: str, *parts: Any) -> str:
 
 
 def _app_id(cfg: ProviderConfig) -> int | str:
-    return int(cfg.zalopay_app_id) if cfg.zalopay_app_id.isdigit() else cfg.zalopay_app_id
+    app_id = cfg.zalopay_app_id
+    return int(app_id) if app_id.isascii() and app_id.isdigit() else app_id
 
 
 def zalopay_create_request(cfg: ProviderConfig, *, transaction_id: str, amount: int, description: str,
-                           notify_url: str, return_url: str, now_ms: int) -> dict[str, Any]:  # fmt: skip
+                           notify_url: str, return_url: str, now_ms: int,
+                           expires_in: int | None = None) -> dict[str, Any]:  # fmt: skip
     embed_data = json.dumps({"redirecturl": return_url}, separators=(",", ":"))
     body: dict[str, Any] = {
         "app_id": _app_id(cfg),
@@ -390,6 +399,8 @@ def zalopay_create_request(cfg: ProviderConfig, *, transaction_id: str, amount: 
         "bank_code": "",
         "callback_url": notify_url,
     }
+    if expires_in is not None:  # outside the mac; ZaloPay's floor is 300 s (the late-payment path covers the rest)
+        body["expire_duration_seconds"] = max(ZALOPAY_MIN_EXPIRY, expires_in)
     body["mac"] = zalopay_mac(cfg.zalopay_key1, body["app_id"], transaction_id, ZALOPAY_APP_USER, amount, now_ms,
                               embed_data, "[]")  # fmt: skip
     return body
@@ -539,7 +550,7 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit():
+    if isinstance(value, str) and value.isascii() and value.isdigit():
         return int(value)
     return None
 
@@ -633,20 +644,24 @@ def _now_ms() -> int:
 
 
 async def create_payment(http: httpx.AsyncClient, cfg: ProviderConfig, *, method: str, transaction_id: str,
-                         amount: int, description: str, notify_url: str, return_url: str) -> str | None:  # fmt: skip
+                         amount: int, description: str, notify_url: str, return_url: str,
+                         expires_in: int | None = None) -> str | None:  # fmt: skip
     """Registers the payment at its provider; the pay_url to send the buyer to (None: a bank
-    transfer without a page). Safe to call again for the same transaction_id."""
+    transfer without a page). Safe to call again for the same transaction_id. `expires_in`
+    (seconds until our payment deadline): MoMo's and ZaloPay's links expire with it, so a payment
+    cannot start long after the order timed out (reconciliation asks for an hour after that)."""
     _check_method(method)
     if method == "MOMO":
         _momo_credentials(cfg)
         body = momo_create_request(cfg, transaction_id=transaction_id, amount=amount, description=description,
-                                   notify_url=notify_url, return_url=return_url)  # fmt: skip
+                                   notify_url=notify_url, return_url=return_url, expires_in=expires_in)  # fmt: skip
         answer = await _post_json(http, cfg.momo_endpoint + MOMO_CREATE_PATH, body, cfg.timeout, "MoMo")
         return momo_parse_create(cfg, answer)
     if method == "ZALOPAY":
         _zalopay_credentials(cfg)
         body = zalopay_create_request(cfg, transaction_id=transaction_id, amount=amount, description=description,
-                                      notify_url=notify_url, return_url=return_url, now_ms=_now_ms())  # fmt: skip
+                                      notify_url=notify_url, return_url=return_url, now_ms=_now_ms(),
+                                      expires_in=expires_in)  # fmt: skip
         answer = await _post_json(http, cfg.zalopay_endpoint + ZALOPAY_CREATE_PATH, body, cfg.timeout, "ZaloPay")
         return zalopay_parse_create(answer)
     payload = {"transaction_id": transaction_id, "amount": amount, "description": description,
@@ -697,13 +712,13 @@ async def refund(http: httpx.AsyncClient, cfg: ProviderConfig, *, method: str, r
         provider_txn_id = status.provider_txn_id
     if method == "MOMO":
         _momo_credentials(cfg)
-        if not provider_txn_id or not provider_txn_id.isdigit():
+        if not provider_txn_id or not (provider_txn_id.isascii() and provider_txn_id.isdigit()):
             return RefundResult("failed", None, f"MoMo transId must be digits (got {provider_txn_id!r})", {})
         body = momo_refund_request(cfg, refund_id=refund_id, trans_id=int(provider_txn_id), amount=amount,
                                    description=description)  # fmt: skip
         timeout = max(cfg.timeout, MOMO_MIN_TIMEOUT)
         answer = await _post_json(http, cfg.momo_endpoint + MOMO_REFUND_PATH, body, timeout, "MoMo")
-        if answer.get("resultCode") == MOMO_DUPLICATE_ORDER:  # an earlier attempt got there
+        if answer.get("resultCode") in (MOMO_DUPLICATE_ORDER, MOMO_DUPLICATE_REQUEST):  # an earlier attempt got there
             request_id = f"{transaction_id}-Q{secrets.token_hex(6)}"
             query = momo_query_request(cfg, transaction_id=transaction_id, request_id=request_id)
             state = await _post_json(http, cfg.momo_endpoint + MOMO_QUERY_PATH, query, timeout, "MoMo")

@@ -120,7 +120,7 @@ async def page(request: Request) -> Response:
 
 async def _outcome(request: Request) -> str:
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > OUTCOME_MAX_BYTES:
+    if declared.isascii() and declared.isdigit() and int(declared) > OUTCOME_MAX_BYTES:
         raise validation_failed("the body must be {outcome}")
     raw = b""
     async for chunk in request.stream():  # stop reading past the limit
@@ -164,7 +164,7 @@ def callback_for(
         if not success:
             return None
         known = settings.zalopay_app_id
-        app_id: int | str = int(known) if known.isdigit() else known
+        app_id: int | str = int(known) if known.isascii() and known.isdigit() else known
         data = {
             "app_id": app_id, "app_trans_id": transaction_id, "app_time": now_ms, "app_user": "sandbox",
             "amount": amount, "embed_data": "{}", "item": "[]", "zp_trans_id": provider_txn,

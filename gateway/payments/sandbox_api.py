@@ -380,7 +380,7 @@ class Stub:
                 raise Refused(self._zp_bad("the body is not UTF-8")) from None
             body: dict[str, Any] = dict(pairs)
             for name in ("amount", "app_time", "timestamp"):
-                if isinstance(body.get(name), str) and body[name].isdigit():
+                if isinstance(body.get(name), str) and body[name].isascii() and body[name].isdigit():
                     body[name] = int(body[name])
             return body
         return _json_object(raw, self._zp_bad)
