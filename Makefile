@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run worker exporter test lint fmt psql stop migrate schema bench deps venv
+.PHONY: run lb worker exporter test lint fmt psql stop migrate schema bench deps venv
 
 # The Debian packages of the monitoring binaries: promtool (tests) and the PostgreSQL exporter.
 EXPORTER_PKG := prometheus-postgres-exporter
@@ -17,6 +17,12 @@ run: deps venv
 	@case "$$(printf %s "$$METRICS_EXPORTER" | tr A-Z a-z)" in yes|true|1|on) scripts/install-system-deps $(EXPORTER_PKG);; esac
 	@$(PY) -m dbctl run
 
+## lb: local PostgreSQL, migrate, seed, GATEWAY_INSTANCES single-worker gateways behind HAProxy on :8000
+##     (README "Several gateways behind HAProxy"), and a job worker
+lb: deps venv
+	@scripts/install-system-deps haproxy
+	@$(PY) -m dbctl lb
+
 ## worker: a job worker alone (mails, webhooks) on the database in use
 worker: deps venv
 	@$(PY) -m dbctl worker
@@ -26,9 +32,9 @@ exporter: deps venv
 	@scripts/install-system-deps $(EXPORTER_PKG)
 	@$(PY) -m dbctl exporter
 
-## test: the whole test suite against private PostgreSQL clusters (and headless Chromium, promtool, the exporter)
+## test: the whole test suite against private PostgreSQL clusters (and headless Chromium, HAProxy, promtool, the exporter)
 test: deps venv
-	@scripts/install-system-deps chromium $(MONITORING_PKGS)
+	@scripts/install-system-deps chromium haproxy $(MONITORING_PKGS)
 	$(PY) -m pytest
 
 ## lint: ruff (lint + format check) and mypy on the gateway

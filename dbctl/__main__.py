@@ -2,6 +2,7 @@
 
 python -m dbctl up       start the local cluster (no DATABASE_URL), migrate, seed demo data
 python -m dbctl run      up, then serve the gateway with uvicorn and run a job worker (RUN_WORKER=no: no worker)
+python -m dbctl lb       up, then N single-worker gateways behind HAProxy and a job worker (dbctl/haproxy.py)
 python -m dbctl worker   a job worker alone, on the database in use
 python -m dbctl exporter the PostgreSQL exporter alone (ops/postgres-exporter/queries.yaml), on the database in use
 python -m dbctl migrate  migrations + functions loader on the database in use
@@ -224,6 +225,10 @@ def main(argv: list[str]) -> int:
         up()
     elif cmd == "run":
         run()
+    elif cmd == "lb":
+        from dbctl import haproxy
+
+        haproxy.run()
     elif cmd == "worker":
         run_worker_alone()
     elif cmd == "exporter":
