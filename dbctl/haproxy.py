@@ -136,6 +136,7 @@ def run() -> None:
         sys.exit(str(exc))
     ports = ", ".join(str(p) for p in layout.gateway_ports)
     print(f"HAProxy on http://{layout.host}:{layout.port} (stats http://{layout.host}:{layout.stats_port}/) "
-          f"over {len(layout.gateway_ports)} gateway(s) on ports {ports}; Ctrl-C stops all, `make stop` the database.")  # fmt: skip
+          f"over {len(layout.gateway_ports)} gateway(s) on ports {ports}; "
+          "Ctrl-C stops all, `make stop` the database.")  # fmt: skip
     sys.stdout.flush()
     sys.exit(supervise(children))
