@@ -69,11 +69,13 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @needs_promtool
-def test_promtool_accepts_the_rules_and_the_scrape_config() -> None:
+@pytest.mark.parametrize("config_file", ["prometheus.yml", "prometheus-compose.yml"])  # one machine, docker-compose.yml
+def test_promtool_accepts_the_rules_and_the_scrape_config(config_file: str) -> None:
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    config = promtool("check", "config", "prometheus.yml")  # loads alerts.yml too
+    config = promtool("check", "config", config_file)  # loads alerts.yml too
     assert config.returncode == 0, config.stdout + config.stderr
+    assert "1 rule files found" in config.stdout, config.stdout
 
 
 @needs_promtool

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
 import yaml
+from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
 
@@ -21,6 +25,7 @@ from dbctl.migrate import (
     migrate,
     yoyo_url,
 )
+from dbctl.monitor import QUERIES, exporter_command
 from dbctl.schema import SNAPSHOT, dump_schema
 from tests.conftest import CLUSTER, create_database, url_for
 
@@ -213,7 +218,7 @@ def test_gateway_role_has_no_table_privileges_at_all(owner: psycopg.Connection) 
 def test_docker_compose_wires_db_migrate_gateway() -> None:
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     services = compose["services"]
-    assert {"db", "migrate", "gateway", "worker"} <= set(services)
+    assert {"db", "migrate", "gateway", "worker", "postgres-exporter", "prometheus", "grafana"} <= set(services)
     assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
     assert "@db:5432/" in services["worker"]["environment"]["WORKER_DATABASE_URL"]
     assert "healthcheck" in services["db"] and "healthcheck" in services["gateway"]
@@ -228,3 +233,134 @@ def test_docker_compose_wires_db_migrate_gateway() -> None:
     dockerfile = (ROOT / db_build["context"] / db_build.get("dockerfile", "Dockerfile")).read_text()
     assert "postgresql-15-cron" in dockerfile
     assert "shared_preload_libraries=pg_cron" in " ".join(services["db"]["command"])
+
+
+# ------------------------------------------------------------------ docker-compose.yml: monitoring
+
+
+def compose_services() -> dict[str, Any]:
+    services: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return services
+
+
+def interpolate(value: str) -> str:
+    """Compose's ${VAR:-default} / ${VAR:?message} / ${VAR} with nothing set: the default, "", ""."""
+    return re.sub(r"\$\{\w+(?::?-([^}]*)|:?\?[^}]*)?\}", lambda m: m.group(1) or "", value)
+
+
+def binds(service: dict[str, Any]) -> dict[str, Path]:
+    """The service's bind mounts: path in the container -> file or directory in the repo."""
+    found = {}
+    for volume in service.get("volumes", []):
+        source, target, *_ = volume.split(":")
+        if source.startswith("./"):
+            found[target] = ROOT / source
+    return found
+
+
+def flags(service: dict[str, Any]) -> dict[str, str]:
+    return dict(arg.removeprefix("--").split("=", 1) for arg in service["command"] if arg.startswith("--"))
+
+
+def test_docker_compose_pins_every_image_and_publishes_on_loopback_only() -> None:
+    services = compose_services()
+    for name, service in services.items():
+        assert "image" in service or "build" in service, name
+        if "image" in service:
+            image, _, tag = service["image"].rpartition(":")
+            assert image and "/" not in tag, f"{name}: {service['image']} has no tag"
+            assert re.fullmatch(r"v?\d+\.\d+\.\d+", tag), f"{name}: {service['image']} is not pinned to a version"
+        for port in service.get("ports", []):
+            assert port.startswith("127.0.0.1:"), f"{name} publishes {port} beyond this machine"
+    published = {name: [p.split(":")[1] for p in s.get("ports", [])] for name, s in services.items()}
+    assert published["prometheus"] == ["9090"] and published["grafana"] == ["3000"]
+
+
+def test_docker_compose_mounts_only_files_of_the_repo_that_exist() -> None:
+    mounted = [path for service in compose_services().values() for path in binds(service).values()]
+    assert mounted
+    for path in mounted:
+        assert path.is_file(), f"docker-compose.yml mounts {path.relative_to(ROOT)}, which does not exist"
+    assert {path.relative_to(ROOT).parts[0] for path in mounted} == {"ops"}
+
+
+def test_docker_compose_exporter_runs_as_dbctl_runs_it_with_the_monitor_role() -> None:
+    services = compose_services()
+    exporter = services["postgres-exporter"]
+    # v0.11.x: Debian 12's version (the tests run it), and one that still reads --extend.query-path.
+    assert exporter["image"].startswith("prometheuscommunity/postgres-exporter:v0.11.")
+    ours = flags({"command": exporter_command("exporter", "127.0.0.1:9187")})
+    theirs = flags(exporter)
+    assert set(theirs) == set(ours)
+    assert binds(exporter)[theirs["extend.query-path"]] == QUERIES
+    assert theirs["web.listen-address"].rpartition(":")[2] == "9187"
+    dsn = conninfo_to_dict(interpolate(exporter["environment"]["DATA_SOURCE_NAME"]))
+    assert dsn["host"] == "db" and dsn["dbname"] == "booking" and dsn["user"] == "booking_monitor"
+    assert dsn["sslmode"] == "disable"
+    # The password migrate gives booking_monitor (dbctl bootstrap: MONITOR_DB_PASSWORD) is the one
+    # the exporter logs in with, from the same variable with the same default.
+    migrate_env = services["migrate"]["environment"]
+    assert "${MONITOR_DB_PASSWORD" in exporter["environment"]["DATA_SOURCE_NAME"]
+    assert migrate_env["MONITOR_DB_PASSWORD"].startswith("${MONITOR_DB_PASSWORD")
+    assert dsn["password"] and dsn["password"] == interpolate(migrate_env["MONITOR_DB_PASSWORD"])
+    assert exporter["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+
+
+def test_docker_compose_prometheus_scrapes_the_compose_services_with_our_rules() -> None:
+    services = compose_services()
+    prometheus = services["prometheus"]
+    mounted = binds(prometheus)
+    config_path = flags(prometheus)["config.file"]
+    assert mounted[config_path] == ROOT / "ops" / "prometheus" / "prometheus-compose.yml"
+    config = yaml.safe_load(mounted[config_path].read_text())
+    single = yaml.safe_load((ROOT / "ops" / "prometheus" / "prometheus.yml").read_text())
+    # The same rules, mounted beside the config (rule_files are relative to it).
+    assert config["rule_files"] == single["rule_files"]
+    for rule_file in config["rule_files"]:
+        assert str(Path(config_path).parent / rule_file) in mounted, rule_file
+    # The same jobs (the alerts and the dashboard select on them), each aimed at a compose service
+    # on the port it listens on.
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {job["job_name"] for job in single["scrape_configs"]}
+    listens = {
+        "gateway": "8000",  # uvicorn --port 8000 (docker/gateway.Dockerfile)
+        "postgres-exporter": flags(services["postgres-exporter"])["web.listen-address"].rpartition(":")[2],
+    }
+    expected = {"booking-gateway": "gateway", "booking-postgres": "postgres-exporter"}
+    for name, job in jobs.items():
+        targets = [t for sc in job["static_configs"] for t in sc["targets"]]
+        assert targets == [f"{expected[name]}:{listens[expected[name]]}"], name
+        assert expected[name] in prometheus["depends_on"]
+
+
+def grafana_provisioning(kind: str) -> tuple[str, dict[str, Any]]:
+    mounted = binds(compose_services()["grafana"])
+    (target,) = [t for t in mounted if t.startswith(f"/etc/grafana/provisioning/{kind}/")]
+    assert mounted[target].parent == ROOT / "ops" / "grafana" / "provisioning" / kind
+    return target, yaml.safe_load(mounted[target].read_text())
+
+
+def test_docker_compose_grafana_provisions_the_onsale_dashboard() -> None:
+    mounted = binds(compose_services()["grafana"])
+    _, provisioning = grafana_provisioning("dashboards")
+    (provider,) = provisioning["providers"]
+    assert provider["type"] == "file"
+    folder = provider["options"]["path"]
+    in_folder = {mounted[t] for t in mounted if Path(t).parent == Path(folder) and t.endswith(".json")}
+    assert in_folder == {ROOT / "ops" / "grafana" / "onsale.json"}
+
+
+def test_docker_compose_grafana_datasource_is_the_one_the_dashboard_uses() -> None:
+    services = compose_services()
+    _, provisioning = grafana_provisioning("datasources")
+    (source,) = provisioning["datasources"]
+    dashboard = json.loads((ROOT / "ops" / "grafana" / "onsale.json").read_text())
+    (variable,) = [v for v in dashboard["templating"]["list"] if v["type"] == "datasource"]
+    # The dashboard picks its data source through this variable: the default one of its type.
+    assert source["type"] == variable["query"] == "prometheus"
+    assert source["isDefault"] is True
+    uids = set(re.findall(r'"uid":\s*"([^"]*)"', json.dumps(dashboard["panels"])))
+    assert uids <= {"${" + variable["name"] + "}", source["uid"]}, uids
+    port = flags(services["prometheus"])["web.listen-address"].rpartition(":")[2]
+    assert source["url"] == f"http://prometheus:{port}"
+    assert "prometheus" in services["grafana"]["depends_on"]
