@@ -23,7 +23,16 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from dbctl.cluster import REPLICATION_ROLE, Cluster, _as_root, _give_to_postgres, _run_as_owner, pg_tool, set_password
+from dbctl.cluster import (
+    REPLICATION_ROLE,
+    Cluster,
+    _as_root,
+    _give_to_postgres,
+    _run_as_owner,
+    _trusted_owners,
+    pg_tool,
+    set_password,
+)
 
 
 def slot_name(name: str) -> str:
@@ -66,6 +75,8 @@ def _base_backup(primary: Cluster, standby: Cluster, name: str) -> None:
             (slot,),
         )
     base = standby.datadir.parent
+    if _as_root() and (base.is_symlink() or (base.exists() and base.stat().st_uid not in _trusted_owners())):
+        raise RuntimeError(f"{base} is a link or belongs to another user: refusing to use it")
     base.mkdir(parents=True, exist_ok=True)
     if _as_root():
         _give_to_postgres(base)

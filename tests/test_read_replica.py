@@ -15,7 +15,10 @@ with GATEWAY_DATABASE_READ_URL listing the standby then the primary (prefer-stan
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -30,7 +33,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from dbctl.cluster import Cluster, create_database
-from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, migrate
+from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT, migrate
 from dbctl.monitor import exporter_binary, exporter_command, exporter_env, monitor_dsn
 from dbctl.replica import drop_standby, make_standby, wait_replayed
 from dbctl.throwaway import free_port, throwaway_cluster
@@ -42,6 +45,7 @@ from tests.conftest import call
 from tests.factories import make_ticket_type
 from tests.http import PASSWORD_HASH, SECRET
 from tests.live import LiveServer
+from tests.test_local_cluster import local_env
 
 DB = "booking"
 NAME = "standby1"
@@ -266,6 +270,51 @@ def test_the_events_cache_is_not_refilled_from_a_standby_behind_a_change(pair: P
         served = counter(client, "booking_catalogue_reads_total", node="standby")
         assert client.get(f"/events/{second['event']['slug']}").status_code == 200
         assert counter(client, "booking_catalogue_reads_total", node="standby") == served + 1  # caught up: standby
+
+
+# ------------------------------------------------------------------ READ_REPLICA=yes make run
+
+
+def test_make_run_with_read_replica_reads_the_catalogue_on_a_local_standby(tmp_path: Path) -> None:
+    """`READ_REPLICA=yes make run`: the embedded cluster (passwords, scram) gets a streaming standby
+    on its own port, the gateway reads the seeded event there; `make stop` stops both."""
+    base = Path(tempfile.mkdtemp(prefix="booking-pg-"))
+    state, port, standby_port = tmp_path / "state", free_port(), free_port()
+    env = local_env(base, state, free_port(), READ_REPLICA="yes", BOOKING_PG_STANDBY_PORT=str(standby_port),
+                    RUN_WORKER="no", GATEWAY_PORT=str(port), WEB_CONCURRENCY="1")  # fmt: skip
+    proc = subprocess.Popen([sys.executable, "-m", "dbctl", "run"], cwd=ROOT, env=env, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    standby = Cluster(Path(f"{base}-standby") / "data", standby_port)
+    try:
+
+        def ready() -> bool:
+            assert proc.poll() is None, proc.communicate()[0]
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_for(ready, "the gateway of `dbctl run`", seconds=180)
+        r = httpx.get(f"http://127.0.0.1:{port}/events/demo-onsale-night", timeout=10)
+        assert r.status_code == 200, r.text
+        standby.password = (state / "pg-password").read_text().strip()
+        assert ran(standby, READ_APPLICATION_NAME, "get_event"), sessions(standby, READ_APPLICATION_NAME)
+        with standby.connect() as conn:
+            assert conn.execute("SELECT pg_is_in_recovery()").fetchone() == (True,)
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+        stop = subprocess.run([sys.executable, "-m", "dbctl", "stop"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)  # fmt: skip
+        stopped = not standby.running()
+        standby.destroy()
+        Cluster(base / "data", 0).destroy()
+    assert stop.returncode == 0 and "and its standby stopped" in stop.stdout, stop.stdout + stop.stderr
+    assert stopped
 
 
 # ------------------------------------------------------------------ the exporter on both nodes
