@@ -22,7 +22,7 @@ from pathlib import Path
 import psycopg
 
 from dbctl import local, monitor
-from dbctl.cluster import pg_tool
+from dbctl.cluster import Cluster, pg_tool
 from dbctl.migrate import migrate
 from dbctl.schema import write_snapshot
 from dbctl.seed import seed
@@ -60,15 +60,18 @@ def apply_payment_mode(owner_url: str, mode: str) -> None:
     print(f"Payments: {mode} mode.")
 
 
-def gateway_env(t: local.Target) -> dict[str, str]:
+def gateway_env(t: local.Target, standby: Cluster | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("GATEWAY_DATABASE_URL", t.gateway_url)
+    if standby is not None:  # READ_REPLICA=yes: catalogue reads on the local standby
+        env.setdefault("GATEWAY_DATABASE_READ_URL", local.read_url(t, standby))
     # prometheus-client's multiprocess mode: every uvicorn worker writes its samples there
     # (gateway/metrics.py); emptied by fresh_metrics_dir() before uvicorn starts.
     if not env.get("PROMETHEUS_MULTIPROC_DIR"):
         env["PROMETHEUS_MULTIPROC_DIR"] = str(local.state_dir().resolve() / "metrics")
     if t.cluster is not None:
-        env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, gateway_only=True))  # no owner or superuser password
+        # no owner or superuser password
+        env["PGPASSFILE"] = str(local.write_pgpass(t.cluster, gateway_only=True, standby=standby))
         if "JWT_SECRET" not in env:
             env["JWT_SECRET"] = local.kept_secret("jwt-secret")
         env.update({k: v for k, v in payment_credentials().items() if not env.get(k)})
@@ -179,7 +182,8 @@ def run() -> None:
     """The gateway and (unless RUN_WORKER=no) a worker, as children of this process
     (dbctl/supervise.py): Ctrl-C or SIGTERM stops both, and neither outlives it."""
     t = up()
-    env = gateway_env(t)
+    standby = local.start_standby(t) if local.read_replica_wanted(os.environ) else None
+    env = gateway_env(t, standby)
     try:
         args = uvicorn_args(env)
         with_worker = run_worker_wanted(os.environ)
@@ -200,6 +204,9 @@ def run() -> None:
         args_, eenv, address = exporter
         children.append(Child("exporter", args_, eenv, stop_timeout=10))
         print(f"PostgreSQL exporter on http://{address}/metrics (as booking_monitor).")
+    if standby is not None:
+        print(f"Catalogue reads on the standby on 127.0.0.1:{standby.port} (then the primary); "
+              "`make stop` stops both.")  # fmt: skip
     them = {1: "it", 2: "both"}.get(len(children), "all three")
     print(f"Gateway on http://{server.host}:{server.port} ({server.workers} worker(s)); "
           f"Ctrl-C stops {them}, `make stop` the database.")  # fmt: skip
@@ -250,8 +257,16 @@ def main(argv: list[str]) -> int:
         if os.environ.get("DATABASE_URL"):
             print("DATABASE_URL is set: not stopping a server this project does not own.")
         else:
-            local.local_cluster().stop()
-            print("Local PostgreSQL stopped.")
+            primary = local.local_cluster()
+            standby = local.local_standby(primary)
+            if standby.initialised():
+                standby.stop()
+            primary.stop()
+            print(
+                "Local PostgreSQL stopped."
+                if not standby.initialised()
+                else "Local PostgreSQL and its standby stopped."
+            )
     elif cmd == "schema":
         print(f"Wrote {write_snapshot()}")
     elif cmd == "url":

@@ -25,6 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
+REPLICATION_ROLE = "booking_replicator"  # the login standbys stream with (dbctl/replica.py)
 PG_BIN = Path(os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin"))
 
 
@@ -175,6 +176,8 @@ class Cluster:
             "# TYPE  DATABASE  USER  ADDRESS       METHOD\n"
             f"host    all       all   127.0.0.1/32  {m}\n"
             f"host    all       all   ::1/128       {m}\n"
+            "# Streaming standbys (dbctl/replica.py): `all` does not cover replication connections.\n"
+            f"host    replication  {REPLICATION_ROLE}  127.0.0.1/32  {m}\n"
         )
 
     def initialised(self) -> bool:

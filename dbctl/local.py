@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from dbctl import replica
 from dbctl.cluster import Cluster, create_database, local_base, tuned_settings, write_private
 from dbctl.migrate import GATEWAY_ROLE, MONITOR_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE
 
@@ -110,13 +112,18 @@ def target(start: bool = True) -> Target:
 
 
 def write_pgpass(
-    cluster: Cluster, gateway_only: bool = False, worker_only: bool = False, monitor_only: bool = False
+    cluster: Cluster,
+    gateway_only: bool = False,
+    worker_only: bool = False,
+    monitor_only: bool = False,
+    standby: Cluster | None = None,
 ) -> Path:
     """`.local/pgpass` (mode 600) with the embedded cluster's passwords, for libpq; with
     `gateway_only`, `.local/pgpass-gateway` with the gateway role's line alone (the gateway's
     PGPASSFILE: its process gets no password of the owner or the superuser); with
     `worker_only`, `.local/pgpass-worker` with the worker role's line alone (the worker's); with
-    `monitor_only`, `.local/pgpass-monitor`, the monitoring role's (the PostgreSQL exporter's)."""
+    `monitor_only`, `.local/pgpass-monitor`, the monitoring role's (the PostgreSQL exporter's).
+    `standby` (READ_REPLICA=yes): the same lines for its port too (the same roles and passwords)."""
     assert cluster.password is not None
     assert gateway_only + worker_only + monitor_only <= 1
     gateway = os.environ.get("GATEWAY_DB_PASSWORD") or cluster.password
@@ -136,8 +143,10 @@ def write_pgpass(
     else:
         roles = ((GATEWAY_ROLE, gateway), (WORKER_ROLE, worker), (MONITOR_ROLE, monitor), ("*", cluster.password))
         name = PGPASS_FILE
+    ports = (cluster.port,) if standby is None else (cluster.port, standby.port)
     lines = [
-        f"{host}:{cluster.port}:*:{role}:{field(password)}\n"
+        f"{host}:{port}:*:{role}:{field(password)}\n"
+        for port in ports
         for host in ("127.0.0.1", "localhost")
         for role, password in roles
     ]
@@ -162,3 +171,48 @@ def kept_secret(name: str, nbytes: int = 32) -> str:
 def state_file(name: str) -> Path:
     state_dir().mkdir(parents=True, exist_ok=True)
     return state_dir() / name
+
+
+# ------------------------------------------------------------------ READ_REPLICA=yes make run
+
+STANDBY_NAME = "local_standby"
+
+
+def read_replica_wanted(env: Mapping[str, str]) -> bool:
+    value = env.get("READ_REPLICA", "").strip().lower()
+    if value in ("", "no", "false", "0", "off"):
+        return False
+    if value in ("yes", "true", "1", "on"):
+        return True
+    raise SystemExit(f"READ_REPLICA must be yes or no (got {value!r})")
+
+
+def local_standby(primary: Cluster) -> Cluster:
+    """The embedded cluster's standby: beside its folder (`.local/pg-standby`), on
+    BOOKING_PG_STANDBY_PORT (the primary's port + 1 by default)."""
+    base = local_base(ROOT)
+    port = int(os.environ.get("BOOKING_PG_STANDBY_PORT") or primary.port + 1)
+    return replica.standby_of(primary, base.with_name(base.name + "-standby"), port, STANDBY_NAME)
+
+
+def start_standby(t: Target) -> Cluster:
+    """READ_REPLICA=yes: the embedded cluster's streaming standby, made on the first run (a base
+    backup of the running primary), started and streaming."""
+    if t.cluster is None:
+        raise SystemExit(
+            "READ_REPLICA=yes makes a standby of the embedded cluster; with DATABASE_URL set, point "
+            "GATEWAY_DATABASE_READ_URL at your own standby instead"
+        )
+    standby = local_standby(t.cluster)
+    return replica.make_standby(t.cluster, standby.datadir.parent, standby.port, STANDBY_NAME)
+
+
+def read_url(t: Target, standby: Cluster) -> str:
+    """The gateway's read URL for the local standby: the standby, then the primary, prefer-standby
+    (libpq opens read connections on the primary while the standby is down)."""
+    assert t.cluster is not None
+    params = conninfo_to_dict(t.gateway_url)
+    params.update(host="127.0.0.1,127.0.0.1", port=f"{standby.port},{t.cluster.port}",
+                  target_session_attrs="prefer-standby", connect_timeout="2")  # fmt: skip
+    params.pop("hostaddr", None)
+    return make_conninfo("", **params)

@@ -28,7 +28,7 @@ from gateway import metrics, netguard
 from gateway.auth import Auth, Principal, new_refresh_token, refresh_hash
 from gateway.cache import EventsCache, cache_key, listen_for_changes, sweep_forever
 from gateway.config import Settings, settings_or_exit
-from gateway.db import Database, make_pool
+from gateway.db import Database, ReadRouter, make_pool, make_read_pool
 from gateway.errors import (
     ApiError,
     forbidden,
@@ -82,6 +82,13 @@ class Gateway:
         self.settings = settings
         self.pool = make_pool(settings)
         self.db = Database(self.pool)
+        # Catalogue reads (routes marked standby_ok): a read pool when GATEWAY_DATABASE_READ_URL is
+        # set, else the primary's Database itself (no second pool, nothing in between).
+        self.read_pool = make_read_pool(settings)
+        self.read_router = (
+            None if self.read_pool is None else ReadRouter(Database(self.read_pool), self.db, lambda: self.cache.fence)
+        )
+        self.reads: Database | ReadRouter = self.read_router or self.db
         self.auth = Auth(settings.jwt_secret.get_secret_value(), settings.token_ttl, settings.hash_concurrency)
         self.cache: EventsCache[Page] = EventsCache(settings.cache_ttl, settings.cache_max_entries)
         self.reserver = Reserver(
@@ -101,8 +108,11 @@ class Gateway:
     async def start(self) -> None:
         # Do not wait for the database: the app starts and answers 503 busy until it is up.
         await self.pool.open(wait=False)
+        if self.read_pool is not None:
+            await self.read_pool.open(wait=False)
+        url = self.settings.database_url.get_secret_value()
         self.tasks = [
-            asyncio.create_task(listen_for_changes(self.cache, self.settings.database_url.get_secret_value())),
+            asyncio.create_task(listen_for_changes(self.cache, url, fence=self.read_pool is not None)),
             asyncio.create_task(sweep_forever(self.cache, self.settings.cache_sweep)),
             asyncio.create_task(
                 listen_for_revocations(self.auth.revocations, self.settings.database_url.get_secret_value())
@@ -123,6 +133,8 @@ class Gateway:
         await self.joiner.close()
         await self.limiter.close()
         await self.pool.close()
+        if self.read_pool is not None:
+            await self.read_pool.close()
         await self.metrics.stop()
         await self.http.aclose()
 
@@ -276,7 +288,7 @@ async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal
         args: dict[str, Any] = {"p_query": normalised or None, "p_limit": limit + 1}
         if after is not None:
             args["p_after_start_time"], args["p_after_id"] = after
-        return make_page(await gw.db.call(endpoint.function, args), limit, "start_time")
+        return make_page(await gw.reads.call(endpoint.function, args), limit, "start_time")
 
     page = await gw.cache.get(key, load)
     headers = {"ETag": page.etag, "Cache-Control": f"public, max-age={min(EVENTS_MAX_AGE, int(gw.settings.cache_ttl))}"}
@@ -285,6 +297,11 @@ async def events(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal
     if etag_matches(request, page.etag):
         return Response(status_code=304, headers=headers)
     return json_response(page.body, endpoint.status, headers)
+
+
+async def catalogue_read(gw: Gateway, request: Request, endpoint: Endpoint, _: Principal | None) -> Response:
+    """A public catalogue read (routes marked standby_ok): through the read pool when there is one."""
+    return json_response(await gw.reads.call(endpoint.function, path_args(request)), endpoint.status)
 
 
 async def my_bookings(gw: Gateway, request: Request, endpoint: Endpoint, principal: Principal | None) -> Response:
@@ -517,6 +534,8 @@ PAYS_INSTANTLY = "complete_booking"
 
 def make_handler(endpoint: Endpoint) -> Handler:
     special = SPECIAL.get(endpoint.special or "")
+    if endpoint.standby_ok and special is None:
+        special = catalogue_read  # decided here, once: the generic path below has no branch for it
     pays_instantly = endpoint.function == PAYS_INSTANTLY
 
     async def handle(request: Request) -> Response:

@@ -32,6 +32,9 @@ class EventsCache(Generic[V]):
         self.clock: Callable[[], float] = time.monotonic  # tests move time explicitly
         self.hits = 0
         self.misses = 0
+        # With a read replica: the primary's WAL position when the last change was heard (or the
+        # listener connected); reads from a standby must have replayed this far (gateway/db.py).
+        self.fence = "0/0"
 
     def clear(self) -> None:
         self._generation += 1
@@ -74,16 +77,28 @@ class EventsCache(Generic[V]):
         return value
 
 
-async def listen_for_changes(cache: EventsCache[Any], conninfo: str, retry_delay: float = 1.0) -> None:
-    """Run for ever: LISTEN, drop the cache on every NOTIFY, reconnect after failures."""
+async def listen_for_changes(
+    cache: EventsCache[Any], conninfo: str, retry_delay: float = 1.0, fence: bool = False
+) -> None:
+    """Run for ever: LISTEN, drop the cache on every NOTIFY, reconnect after failures.
+    fence (a read replica is in use): before each drop, cache.fence becomes the primary's WAL
+    position, which the change's commit is behind (its NOTIFY came after the commit)."""
     while True:
         try:
             async with await psycopg.AsyncConnection.connect(conninfo, autocommit=True) as conn:
                 await conn.execute(f"LISTEN {CHANNEL}")
+                if fence:
+                    cache.fence = await wal_position(conn)
                 cache.clear()  # anything cached before now may have missed a change
                 cache.listening = True
                 log.info("listening for catalogue changes")
-                async for _ in conn.notifies():
+                if not fence:
+                    async for _ in conn.notifies():
+                        cache.clear()
+                while fence:  # one notification at a time: the position is asked between them
+                    async for _ in conn.notifies(stop_after=1):
+                        pass
+                    cache.fence = await wal_position(conn)
                     cache.clear()
         except asyncio.CancelledError:
             raise
@@ -93,6 +108,13 @@ async def listen_for_changes(cache: EventsCache[Any], conninfo: str, retry_delay
             cache.listening = False
             cache.clear()
         await asyncio.sleep(retry_delay)
+
+
+async def wal_position(conn: psycopg.AsyncConnection[Any]) -> str:
+    """The primary's WAL insert position (a pg_lsn as text): past every commit made so far."""
+    row = await (await conn.execute("SELECT pg_catalog.pg_current_wal_insert_lsn()::text")).fetchone()
+    assert row is not None
+    return str(row[0])
 
 
 async def sweep_forever(cache: EventsCache[Any], every: float) -> None:

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from ipaddress import IPv4Network, IPv6Network, ip_network
 from typing import Annotated, Any, Literal
 
+from psycopg import ProgrammingError
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, EnvSettingsSource, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -44,7 +46,7 @@ PROVIDER_URLS = {
     "card_api_url": "CARD_API_URL",
 }
 URL_PATTERN = r"^https?://[^/?#\s]+(/[^?#\s]*)?$"
-SECRET_FIELDS = frozenset({"database_url", "jwt_secret", "metrics_token", *PAYMENT_SECRETS})
+SECRET_FIELDS = frozenset({"database_url", "database_read_url", "jwt_secret", "metrics_token", *PAYMENT_SECRETS})
 HINTS = {
     "database_url": " (make run sets it for the local database)",
     "jwt_secret": " (make run generates one in .local/ for local use)",
@@ -130,6 +132,13 @@ def _env(*names: str) -> Any:
 
 class Settings(_Settings):
     database_url: SecretStr = Field(validation_alias=_env("GATEWAY_DATABASE_URL", "DATABASE_URL"))
+    # Catalogue reads (the event list and one event: gateway/db.py ReadRouter) go to a second pool on
+    # this connection when set, typically a standby first with the primary after it and
+    # target_session_attrs=prefer-standby; unset: everything on database_url, as without a replica.
+    database_read_url: SecretStr | None = Field(
+        None, validation_alias=_env("GATEWAY_DATABASE_READ_URL", "DATABASE_READ_URL")
+    )
+    read_pool_max: int = Field(10, ge=1, le=1000, validation_alias=_env("GATEWAY_READ_POOL_MAX"))
     jwt_secret: SecretStr = Field(min_length=1, validation_alias=_env("JWT_SECRET"))
     production: bool = Field(False, validation_alias=_env("BOOKING_ENV"))
     # Access tokens: short, since only revocation (the deny-list, kept 24 h) can take one back.
@@ -231,6 +240,16 @@ class Settings(_Settings):
     # Where the development sandbox keeps what its stub providers know (every uvicorn worker
     # shares it); unset: a folder in the system's temporary directory. `make run`: .local/sandbox.
     payment_sandbox_dir: str | None = Field(None, min_length=1, validation_alias=_env("PAYMENT_SANDBOX_DIR"))
+
+    @field_validator("database_read_url")
+    @classmethod
+    def _conninfo(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                conninfo_to_dict(value.get_secret_value())
+            except ProgrammingError:  # its message would repeat the value (a password in it)
+                raise ValueError("is not a libpq connection string or postgresql:// URL") from None
+        return value
 
     @field_validator("webhook_allow_private", mode="before")
     @classmethod

@@ -1,11 +1,16 @@
-"""The connection pool and the one way the gateway talks to PostgreSQL: call an api function."""
+"""The connection pools and the one way the gateway talks to PostgreSQL: call an api function.
+
+Everything runs on the primary pool (`Database`), except the catalogue reads the route table
+marks `standby_ok` when GATEWAY_DATABASE_READ_URL is set: those go through a `ReadRouter` to a
+second pool (a standby), and back to the primary when the standby cannot answer.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -14,7 +19,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.config import Settings
 from gateway.errors import from_database, is_connection_problem
-from gateway.sqlcalls import api_call_bytes
+from gateway.sqlcalls import FENCE, api_call_bytes, fenced_call_bytes
 
 log = logging.getLogger("gateway.db")
 
@@ -37,6 +42,31 @@ def make_pool(settings: Settings) -> AsyncConnectionPool:
         kwargs={"application_name": "booking-gateway"},
         open=False,
         name="gateway",
+    )
+
+
+READ_APPLICATION_NAME = "booking-gateway-read"  # the read pool's sessions, for DBAs (pg_stat_activity)
+# A read connection lives at most this long (seconds): one that libpq opened on the primary while
+# the standby was away (prefer-standby) is replaced within a minute of the standby's return.
+READ_POOL_MAX_LIFETIME = 60.0
+
+
+def make_read_pool(settings: Settings) -> AsyncConnectionPool | None:
+    """The catalogue's read pool on GATEWAY_DATABASE_READ_URL; None when it is unset."""
+    if settings.database_read_url is None:
+        return None
+    return AsyncConnectionPool(
+        settings.database_read_url.get_secret_value(),
+        min_size=min(settings.pool_min, settings.read_pool_max),
+        max_size=settings.read_pool_max,
+        timeout=settings.pool_timeout,
+        max_idle=settings.pool_max_idle,
+        max_lifetime=READ_POOL_MAX_LIFETIME,
+        reconnect_timeout=0,
+        configure=_configure,
+        kwargs={"application_name": READ_APPLICATION_NAME},
+        open=False,
+        name="gateway-read",
     )
 
 
@@ -147,3 +177,77 @@ class Database:
             await self.pool.check()
         except Exception:  # the server may still be down; the next failure checks again
             log.warning("pool check failed", exc_info=True)
+
+
+def standby_failure(exc: Exception) -> str | None:
+    """Why a read on the read pool is retried on the primary (a fallback reason), or None when
+    the error is the answer (a business error, a bad argument): reads are safe to run again."""
+    if isinstance(exc, PoolTimeout) or is_connection_problem(exc):
+        return "unavailable"  # no standby connection in time, or it broke (stopped, restarted)
+    if isinstance(exc, psycopg.Error) and exc.diag.sqlstate == "40001":
+        return "recovery_conflict"  # the standby cancelled the query to replay the WAL
+    return None
+
+
+class ReadRouter:
+    """Catalogue reads on the read pool, the primary pool when the read pool cannot answer.
+
+    - The read pool's URL usually lists the standby then the primary with
+      target_session_attrs=prefer-standby: libpq itself opens read connections on the primary
+      while no standby answers.
+    - A read that fails on the read pool for want of a connection, or a broken one, or by a
+      recovery conflict, is run once more on the primary pool (reads change nothing).
+    - Fenced: a standby answers only once it has replayed the WAL up to `fence()`, the primary's
+      WAL position when this process last heard of a catalogue change (gateway/cache.py); one
+      behind answers no row and the read goes to the primary. Without it, the events cache,
+      emptied by the change's NOTIFY, could be refilled from a standby that has not replayed the
+      change yet and serve the old page for EVENTS_CACHE_TTL_SECONDS.
+
+    Counts (plain integers, gateway/metrics.py copies them): reads answered through the read pool
+    by the node that answered (in_hot_standby, reported by the server: no query), and fallbacks
+    by reason."""
+
+    def __init__(self, reads: Database, primary: Database, fence: Callable[[], str]) -> None:
+        self.reads = reads
+        self.primary = primary
+        self.fence = fence
+        self.served = {"standby": 0, "primary": 0}
+        self.fallbacks = {"unavailable": 0, "recovery_conflict": 0, "behind": 0}
+
+    async def call(self, function: str, args: Mapping[str, Any]) -> str | None:
+        """As Database.call: one api function's JSON text (or None)."""
+        try:
+            rows = await self._read(fenced_call_bytes(function, tuple(args)), {**args, FENCE: self.fence()})
+        except psycopg.Error as exc:
+            reason = standby_failure(exc)
+            if reason is None:
+                raise from_database(exc) from exc
+            log.debug("catalogue read on the primary: %s (%s)", reason, exc)
+            self.fallbacks[reason] += 1
+            return await self.primary.call(function, args)
+        if not rows:
+            self.fallbacks["behind"] += 1
+            return await self.primary.call(function, args)
+        return None if rows[0][0] is None else str(rows[0][0])
+
+    async def _read(self, query: bytes, args: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+        db = self.reads
+        try:
+            try:
+                await db.turnstile.enter(db.pool.timeout)
+            except TimeoutError:
+                db.timeouts += 1
+                raise PoolTimeout(f"couldn't get a read connection after {db.pool.timeout:.2f} sec") from None
+            try:
+                async with db.pool.connection() as conn:
+                    rows = await (await conn.execute(query, args)).fetchall()
+                    standby = conn.pgconn.parameter_status(b"in_hot_standby") == b"on"
+            finally:
+                db.turnstile.leave()
+        except psycopg.Error as exc:
+            if is_connection_problem(exc):
+                db._recheck_idle_connections()
+            raise
+        if rows:
+            self.served["standby" if standby else "primary"] += 1
+        return rows

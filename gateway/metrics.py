@@ -118,6 +118,15 @@ CACHE = Counter(
     "booking_events_cache_lookups", "GET /events cache lookups while the cache is live, by result (hit, miss)",
     ["result"], registry=REGISTRY,
 )  # fmt: skip
+CATALOGUE_READS = Counter(
+    "booking_catalogue_reads", "Catalogue reads answered through the read pool (GATEWAY_DATABASE_READ_URL), by the "
+    "node that answered: standby, or primary (libpq chose it: no standby answered)", ["node"], registry=REGISTRY,
+)  # fmt: skip
+READ_FALLBACKS = Counter(
+    "booking_read_fallbacks", "Catalogue reads the read pool could not answer, run again on the primary pool, by "
+    "reason (unavailable, recovery_conflict, behind: the standby had not replayed the last catalogue change)",
+    ["reason"], registry=REGISTRY,
+)  # fmt: skip
 ROOM_SERVING = Gauge(
     "booking_waiting_room_serving_position", "Positions up to this one are admitted (the gateway's mirror)",
     ["event_id"], registry=REGISTRY, multiprocess_mode="livemostrecent",
@@ -225,6 +234,11 @@ class GatewayMetrics:
         self._add("timeouts_turnstile", POOL_TIMEOUTS.labels("turnstile"), gw.db.timeouts)
         self._add("timeouts_pool", POOL_TIMEOUTS.labels("pool"), stats.get("requests_errors", 0))
         RESERVE_QUEUE.set(gw.coalescer.queued())
+        if (router := gw.read_router) is not None:
+            for node, n in router.served.items():
+                self._add(f"reads_{node}", CATALOGUE_READS.labels(node), n)
+            for reason, n in router.fallbacks.items():
+                self._add(f"fallbacks_{reason}", READ_FALLBACKS.labels(reason), n)
         self._add("cache_hit", CACHE.labels("hit"), gw.cache.hits)
         self._add("cache_miss", CACHE.labels("miss"), gw.cache.misses)
         self._add("shed_lag", SHED.labels("loop_lag"), GATE.shed_lag)

@@ -48,12 +48,17 @@ class Endpoint:
     # left empty, it follows from the route: /auth/* auth, admin-only admin, GET browse, else bookings.
     rate_class: str = ""
     idempotent: bool = False  # takes an Idempotency-Key header (passed as p_idempotency_key)
+    # A public catalogue read that a standby may answer (GATEWAY_DATABASE_READ_URL: gateway/db.py
+    # ReadRouter). Never a write, nor a user's own data (read your writes), nor the waiting room.
+    standby_ok: bool = False
 
     def __post_init__(self) -> None:
         if not self.rate_class:
             object.__setattr__(self, "rate_class", default_rate_class(self.method, self.path, self.auth))
         if self.rate_class not in RATE_CLASSES:
             raise ValueError(f"{self.path}: rate_class must be one of {', '.join(RATE_CLASSES)}")
+        if self.standby_ok and (self.method, self.auth, self.passes_user, self.body) != ("GET", PUBLIC, False, None):
+            raise ValueError(f"{self.path}: only public GETs of no one's own data may be answered by a standby")
 
 
 RATE_CLASSES = ("auth", "browse", "bookings", "admin")
@@ -81,9 +86,9 @@ ROUTES: list[Endpoint] = [
              errors=("not_found",), returns="User"),
     Endpoint("GET", "/events", "list_published_events",
              "Published events by start time, a page at a time (cached; ETag); ?q= searches names",
-             special="events", returns="[EventListed]", query=("q", "limit", "cursor")),
+             special="events", returns="[EventListed]", query=("q", "limit", "cursor"), standby_ok=True),
     Endpoint("GET", "/events/{id_or_slug}", "get_event", "One event with live availability",
-             errors=("not_found",), returns="Event"),
+             errors=("not_found",), returns="Event", standby_ok=True),
     Endpoint("POST", "/events/{event_id}/queue", "join_waiting_room",
              "Join the event's waiting room (one place per user; joining again returns the same place)",
              auth=USER, passes_user=True, special="join_queue", errors=("not_found", "sale_not_open"),

@@ -34,6 +34,21 @@ def _rendered(function: str, names: tuple[str, ...], rows: bool) -> bytes:
     return api_call(function, dict.fromkeys(names), rows).as_bytes(None)
 
 
+# The bind parameter of fenced_call_bytes (never an api argument: those are all p_*).
+FENCE = "replay_fence"
+
+
+@functools.lru_cache(maxsize=64)
+def fenced_call_bytes(function: str, names: tuple[str, ...]) -> bytes:
+    """`SELECT api.f(...)` answering no row on a standby that has not replayed the WAL up to
+    `%(replay_fence)s` (a pg_lsn as text): a catalogue read on the read pool (gateway/db.py
+    ReadRouter). A primary, or a promoted standby, always answers."""
+    query = sql.SQL(
+        "{} WHERE NOT pg_catalog.pg_is_in_recovery() OR pg_catalog.pg_last_wal_replay_lsn() >= {}::pg_catalog.pg_lsn"
+    ).format(api_call(function, dict.fromkeys(names)), sql.Placeholder(FENCE))
+    return query.as_bytes(None)
+
+
 def reserve_requests(requests: Iterable[tuple[str, str, int]]) -> str:
     """(user_id, ticket_type_id, quantity) triples as an `api.reserve_request[]` literal.
 
