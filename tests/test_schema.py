@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from ipaddress import ip_address, ip_network
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from psycopg.conninfo import conninfo_to_dict
 from yoyo import get_backend, read_migrations
 from yoyo.migrations import MigrationList
 
+from dbctl.haproxy import MARKER
 from dbctl.migrate import (
     MIGRATIONS,
     ROOT,
@@ -215,24 +217,85 @@ def test_gateway_role_has_no_table_privileges_at_all(owner: psycopg.Connection) 
     assert rows == []
 
 
-def test_docker_compose_wires_db_migrate_gateway() -> None:
-    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    services = compose["services"]
-    assert {"db", "migrate", "gateway", "worker", "postgres-exporter", "prometheus", "grafana"} <= set(services)
-    assert services["worker"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert "@db:5432/" in services["worker"]["environment"]["WORKER_DATABASE_URL"]
-    assert "healthcheck" in services["db"] and "healthcheck" in services["gateway"]
-    assert services["migrate"]["depends_on"]["db"]["condition"] == "service_healthy"
-    assert services["gateway"]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
-    assert services["migrate"].get("restart", "no") == "no"
-    for name in ("migrate", "gateway"):
+NODES = ("node1", "node2")
+GATEWAYS = ("gateway1", "gateway2")
+
+
+def test_docker_compose_wires_the_failover_formation_and_migrate() -> None:
+    """make cluster's layout: a pg_auto_failover monitor, node1 (the first primary: it alone may
+    initdb), node2 (pg_basebackup of it, so it starts once node1 answers), migrate once both do."""
+    services = compose_services()
+    assert {"monitor", *NODES, "migrate", *GATEWAYS, "haproxy", "worker"} <= set(services)
+    assert "db" not in services  # one PostgreSQL without a standby is not the layout any more
+    for name in ("monitor", *NODES):
+        build = services[name]["build"]
+        dockerfile = (ROOT / build["context"] / build["dockerfile"]).read_text()
+        for package in ("postgresql-15-cron", "postgresql-15-auto-failover", "pg-auto-failover-cli"):
+            assert package in dockerfile, (name, package)
+        assert "docker/pgaf-node.sh" in dockerfile
         env = services[name]["environment"]
-        url = env.get("DATABASE_URL") or env.get("GATEWAY_DATABASE_URL")
-        assert "@db:5432/" in url, f"{name} must reach the db service"
-    db_build = services["db"]["build"]
-    dockerfile = (ROOT / db_build["context"] / db_build.get("dockerfile", "Dockerfile")).read_text()
-    assert "postgresql-15-cron" in dockerfile
-    assert "shared_preload_libraries=pg_cron" in " ".join(services["db"]["command"])
+        assert env["PGAF_HOSTNAME"] == services[name]["hostname"] == name
+        assert env["PGAF_MONITOR_HOST"] == "monitor" and "healthcheck" in services[name]
+        assert services[name]["restart"] == "unless-stopped"
+    assert services["monitor"]["command"] == ["monitor"]
+    assert [services[n]["command"] for n in NODES] == [["node"], ["node"]]
+    assert services["node1"]["environment"].get("PGAF_FIRST") == "yes"
+    assert "PGAF_FIRST" not in services["node2"]["environment"]
+    assert services["node1"]["depends_on"]["monitor"]["condition"] == "service_healthy"
+    assert services["node2"]["depends_on"]["node1"]["condition"] == "service_healthy"
+    assert {n: c["condition"] for n, c in services["migrate"]["depends_on"].items()} == {
+        n: "service_healthy" for n in NODES
+    }
+    assert services["migrate"].get("restart", "no") == "no"
+    for name in (*GATEWAYS, "worker"):
+        assert services[name]["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # The script sets what its pg_hba.conf needs, and pg_cron's settings (as dbctl/autofailover.py).
+    script = (ROOT / "docker" / "pgaf-node.sh").read_text()
+    assert "shared_preload_libraries = 'pg_cron" in script and "cron.database_name = 'booking'" in script
+    assert "--skip-pg-hba" in script and "scram-sha-256" in script and " trust" not in script
+
+
+def test_docker_compose_clients_find_the_primary_by_themselves() -> None:
+    """Every client names both nodes; libpq keeps the one fitting target_session_attrs, so the
+    gateways and the worker follow a failover without a restart."""
+    services = compose_services()
+    urls = {
+        "migrate": services["migrate"]["environment"]["DATABASE_URL"],
+        "worker": services["worker"]["environment"]["WORKER_DATABASE_URL"],
+        **{g: services[g]["environment"]["GATEWAY_DATABASE_URL"] for g in GATEWAYS},
+    }
+    for name, url in urls.items():
+        params = conninfo_to_dict(interpolate(url))
+        assert params["host"] == "node1,node2" and params["port"] == "5432,5432", name
+        assert params["target_session_attrs"] == "read-write" and params["dbname"] == "booking", name
+    for g in GATEWAYS:
+        read = conninfo_to_dict(interpolate(services[g]["environment"]["GATEWAY_DATABASE_READ_URL"]))
+        assert read["host"] == "node1,node2" and read["target_session_attrs"] == "prefer-standby"
+        assert read["user"] == "booking_gateway"
+
+
+def test_docker_compose_haproxy_fronts_every_gateway_and_alone_is_trusted() -> None:
+    services = compose_services()
+    haproxy = services["haproxy"]
+    assert binds(haproxy) == {"/usr/local/etc/haproxy/booking.cfg": ROOT / "ops" / "haproxy" / "haproxy.cfg"}
+    # Its command puts one server line per gateway service in place of the marker, as make lb does.
+    script = haproxy["command"][-1]
+    match = re.search(r"s/(# @GATEWAYS@)/(.*?)/'", script)
+    assert match and match.group(1) == MARKER
+    servers = re.findall(r"server (gw\d+) (\w+):(\d+)", match.group(2))
+    assert [(host, port) for _, host, port in servers] == [(g, "8000") for g in GATEWAYS]
+    assert (ROOT / "ops" / "haproxy" / "haproxy.cfg").read_text().count(MARKER) == 1
+    address = haproxy["networks"]["default"]["ipv4_address"]
+    network = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["networks"]["default"]
+    (subnet,) = [c["subnet"] for c in network["ipam"]["config"]]
+    assert ip_address(address) in ip_network(subnet)
+    assert haproxy["environment"]["HAPROXY_SOURCE"] == address
+    assert [p.split(":")[1] for p in haproxy["ports"]] == ["8000", "8404"]
+    for g in GATEWAYS:
+        env = services[g]["environment"]
+        assert env["TRUSTED_PROXIES"] == address and env["WEB_CONCURRENCY"] == "1"
+        assert "ports" not in services[g]  # reached through HAProxy only
+        assert "healthcheck" in services[g]
 
 
 # ------------------------------------------------------------------ docker-compose.yml: monitoring
@@ -294,9 +357,12 @@ def test_docker_compose_exporter_runs_as_dbctl_runs_it_with_the_monitor_role() -
     assert set(theirs) == set(ours)
     assert binds(exporter)[theirs["extend.query-path"]] == QUERIES
     assert theirs["web.listen-address"].rpartition(":")[2] == "9187"
-    dsn = conninfo_to_dict(interpolate(exporter["environment"]["DATA_SOURCE_NAME"]))
-    assert dsn["host"] == "db" and dsn["dbname"] == "booking" and dsn["user"] == "booking_monitor"
-    assert dsn["sslmode"] == "disable"
+    # One key=value DSN per node, comma-separated (the exporter scrapes each: a `server` label).
+    dsns = [conninfo_to_dict(d) for d in interpolate(exporter["environment"]["DATA_SOURCE_NAME"]).split(",")]
+    assert [d["host"] for d in dsns] == list(NODES)
+    for dsn in dsns:
+        assert dsn["dbname"] == "booking" and dsn["user"] == "booking_monitor" and dsn["sslmode"] == "disable"
+    dsn = dsns[0]
     # The password migrate gives booking_monitor (dbctl bootstrap: MONITOR_DB_PASSWORD) is the one
     # the exporter logs in with, from the same variable with the same default.
     migrate_env = services["migrate"]["environment"]
@@ -322,15 +388,17 @@ def test_docker_compose_prometheus_scrapes_the_compose_services_with_our_rules()
     # on the port it listens on.
     jobs = {job["job_name"]: job for job in config["scrape_configs"]}
     assert set(jobs) == {job["job_name"] for job in single["scrape_configs"]}
-    listens = {
-        "gateway": "8000",  # uvicorn --port 8000 (docker/gateway.Dockerfile)
-        "postgres-exporter": flags(services["postgres-exporter"])["web.listen-address"].rpartition(":")[2],
+    exporter_port = flags(services["postgres-exporter"])["web.listen-address"].rpartition(":")[2]
+    # Each gateway instance directly (uvicorn --port 8000, docker/gateway.Dockerfile), never
+    # through HAProxy (a scrape there would reach a random instance).
+    expected = {
+        "booking-gateway": {g: "8000" for g in GATEWAYS},
+        "booking-postgres": {"postgres-exporter": exporter_port},
     }
-    expected = {"booking-gateway": "gateway", "booking-postgres": "postgres-exporter"}
     for name, job in jobs.items():
         targets = [t for sc in job["static_configs"] for t in sc["targets"]]
-        assert targets == [f"{expected[name]}:{listens[expected[name]]}"], name
-        assert expected[name] in prometheus["depends_on"]
+        assert targets == [f"{service}:{port}" for service, port in expected[name].items()], name
+        assert set(expected[name]) <= set(prometheus["depends_on"])
 
 
 def grafana_provisioning(kind: str) -> tuple[str, dict[str, Any]]:
