@@ -49,6 +49,7 @@ class Layout:
     gateway_pids: list[int]  # main processes (their children, the uvicorn workers, are counted too)
     haproxy_pid: int | None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    frontend_limit: int | None = None  # HAProxy's maxconn (derived from ulimit -n)
 
     def gateway_processes(self) -> list[int]:
         out: list[int] = []
@@ -141,7 +142,23 @@ def start_haproxy_layout(bench: Bench, instances: int) -> Layout:
     _wait_ready(url, "HAProxy")
     _wait_all_up(layout.stats_port, instances)
     label = f"HAProxy + {instances} gateways x 1 worker"
-    return Layout(LB, label, url, [p.pid for p in procs], proxy.pid, [*procs, proxy])
+    result = Layout(LB, label, url, [p.pid for p in procs], proxy.pid, [*procs, proxy])
+    result.frontend_limit = frontend_limit(layout.stats_port)
+    return result
+
+
+def frontend_limit(stats_port: int) -> int | None:
+    """The frontend's connection limit (`slim` in the stats CSV): with maxconn unset, HAProxy derives
+    it from its file-descriptor limit (two descriptors per proxied connection)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=2) as r:  # noqa: S310
+            for row in r.read().decode().splitlines():
+                cells = row.split(",")
+                if cells[:2] == ["booking", "FRONTEND"] and cells[6].isdigit():
+                    return int(cells[6])
+    except OSError:
+        pass
+    return None
 
 
 def _wait_all_up(stats_port: int, instances: int, seconds: float = 20.0) -> None:
@@ -331,6 +348,11 @@ def run_compare(bench: Bench, instances: int, loads: list[str], crowd_users: int
     version = subprocess.run([haproxy.require_binary(), "-v"], capture_output=True, text=True, check=False)
     report = CompareReport(instances, [], (version.stdout.splitlines() or ["haproxy"])[0])
     lb = start_haproxy_layout(bench, instances)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    report.notes.append(f"File descriptors: ulimit -n {soft:,} (hard {hard:,}) for every process here; HAProxy's "
+                        f"frontend limit (maxconn, which the config leaves to HAProxy to derive from it): "
+                        f"{lb.frontend_limit if lb.frontend_limit is not None else 'unknown'} connections. Clients "
+                        "beyond it wait in the kernel's accept queue until a connection closes.")  # fmt: skip
     try:
         uv = start_uvicorn_layout(bench, instances)
         try:
