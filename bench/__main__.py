@@ -913,14 +913,16 @@ def main() -> None:
     lb = parser.add_argument_group("the lb-compare part (bench/lbcompare.py)")
     lb.add_argument("--lb-instances", type=int, default=2,
                     help="N: HAProxy + N single-worker gateways against one uvicorn with N workers")  # fmt: skip
-    lb.add_argument("--lb-loads", type=_lb_loads, default=["crowd", "hot"], help="a comma-separated subset of crowd,hot")
+    lb.add_argument(
+        "--lb-loads", type=_lb_loads, default=["crowd", "hot"], help="a comma-separated subset of crowd,hot"
+    )
     lb.add_argument("--lb-crowd-users", type=int, default=10_000)
     lb.add_argument("--lb-crowd-seconds", type=int, default=30, help="counted, after the warm-up")
     lb.add_argument("--lb-crowd-warmup", type=float, default=10.0, help="seconds of arrivals, run but not counted")
     lb.add_argument("--lb-hot-connections", type=int, default=1000)
     lb.add_argument("--lb-hot-seconds", type=int, default=10)
     lb.add_argument("--lb-hot-driver", choices=["wrk", "flowgen"], default="wrk",
-                    help="what sends the hot reserve: wrk (as the HTTP part) or bench/flowgen.py (no wrk needed)")  # fmt: skip
+                    help="what sends the hot reserve: wrk (as the HTTP part) or bench/flowgen.py (no wrk)")  # fmt: skip
     cost = parser.add_argument_group("the costs part (bench/costs.py)")
     cost.add_argument("--costs-seconds", type=int, default=10, help="per route")
     cost.add_argument("--costs-orders", type=int, default=2000, help="orders per WAL run")
@@ -932,8 +934,11 @@ def main() -> None:
                         "a temporary folder)")  # fmt: skip
     args = parser.parse_args()
     # wrk drives the HTTP part and the overload bench; the rest of the crowd part is Python.
-    needs_wrk = (args.only in (None, "http") or (args.only == "crowd" and "overload" in args.crowd_parts)
-                 or (args.only == "lb-compare" and "hot" in args.lb_loads and args.lb_hot_driver == "wrk"))
+    needs_wrk = (
+        args.only in (None, "http")
+        or (args.only == "crowd" and "overload" in args.crowd_parts)
+        or (args.only == "lb-compare" and "hot" in args.lb_loads and args.lb_hot_driver == "wrk")
+    )
     if needs_wrk and shutil.which("wrk") is None:
         raise SystemExit(
             "the HTTP part of the bench needs wrk, which is not installed: `make bench` installs it "

@@ -24,7 +24,7 @@ import time
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from bench import crowd
 from bench.flowgen import FlowRun, Stats, pct
@@ -151,7 +151,7 @@ def frontend_limit(stats_port: int) -> int | None:
     """The frontend's connection limit (`slim` in the stats CSV): with maxconn unset, HAProxy derives
     it from its file-descriptor limit (two descriptors per proxied connection)."""
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=2) as r:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=2) as r:
             for row in r.read().decode().splitlines():
                 cells = row.split(",")
                 if cells[:2] == ["booking", "FRONTEND"] and cells[6].isdigit():
@@ -166,7 +166,7 @@ def _wait_all_up(stats_port: int, instances: int, seconds: float = 20.0) -> None
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=2) as r:  # noqa: S310
+            with urllib.request.urlopen(f"http://127.0.0.1:{stats_port}/;csv", timeout=2) as r:
                 rows = [line.split(",") for line in r.read().decode().splitlines() if line.startswith("gateways,gw")]
             if len(rows) == instances and all(row[17].startswith("UP") for row in rows):
                 return
@@ -302,11 +302,14 @@ def _hot_wrk(bench: Bench, layout: Layout, connections: int, seconds: int) -> Lo
     for kind in ("connect", "read", "write", "timeout"):
         if err[kind]:
             statuses[f"socket {kind}"] = int(err[kind])
-    model = (f"closed loop per connection, {connections:,} connections, no think time, POST /bookings/reserve "
-             f"of 1 seat on one hot ticket type, tokens of 2000 users; wrk -t{threads} --timeout 10s, {seconds} s")
+    model = (
+        f"closed loop per connection, {connections:,} connections, no think time, POST /bookings/reserve "
+        f"of 1 seat on one hot ticket type, tokens of 2000 users; wrk -t{threads} --timeout 10s, {seconds} s"
+    )
+    short = f"closed loop, {connections:,} connections, no think time (wrk)"
     return LoadResult(layout.name, "hot reserve", model, summary["duration_us"] / 1e6, int(summary["requests"]),
                       lat["p50"] / 1000, lat.get("p95", 0) / 1000 or None, lat["p99"] / 1000, lat["max"] / 1000,
-                      statuses, cpu, wall, f"closed loop, {connections:,} connections, no think time (wrk)")  # fmt: skip
+                      statuses, cpu, wall, short)  # fmt: skip
 
 
 def _wrk_statuses(output: str) -> dict[str, int]:
@@ -335,8 +338,10 @@ def _hot_flowgen(bench: Bench, layout: Layout, connections: int, seconds: int) -
     cpu["generator"] = stats.cpu_s * wall / (time.time() - launched)
     idx = stats.select(None, start, end)
     p50, p95, p99, mx = _percentiles(stats, idx)
-    model = (f"closed loop per connection, {connections:,} connections, no think time, POST /bookings/reserve "
-             f"of 1 seat on one hot ticket type; Python generator (bench/flowgen.py, no wrk), {seconds} s")
+    model = (
+        f"closed loop per connection, {connections:,} connections, no think time, POST /bookings/reserve "
+        f"of 1 seat on one hot ticket type; Python generator (bench/flowgen.py, no wrk), {seconds} s"
+    )
     return LoadResult(layout.name, "hot reserve", model, float(seconds), len(idx), p50, p95, p99, mx,
                       _statuses_from(stats, idx), cpu, wall,
                       f"closed loop, {connections:,} connections, no think time (flowgen)")  # fmt: skip
@@ -415,9 +420,10 @@ def section(report: CompareReport, command: str, when: str) -> list[str]:
                 return "-" if c is None else f"{c:.2f} ({us:,.0f})"
 
             gen = r.cores("generator")
+            generator = "-" if gen is None else f"{gen:.2f}"
             out.append(f"| {labels[r.layout]} | {r.short} | {r.rps:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p95_ms)} "
                        f"| {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {_statuses(r.statuses)} | {cell('haproxy')} "
-                       f"| {cell('gateways')} | {cell('postgres')} | {'-' if gen is None else f'{gen:.2f}'} |")  # fmt: skip
+                       f"| {cell('gateways')} | {cell('postgres')} | {generator} |")  # fmt: skip
         a, b = report.get(LB, load), report.get(UV, load)
         if a and b and b.rps and a.p99_ms and b.p99_ms:
             gw_a, gw_b = a.cpu_us_per_request("gateways"), b.cpu_us_per_request("gateways")
