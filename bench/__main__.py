@@ -361,7 +361,7 @@ class Bench:
         self.tokens = self.tokens_file()  # lb_reserve.lua reads it
         self.lb_report = lbcompare.run_compare(
             self, a.lb_instances, a.lb_loads, a.lb_crowd_users, a.lb_crowd_seconds, a.lb_crowd_warmup,
-            a.crowd_procs, a.lb_hot_connections, a.lb_hot_seconds, a.lb_hot_driver,
+            a.crowd_procs, a.lb_hot_connections, a.lb_hot_seconds, a.lb_hot_driver, a.lb_rounds,
         )  # fmt: skip
 
     def lb_section(self) -> list[str]:
@@ -916,6 +916,8 @@ def main() -> None:
     lb.add_argument(
         "--lb-loads", type=_lb_loads, default=["crowd", "hot"], help="a comma-separated subset of crowd,hot"
     )
+    lb.add_argument("--lb-rounds", type=int, default=2,
+                    help="repeat both loads on both layouts (alternating which layout goes first)")  # fmt: skip
     lb.add_argument("--lb-crowd-users", type=int, default=10_000)
     lb.add_argument("--lb-crowd-seconds", type=int, default=30, help="counted, after the warm-up")
     lb.add_argument("--lb-crowd-warmup", type=float, default=10.0, help="seconds of arrivals, run but not counted")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import statistics
 import subprocess
 import time
 import urllib.request
@@ -50,6 +51,23 @@ class Layout:
     haproxy_pid: int | None
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     frontend_limit: int | None = None  # HAProxy's maxconn (derived from ulimit -n)
+    gateway_urls: list[str] = field(default_factory=list)  # each gateway's own port (its /metrics)
+
+    def batch_totals(self) -> tuple[float, float]:
+        """(reserves, batch calls) so far, from the gateways' booking_reserve_batch_size histograms."""
+        total, calls = 0.0, 0.0
+        for url in self.gateway_urls:
+            try:
+                with urllib.request.urlopen(f"{url}/metrics", timeout=5) as r:  # noqa: S310  (our own http URL)
+                    text = r.read().decode()
+            except OSError:
+                continue
+            for row in text.splitlines():
+                if row.startswith("booking_reserve_batch_size_sum "):
+                    total += float(row.split()[1])
+                elif row.startswith("booking_reserve_batch_size_count "):
+                    calls += float(row.split()[1])
+        return total, calls
 
     def gateway_processes(self) -> list[int]:
         out: list[int] = []
@@ -74,6 +92,8 @@ class LoadResult:
     cpu_s: dict[str, float]  # haproxy, gateways, postgres, generator: CPU seconds over the run
     wall_s: float  # the span the CPU was measured over
     short: str = ""  # the load model in a few words, beside each figure
+    batch_mean: float | None = None  # reserves per api.reserve_tickets_batch call (the gateways' histograms)
+    round: int = 1
 
     @property
     def rps(self) -> float:
@@ -93,8 +113,8 @@ class CompareReport:
     haproxy_version: str
     notes: list[str] = field(default_factory=list)
 
-    def get(self, layout: str, load: str) -> LoadResult | None:
-        return next((r for r in self.results if r.layout == layout and r.load == load), None)
+    def get(self, layout: str, load: str, rnd: int) -> LoadResult | None:
+        return next((r for r in self.results if r.layout == layout and r.load == load and r.round == rnd), None)
 
 
 # ---------------------------------------------------------------------- the layouts
@@ -144,6 +164,7 @@ def start_haproxy_layout(bench: Bench, instances: int) -> Layout:
     label = f"HAProxy + {instances} gateways x 1 worker"
     result = Layout(LB, label, url, [p.pid for p in procs], proxy.pid, [*procs, proxy])
     result.frontend_limit = frontend_limit(layout.stats_port)
+    result.gateway_urls = [f"http://127.0.0.1:{p}" for p in layout.gateway_ports]
     return result
 
 
@@ -186,7 +207,7 @@ def start_uvicorn_layout(bench: Bench, instances: int) -> Layout:
     proc = subprocess.Popen(uvicorn_args(env), cwd=haproxy.ROOT, env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
     _wait_ready(url, "the gateway")
-    return Layout(UV, f"uvicorn x {instances} workers", url, [proc.pid], None, [proc])
+    return Layout(UV, f"uvicorn x {instances} workers", url, [proc.pid], None, [proc], gateway_urls=[url])
 
 
 def stop_layout(layout: Layout) -> None:
@@ -271,10 +292,14 @@ def run_crowd(bench: Bench, layout: Layout, users: int, seconds: int, warmup: fl
 
 
 def run_hot(bench: Bench, layout: Layout, connections: int, seconds: int, driver: str) -> LoadResult:
+    before = layout.batch_totals()
     if driver == "wrk":
         result = _hot_wrk(bench, layout, connections, seconds)
     else:
         result = _hot_flowgen(bench, layout, connections, seconds)
+    after = layout.batch_totals()
+    calls = after[1] - before[1]
+    result.batch_mean = (after[0] - before[0]) / calls if calls else None
     bench.check_invariants(f"lb-compare hot reserve on {layout.label}")
     return result
 
@@ -349,7 +374,9 @@ def _hot_flowgen(bench: Bench, layout: Layout, connections: int, seconds: int) -
 
 def run_compare(bench: Bench, instances: int, loads: list[str], crowd_users: int, crowd_seconds: int,
                 crowd_warmup: float, crowd_procs: int, hot_connections: int, hot_seconds: int,
-                hot_driver: str) -> CompareReport:  # fmt: skip
+                hot_driver: str, rounds: int = 1) -> CompareReport:  # fmt: skip
+    """`rounds` times: the crowd on both layouts, then the hot reserve on both; the order of the
+    layouts alternates (crowd: HAProxy first in odd rounds; hot reserve: the other way round)."""
     version = subprocess.run([haproxy.require_binary(), "-v"], capture_output=True, text=True, check=False)
     report = CompareReport(instances, [], (version.stdout.splitlines() or ["haproxy"])[0])
     lb = start_haproxy_layout(bench, instances)
@@ -361,15 +388,20 @@ def run_compare(bench: Bench, instances: int, loads: list[str], crowd_users: int
     try:
         uv = start_uvicorn_layout(bench, instances)
         try:
-            if "crowd" in loads:
-                for layout in (lb, uv):
-                    report.results.append(run_crowd(bench, layout, crowd_users, crowd_seconds, crowd_warmup,
-                                                    crowd_procs))  # fmt: skip
-                    print(line(report.results[-1], layout.label), flush=True)
-            if "hot" in loads:
-                for layout in (uv, lb):
-                    report.results.append(run_hot(bench, layout, hot_connections, hot_seconds, hot_driver))
-                    print(line(report.results[-1], layout.label), flush=True)
+            for rnd in range(1, rounds + 1):
+                first, second = (lb, uv) if rnd % 2 else (uv, lb)
+                if "crowd" in loads:
+                    for layout in (first, second):
+                        result = run_crowd(bench, layout, crowd_users, crowd_seconds, crowd_warmup, crowd_procs)
+                        result.round = rnd
+                        report.results.append(result)
+                        print(line(result, layout.label), flush=True)
+                if "hot" in loads:
+                    for layout in (second, first):
+                        result = run_hot(bench, layout, hot_connections, hot_seconds, hot_driver)
+                        result.round = rnd
+                        report.results.append(result)
+                        print(line(result, layout.label), flush=True)
         finally:
             stop_layout(uv)
     finally:
@@ -389,8 +421,8 @@ def _statuses(s: dict[str, int]) -> str:
 
 
 def line(r: LoadResult, label: str) -> str:
-    return (f"lb-compare {r.load} on {label}: {r.rps:,.0f} req/s, p50 {_ms(r.p50_ms)} p95 {_ms(r.p95_ms)} "
-            f"p99 {_ms(r.p99_ms)} ms; {_statuses(r.statuses)}; CPU s "
+    return (f"lb-compare round {r.round}, {r.load} on {label}: {r.rps:,.0f} req/s, p50 {_ms(r.p50_ms)} "
+            f"p95 {_ms(r.p95_ms)} p99 {_ms(r.p99_ms)} ms; {_statuses(r.statuses)}; CPU s "
             + ", ".join(f"{k} {v:.1f}" for k, v in sorted(r.cpu_s.items())))  # fmt: skip
 
 
@@ -401,18 +433,19 @@ def section(report: CompareReport, command: str, when: str) -> list[str]:
            f"Run: {when}, `{command}`. {os.cpu_count()} cores shared by HAProxy, the gateways, PostgreSQL "
            f"and the load generator; {report.haproxy_version.strip()}, `ops/haproxy/haproxy.cfg` as `make lb` "
            f"renders it (default nbthread: one thread per core). Both layouts ran in the same run over the same "
-           "database (production settings, coalesced reserves, `RATE_LIMITS=off`); the crowd ran HAProxy first, "
-           "the hot reserve uvicorn first. CPU: utime + stime from /proc over the counted span; *cores* = CPU "
-           "seconds / wall seconds; *us/req* = CPU / requests. `api.check_invariants()` was empty after each "
+           "database (production settings, coalesced reserves, `RATE_LIMITS=off`), in rounds; in odd rounds "
+           "the crowd ran HAProxy first and the hot reserve uvicorn first, in even rounds the other way round. "
+           "CPU: utime + stime from /proc over the counted span; *cores* = CPU seconds / wall seconds; *us/req* "
+           "= CPU / requests. `api.check_invariants()` was empty after each "
            "run.", ""]  # fmt: skip
     for load in ("crowd", "hot reserve"):
         rows = [r for r in report.results if r.load == load]
         if not rows:
             continue
         out += [f"### {load}", "", f"Load model: {rows[0].model}.", "",
-                "| layout | load model | req/s | p50 ms | p95 ms | p99 ms | max ms | answers by status "
+                "| round | layout | load model | req/s | p50 ms | p95 ms | p99 ms | max ms | answers by status "
                 "| HAProxy cores (us/req) | gateway cores (us/req) | PostgreSQL cores (us/req) | generator cores |",
-                "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
+                "|---:|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|"]  # fmt: skip
         for r in rows:
 
             def cell(party: str, res: LoadResult = r) -> str:
@@ -421,18 +454,33 @@ def section(report: CompareReport, command: str, when: str) -> list[str]:
 
             gen = r.cores("generator")
             generator = "-" if gen is None else f"{gen:.2f}"
-            out.append(f"| {labels[r.layout]} | {r.short} | {r.rps:,.0f} | {_ms(r.p50_ms)} | {_ms(r.p95_ms)} "
-                       f"| {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {_statuses(r.statuses)} | {cell('haproxy')} "
-                       f"| {cell('gateways')} | {cell('postgres')} | {generator} |")  # fmt: skip
-        a, b = report.get(LB, load), report.get(UV, load)
-        if a and b and b.rps and a.p99_ms and b.p99_ms:
+            out.append(f"| {r.round} | {labels[r.layout]} | {r.short} | {r.rps:,.0f} | {_ms(r.p50_ms)} "
+                       f"| {_ms(r.p95_ms)} | {_ms(r.p99_ms)} | {_ms(r.max_ms)} | {_statuses(r.statuses)} "
+                       f"| {cell('haproxy')} | {cell('gateways')} | {cell('postgres')} | {generator} |")  # fmt: skip
+        out.append("")
+        throughput, p99s = [], []
+        for rnd in sorted({r.round for r in rows}):
+            a, b = report.get(LB, load, rnd), report.get(UV, load, rnd)
+            if not (a and b and b.rps and a.p99_ms and b.p99_ms):
+                continue
             gw_a, gw_b = a.cpu_us_per_request("gateways"), b.cpu_us_per_request("gateways")
             hp = a.cpu_us_per_request("haproxy")
-            out += ["", f"Ratio HAProxy layout / uvicorn layout ({load}, {a.short}): "
-                    f"throughput **{a.rps / b.rps:.2f}x** ({a.rps:,.0f} vs {b.rps:,.0f} req/s), p50 "
-                    f"**{(a.p50_ms or 0) / (b.p50_ms or 1):.2f}x**, p99 **{a.p99_ms / b.p99_ms:.2f}x** "
-                    f"({_ms(a.p99_ms)} vs {_ms(b.p99_ms)} ms); gateway CPU per request {gw_a or 0:,.0f} vs "
-                    f"{gw_b or 0:,.0f} us, plus HAProxy's {hp or 0:,.0f} us."]  # fmt: skip
+            throughput.append(a.rps / b.rps)
+            p99s.append(a.p99_ms / b.p99_ms)
+            batches = ""
+            if a.batch_mean and b.batch_mean:
+                batches = (f" Reserves per coalesced batch call (the gateways' `booking_reserve_batch_size`): "
+                           f"{a.batch_mean:.1f} vs {b.batch_mean:.1f}.")  # fmt: skip
+            out.append(f"- Round {rnd}, ratio HAProxy layout / uvicorn layout ({load}, {a.short}): "
+                       f"throughput **{a.rps / b.rps:.2f}x** ({a.rps:,.0f} vs {b.rps:,.0f} req/s), p50 "
+                       f"**{(a.p50_ms or 0) / (b.p50_ms or 1):.2f}x**, p99 **{a.p99_ms / b.p99_ms:.2f}x** "
+                       f"({_ms(a.p99_ms)} vs {_ms(b.p99_ms)} ms); gateway CPU per request {gw_a or 0:,.0f} vs "
+                       f"{gw_b or 0:,.0f} us, plus HAProxy's {hp or 0:,.0f} us.{batches}")  # fmt: skip
+        if len(throughput) > 1:
+            mid, mid99 = statistics.median(throughput), statistics.median(p99s)
+            out.append(f"- Over the {len(throughput)} rounds: throughput ratio {min(throughput):.2f}x to "
+                       f"{max(throughput):.2f}x (median **{mid:.2f}x**), p99 ratio {min(p99s):.2f}x to "
+                       f"{max(p99s):.2f}x (median **{mid99:.2f}x**).")  # fmt: skip
         out.append("")
     out += [*report.notes, END]
     return out

@@ -40,7 +40,7 @@ def test_lb_compare_end_to_end_small(tmp_path: Path) -> None:
     env, called = _no_wrk_env(tmp_path)
     cmd = [sys.executable, "-m", "bench", "--only", "lb-compare", "--lb-instances", "2", "--lb-crowd-users", "40",
            "--lb-crowd-seconds", "4", "--lb-crowd-warmup", "2", "--crowd-procs", "1", "--lb-hot-connections", "20",
-           "--lb-hot-seconds", "3", "--lb-hot-driver", "flowgen", "--no-write"]  # fmt: skip
+           "--lb-hot-seconds", "3", "--lb-hot-driver", "flowgen", "--lb-rounds", "1", "--no-write"]  # fmt: skip
     done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False)
     out = done.stdout
     assert done.returncode == 0, (out + done.stderr)[-3000:]
@@ -51,10 +51,10 @@ def test_lb_compare_end_to_end_small(tmp_path: Path) -> None:
                         ("hot reserve", "closed loop, 20 connections, no think time (flowgen)")):  # fmt: skip
         block = section[section.index(f"### {load}") :]
         # A row per layout, each with its load model beside the figures; HAProxy's CPU only in its layout.
-        lb = re.search(rf"^\| HAProxy \+ 2 gateways x 1 worker \| {re.escape(model)} \| ([\d,]+) \|( [\d.,]+ \|){{4}} "
-                       r"(.*?) \| ([\d.]+) \(([\d,]+)\) \| ([\d.]+) \(([\d,]+)\) \|", block, re.M)  # fmt: skip
-        uv = re.search(rf"^\| uvicorn x 2 workers \| {re.escape(model)} \| ([\d,]+) \|( [\d.,]+ \|){{4}} (.*?) \| - "
-                       r"\| ([\d.]+) \(([\d,]+)\) \|", block, re.M)  # fmt: skip
+        figures = rf"{re.escape(model)} \| ([\d,]+) \|( [\d.,]+ \|){{4}} (.*?) \| "
+        lb = re.search(rf"^\| 1 \| HAProxy \+ 2 gateways x 1 worker \| {figures}"
+                       r"([\d.]+) \(([\d,]+)\) \| ([\d.]+) \(([\d,]+)\) \|", block, re.M)  # fmt: skip
+        uv = re.search(rf"^\| 1 \| uvicorn x 2 workers \| {figures}- \| ([\d.]+) \(([\d,]+)\) \|", block, re.M)
         assert lb and uv, block
         for m in (lb, uv):
             assert int(m.group(1).replace(",", "")) > 0
@@ -62,7 +62,7 @@ def test_lb_compare_end_to_end_small(tmp_path: Path) -> None:
             assert set(statuses) <= {"200", "201"}, statuses  # nothing failed at this size
         if load == "hot reserve":  # thousands of requests: both used CPU (/proc counts in 10 ms ticks)
             assert int(lb.group(5).replace(",", "")) > 0 and int(lb.group(7).replace(",", "")) > 0
-        ratio = rf"Ratio HAProxy layout / uvicorn layout \({re.escape(load)}, .*throughput \*\*[\d.]+x\*\*"
+        ratio = rf"Round 1, ratio HAProxy layout / uvicorn layout \({re.escape(load)}, .*throughput \*\*[\d.]+x\*\*"
         ratio += r".*p99 \*\*[\d.]+x\*\*"
         assert re.search(ratio, block), block
     assert re.search(r"HAProxy's frontend limit \(maxconn.*\): \d+ connections", section)
