@@ -110,7 +110,9 @@ class Bench:
         port = free_port()
         # Durable settings, as in production (not the tests' fsync=off).
         settings = {**tuned_settings(port), "max_connections": "300"}
-        if args.only == "costs":  # pg_stat_statements for the database time per call (bench/costs.py)
+        # pg_stat_statements for the database time per call (bench/costs.py); other tools build
+        # Bench with a partial Namespace (bench/overload.py, bench/crowd_probe.py, tests), hence getattr.
+        if getattr(args, "only", None) == "costs":
             settings.update(costs.SETTINGS)
         self.cluster = Cluster(self.tmp / "pg" / "data", port, settings)
         self.rows: list[Row] = []
