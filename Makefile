@@ -63,9 +63,9 @@ stop: venv
 schema: deps venv
 	@$(PY) -m dbctl schema
 
-## bench: pgbench scenarios and HTTP load (bounded, 127.0.0.1 only)
+## bench: pgbench scenarios and HTTP load (bounded, 127.0.0.1 only; HAProxy for the lb-compare part)
 bench: venv
-	@scripts/install-system-deps wrk
+	@scripts/install-system-deps wrk haproxy
 	$(PY) -m bench
 
 deps:

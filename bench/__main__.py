@@ -14,6 +14,11 @@ rewrites only the crowd section of bench/RESULTS.md and keeps the rest.
 The delivery part (issue 11: confirmation e-mails through the job queue to a local SMTP sink,
 without other load and during an onsale) is in bench/delivery.py; `--only delivery` likewise
 rewrites only its own section.
+
+The lb-compare part (issue 13: HAProxy + N single-worker gateways against one uvicorn with N
+workers, under the crowd and the 1000-connection hot reserve) is in bench/lbcompare.py; the costs
+part (gateway CPU and database time per route, WAL and bytes per order, for docs/SCALING.md) in
+bench/costs.py. `--only lb-compare` and `--only costs` each rewrite only their own section.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ from typing import Any
 import jwt
 import psycopg
 
-from bench import crowd, delivery, plots
+from bench import costs, crowd, delivery, lbcompare, plots
 from bench.flowgen import SOCKET_ERRORS, RouteSummary, pct
 from dbctl.__main__ import uvicorn_args
 from dbctl.cluster import Cluster, create_database, memory_bytes, pg_tool, tuned_settings
@@ -104,10 +109,17 @@ class Bench:
         os.chmod(self.tmp, 0o755)  # noqa: S103  (the postgres OS user must reach its data folder)
         port = free_port()
         # Durable settings, as in production (not the tests' fsync=off).
-        self.cluster = Cluster(self.tmp / "pg" / "data", port, {**tuned_settings(port), "max_connections": "300"})
+        settings = {**tuned_settings(port), "max_connections": "300"}
+        # pg_stat_statements for the database time per call (bench/costs.py); other tools build
+        # Bench with a partial Namespace (bench/overload.py, bench/crowd_probe.py, tests), hence getattr.
+        if getattr(args, "only", None) == "costs":
+            settings.update(costs.SETTINGS)
+        self.cluster = Cluster(self.tmp / "pg" / "data", port, settings)
         self.rows: list[Row] = []
         self.crowd_report = CrowdReport()
         self.delivery_report: delivery.DeliveryReport | None = None
+        self.lb_report: lbcompare.CompareReport | None = None
+        self.costs_report: costs.CostsReport | None = None
 
     # ------------------------------------------------------------------ database
 
@@ -343,6 +355,34 @@ class Bench:
         finally:
             _stop(gateway)
 
+    # ------------------------------------------------------------------ HAProxy vs uvicorn workers (issue 13)
+
+    def lb_compare_part(self) -> None:
+        a = self.args
+        _raise_file_limits()  # 10,000 connections: HAProxy and the generator inherit the raised limit
+        self.tokens = self.tokens_file()  # lb_reserve.lua reads it
+        self.lb_report = lbcompare.run_compare(
+            self, a.lb_instances, a.lb_loads, a.lb_crowd_users, a.lb_crowd_seconds, a.lb_crowd_warmup,
+            a.crowd_procs, a.lb_hot_connections, a.lb_hot_seconds, a.lb_hot_driver, a.lb_rounds,
+        )  # fmt: skip
+
+    def lb_section(self) -> list[str]:
+        assert self.lb_report is not None
+        return lbcompare.section(self.lb_report, f"python -m bench {' '.join(sys.argv[1:])}",
+                                 f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+
+    # ------------------------------------------------------------------ costs (issue 13, docs/SCALING.md)
+
+    def costs_part(self) -> None:
+        a = self.args
+        _raise_file_limits()
+        self.costs_report = costs.run_costs(self, a.costs_seconds, a.costs_orders, a.costs_holds)
+
+    def costs_section(self) -> list[str]:
+        assert self.costs_report is not None
+        return costs.section(self.costs_report, f"python -m bench {' '.join(sys.argv[1:])}",
+                             f"{dt.datetime.now(dt.UTC):%Y-%m-%d %H:%M} UTC")  # fmt: skip
+
     def delivery_section(self) -> list[str]:
         assert self.delivery_report is not None
         return delivery.section(self.delivery_report, f"python -m bench {' '.join(sys.argv[1:])}",
@@ -482,6 +522,10 @@ class Bench:
             lines += self.crowd_sections()
         if self.delivery_report is not None:
             lines += ["", *self.delivery_section()]
+        if self.lb_report is not None:
+            lines += ["", *self.lb_section()]
+        if self.costs_report is not None:
+            lines += ["", *self.costs_section()]
         return "\n".join(lines) + "\n"
 
     def summary(self) -> list[str]:
@@ -812,6 +856,13 @@ def _parts(text: str) -> list[str]:
     return [p for p in CROWD_PARTS if p in parts]
 
 
+def _lb_loads(text: str) -> list[str]:
+    loads = [x.strip() for x in text.split(",") if x.strip()]
+    if not loads or set(loads) - {"crowd", "hot"}:
+        raise argparse.ArgumentTypeError(f"--lb-loads takes crowd, hot or both (got {text!r})")
+    return [x for x in ("crowd", "hot") if x in loads]
+
+
 def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
@@ -824,7 +875,7 @@ def main() -> None:
     parser.add_argument("--connections", type=_ints, default=[64, 256, 1000])
     parser.add_argument("--huge", type=_ints, default=[10000])
     parser.add_argument("--workers", type=int, default=int(os.environ.get("WEB_CONCURRENCY", os.cpu_count() or 1)))
-    parser.add_argument("--only", choices=["pgbench", "http", "crowd", "delivery"])
+    parser.add_argument("--only", choices=["pgbench", "http", "crowd", "delivery", "lb-compare", "costs"])
     crowd_args = parser.add_argument_group("the crowd part (bench/crowd.py)")
     crowd_args.add_argument(
         "--crowd-parts",
@@ -861,6 +912,25 @@ def main() -> None:
     mail.add_argument("--delivery-load-users", type=int, default=200,
                       help="users (connections) of the onsale load: the hot reserve without think time")  # fmt: skip
     mail.add_argument("--delivery-load-procs", type=int, default=1, help="processes of the onsale load generator")
+    lb = parser.add_argument_group("the lb-compare part (bench/lbcompare.py)")
+    lb.add_argument("--lb-instances", type=int, default=2,
+                    help="N: HAProxy + N single-worker gateways against one uvicorn with N workers")  # fmt: skip
+    lb.add_argument(
+        "--lb-loads", type=_lb_loads, default=["crowd", "hot"], help="a comma-separated subset of crowd,hot"
+    )
+    lb.add_argument("--lb-rounds", type=int, default=2,
+                    help="repeat both loads on both layouts (alternating which layout goes first)")  # fmt: skip
+    lb.add_argument("--lb-crowd-users", type=int, default=10_000)
+    lb.add_argument("--lb-crowd-seconds", type=int, default=30, help="counted, after the warm-up")
+    lb.add_argument("--lb-crowd-warmup", type=float, default=10.0, help="seconds of arrivals, run but not counted")
+    lb.add_argument("--lb-hot-connections", type=int, default=1000)
+    lb.add_argument("--lb-hot-seconds", type=int, default=10)
+    lb.add_argument("--lb-hot-driver", choices=["wrk", "flowgen"], default="wrk",
+                    help="what sends the hot reserve: wrk (as the HTTP part) or bench/flowgen.py (no wrk)")  # fmt: skip
+    cost = parser.add_argument_group("the costs part (bench/costs.py)")
+    cost.add_argument("--costs-seconds", type=int, default=10, help="per route")
+    cost.add_argument("--costs-orders", type=int, default=2000, help="orders per WAL run")
+    cost.add_argument("--costs-holds", type=int, default=100, help="held reservations per user for the complete route")
     parser.add_argument(
         "--no-write", action="store_true", help="print only; leave bench/RESULTS.md and bench/plots/ alone"
     )
@@ -868,12 +938,17 @@ def main() -> None:
                         "a temporary folder)")  # fmt: skip
     args = parser.parse_args()
     # wrk drives the HTTP part and the overload bench; the rest of the crowd part is Python.
-    needs_wrk = args.only in (None, "http") or (args.only == "crowd" and "overload" in args.crowd_parts)
+    needs_wrk = (
+        args.only in (None, "http")
+        or (args.only == "crowd" and "overload" in args.crowd_parts)
+        or (args.only == "lb-compare" and "hot" in args.lb_loads and args.lb_hot_driver == "wrk")
+    )
     if needs_wrk and shutil.which("wrk") is None:
         raise SystemExit(
             "the HTTP part of the bench needs wrk, which is not installed: `make bench` installs it "
             "(scripts/install-system-deps wrk), or run `apt-get install wrk`; "
-            "`python -m bench --only pgbench` runs without it, and so does `--only crowd` without the overload part."
+            "`python -m bench --only pgbench` runs without it, and so does `--only crowd` without the overload part "
+            "and `--only lb-compare --lb-hot-driver flowgen`."
         )
     started = time.time()
     bench = Bench(args)
@@ -890,6 +965,10 @@ def main() -> None:
             bench.crowd_part()
         if args.only in (None, "delivery"):
             bench.delivery_part()
+        if args.only in (None, "lb-compare"):
+            bench.lb_compare_part()
+        if args.only == "costs":  # not in a plain `make bench`: its cluster loads pg_stat_statements
+            bench.costs_part()
         report = bench.report(started)
         print(report)
         if not args.no_write:
@@ -899,6 +978,10 @@ def main() -> None:
                 results.write_text(splice_crowd(results.read_text(), section))
             elif args.only == "delivery" and results.exists():
                 results.write_text(delivery.splice(results.read_text(), "\n".join(bench.delivery_section()) + "\n"))
+            elif args.only == "lb-compare" and results.exists():
+                results.write_text(lbcompare.splice(results.read_text(), "\n".join(bench.lb_section()) + "\n"))
+            elif args.only == "costs" and results.exists():
+                results.write_text(costs.splice(results.read_text(), "\n".join(bench.costs_section()) + "\n"))
             else:
                 results.write_text(report)
             print(f"wrote {HERE / 'RESULTS.md'} ({bench.reservations():,} reservations made)")

@@ -30,9 +30,9 @@ function done(summary, latency, requests)
     string.format('"errors":{"connect":%.0f,"read":%.0f,"write":%.0f,"status":%.0f,"timeout":%.0f}',
       e.connect, e.read, e.write, e.status, e.timeout),
     string.format('"latency_us":{"mean":%.3f,"stdev":%.3f,"max":%.0f,'
-      .. '"p50":%.0f,"p90":%.0f,"p99":%.0f,"p99.9":%.0f}',
-      latency.mean, latency.stdev, latency.max,
-      latency:percentile(50), latency:percentile(90), latency:percentile(99), latency:percentile(99.9)),
+      .. '"p50":%.0f,"p90":%.0f,"p95":%.0f,"p99":%.0f,"p99.9":%.0f}',
+      latency.mean, latency.stdev, latency.max, latency:percentile(50), latency:percentile(90),
+      latency:percentile(95), latency:percentile(99), latency:percentile(99.9)),
   }
   io.write('{"wrk_done":1,', table.concat(parts, ","), "}\n")
 end
