@@ -16,7 +16,6 @@ import httpx
 import jwt
 import psycopg
 
-
 RETRY = (0, 502, 503, 504)  # no answer, or the service unavailable for now: the same user tries again
 
 

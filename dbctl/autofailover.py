@@ -184,7 +184,7 @@ class Formation:
         base = tuned_settings(port)
         # Two data nodes and a monitor on one machine: each node gets 1/8 of the memory (<= 2 GB).
         base["shared_buffers"] = f"{max(min(memory_bytes() // 8, 2 << 30) >> 20, 128)}MB"
-        base["password_encryption"] = "'scram-sha-256'"  # pg_autoctl's file says md5
+        base["password_encryption"] = "'scram-sha-256'"  # noqa: S105  (pg_autoctl's file says md5)
         base["wal_keep_size"] = "'1GB'"  # pg_autoctl's 8 GB is a lot for a laptop
         if name == "monitor":
             keep = ("listen_addresses", "port", "unix_socket_directories", "password_encryption", "timezone",
@@ -337,8 +337,10 @@ class Formation:
         name = "monitor"
         self._initdb(name)
         if not self._config_file(name).exists():
-            self.autoctl("create", "monitor", "--pgdata", str(self.datadir(name)), "--pgport", str(self.monitor_port),
-                         "--hostname", "127.0.0.1", "--pgctl", str(PG_BIN / "pg_ctl"), "--no-ssl", "--skip-pg-hba")  # fmt: skip
+            args = ["create", "monitor", "--pgdata", str(self.datadir(name)), "--pgport", str(self.monitor_port),
+                    "--hostname", "127.0.0.1", "--pgctl", str(PG_BIN / "pg_ctl"),
+                    "--no-ssl", "--skip-pg-hba"]  # fmt: skip
+            self.autoctl(*args)
         self.autoctl("config", "set", "--pgdata", str(self.datadir(name)), "postgresql.listen_addresses", "127.0.0.1")
         self._write_settings(name)
         self.start(name)

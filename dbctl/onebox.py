@@ -63,10 +63,10 @@ def app_dir() -> Path:
     return path
 
 
-def role_pgpass(f: autofailover.Formation, role: str) -> Path:
+def role_pgpass(f: autofailover.Formation, role: str, folder: Path) -> Path:
     """A pgpass with one role's line, for every node's port (the process never gets another role's)."""
     secret = f.password.replace("\\", "\\\\").replace(":", "\\:")
-    path = app_dir() / f"pgpass-{role}"
+    path = folder / f"pgpass-{role}"
     write_private(path, f"# Written by dbctl for make cluster.\n127.0.0.1:*:*:{role}:{secret}\n")
     return path
 
@@ -87,7 +87,7 @@ class Apps:
         env.update({
             "GATEWAY_DATABASE_URL": self.f.url(GATEWAY_ROLE),
             "GATEWAY_DATABASE_READ_URL": self.f.url(GATEWAY_ROLE, "prefer-standby"),
-            "PGPASSFILE": str(role_pgpass(self.f, GATEWAY_ROLE)),
+            "PGPASSFILE": str(role_pgpass(self.f, GATEWAY_ROLE, self.folder)),
         })  # fmt: skip
         env.setdefault("JWT_SECRET", local.kept_secret("jwt-secret"))
         env.update({k: v for k, v in main.payment_credentials().items() if not env.get(k)})
@@ -98,16 +98,23 @@ class Apps:
         from dbctl import __main__ as main
 
         env = dict(base_env)
-        env.update({"WORKER_DATABASE_URL": self.f.url(WORKER_ROLE), "PGPASSFILE": str(role_pgpass(self.f, WORKER_ROLE))})
+        env.update(
+            {
+                "WORKER_DATABASE_URL": self.f.url(WORKER_ROLE),
+                "PGPASSFILE": str(role_pgpass(self.f, WORKER_ROLE, self.folder)),
+            }
+        )
         env.update({k: v for k, v in main.payment_credentials().items() if not env.get(k)})
         main.sandbox_dir(env)
         main.provider_endpoints(env)
         return env
 
     def pidfile(self, name: str) -> Path:
+        (self.folder / "pids").mkdir(parents=True, exist_ok=True)
         return self.folder / "pids" / f"{name}.pid"
 
     def spawn(self, name: str, args: list[str], env: Mapping[str, str]) -> subprocess.Popen[bytes]:
+        (self.folder / "logs").mkdir(parents=True, exist_ok=True)
         with (self.folder / "logs" / f"{name}.log").open("ab") as out:
             proc = subprocess.Popen(args, env=dict(env), cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                                     stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
