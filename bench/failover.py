@@ -233,11 +233,14 @@ def section(r: dict[str, Any]) -> str:
         f"{v['orders_201']} orders answered 201; missing reservations: {len(v['missing_reservations'])}, "
         f"orders missing or not PAID: {len(v['missing_or_unpaid_orders'])}, PAID orders without tickets: "
         f"{len(v['paid_without_tickets'])}, `api.check_invariants()` rows: {len(v['violations'])} "
-        f"({v['paid_orders_in_db']} PAID orders in the database: a few more than the 201s when an answer was "
+        f"({v['paid_orders_in_db']} PAID orders in the database: at least the 201s, more when an answer was "
         "lost in flight). "
         f"The worker, not restarted, reconnected to the new primary by itself: {r['jobs_done_after_failover']} jobs "
         f"succeeded after the node was killed (confirmation-mail jobs at the end: {r['jobs']}; the worker sends "
         "mails slower than this load buys).",
+        "",
+        "`503 unparsed` is HAProxy's own 503 page: while no node takes writes every gateway's /readyz fails and "
+        "HAProxy has none in service; `503 busy` is a gateway's JSON answer; `no answer` a connection cut by a kill.",
         "",
         f"All answers: {r['answers']}.",
         END,
