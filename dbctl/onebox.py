@@ -66,6 +66,7 @@ def app_dir() -> Path:
 def role_pgpass(f: autofailover.Formation, role: str, folder: Path) -> Path:
     """A pgpass with one role's line, for every node's port (the process never gets another role's)."""
     secret = f.password.replace("\\", "\\\\").replace(":", "\\:")
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"pgpass-{role}"
     write_private(path, f"# Written by dbctl for make cluster.\n127.0.0.1:*:*:{role}:{secret}\n")
     return path

@@ -31,14 +31,11 @@ from tests.http import SECRET
 
 ROOT = Path(__file__).resolve().parent.parent
 MISSING = autofailover.autoctl_binary() is None or not autofailover.monitor_extension_installed()
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        MISSING and not os.environ.get("CI"),
-        reason=f"pg_auto_failover is not installed: scripts/install-system-deps {' '.join(autofailover.PACKAGES)}"
-        " (make test installs it)",
-    ),
-]
+needs_autofailover = pytest.mark.skipif(
+    MISSING and not os.environ.get("CI"),
+    reason=f"pg_auto_failover is not installed: scripts/install-system-deps {' '.join(autofailover.PACKAGES)}"
+    " (make test installs it)",
+)
 
 
 @pytest.fixture
@@ -67,6 +64,8 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, seconds: floa
     raise AssertionError(f"the gateway did not get ready: {log.read_text()[-3000:]}")
 
 
+@pytest.mark.slow
+@needs_autofailover
 def test_primary_lost_writes_resume_on_the_promoted_node_with_no_201_lost(
     formation: autofailover.Formation, tmp_path: Path
 ) -> None:
@@ -141,9 +140,43 @@ def test_primary_lost_writes_resume_on_the_promoted_node_with_no_201_lost(
     with psycopg.connect(f.url("booking_owner"), autocommit=True) as owner:
         assert owner.info.port == f.port_of(standby)
         figures = verify(owner, load)
-    print(f"failover: purchases again {resumed - killed_at:.1f} s after the kill; failed meanwhile {dict(failed)};"
-          f" {figures['orders_201']} orders answered 201 ({len(after)} after the kill), all found")
+    print(
+        f"failover: purchases again {resumed - killed_at:.1f} s after the kill; failed meanwhile {dict(failed)};"
+        f" {figures['orders_201']} orders answered 201 ({len(after)} after the kill), all found"
+    )
     assert figures["missing_reservations"] == [], figures
     assert figures["missing_or_unpaid_orders"] == [], figures
     assert figures["paid_without_tickets"] == [], figures
     assert figures["violations"] == [], figures
+
+
+def test_make_cluster_hands_every_process_the_multi_host_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`make cluster` (dbctl/onebox.py): the gateways write through read-write and read through
+    prefer-standby over both nodes, the worker writes through read-write; each gets a pgpass with
+    its own role's line only."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    from dbctl import haproxy, onebox
+    from gateway.config import ConfigError
+
+    monkeypatch.setenv("BOOKING_STATE_DIR", str(tmp_path))
+    f = onebox.formation_from_env({"CLUSTER_PG_PORT": "6000"})
+    assert (f.monitor_port, f.node_ports) == (6000, (6001, 6002))
+    with pytest.raises(ConfigError, match="CLUSTER_PG_PORT"):
+        onebox.formation_from_env({"CLUSTER_PG_PORT": "many"})
+    apps = onebox.Apps(f, haproxy.Layout.from_env({}), tmp_path / "apps")
+    env = apps.gateway_env(8001, 1, {})
+    write, read = conninfo_to_dict(env["GATEWAY_DATABASE_URL"]), conninfo_to_dict(env["GATEWAY_DATABASE_READ_URL"])
+    assert (write["host"], write["port"], write["user"]) == ("127.0.0.1,127.0.0.1", "6001,6002", "booking_gateway")
+    assert (write["target_session_attrs"], read["target_session_attrs"]) == ("read-write", "prefer-standby")
+    assert read["port"] == "6001,6002" and env["WEB_CONCURRENCY"] == "1" and env["GATEWAY_PORT"] == "8001"
+    lines = [x for x in Path(env["PGPASSFILE"]).read_text().splitlines() if not x.startswith("#")]
+    assert [x.split(":")[3] for x in lines] == ["booking_gateway"]
+    wenv = apps.worker_env({})
+    worker = conninfo_to_dict(wenv["WORKER_DATABASE_URL"])
+    assert (worker["port"], worker["user"], worker["target_session_attrs"]) == (
+        "6001,6002",
+        "booking_worker",
+        "read-write",
+    )
+    assert [x.split(":")[3] for x in Path(wenv["PGPASSFILE"]).read_text().splitlines()[1:]] == ["booking_worker"]
