@@ -196,6 +196,9 @@ def bring_up(f: autofailover.Formation) -> None:
         print(f"Applied migrations: {', '.join(applied)}")
     seed(owner)
     main.apply_payment_mode(owner, os.environ.get("PAYMENT_MODE") or "instant")
+    # For psql and pg_autoctl by hand (README): every role, every port of the formation.
+    secret = f.password.replace("\\", "\\\\").replace(":", "\\:")
+    write_private(app_dir() / "pgpass", f"# Written by dbctl for make cluster.\n127.0.0.1:*:*:*:{secret}\n")
 
 
 def cluster() -> None:
