@@ -3,6 +3,8 @@
 python -m dbctl up       start the local cluster (no DATABASE_URL), migrate, seed demo data
 python -m dbctl run      up, then serve the gateway with uvicorn and run a job worker (RUN_WORKER=no: no worker)
 python -m dbctl lb       up, then N single-worker gateways behind HAProxy and a job worker (dbctl/haproxy.py)
+python -m dbctl cluster  pg_auto_failover (monitor, primary, standby), HAProxy, N gateways, a worker, in the background
+python -m dbctl cluster-stop  stop all that `cluster` started (data kept)
 python -m dbctl worker   a job worker alone, on the database in use
 python -m dbctl exporter the PostgreSQL exporter alone (ops/postgres-exporter/queries.yaml), on the database in use
 python -m dbctl migrate  migrations + functions loader on the database in use
@@ -236,6 +238,14 @@ def main(argv: list[str]) -> int:
         from dbctl import haproxy
 
         haproxy.run()
+    elif cmd == "cluster":
+        from dbctl import onebox
+
+        onebox.cluster()
+    elif cmd == "cluster-stop":
+        from dbctl import onebox
+
+        onebox.cluster_stop()
     elif cmd == "worker":
         run_worker_alone()
     elif cmd == "exporter":
