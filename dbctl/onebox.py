@@ -45,7 +45,7 @@ def formation_base(project: Path = ROOT) -> Path:
 
 
 def formation_from_env(env: Mapping[str, str]) -> autofailover.Formation:
-    raw = env.get("CLUSTER_PG_PORT", "").strip() or "54330"
+    raw = env.get("CLUSTER_PG_PORT", "").strip() or "54340"
     try:
         port = int(raw)
     except ValueError:
