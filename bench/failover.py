@@ -239,8 +239,9 @@ def section(r: dict[str, Any]) -> str:
         f"succeeded after the node was killed (confirmation-mail jobs at the end: {r['jobs']}; the worker sends "
         "mails slower than this load buys).",
         "",
-        "`503 unparsed` is HAProxy's own 503 page: while no node takes writes every gateway's /readyz fails and "
-        "HAProxy has none in service; `503 busy` is a gateway's JSON answer; `no answer` a connection cut by a kill.",
+        "`503 busy (HAProxy)` is HAProxy's own answer (the same problem+json body as a gateway's `503 busy`): while "
+        "no node takes writes every gateway's /readyz fails and HAProxy has none in service; `no answer` is a "
+        "connection cut by a kill.",
         "",
         f"All answers: {r['answers']}.",
         END,

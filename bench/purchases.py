@@ -96,6 +96,8 @@ class Load:
                 code = str(data.get("code") or data.get("error", {}).get("code"))
         except (ValueError, KeyError, AttributeError):
             code = "unparsed"
+        if r.status_code >= 500 and "x-served-by" not in r.headers:
+            code = f"{code} (HAProxy)"  # answered by HAProxy itself: no gateway was in service
         self.answers.append(Answer(time.monotonic(), step, r.status_code, code, ident))
         return ident
 

@@ -76,6 +76,20 @@ GATEWAY_CODES = [
     ErrorCode("header_too_large", 431, "The request line and headers are larger than accepted (MAX_HEADER_BYTES)."),
     ErrorCode("internal_error", 500, "A bug. Nothing more is said; the log has the details."),
     ErrorCode("busy", 503, "The database is busy or unreachable; retry after `Retry-After` seconds."),
+    # Answered by HAProxy (ops/haproxy/haproxy.cfg, `http-error`) in front of several gateways.
+    ErrorCode(
+        "upstream_failed",
+        502,
+        "The gateway instance handling the request went away before answering (answered by the load "
+        "balancer). A GET was already retried on another instance; a write may or may not have run: "
+        "repeat it with the same Idempotency-Key.",
+    ),
+    ErrorCode(
+        "upstream_timeout",
+        504,
+        "No gateway instance answered in time (answered by the load balancer). A write may or may not "
+        "have run: repeat it with the same Idempotency-Key.",
+    ),
 ]
 ERRORS: dict[str, ErrorCode] = {e.code: e for e in GATEWAY_CODES}
 for _sqlstate, _entry in _REGISTRY_ROWS.items():
@@ -87,6 +101,8 @@ for _sqlstate, _entry in _REGISTRY_ROWS.items():
 
 GENERIC_MESSAGES = {
     "busy": "the service is busy; retry shortly",
+    "upstream_failed": "the gateway instance of this request failed before answering",
+    "upstream_timeout": "no gateway instance answered in time",
     "conflict": "the request conflicts with existing data",
     "not_found": "a referenced resource does not exist",
     "validation_failed": "a value is invalid",
@@ -204,6 +220,7 @@ BUILTIN: dict[str, str] = {
     "57P01": "busy",  # admin_shutdown
     "57P02": "busy",  # crash_shutdown
     "57P03": "busy",  # cannot_connect_now
+    "25006": "busy",  # read_only_sql_transaction: the node became a standby (a failover) under us
     "08": "busy",  # connection exceptions
     "53": "busy",  # insufficient resources (too many connections, out of memory)
     "23505": "conflict",  # unique_violation

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -26,6 +28,7 @@ from dbctl import haproxy
 from dbctl.__main__ import uvicorn_args
 from dbctl.throwaway import free_port
 from gateway.config import ConfigError
+from gateway.errors import ERRORS, GENERIC_MESSAGES, ApiError
 from tests.conftest import OWNER_ROLE, dba_call, url_for
 from tests.factories import make_ticket_type, make_user, violations
 from tests.http import SECRET, forged
@@ -151,6 +154,45 @@ def test_requests_reach_every_gateway_and_the_limiter_sees_the_client(
 
 
 @needs_haproxy
+def assert_problem(r: httpx.Response, code: str) -> None:
+    assert r.headers["content-type"] == "application/problem+json", r.text
+    assert r.json() == ApiError(code, GENERIC_MESSAGES[code]).body()
+
+
+def test_haproxys_own_answers_are_the_apis_problem_bodies() -> None:
+    """Every `http-error` line of the config is the body gateway/errors.py gives that code."""
+    lines = [x.strip() for x in haproxy.CONFIG_TEMPLATE.read_text().splitlines() if x.strip().startswith("http-error")]
+    found = {}
+    for line in lines:
+        match = re.fullmatch(
+            r"http-error status (\d+) content-type application/problem\+json( hdr Retry-After 1)? string '(.*)'", line
+        )
+        assert match, line
+        body = json.loads(match.group(3))
+        assert ERRORS[body["code"]].status == body["status"] == int(match.group(1))
+        assert body == ApiError(body["code"], GENERIC_MESSAGES[body["code"]]).body()
+        assert bool(match.group(2)) == (body["status"] == 503)  # Retry-After, as the gateway's 503s
+        found[body["status"]] = body["code"]
+    assert found == {502: "upstream_failed", 503: "busy", 504: "upstream_timeout"}
+
+
+@needs_haproxy
+def test_no_gateway_in_service_answers_a_json_503_busy(lb: Layout) -> None:
+    """While no gateway passes /readyz (e.g. a failover without a primary yet), HAProxy answers
+    itself: the gateway's 503 busy body and Retry-After, not an HTML page."""
+    assert httpx.get(f"{lb.url}/events", timeout=10).status_code == 200
+    for n, proc in enumerate(lb.gateways):
+        assert proc is not None
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        lb.gateways[n] = None
+    lb.wait_states({"gw1": "DOWN", "gw2": "DOWN"})
+    for r in (httpx.get(f"{lb.url}/events", timeout=10), httpx.post(f"{lb.url}/bookings/reserve", json={}, timeout=10)):
+        assert r.status_code == 503
+        assert r.headers["retry-after"] == "1"
+        assert_problem(r, "busy")
+
+
 def test_a_killed_gateway_is_taken_out_no_post_runs_twice_and_a_restarted_one_comes_back(
     lb: Layout, gw: psycopg.Connection, owner: psycopg.Connection, connect: Callable[..., psycopg.Connection]
 ) -> None:
@@ -160,6 +202,7 @@ def test_a_killed_gateway_is_taken_out_no_post_runs_twice_and_a_restarted_one_co
     holder = connect(OWNER_ROLE, autocommit=False)
     holder.execute("LOCK TABLE events, ticket_types IN ACCESS EXCLUSIVE MODE")
     results: dict[str, int] = {}
+    failed: list[httpx.Response] = []
     reads: list[int] = []
 
     def reserve(user: dict[str, Any]) -> None:
@@ -167,6 +210,8 @@ def test_a_killed_gateway_is_taken_out_no_post_runs_twice_and_a_restarted_one_co
             r = httpx.post(f"{lb.url}/bookings/reserve", json={"ticket_type_id": tt["id"], "quantity": 1},
                            headers=forged({"sub": user["id"]}), timeout=30)  # fmt: skip
             results[user["id"]] = r.status_code
+            if r.status_code == 502:
+                failed.append(r)
         except httpx.HTTPError:
             results[user["id"]] = 0
 
@@ -208,6 +253,8 @@ def test_a_killed_gateway_is_taken_out_no_post_runs_twice_and_a_restarted_one_co
     assert codes[201] >= 1 and sum(codes.values()) == len(users), codes
     assert set(codes) <= {201, 502}, codes
     assert codes[502] >= 1, f"no reserve was in flight on the killed gateway: {codes}"
+    for r in failed:  # HAProxy's 502 speaks the API's problem+json, with a code clients know
+        assert_problem(r, "upstream_failed")
     rows = dict(owner.execute("SELECT user_id::text, count(*) FROM order_reservations WHERE ticket_type_id = %s "
                               "GROUP BY user_id", (tt["id"],)).fetchall())  # fmt: skip
     assert all(n == 1 for n in rows.values()), rows  # never twice
