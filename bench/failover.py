@@ -212,7 +212,9 @@ def section(r: dict[str, Any]) -> str:
         f"{r['instances']} single-worker gateways, a job worker; all processes on one machine.",
         f"Load model: closed loop, {r['clients']} concurrent clients through HAProxy, no think time; each client buys "
         "as a new user: `POST /bookings/reserve` (1 ticket) then `POST /bookings/complete/{id}` (instant payment); "
-        "an unanswered or 502/503/504 request is tried again by the same client after 50 ms (200 ms for complete). "
+        "an unanswered or 502/503/504 request is tried again by the same client after 50 ms (200 ms for complete), "
+        "with the same `Idempotency-Key` (one per step of each purchase), so a try whose answer was lost is "
+        "answered with its first outcome. "
         f"Steady rate before the faults: {r['steady_rate']:.0f} orders/s. Each fault is watched for "
         f"{r['settle']:.0f} s (the gateway's 15 s).",
         "",

@@ -59,21 +59,29 @@ class Load:
 
     async def _client(self, client: httpx.AsyncClient, headers: Iterator[dict[str, str]]) -> None:
         auth = None
+        reserve_key = ""
         while not self._stop:
-            auth = auth or next(headers, None)
+            if auth is None:
+                auth = next(headers, None)
+                # As the API asks of a client that retries: one Idempotency-Key per purchase step,
+                # the same on every try, so a try whose answer was lost (a kill, a failover) is
+                # answered with its first outcome instead of running twice.
+                reserve_key = str(uuid.uuid4())
             if auth is None:
                 return  # every user has bought
             body = {"ticket_type_id": self.ticket_type_id, "quantity": 1}
-            reservation = await self._post(client, "reserve", "/bookings/reserve", body, auth)
+            reservation = await self._post(client, "reserve", "/bookings/reserve", body,
+                                           {**auth, "Idempotency-Key": reserve_key})  # fmt: skip
             if reservation is None:
                 if self.answers[-1].status not in RETRY:
                     auth = None  # refused for good: the next user
                 await asyncio.sleep(0.05)  # a short pause: no hammering while nothing answers
                 continue
             order = None
+            complete = {**auth, "Idempotency-Key": str(uuid.uuid4())}
             for _ in range(5):  # the hold is ours for minutes: try the payment again after a failure
                 order = await self._post(client, "complete", f"/bookings/complete/{reservation}",
-                                         {"payment_method": "CARD"}, auth)  # fmt: skip
+                                         {"payment_method": "CARD"}, complete)  # fmt: skip
                 if order is not None or self._stop or self.answers[-1].status not in RETRY:
                     break
                 await asyncio.sleep(0.2)
