@@ -41,6 +41,7 @@ from typing import Any
 import psycopg
 
 from dbctl.cluster import PG_BIN, Cluster, _as_root, memory_bytes, set_password, tuned_settings, write_private
+from dbctl.migrate import ROLE_PASSWORD_VARIABLES, role_password_for
 
 AUTOCTL_PLACES = ("/usr/bin/pg_autoctl", "/usr/lib/postgresql/15/bin/pg_autoctl")
 PACKAGES = ("postgresql-15-auto-failover", "pg-auto-failover-cli")
@@ -195,7 +196,7 @@ class Formation:
             return settings
         # pg_autoctl starts PostgreSQL with no TCP address for crash recovery before a pg_rewind:
         # it needs a unix socket. A private folder (mode 700, postgres's): nobody else reaches it,
-        # and pg_hba.conf has no `local` rule anyway.
+        # and its `local` rule in pg_hba.conf asks for a password all the same (_Node.hba_conf).
         base["unix_socket_directories"] = f"'{self.sockets}'"
         base["shared_preload_libraries"] = "'pg_cron,pg_stat_statements'"  # pg_autoctl wants the latter
         base["cron.database_name"] = f"'{DB}'"
@@ -253,10 +254,16 @@ class Formation:
             (self.base / sub).mkdir(exist_ok=True)
             os.chmod(self.base / sub, 0o700)
             made.append(self.base / sub)
-        # One password for every role on every node (libpq's `*` fields), as the local cluster has;
-        # host `*`: also pg_autoctl's connections over the private unix socket.
-        secret = self.password.replace("\\", "\\\\").replace(":", "\\:")
-        write_private(self.pgpass, f"# Written by dbctl (dbctl/autofailover.py).\n*:*:*:*:{secret}\n")
+
+        # The formation's password for every role on every node (libpq's `*` fields), as the local
+        # cluster has, after the gateway's, worker's and monitor's own (dbctl/migrate.py
+        # role_password_for); host `*`: also pg_autoctl's connections over the private unix socket.
+        def field(value: str) -> str:
+            return value.replace("\\", "\\\\").replace(":", "\\:")
+
+        own = [f"*:*:*:{role}:{field(role_password_for(role, self.password))}\n" for role in ROLE_PASSWORD_VARIABLES]
+        text = "# Written by dbctl (dbctl/autofailover.py).\n" + "".join(own) + f"*:*:*:*:{field(self.password)}\n"
+        write_private(self.pgpass, text)
         _own(*made, self.pgpass)
 
     def running(self, name: str) -> bool:
@@ -360,7 +367,10 @@ class Formation:
                     "--dbname", DB, "--username", "postgres", "--monitor", self.monitor_uri,
                     "--pgctl", str(PG_BIN / "pg_ctl"), "--no-ssl", "--skip-pg-hba"]  # fmt: skip
             self.autoctl(*args, timeout=600)
-        for key, value in {"replication.password": self.password, **KEEPER_TIMEOUTS}.items():
+        # No replication.password in pg_autoctl's config: set there, it is on a command line (ps)
+        # and in primary_conninfo; the walreceiver, pg_basebackup and pg_rewind find it in the
+        # formation's pgpass (PGPASSFILE of every pg_autoctl and the PostgreSQL it starts).
+        for key, value in KEEPER_TIMEOUTS.items():
             self.autoctl("config", "set", "--pgdata", str(data), key, value)
         self._write_settings(name)  # a standby's copy came from the primary: its port is its own
         self.start(name)

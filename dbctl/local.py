@@ -21,7 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from dbctl import replica
 from dbctl.cluster import Cluster, create_database, local_base, tuned_settings, write_private
-from dbctl.migrate import GATEWAY_ROLE, MONITOR_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE
+from dbctl.migrate import GATEWAY_ROLE, MONITOR_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE, role_password_for
 
 LOCAL_DB = "booking"
 PASSWORD_FILE = "pg-password"  # noqa: S105  (a file name)
@@ -126,9 +126,9 @@ def write_pgpass(
     `standby` (READ_REPLICA=yes): the same lines for its port too (the same roles and passwords)."""
     assert cluster.password is not None
     assert gateway_only + worker_only + monitor_only <= 1
-    gateway = os.environ.get("GATEWAY_DB_PASSWORD") or cluster.password
-    worker = os.environ.get("WORKER_DB_PASSWORD") or cluster.password
-    monitor = os.environ.get("MONITOR_DB_PASSWORD") or cluster.password
+    gateway = role_password_for(GATEWAY_ROLE, cluster.password)
+    worker = role_password_for(WORKER_ROLE, cluster.password)
+    monitor = role_password_for(MONITOR_ROLE, cluster.password)
 
     def field(value: str) -> str:
         return value.replace("\\", "\\\\").replace(":", "\\:")
@@ -191,7 +191,10 @@ def local_standby(primary: Cluster) -> Cluster:
     """The embedded cluster's standby: beside its folder (`.local/pg-standby`), on
     BOOKING_PG_STANDBY_PORT (the primary's port + 1 by default)."""
     base = local_base(ROOT)
-    port = int(os.environ.get("BOOKING_PG_STANDBY_PORT") or primary.port + 1)
+    raw = os.environ.get("BOOKING_PG_STANDBY_PORT", "").strip() or str(primary.port + 1)
+    if not raw.isdigit() or not 1 <= int(raw) <= 65535 or int(raw) == primary.port:
+        raise SystemExit(f"BOOKING_PG_STANDBY_PORT must be a port (1-65535) other than BOOKING_PG_PORT (got {raw!r})")
+    port = int(raw)
     return replica.standby_of(primary, base.with_name(base.name + "-standby"), port, STANDBY_NAME)
 
 

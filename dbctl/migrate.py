@@ -10,6 +10,8 @@ equal (tests compare both against the committed `sql/schema.sql`).
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
 from pathlib import Path
 from urllib.parse import quote, urlencode
@@ -60,21 +62,38 @@ def is_superuser(url: str) -> bool:
         return bool(row and row[0])
 
 
+ROLE_PASSWORD_VARIABLES = {
+    GATEWAY_ROLE: "GATEWAY_DB_PASSWORD",
+    WORKER_ROLE: "WORKER_DB_PASSWORD",
+    MONITOR_ROLE: "MONITOR_DB_PASSWORD",
+}
+
+
+def role_password_for(role: str, local_password: str) -> str:
+    """The password of a least-privilege role on a cluster dbctl runs (make run, make cluster):
+    its variable (GATEWAY_DB_PASSWORD, ...) when set, else one derived from the cluster's local
+    password (HMAC-SHA256, keyed by it, of the role's name). Derived, not the same: the gateway's
+    (worker's, exporter's) process holds its own password only, and cannot log in as the owner or
+    the superuser with it, nor work the local password out from it."""
+    explicit = os.environ.get(ROLE_PASSWORD_VARIABLES[role], "")
+    if explicit:
+        return explicit
+    return hmac.new(local_password.encode(), f"booking-role-password:{role}".encode(), hashlib.sha256).hexdigest()
+
+
 def bootstrap(superuser_url: str, role_password: str | None = None) -> None:
     """Roles, database owner, pg_cron (superuser only; idempotent).
 
-    role_password (the embedded cluster's local password) becomes the password of the four
-    roles; GATEWAY_DB_PASSWORD (WORKER_DB_PASSWORD, MONITOR_DB_PASSWORD), when set, wins for the
-    gateway (worker, monitor) role.
+    role_password (the embedded cluster's local password) becomes the owner's password; the
+    gateway, worker and monitor roles get role_password_for(role, role_password):
+    GATEWAY_DB_PASSWORD (WORKER_DB_PASSWORD, MONITOR_DB_PASSWORD) when set, else one derived from it.
+    Without role_password (a DATABASE_URL of yours), only the variables that are set are applied.
     """
     with psycopg.connect(superuser_url, autocommit=True) as conn:
         conn.execute(BOOTSTRAP.read_text())
-        passwords = {
-            OWNER_ROLE: role_password,
-            GATEWAY_ROLE: os.environ.get("GATEWAY_DB_PASSWORD") or role_password,
-            WORKER_ROLE: os.environ.get("WORKER_DB_PASSWORD") or role_password,
-            MONITOR_ROLE: os.environ.get("MONITOR_DB_PASSWORD") or role_password,
-        }
+        passwords: dict[str, str | None] = {OWNER_ROLE: role_password}
+        for role, variable in ROLE_PASSWORD_VARIABLES.items():
+            passwords[role] = role_password_for(role, role_password) if role_password else os.environ.get(variable)
         for role, password in passwords.items():
             if password:
                 set_password(conn, role, password)

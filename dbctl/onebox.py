@@ -21,10 +21,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import psycopg
 
 from dbctl import autofailover, haproxy, local
 from dbctl.cluster import _as_root, _postgres_can_reach, write_private
-from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT, WORKER_ROLE, migrate
+from dbctl.migrate import (
+    GATEWAY_ROLE,
+    OWNER_ROLE,
+    ROLE_PASSWORD_VARIABLES,
+    ROOT,
+    WORKER_ROLE,
+    migrate,
+    role_password_for,
+)
 from gateway.config import ConfigError
 
 
@@ -52,7 +61,9 @@ def formation_from_env(env: Mapping[str, str]) -> autofailover.Formation:
         raise ConfigError(f"CLUSTER_PG_PORT must be a whole number (got {raw!r})") from None
     if not 1 <= port <= 65533:
         raise ConfigError(f"CLUSTER_PG_PORT must be between 1 and 65533 (got {port})")
-    password = local.kept_secret(local.PASSWORD_FILE)  # the local cluster's password, one for all roles
+    # The local cluster's password: the superuser's, the owner's and pg_auto_failover's roles'; the
+    # gateway, worker and monitor roles get their own (dbctl/migrate.py role_password_for).
+    password = local.kept_secret(local.PASSWORD_FILE)
     return autofailover.Formation(formation_base(), port, (port + 1, port + 2), password)
 
 
@@ -64,8 +75,9 @@ def app_dir() -> Path:
 
 
 def role_pgpass(f: autofailover.Formation, role: str, folder: Path) -> Path:
-    """A pgpass with one role's line, for every node's port (the process never gets another role's)."""
-    secret = f.password.replace("\\", "\\\\").replace(":", "\\:")
+    """A pgpass with one role's line, for every node's port (the process never gets another role's:
+    its password is its own, derived from the local one as dbctl/migrate.py role_password_for)."""
+    secret = role_password_for(role, f.password).replace("\\", "\\\\").replace(":", "\\:")
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"pgpass-{role}"
     write_private(path, f"# Written by dbctl for make cluster.\n127.0.0.1:*:*:{role}:{secret}\n")
@@ -130,7 +142,9 @@ class Apps:
             pid = int(self.pidfile(name).read_text())
         except (OSError, ValueError):
             return None
-        return pid if autofailover._alive(pid, "haproxy" if name == "haproxy" else "python") else None
+        # A stale pid file (a reboot) may name another process now: only ours by its command line.
+        marker = {"haproxy": "haproxy", "worker": "worker"}.get(name, "uvicorn")
+        return pid if autofailover._alive(pid, marker) else None
 
     def start(self, base_env: Mapping[str, str]) -> dict[str, subprocess.Popen[bytes]]:
         from dbctl import __main__ as main
@@ -171,7 +185,9 @@ class Apps:
             pid = self.pid(name)
             if pid is None:
                 continue
-            os.kill(pid, signal.SIGTERM)
+            # HAProxy: SIGUSR1, its soft stop (stop listening, finish the requests in flight; SIGTERM
+            # would cut them). The gateways and the worker drain on SIGTERM.
+            os.kill(pid, signal.SIGUSR1 if name == "haproxy" else signal.SIGTERM)
             deadline = time.monotonic() + timeout
             while self.pid(name) is not None and time.monotonic() < deadline:
                 time.sleep(0.1)
@@ -196,9 +212,14 @@ def bring_up(f: autofailover.Formation) -> None:
         print(f"Applied migrations: {', '.join(applied)}")
     seed(owner)
     main.apply_payment_mode(owner, os.environ.get("PAYMENT_MODE") or "instant")
+
     # For psql and pg_autoctl by hand (README): every role, every port of the formation.
-    secret = f.password.replace("\\", "\\\\").replace(":", "\\:")
-    write_private(app_dir() / "pgpass", f"# Written by dbctl for make cluster.\n127.0.0.1:*:*:*:{secret}\n")
+    def field(value: str) -> str:
+        return value.replace("\\", "\\\\").replace(":", "\\:")
+
+    lines = [f"127.0.0.1:*:*:{role}:{field(role_password_for(role, f.password))}\n" for role in ROLE_PASSWORD_VARIABLES]
+    lines.append(f"127.0.0.1:*:*:*:{field(f.password)}\n")
+    write_private(app_dir() / "pgpass", "# Written by dbctl for make cluster.\n" + "".join(lines))
 
 
 def cluster() -> None:
@@ -217,6 +238,8 @@ def cluster() -> None:
         apps.wait_ready()
     except (ConfigError, autofailover.FormationError) as exc:
         sys.exit(str(exc))
+    except (psycopg.Error, RuntimeError, OSError) as exc:  # a migration, the seed, a process: no traceback
+        sys.exit(f"make cluster failed: {exc}; logs in {app_dir() / 'logs'} and {f.base / 'logs'}")
     ports = ", ".join(str(p) for p in layout.gateway_ports)
     print(
         f"Cluster up. HAProxy on http://{layout.host}:{layout.port} (stats http://{layout.host}:{layout.stats_port}/)"

@@ -87,11 +87,13 @@ def _base_backup(primary: Cluster, standby: Cluster, name: str) -> None:
         "user": REPLICATION_ROLE,
         "application_name": name,
     }
-    if primary.password:
-        params["password"] = primary.password  # -R writes it into the standby's primary_conninfo (mode 600)
+    # The password through the environment, not the command line (ps shows that to every local
+    # user); -R writes it into the standby's primary_conninfo all the same (postgresql.auto.conf,
+    # mode 600, in the standby's private folder).
+    env = {**os.environ, "PGPASSWORD": primary.password} if primary.password else None
     done = _run_as_owner(
         [pg_tool("pg_basebackup"), "-d", make_conninfo("", **params), "-D", str(standby.datadir),
-         "-R", "-X", "stream", "-C", "-S", slot, "--checkpoint=fast", "--no-password"]
+         "-R", "-X", "stream", "-C", "-S", slot, "--checkpoint=fast", "--no-password"], env=env,
     )  # fmt: skip
     if done.returncode != 0:
         raise RuntimeError(f"pg_basebackup failed:\n{done.stdout}\n{done.stderr}")

@@ -39,7 +39,11 @@ esc() { printf '%s' "$1" | sed -e 's/\\/\\\\/g' -e 's/:/\\:/g'; }
 } >"$PGPASSFILE"
 
 config_file=$XDG_CONFIG_HOME/pg_autoctl${PGDATA}/pg_autoctl.cfg
-sql_literal() { printf "'%s'" "$(printf '%s' "$1" | sed "s/'/''/g")"; }
+# set_password DBNAME ROLE VARIABLE: the role's password from that environment variable, read by
+# psql itself (\getenv), so it is never on a command line (ps). Hashed by the server (scram).
+set_password() {
+  printf '\\getenv pw %s\nALTER ROLE %s PASSWORD :'"'"'pw'"'"';\n' "$3" "$2" | psql -X -q -v ON_ERROR_STOP=1 -d "$1"
+}
 
 our_initdb() {
   [ -f "$PGDATA/PG_VERSION" ] && return
@@ -121,7 +125,7 @@ monitor)
   settings
   run
   ask pg_auto_failover "SELECT rolname FROM pg_roles WHERE rolname = 'autoctl_node'" >/dev/null
-  psql -X -q -d pg_auto_failover -c "ALTER ROLE autoctl_node PASSWORD $(sql_literal "$AUTOCTL_NODE_PASSWORD")"
+  set_password pg_auto_failover autoctl_node AUTOCTL_NODE_PASSWORD
   ;;
 node)
   if [ ! -f "$config_file" ]; then
@@ -137,7 +141,7 @@ node)
   # pg_autoctl makes the replication role without a password: the primary gets ours (the
   # standby has it by replication).
   if [ "$(ask booking "SELECT pg_is_in_recovery()")" = f ]; then
-    psql -X -q -d booking -c "ALTER ROLE pgautofailover_replicator PASSWORD $(sql_literal "$REPLICATION_PASSWORD")"
+    set_password booking pgautofailover_replicator REPLICATION_PASSWORD
   fi
   ;;
 *)

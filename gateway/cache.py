@@ -111,8 +111,18 @@ async def listen_for_changes(
 
 
 async def wal_position(conn: psycopg.AsyncConnection[Any]) -> str:
-    """The primary's WAL insert position (a pg_lsn as text): past every commit made so far."""
-    row = await (await conn.execute("SELECT pg_catalog.pg_current_wal_insert_lsn()::text")).fetchone()
+    """The primary's WAL insert position (a pg_lsn as text): past every commit made so far, even
+    asynchronous ones (the flush and write positions may lag those). Right after a page header
+    (no record begun on that page: offset 24, or 40 on a segment's first page) it is moved back to
+    the page boundary, the position a standby's replay reports there; no record can end between
+    the two, so the fence is as strict and is reached without waiting for the next record."""
+    row = await (
+        await conn.execute(
+            "SELECT (l - CASE WHEN m IN (24, 40) THEN m ELSE 0 END)::text"
+            " FROM (SELECT pg_catalog.pg_current_wal_insert_lsn() AS l) AS w,"
+            " LATERAL (SELECT ((l - '0/0'::pg_lsn) % current_setting('wal_block_size')::int)::int AS m) AS p"
+        )
+    ).fetchone()
     assert row is not None
     return str(row[0])
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -18,7 +19,7 @@ from psycopg.types.string import TextLoader
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from gateway.config import Settings
-from gateway.errors import from_database, is_connection_problem
+from gateway.errors import busy, from_database, is_connection_problem
 from gateway.sqlcalls import FENCE, api_call_bytes, fenced_call_bytes
 
 log = logging.getLogger("gateway.db")
@@ -207,22 +208,35 @@ class ReadRouter:
     by the node that answered (in_hot_standby, reported by the server: no query), and fallbacks
     by reason."""
 
+    # After the read pool could not connect (or lost its connection), reads skip it for this long
+    # and go straight to the primary: a standby that is down or drops packets costs one request
+    # per process a POOL_TIMEOUT_SECONDS wait every few seconds, not every read.
+    UNAVAILABLE_PAUSE = 5.0
+
     def __init__(self, reads: Database, primary: Database, fence: Callable[[], str]) -> None:
         self.reads = reads
         self.primary = primary
         self.fence = fence
         self.served = {"standby": 0, "primary": 0}
         self.fallbacks = {"unavailable": 0, "recovery_conflict": 0, "behind": 0}
+        self._skip_until = 0.0
 
     async def call(self, function: str, args: Mapping[str, Any]) -> str | None:
         """As Database.call: one api function's JSON text (or None)."""
+        if time.monotonic() < self._skip_until:
+            self.fallbacks["unavailable"] += 1
+            return await self.primary.call(function, args)
         try:
             rows = await self._read(fenced_call_bytes(function, tuple(args)), {**args, FENCE: self.fence()})
         except psycopg.Error as exc:
             reason = standby_failure(exc)
             if reason is None:
                 raise from_database(exc) from exc
-            log.debug("catalogue read on the primary: %s (%s)", reason, exc)
+            if reason == "unavailable":
+                if time.monotonic() >= self._skip_until:
+                    log.warning("read pool unavailable (%s): catalogue reads on the primary for %gs", exc,
+                                self.UNAVAILABLE_PAUSE)  # fmt: skip
+                self._skip_until = time.monotonic() + self.UNAVAILABLE_PAUSE
             self.fallbacks[reason] += 1
             return await self.primary.call(function, args)
         if not rows:
@@ -236,8 +250,11 @@ class ReadRouter:
             try:
                 await db.turnstile.enter(db.pool.timeout)
             except TimeoutError:
+                # Every read connection busy for POOL_TIMEOUT_SECONDS: the standby is there but
+                # saturated. Shed (503 busy) rather than pour its overflow onto the primary, whose
+                # pool serves reserve and complete.
                 db.timeouts += 1
-                raise PoolTimeout(f"couldn't get a read connection after {db.pool.timeout:.2f} sec") from None
+                raise busy() from None
             try:
                 async with db.pool.connection() as conn:
                     rows = await (await conn.execute(query, args)).fetchall()

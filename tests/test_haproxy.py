@@ -153,7 +153,6 @@ def test_requests_reach_every_gateway_and_the_limiter_sees_the_client(
     assert keys == {"browse:address:127.0.0.5", "browse:address:127.0.0.6"}  # not HAProxy's 127.0.0.2
 
 
-@needs_haproxy
 def assert_problem(r: httpx.Response, code: str) -> None:
     assert r.headers["content-type"] == "application/problem+json", r.text
     assert r.json() == ApiError(code, GENERIC_MESSAGES[code]).body()
@@ -193,6 +192,7 @@ def test_no_gateway_in_service_answers_a_json_503_busy(lb: Layout) -> None:
         assert_problem(r, "busy")
 
 
+@needs_haproxy
 def test_a_killed_gateway_is_taken_out_no_post_runs_twice_and_a_restarted_one_comes_back(
     lb: Layout, gw: psycopg.Connection, owner: psycopg.Connection, connect: Callable[..., psycopg.Connection]
 ) -> None:

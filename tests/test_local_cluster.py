@@ -27,7 +27,17 @@ from yoyo.connections import parse_uri
 
 from dbctl.cluster import Cluster, create_database, tuned_settings
 from dbctl.local import gateway_url_for
-from dbctl.migrate import GATEWAY_ROLE, OWNER_ROLE, ROOT, as_owner, migrate, yoyo_url
+from dbctl.migrate import (
+    GATEWAY_ROLE,
+    MONITOR_ROLE,
+    OWNER_ROLE,
+    ROOT,
+    WORKER_ROLE,
+    as_owner,
+    migrate,
+    role_password_for,
+    yoyo_url,
+)
 from dbctl.monitor import exporter_binary
 from dbctl.throwaway import free_port
 
@@ -133,9 +143,24 @@ def test_login_without_the_password_is_refused(local: Local, role: str) -> None:
 
 
 def test_every_role_logs_in_with_its_password(local: Local) -> None:
-    gateway = GATEWAY_PASSWORD if local.env.get("GATEWAY_DB_PASSWORD") else local.password()
+    derived = role_password_for(GATEWAY_ROLE, local.password())
+    gateway = GATEWAY_PASSWORD if local.env.get("GATEWAY_DB_PASSWORD") else derived
     for role, password in (("postgres", local.password()), (OWNER_ROLE, local.password()), (GATEWAY_ROLE, gateway)):
         assert login_error(local.cluster.port, role, password) is None, role
+
+
+def test_the_gateways_password_is_its_own(upgraded: Local) -> None:
+    """The gateway (worker, exporter) process holds only its role's password: it opens no other
+    role, and the local password (the superuser's, the owner's) does not open the gateway role.
+    (The cluster without GATEWAY_DB_PASSWORD: each role's password is derived from the local one.)"""
+    assert not upgraded.env.get("GATEWAY_DB_PASSWORD")
+    port, local_password = upgraded.cluster.port, upgraded.password()
+    for role in (GATEWAY_ROLE, WORKER_ROLE, MONITOR_ROLE):
+        own = role_password_for(role, local_password)
+        assert own != local_password
+        for other in ("postgres", OWNER_ROLE):
+            assert "password authentication failed" in (login_error(port, other, own) or ""), (role, other)
+        assert "password authentication failed" in (login_error(port, role, local_password) or ""), role
 
 
 def test_pg_hba_has_no_trust_and_secrets_are_private(local: Local) -> None:
