@@ -185,6 +185,8 @@ def run() -> None:
     (dbctl/supervise.py): Ctrl-C or SIGTERM stops both, and neither outlives it."""
     t = up()
     standby = local.start_standby(t) if local.read_replica_wanted(os.environ) else None
+    if standby is not None and t.cluster is not None:
+        local.write_pgpass(t.cluster, standby=standby)  # .local/pgpass: psql to the standby too
     env = gateway_env(t, standby)
     try:
         args = uvicorn_args(env)

@@ -390,6 +390,13 @@ class Formation:
         """Create what is missing and start everything (idempotent): monitor, node1, node2."""
         require_autoctl()
         self.prepare()
+        if all(self._config_file(name).exists() for name in ("monitor", *NODE_NAMES)):
+            # Made before: start all three and let the monitor sort the roles out. Either node
+            # may have been the primary when it stopped (a failover, a switchover): waiting for
+            # node1 alone would find the monitor still naming node2, not started yet.
+            self.start_all()
+            self.wait_healthy(timeout=180)
+            return
         self.create_monitor()
         self.create_node(NODE_NAMES[0])
         self.wait_primary(timeout=120)

@@ -119,7 +119,15 @@ class Apps:
         )
         env.update({k: v for k, v in main.payment_credentials().items() if not env.get(k)})
         main.sandbox_dir(env)
-        main.provider_endpoints(env)
+        # The providers' APIs the worker asks (reconciliation, refunds): in development the
+        # gateways' sandbox, reached through HAProxy (GATEWAY_PORT, which the default would use,
+        # is no gateway of this layout).
+        probe = dict(env)
+        probe["PUBLIC_BASE_URL"] = env.get("PUBLIC_BASE_URL") or f"http://{self.layout.host}:{self.layout.port}"
+        main.provider_endpoints(probe)
+        for name in ("MOMO_ENDPOINT", "ZALOPAY_ENDPOINT", "BANK_API_URL", "CARD_API_URL"):
+            if probe.get(name) and not env.get(name):
+                env[name] = probe[name]
         return env
 
     def pidfile(self, name: str) -> Path:
@@ -210,7 +218,7 @@ def bring_up(f: autofailover.Formation) -> None:
     applied = migrate(owner, f.url("postgres"), role_password=f.password)
     if applied:
         print(f"Applied migrations: {', '.join(applied)}")
-    seed(owner)
+    seed(owner, login_file=app_dir() / "admin-login.txt")  # not make run's: another database
     main.apply_payment_mode(owner, os.environ.get("PAYMENT_MODE") or "instant")
 
     # For psql and pg_autoctl by hand (README): every role, every port of the formation.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from pathlib import Path
 
 import psycopg
 
@@ -13,7 +14,9 @@ ADMIN_EMAIL = "admin@example.com"
 DEMO_SLUG = "demo-onsale-night"
 
 
-def seed(owner_url: str) -> None:
+def seed(owner_url: str, login_file: Path | None = None) -> None:
+    """login_file: where the demo admin's login is written (`.local/admin-login.txt` by default;
+    `make cluster` keeps its own, its database's admin being another)."""
     with psycopg.connect(owner_url) as conn:
         if conn.execute("SELECT 1 FROM users WHERE email = %s", (ADMIN_EMAIL,)).fetchone() is None:
             password = secrets.token_urlsafe(12)
@@ -22,10 +25,14 @@ def seed(owner_url: str) -> None:
                 (ADMIN_EMAIL, hash_password(password), "Demo Admin"),
             )
             conn.execute("SELECT api.set_user_role(%s, 'admin')", (ADMIN_EMAIL,))
-            login = state_file("admin-login.txt")
-            login.write_text(f"{ADMIN_EMAIL}\n{password}\n")
-            login.chmod(0o600)
-            print(f"Demo admin created: {ADMIN_EMAIL} / {password}  (also in {login})")
+            try:
+                login = login_file or state_file("admin-login.txt")
+                login.write_text(f"{ADMIN_EMAIL}\n{password}\n")
+                login.chmod(0o600)
+                where = f"also in {login}"
+            except OSError as exc:  # a read-only folder (a container): the output is the record
+                where = f"not written to a file: {exc.strerror}"
+            print(f"Demo admin created: {ADMIN_EMAIL} / {password}  ({where})")
 
         if conn.execute("SELECT 1 FROM events WHERE slug = %s", (DEMO_SLUG,)).fetchone() is None:
             event = conn.execute(

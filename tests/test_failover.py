@@ -149,6 +149,16 @@ def test_primary_lost_writes_resume_on_the_promoted_node_with_no_201_lost(
     assert figures["paid_without_tickets"] == [], figures
     assert figures["violations"] == [], figures
 
+    # `make cluster-stop`, then `make cluster` (dbctl/onebox.py): the promoted node is the primary
+    # now and the lost one is down; starting the formation again brings both back (the lost one as
+    # the standby, pg_rewind), with no failover back and every order still there.
+    f.stop_all()
+    f.create()
+    assert f.wait_healthy(120) == (standby, primary)
+    with psycopg.connect(f.url("booking_owner"), autocommit=True) as owner:
+        assert owner.execute("SELECT count(*) FROM orders WHERE status = 'PAID'").fetchone()[0] >= figures["orders_201"]  # type: ignore[index]
+        assert owner.execute("SELECT count(*) FROM api.check_invariants()").fetchone() == (0,)
+
 
 def test_make_cluster_hands_every_process_the_multi_host_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`make cluster` (dbctl/onebox.py): the gateways write through read-write and read through
