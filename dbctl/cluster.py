@@ -137,6 +137,18 @@ def tuned_settings(port: int) -> dict[str, str]:
     }
 
 
+def private_folder(base: Path) -> None:
+    """The folder a cluster's data lives in: made if missing, postgres's (as root), mode 700.
+    Refused when it is a link or someone else's (e.g. /var/tmp/booking-pg-*: a folder another
+    user made first is not ours to chown)."""
+    if _as_root() and (base.is_symlink() or (base.exists() and base.stat().st_uid not in _trusted_owners())):
+        raise RuntimeError(f"{base} is a link or belongs to another user: refusing to use it")
+    base.mkdir(parents=True, exist_ok=True)
+    if _as_root():
+        _give_to_postgres(base)
+    os.chmod(base, 0o700)
+
+
 @dataclass
 class Cluster:
     datadir: Path
@@ -185,14 +197,7 @@ class Cluster:
 
     def init(self) -> bool:
         """initdb once; later calls only rewrite our settings file. True when it changed."""
-        base = self.datadir.parent
-        if _as_root() and (base.is_symlink() or (base.exists() and base.stat().st_uid not in _trusted_owners())):
-            # e.g. /var/tmp/booking-pg-*: a folder someone else made first is not ours to chown.
-            raise RuntimeError(f"{base} is a link or belongs to another user: refusing to use it")
-        base.mkdir(parents=True, exist_ok=True)
-        if _as_root():
-            _give_to_postgres(base)
-        os.chmod(base, 0o700)
+        private_folder(self.datadir.parent)
         if not self.initialised():
             self._initdb()
         conf = "".join(f"{k} = {v}\n" for k, v in self.settings.items())

@@ -26,11 +26,9 @@ from psycopg.conninfo import make_conninfo
 from dbctl.cluster import (
     REPLICATION_ROLE,
     Cluster,
-    _as_root,
-    _give_to_postgres,
     _run_as_owner,
-    _trusted_owners,
     pg_tool,
+    private_folder,
     set_password,
 )
 
@@ -74,13 +72,7 @@ def _base_backup(primary: Cluster, standby: Cluster, name: str) -> None:
             "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = %s AND NOT active",
             (slot,),
         )
-    base = standby.datadir.parent
-    if _as_root() and (base.is_symlink() or (base.exists() and base.stat().st_uid not in _trusted_owners())):
-        raise RuntimeError(f"{base} is a link or belongs to another user: refusing to use it")
-    base.mkdir(parents=True, exist_ok=True)
-    if _as_root():
-        _give_to_postgres(base)
-    os.chmod(base, 0o700)
+    private_folder(standby.datadir.parent)
     params: dict[str, str | int] = {
         "host": "127.0.0.1",
         "port": primary.port,
