@@ -4743,9 +4743,10 @@ COMMENT ON COLUMN public.events.admission_rate_per_minute IS 'People the waiting
 --
 
 CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS json
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
-  SELECT json_build_object(
+BEGIN
+  RETURN (SELECT json_build_object(
     'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
     'banner_url', e.banner_url, 'location', e.location,
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
@@ -4753,7 +4754,8 @@ CREATE FUNCTION internal.event_json(e public.events, p_live boolean) RETURNS jso
     'queue_enabled', e.queue_enabled, 'admission_rate_per_minute', e.admission_rate_per_minute,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
-        FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
+        FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json)));
+END;
 $$;
 
 
@@ -5081,9 +5083,10 @@ COMMENT ON COLUMN public.orders.seats_kept IS 'REFUND_PENDING/REFUNDED only: tru
 --
 
 CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
-  SELECT json_build_object(
+BEGIN
+  RETURN (SELECT json_build_object(
     'id', o.id,
     'status', o.status,
     'total_amount', o.total_amount::text,
@@ -5115,7 +5118,8 @@ CREATE FUNCTION internal.order_json(o public.orders) RETURNS json
       SELECT json_agg(json_build_object(
                'ticket_code', t.ticket_code, 'ticket_type_id', t.ticket_type_id,
                'status', t.status, 'checkin_time', t.checkin_time) ORDER BY t.ticket_code)
-        FROM public.tickets t WHERE t.order_id = o.id), '[]'::json))
+        FROM public.tickets t WHERE t.order_id = o.id), '[]'::json)));
+END;
 $$;
 
 
@@ -5235,9 +5239,11 @@ COMMENT ON FUNCTION internal.order_paid(p_order_id uuid) IS 'Everything announce
 --
 
 CREATE FUNCTION internal.payment_mode() RETURNS text
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
-  SELECT coalesce((SELECT s.mode FROM public.payment_settings s), 'instant')
+BEGIN
+  RETURN (SELECT coalesce((SELECT s.mode FROM public.payment_settings s), 'instant'));
+END;
 $$;
 
 
@@ -5849,10 +5855,12 @@ COMMENT ON FUNCTION internal.start_refund(p_order_id uuid, p_reason text, p_amou
 --
 
 CREATE FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json) RETURNS json
-    LANGUAGE sql
+    LANGUAGE plpgsql
     AS $$
+BEGIN
   UPDATE public.idempotency_keys SET response = p_response WHERE user_id = p_user_id AND key = p_key;
-  SELECT p_response;
+  RETURN p_response;
+END;
 $$;
 
 
@@ -6259,17 +6267,19 @@ COMMENT ON FUNCTION internal.waiting_room_open(p_event_id uuid, p_wait boolean) 
 --
 
 CREATE FUNCTION internal.waiting_room_opens_at(p_event_id uuid) RETURNS timestamp with time zone
-    LANGUAGE sql STABLE
+    LANGUAGE plpgsql STABLE
     AS $$
   -- The earliest start_sale_time of the event's types; -infinity (open from publication) when
   -- one of them has none; infinity (not yet: nothing is on sale) while the event has no type.
   -- Without the last rule a room opened at its first join when the admin had not added the types
   -- yet: no shuffle at the real opening (the first to find the event came first) and everyone
   -- admitted, their tokens expiring, before a type's later start_sale_time.
-  SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
+BEGIN
+  RETURN (SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
               WHEN bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
               ELSE min(t.start_sale_time) END
-    FROM public.ticket_types t WHERE t.event_id = p_event_id
+    FROM public.ticket_types t WHERE t.event_id = p_event_id);
+END;
 $$;
 
 

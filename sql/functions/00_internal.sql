@@ -3,6 +3,11 @@
 -- their own: a SET costs a GUC save/restore and a search-path recomputation per call and
 -- stops the planner from inlining SQL helpers (measured: reserve 1,730 -> ~2,450 calls/s).
 -- So every table and extension function here is schema-qualified.
+-- A SQL helper the planner cannot inline (its body has a FROM or a sub-select: event_json,
+-- order_json, payment_mode, ...) is written in PL/pgSQL instead: PostgreSQL 15 plans a
+-- non-inlined SQL function's body anew for every statement that calls it (every call from
+-- PL/pgSQL), a PL/pgSQL body's plans are cached for the session (measured: api.get_event
+-- 0.207 -> 0.040 ms, api.complete_booking 1.0 -> 0.55 ms; docs/I10-PERF-NOTES.md).
 -- Lock order everywhere in this project: a ticket_types row (ids ascending when several)
 -- before any order_reservations row. Reservation rows taken by maintenance use SKIP LOCKED.
 
@@ -123,9 +128,10 @@ COMMENT ON FUNCTION internal.ticket_type_json(public.ticket_types, public.events
 
 CREATE OR REPLACE FUNCTION internal.event_json(e public.events, p_live boolean)
 RETURNS json
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT json_build_object(
+BEGIN
+  RETURN (SELECT json_build_object(
     'id', e.id, 'slug', e.slug, 'name', e.name, 'description', e.description,
     'banner_url', e.banner_url, 'location', e.location,
     'start_time', e.start_time, 'end_time', e.end_time, 'status', e.status,
@@ -133,7 +139,8 @@ AS $$
     'queue_enabled', e.queue_enabled, 'admission_rate_per_minute', e.admission_rate_per_minute,
     'ticket_types', coalesce((
       SELECT json_agg(internal.ticket_type_json(tt, e, p_live) ORDER BY tt.price, tt.name, tt.id)
-        FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json))
+        FROM public.ticket_types tt WHERE tt.event_id = e.id), '[]'::json)));
+END;
 $$;
 COMMENT ON FUNCTION internal.event_json(public.events, boolean) IS
   'An event with its ticket types as API JSON; p_live adds available_quantity and on_sale.';
@@ -141,9 +148,10 @@ COMMENT ON FUNCTION internal.event_json(public.events, boolean) IS
 
 CREATE OR REPLACE FUNCTION internal.order_json(o public.orders)
 RETURNS json
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT json_build_object(
+BEGIN
+  RETURN (SELECT json_build_object(
     'id', o.id,
     'status', o.status,
     'total_amount', o.total_amount::text,
@@ -175,7 +183,8 @@ AS $$
       SELECT json_agg(json_build_object(
                'ticket_code', t.ticket_code, 'ticket_type_id', t.ticket_type_id,
                'status', t.status, 'checkin_time', t.checkin_time) ORDER BY t.ticket_code)
-        FROM public.tickets t WHERE t.order_id = o.id), '[]'::json))
+        FROM public.tickets t WHERE t.order_id = o.id), '[]'::json)));
+END;
 $$;
 COMMENT ON FUNCTION internal.order_json(public.orders) IS
   'An order with items, payment and tickets as API JSON (the shape of complete_booking and my_bookings).';

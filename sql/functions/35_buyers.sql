@@ -93,10 +93,12 @@ COMMENT ON FUNCTION internal.claim_idempotency_key(uuid, text, text) IS
 
 CREATE OR REPLACE FUNCTION internal.store_idempotent_response(p_user_id uuid, p_key text, p_response json)
 RETURNS json
-LANGUAGE sql
+LANGUAGE plpgsql
 AS $$
+BEGIN
   UPDATE public.idempotency_keys SET response = p_response WHERE user_id = p_user_id AND key = p_key;
-  SELECT p_response;
+  RETURN p_response;
+END;
 $$;
 COMMENT ON FUNCTION internal.store_idempotent_response(uuid, text, json) IS
   'Records the success response of a claimed key (same transaction as the work); returns it.';

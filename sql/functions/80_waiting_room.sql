@@ -69,17 +69,19 @@ COMMENT ON FUNCTION internal.admission_valid(text, uuid, uuid, bytea) IS
 
 CREATE OR REPLACE FUNCTION internal.waiting_room_opens_at(p_event_id uuid)
 RETURNS timestamptz
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
   -- The earliest start_sale_time of the event's types; -infinity (open from publication) when
   -- one of them has none; infinity (not yet: nothing is on sale) while the event has no type.
   -- Without the last rule a room opened at its first join when the admin had not added the types
   -- yet: no shuffle at the real opening (the first to find the event came first) and everyone
   -- admitted, their tokens expiring, before a type's later start_sale_time.
-  SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
+BEGIN
+  RETURN (SELECT CASE WHEN count(*) = 0 THEN 'infinity'::timestamptz
               WHEN bool_or(t.start_sale_time IS NULL) THEN '-infinity'::timestamptz
               ELSE min(t.start_sale_time) END
-    FROM public.ticket_types t WHERE t.event_id = p_event_id
+    FROM public.ticket_types t WHERE t.event_id = p_event_id);
+END;
 $$;
 COMMENT ON FUNCTION internal.waiting_room_opens_at(uuid) IS
   'When an event''s sale opens: the earliest start_sale_time of its ticket types, -infinity '

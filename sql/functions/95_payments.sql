@@ -23,9 +23,11 @@
 
 CREATE OR REPLACE FUNCTION internal.payment_mode()
 RETURNS text
-LANGUAGE sql STABLE
+LANGUAGE plpgsql STABLE
 AS $$
-  SELECT coalesce((SELECT s.mode FROM public.payment_settings s), 'instant')
+BEGIN
+  RETURN (SELECT coalesce((SELECT s.mode FROM public.payment_settings s), 'instant'));
+END;
 $$;
 COMMENT ON FUNCTION internal.payment_mode() IS 'The payment mode: instant or provider.';
 
