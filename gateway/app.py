@@ -717,6 +717,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
     GATE.configure(
         settings.max_in_flight, settings.shed_loop_lag_ms, settings.shed_target_ms, settings.shed_pause_ms
     )  # one app per process
+    # A request waiting for a primary connection longer than SHED_TARGET_MS is a standing queue.
+    GATE.queues = [gateway.db.turnstile.oldest_wait]
     app.state.gateway = gateway
     app.state.openapi = openapi_document(settings)
     return app

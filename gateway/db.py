@@ -88,13 +88,16 @@ class Turnstile:
     def __init__(self, size: int) -> None:
         self.free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._arrivals: dict[asyncio.Future[None], float] = {}  # insertion order = arrival order
 
     async def enter(self, patience: float) -> None:
         if self.free > 0 and not self._waiters:
             self.free -= 1
             return
-        turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[None] = loop.create_future()
         self._waiters.append(turn)
+        self._arrivals[turn] = loop.time()
         try:
             await asyncio.wait_for(turn, patience)
         except BaseException:
@@ -107,12 +110,14 @@ class Turnstile:
     def leave(self) -> None:
         while self._waiters:
             turn = self._waiters.popleft()
+            self._arrivals.pop(turn, None)
             if not turn.done():
                 turn.set_result(None)  # the turn passes straight to the next waiter
                 return
         self.free += 1
 
     def _remove(self, turn: asyncio.Future[None]) -> None:
+        self._arrivals.pop(turn, None)
         try:
             self._waiters.remove(turn)
         except ValueError:
@@ -121,6 +126,13 @@ class Turnstile:
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    def oldest_wait(self, now: float) -> float:
+        """How long the longest waiter has waited (loop time), seconds; 0 with nobody waiting. The
+        shedding gate's standing-queue test reads it (gateway/shedding.py, Gate.judge)."""
+        for arrived in self._arrivals.values():
+            return max(0.0, now - arrived)
+        return 0.0
 
 
 class Database:

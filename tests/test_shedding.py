@@ -19,6 +19,7 @@ import pytest
 
 from gateway.app import create_app
 from gateway.config import Settings
+from gateway.db import Turnstile
 from gateway.shedding import Gate, Shedder, exempt
 from tests.conftest import url_for
 from tests.factories import make_ticket_type, make_user
@@ -290,5 +291,37 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
             GATE.configure(saved[0], saved[1] * 1000, saved[2] * 1000, saved[3] * 1000)
             GATE.in_flight = 0
             protocol.connection_lost(None)
+
+    asyncio.run(scenario())
+
+
+def test_a_database_queue_lowers_the_bound_though_cached_reads_are_quick() -> None:
+    """The crowd bench's metastable state: cached GET /events answered in milliseconds while
+    database routes waited seconds for a connection, and the bound never moved. A waiter in the
+    turnstile older than the target is a standing queue too."""
+
+    async def scenario() -> None:
+        turnstile = Turnstile(1)
+        await turnstile.enter(5)  # the only connection is taken
+        waiter = asyncio.ensure_future(turnstile.enter(5))
+        await asyncio.sleep(0)  # it queues
+        loop = asyncio.get_running_loop()
+        gate = Gate()
+        gate.configure(1000, 0, 250)
+        gate.queues = [turnstile.oldest_wait]
+        gate.in_flight = 500
+        gate.done(0.002)  # a cached read: quick
+        gate.judge(now=loop.time() + 0.1)  # the waiter is 100 ms old: no standing queue yet
+        assert gate.limit == 1000
+        gate.done(0.002)
+        gate.judge(now=loop.time() + 0.4)  # 400 ms old: a standing queue, though a request was quick
+        assert gate.limit == int(gate.in_flight * 0.9) < 1000
+        turnstile.leave()  # the connection is handed to the waiter
+        await waiter
+        assert turnstile.oldest_wait(loop.time() + 10) == 0.0  # nobody waits now
+        gate.done(0.002)
+        lowered = gate.limit
+        gate.judge(now=loop.time() + 10)
+        assert gate.limit > lowered  # grows back
 
     asyncio.run(scenario())
