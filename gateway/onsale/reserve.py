@@ -9,10 +9,11 @@ canonical `reserve_tickets`, and /openapi.json asks `function_for` what really r
   call instead (one lock and one commit per batch).
 - optimistic: `api.reserve_tickets_optimistic` (version compare-and-set), one call per request.
 
-The coalescer: while a batch call for a ticket type is in flight, new requests for it queue up
-and go together in the next call (first come, first served, at most `max_batch` per call). A
-lone request goes at once: there is no timer, so light traffic sees no added delay. The rules
-stay in SQL: api.reserve_tickets_batch answers each request as api.reserve_tickets would.
+The coalescer (its drain loop is gateway/onsale/coalescer.py's): while a batch call for a ticket
+type is in flight, new requests for it queue up and go together in the next call (first come,
+first served, at most `max_batch` per call). A lone request goes at once: there is no timer, so
+light traffic sees no added delay. The rules stay in SQL: api.reserve_tickets_batch answers each
+request as api.reserve_tickets would.
 
 A request whose client went away before its batch was sent is dropped from the batch; one
 that is granted after its client went away has its hold cancelled at once, so the seats go
@@ -33,14 +34,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from gateway import metrics
 from gateway.db import Database
-from gateway.errors import ApiError, busy, from_sqlstate, internal_error
+from gateway.errors import ApiError, from_sqlstate
+from gateway.onsale.coalescer import Coalescer, Waiter
 from gateway.sqlcalls import reserve_requests
 
 log = logging.getLogger("gateway.onsale.reserve")
@@ -104,26 +104,25 @@ class Reserver:
         await self.coalescer.close()
 
 
-@dataclass
-class Waiter:
-    user_id: str
-    quantity: int
-    idempotency_key: str | None = None
-    admission_token: str | None = None
-    future: asyncio.Future[str] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+class ReserveWaiter(Waiter):
+    __slots__ = ("admission_token", "idempotency_key", "quantity", "user_id")
+
+    def __init__(
+        self, user_id: str, quantity: int, idempotency_key: str | None = None, admission_token: str | None = None
+    ) -> None:
+        super().__init__()
+        self.user_id = user_id
+        self.quantity = quantity
+        self.idempotency_key = idempotency_key
+        self.admission_token = admission_token
 
 
-class ReserveCoalescer:
+class ReserveCoalescer(Coalescer[ReserveWaiter]):
+    log = log
+
     def __init__(self, db: Database, max_batch: int = 50) -> None:
+        super().__init__(max_batch)
         self.db = db
-        self.max_batch = max_batch
-        self._queues: dict[str, deque[Waiter]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
-        self.batches = 0  # calls made, for tests and metrics
-
-    def queued(self) -> int:
-        """Requests waiting behind an in-flight batch call, all ticket types (a metrics gauge)."""
-        return sum(len(queue) for queue in self._queues.values())
 
     def submit(
         self,
@@ -135,74 +134,24 @@ class ReserveCoalescer:
     ) -> asyncio.Future[str]:
         """A future of the reservation JSON, or of the ApiError api.reserve_tickets would raise.
         Cancel it if the client goes away."""
-        waiter = Waiter(user_id, quantity, idempotency_key, admission_token)
-        queue = self._queues.get(ticket_type_id)
-        if queue is None:  # nothing in flight for this type: start a drain, which sends at once
-            queue = self._queues[ticket_type_id] = deque()
-            self._spawn(self._drain(ticket_type_id, queue))
-        queue.append(waiter)
-        return waiter.future
+        return self._enqueue(ticket_type_id, ReserveWaiter(user_id, quantity, idempotency_key, admission_token))
 
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _drain(self, ticket_type_id: str, queue: deque[Waiter]) -> None:
-        try:
-            while queue:
-                batch: list[Waiter] = []
-                while queue and len(batch) < self.max_batch:
-                    waiter = queue.popleft()
-                    if not waiter.future.cancelled():
-                        batch.append(waiter)
-                if batch:
-                    failure = await self._send(ticket_type_id, batch)
-                    if failure is not None and failure.status == 503:
-                        # The database is unreachable or overloaded: whoever queued behind this
-                        # batch would wait out the same timeout. Answer them now.
-                        while queue:
-                            waiter = queue.popleft()
-                            if not waiter.future.done():
-                                waiter.future.set_exception(failure)
-        finally:
-            # No await since the queue was last seen empty: nothing can have slipped in.
-            del self._queues[ticket_type_id]
-            for waiter in queue:  # only if the loop died: never leave a request hanging
-                if not waiter.future.done():
-                    waiter.future.set_exception(busy())
-
-    async def _send(self, ticket_type_id: str, batch: list[Waiter]) -> ApiError | None:
-        """One batch call; every waiter gets its answer. Returns the error if the call failed."""
-        self.batches += 1
+    async def _call(self, ticket_type_id: str, batch: list[ReserveWaiter]) -> list[tuple[Any, ...]]:
         metrics.reserve_batch(len(batch))
-        failure: ApiError | None = None
-        try:
-            answers = await self._call_batch(ticket_type_id, batch)
-            for waiter, (reservation, sqlstate, message) in zip(batch, answers, strict=True):
-                if waiter.future.cancelled():
-                    # A keyed hold stays: the client's retry with its key gets this very hold.
-                    if reservation is not None and waiter.idempotency_key is None:
-                        self._spawn(self._release(waiter.user_id, json.loads(reservation)["id"]))
-                elif reservation is not None:
-                    waiter.future.set_result(reservation)
-                else:
-                    waiter.future.set_exception(from_sqlstate(sqlstate, message))
-        except ApiError as exc:
-            failure = exc
-        except Exception:
-            log.exception("reserve batch failed")
-            failure = internal_error()
-        finally:
-            # Whatever happened (an error, or this task cancelled at shutdown), nobody in the
-            # batch is left waiting.
-            leftover = failure or busy()
-            for waiter in batch:
-                if not waiter.future.done():
-                    waiter.future.set_exception(leftover)
-        return failure
+        return await self._call_batch(ticket_type_id, batch)
 
-    async def _call_batch(self, ticket_type_id: str, batch: list[Waiter]) -> list[tuple[Any, ...]]:
+    def _answer(self, waiter: ReserveWaiter, row: tuple[Any, ...]) -> None:
+        reservation, sqlstate, message = row
+        if waiter.future.cancelled():
+            # A keyed hold stays: the client's retry with its key gets this very hold.
+            if reservation is not None and waiter.idempotency_key is None:
+                self._spawn(self._release(waiter.user_id, json.loads(reservation)["id"]))
+        elif reservation is not None:
+            waiter.future.set_result(reservation)
+        else:
+            waiter.future.set_exception(from_sqlstate(sqlstate, message))
+
+    async def _call_batch(self, ticket_type_id: str, batch: list[ReserveWaiter]) -> list[tuple[Any, ...]]:
         """The one call of the batch function: one row per request, in order:
         (reservation JSON text | None, sqlstate, message)."""
         requests = reserve_requests((w.user_id, ticket_type_id, w.quantity) for w in batch)  # api.reserve_request[]
@@ -218,8 +167,3 @@ class ReserveCoalescer:
             await self.db.call(RELEASE_FUNCTION, {"p_user_id": user_id, "p_reservation_id": reservation_id})
         except ApiError as exc:  # the hold then simply expires
             log.warning("could not release an abandoned hold %s: %s", reservation_id, exc.code)
-
-    async def close(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
