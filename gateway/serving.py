@@ -23,6 +23,14 @@ holding 1 MB of unfinished header grew a worker from 68 to 224 MB).
   twice. `OneWrite` holds the head until the first body part and writes both at once (the same
   bytes on the wire). Measured (docs/I10-PERF-NOTES.md): ~40% less kernel time per request, the
   live event page's throughput ~2x at 64 connections.
+- One read buffer per process: the protocol is an asyncio BufferedProtocol, so the transport
+  reads each connection with recv_into() into one shared 256 KiB buffer and the parser gets a
+  copy of just the bytes read. For a plain Protocol asyncio calls recv(262144): a new 256 KiB
+  bytes object per read, shrunk in place to the few hundred bytes that arrived. That large
+  malloc and realloc on every request fragmented the C heap, whose free space grew without
+  bound: the 10-minute soak's workers +13% RSS (85 -> 96 MB, ~45 bytes a request) while their
+  live Python objects and the heap's bytes in use stayed flat (issue 10; measured in
+  docs/DESIGN-NOTES.md, "Gateway").
 - At import (each worker process) the soft limit on open files is raised to the hard limit: a
   worker holds one descriptor per connection, and the soft default (1024 on Debian) is far below
   the crowd (10,000 users on 2 workers is ~5,000 connections each).
@@ -101,7 +109,12 @@ class GatewayLoop(asyncio.SelectorEventLoop):
         )
 
 
-class BoundedHttpToolsProtocol(HttpToolsProtocol):
+# One read buffer per process, shared by every connection (see BoundedHttpToolsProtocol.get_buffer).
+READ_BUFFER_BYTES = 256 * 1024  # what asyncio's transport asks recv() for
+_read_buffer = memoryview(bytearray(READ_BUFFER_BYTES))
+
+
+class BoundedHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
     max_header_bytes = LIMITS.max_header_bytes
     header_timeout = LIMITS.header_timeout
     idle_timeout = LIMITS.keep_alive_timeout
@@ -124,6 +137,17 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)
+
+    def get_buffer(self, sizehint: int) -> memoryview:
+        # The transport reads into this process's one buffer (recv_into), and buffer_updated hands
+        # a copy of just the bytes read to the parser. asyncio's default for a plain Protocol is a
+        # fresh 256 KiB bytes object per read (recv(262144)), shrunk in place to what arrived:
+        # one large malloc and realloc per request, which fragmented the C heap (issue 10 soak).
+        return _read_buffer
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # The loop reads and calls this in one step, so no other connection reuses the buffer meanwhile.
+        self.data_received(_read_buffer[:nbytes].tobytes())
 
     def data_received(self, data: bytes) -> None:
         if self._reading_head:
