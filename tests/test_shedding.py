@@ -325,3 +325,25 @@ def test_a_database_queue_lowers_the_bound_though_cached_reads_are_quick() -> No
         assert gate.limit > lowered  # grows back
 
     asyncio.run(scenario())
+
+
+def test_a_database_stall_that_clears_within_the_interval_refuses_nobody() -> None:
+    """CoDel's test on the database queue uses the least oldest-wait sampled in the interval: a
+    stall that clears (the queue empties at one sample) does not lower the bound."""
+    waits = iter([0.0, 0.3, 0.0, 0.4, 0.35, 0.3, 0.4, 0.3])
+    gate = Gate()
+    gate.configure(1000, 0, 250)
+    gate.queues = [lambda now: next(waits)]
+    gate.in_flight = 500
+    gate.done(0.002)  # cached reads: quick
+    gate.judge(now=0.0)  # samples 0.0: the first interval ends here, nothing standing
+    assert gate.limit == 1000
+    for now in (0.02, 0.04, 0.06, 0.08):  # samples 0.3, 0.0, 0.4, 0.35
+        gate.judge(now=now)
+    gate.done(0.002)
+    gate.judge(now=0.1)  # the interval's least was 0.0: the queue emptied once, no standing queue
+    assert gate.limit == 1000
+    gate.done(0.002)
+    gate.judge(now=0.1)  # samples 0.4 (the next interval's first sample)
+    gate.judge(now=0.2)  # samples 0.3: this interval's samples, 0.4 and 0.3, all over the target
+    assert gate.limit == int(gate.in_flight * 0.9) < 1000
