@@ -11,16 +11,16 @@ uvicorn a cycle, a task and a response, and waited its turn behind them: shed p9
 another ASGI server): one `Gate` per process, so both count the same requests in flight.
 
 The bound adapts (`Gate.judge`, every TARGET_INTERVAL): when even the quickest request of the
-interval took longer than SHED_TARGET_MS, or a request has waited longer than that for a database
-connection (the turnstile's oldest waiter: the quickest request may be a cached read that never
-queues), a queue stands in the process (CoDel's test: a burst that drains within the interval does
-not count), and the bound drops to 90% of what is in
-flight; otherwise it grows back by a tenth, up to MAX_IN_FLIGHT, the hard cap. By Little's law
-the wait inside the process is in-flight / throughput, so bounding what is in flight bounds the
-wait, and adapting the bound to the measured time keeps it right whatever the throughput. A
-fixed low count also refused a closed loop of 1000 users served in ~250 ms, who came straight
-back (22,000 refusals/s). Optionally (SHED_LOOP_LAG_MS) the loop's own lateness refuses too: it
-sees work waiting outside the count (sockets read but not parsed, tasks ready but not run).
+interval took longer than SHED_TARGET_MS, or the oldest request waiting for a database connection
+had waited longer than that at every sample of the interval (the turnstile: the quickest request
+may be a cached read that never queues), a queue stands in the process (CoDel's test: a burst that
+drains within the interval does not count), and the bound drops to 90% of what is in flight;
+otherwise it grows back by a tenth, up to MAX_IN_FLIGHT, the hard cap. By Little's law the wait
+inside the process is in-flight / throughput, so bounding what is in flight bounds the wait, and
+adapting the bound to the measured time keeps it right whatever the throughput. A fixed low count
+also refused a closed loop of 1000 users served in ~250 ms, who came straight back (22,000
+refusals/s). Optionally (SHED_LOOP_LAG_MS) the loop's own lateness refuses too: it sees work
+waiting outside the count (sockets read but not parsed, tasks ready but not run).
 
 Always admitted (and not counted): the probes, so an orchestrator never takes a busy but healthy
 process for a dead one; GET /metrics, so a scrape sees the overload; and the waiting room's
