@@ -44,22 +44,11 @@ def spread_type(n: int) -> str:
 
 
 @dataclass
-class RouteCost:
-    name: str
-    requests: int
-    seconds: float
-    gateway_cpu_s: float
-    db_cpu_s: float
-    statuses: dict[int, int]
+class RouteCost(crowd.CostRow):
+    """A route's cost (crowd.CostRow: requests, CPU of gateway and PostgreSQL, gateway_us, db_us)
+    plus the api functions it called."""
+
     functions: dict[str, tuple[int, float]]  # api function -> (calls, total ms), top-level statements
-
-    @property
-    def gateway_us(self) -> float:
-        return self.gateway_cpu_s / max(1, self.requests) * 1e6
-
-    @property
-    def db_cpu_us(self) -> float:
-        return self.db_cpu_s / max(1, self.requests) * 1e6
 
     def db_time_us(self) -> float:
         """Database time (statement execution) per request, all api functions the route called."""
@@ -205,7 +194,7 @@ def run_routes(bench: Bench, seconds: int, complete_per_user: int) -> list[Route
             _stop(gateway)
         r = out[-1]
         print(f"costs: {name}: {r.requests / r.seconds:,.0f} req/s, gateway {r.gateway_us:,.0f} us, PostgreSQL CPU "
-              f"{r.db_cpu_us:,.0f} us, statement time {r.db_time_us():,.0f} us per request; {r.functions}",
+              f"{r.db_us:,.0f} us, statement time {r.db_time_us():,.0f} us per request; {r.functions}",
               flush=True)  # fmt: skip
     return out
 
@@ -327,7 +316,7 @@ def section(r: CostsReport, command: str, when: str) -> list[str]:
                           if f not in ("check_invariants",))  # fmt: skip
         statuses = ", ".join(f"{'socket error' if k == 0 else k}: {v:,}" for k, v in sorted(c.statuses.items()))
         out.append(f"| {c.name} | {c.requests:,} | {c.requests / c.seconds:,.0f} | {c.gateway_us:,.0f} "
-                   f"| {c.db_cpu_us:,.0f} | {c.db_time_us():,.0f} | {calls} | {statuses} |")  # fmt: skip
+                   f"| {c.db_us:,.0f} | {c.db_time_us():,.0f} | {calls} | {statuses} |")  # fmt: skip
     out += ["", "### WAL per order and per reservation (SQL, no gateway)", "",
             "Each reserve and each complete in its own transaction (as the gateway runs them), one session, "
             "spread ticket types, durable commits; bytes = pg_wal_lsn_diff over the run / count (autovacuum and "
