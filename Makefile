@@ -84,7 +84,7 @@ schema: deps venv
 
 ## bench: pgbench scenarios and HTTP load (bounded, 127.0.0.1 only; HAProxy for the lb-compare part)
 bench: venv
-	@scripts/install-system-deps wrk haproxy
+	@scripts/install-system-deps wrk haproxy gcc libc6-dev
 	$(PY) -m bench
 
 deps:

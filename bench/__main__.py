@@ -740,7 +740,7 @@ def _overload_section(o: Any, chart: str | None) -> list[str]:
         points.append(o.overload)
     for p in points:
         offered = "-" if p.offered_rps is None else f"{p.offered_rps:,.0f}"
-        cpu = [getattr(p, k, None) for k in ("cpu_gateway", "cpu_wrk", "cpu_postgres")]
+        cpu = [getattr(p, k, None) for k in ("cpu_gateway", "cpu_generator", "cpu_postgres")]
         cores = " / ".join("-" if c is None else f"{c:.2f}" for c in cpu)
         label = f"**{p.label}** (the overload point)" if p is o.overload else p.label
         out.append(f"| {label} | {p.users:,} | {offered} | {p.served_rps:,.0f} | {p.shed_rps:,.0f} "
@@ -937,18 +937,24 @@ def main() -> None:
     parser.add_argument("--plots-dir", type=Path, help="where the charts go (default bench/plots; with --no-write "
                         "a temporary folder)")  # fmt: skip
     args = parser.parse_args()
-    # wrk drives the HTTP part and the overload bench; the rest of the crowd part is Python.
-    needs_wrk = (
-        args.only in (None, "http")
-        or (args.only == "crowd" and "overload" in args.crowd_parts)
-        or (args.only == "lb-compare" and "hot" in args.lb_loads and args.lb_hot_driver == "wrk")
+    # wrk drives the HTTP part; the overload bench's generator is C (bench/thinkload.c, compiled
+    # with cc); the rest of the crowd part is Python.
+    needs_wrk = args.only in (None, "http") or (
+        args.only == "lb-compare" and "hot" in args.lb_loads and args.lb_hot_driver == "wrk"
     )
     if needs_wrk and shutil.which("wrk") is None:
         raise SystemExit(
             "the HTTP part of the bench needs wrk, which is not installed: `make bench` installs it "
             "(scripts/install-system-deps wrk), or run `apt-get install wrk`; "
-            "`python -m bench --only pgbench` runs without it, and so does `--only crowd` without the overload part "
+            "`python -m bench --only pgbench` runs without it, and so does `--only crowd` "
             "and `--only lb-compare --lb-hot-driver flowgen`."
+        )
+    needs_cc = args.only in (None, "crowd") and "overload" in args.crowd_parts
+    if needs_cc and shutil.which("cc") is None and shutil.which("gcc") is None:
+        raise SystemExit(
+            "the overload bench compiles bench/thinkload.c and needs a C compiler: `make bench` installs gcc "
+            "(scripts/install-system-deps gcc libc6-dev), or run `apt-get install gcc libc6-dev`; "
+            "or leave it out: `--crowd-parts crowd,sweep,room,cost,soak`."
         )
     started = time.time()
     bench = Bench(args)

@@ -1,18 +1,18 @@
 """The issue-10 `overload` bench: the hot reserve offered more than the gateway can serve, and what
 load shedding (gateway/shedding.py) makes of it: the rate served and shed, and the latency of each.
 
-Load model (every point): wrk, one keep-alive connection per user; each user waits a think time
-drawn uniform 0..2x mean before every request after the first (bench/wrk/reserve_think.lua) and
-sends the next only after the answer: a closed loop per user, so the offered rate is about
+Load model (every point): bench/thinkload.c, one keep-alive connection per user; each user waits
+a think time drawn uniform 0..2x mean before every request after the first and sends the next
+only after the answer: a closed loop per user, so the offered rate is about
 users / (mean think + mean response time); a shed user ignores Retry-After and comes back after
-its next think time. wrk starts a request's clock when it writes it: think time is not latency.
-Every user's first request is sent at once when wrk starts (a burst, as at an onsale's opening).
+its next think time. A request's clock starts when it is written: think time is not latency.
+Every user's first request is sent at once (a burst, as at an onsale's opening). Every answer's
+latency is kept, so the served and shed percentiles are over all answers of the point.
 
-Latency by status: wrk's histogram mixes served and shed answers, so beside the crowd run a
-probe (bench/wrk/probe_think.lua) of PROBES users with the same think time, one connection per
-wrk thread, whose request and answer alternate: each of its answers is timed and split by status.
-The served and shed percentiles are the probes' (a sample of the same users); `all_p99_ms` is the
-whole crowd's.
+Why not wrk here: its delay() timers are a list walked on every turn of its event loop, which
+with 10,000 thinking users cost 0.6-0.8 of the machine's 2 cores at the overload point (90 us
+per request, against 24 us without think time), CPU taken from the gateway under test;
+thinkload's timers are a wheel (O(1) per request). The HTTP part still measures with wrk.
 
   flock /tmp/i10-load.lock python -m bench.overload [--seconds 20] [--think 10,5,2,1,0.5]
 """
@@ -20,14 +20,15 @@ whole crowd's.
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import resource
+import shutil
 import subprocess
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bench.__main__ import HERE, HOT, wrk_summary
+from bench.__main__ import HERE, HOT
 
 if TYPE_CHECKING:
     from bench.__main__ import Bench
@@ -36,11 +37,10 @@ USERS = 10_000
 HOT_CONNECTIONS = 1000
 OVERLOAD_MEAN_THINK = 1.0  # seconds: think uniform 0-2 s, the issue's overload point
 SWEEP_MEAN_THINK = (10.0, 5.0, 2.0, 1.0, 0.5)  # seconds, for the knee plot
-PROBES = 50
 SERVED = ("200", "201", "409")  # 409 sold_out is an answer too
 SHED = "503"
 MODEL = (
-    "closed loop per user: each of N keep-alive connections (wrk) is one user who thinks uniform "
+    "closed loop per user: each of N keep-alive connections (bench/thinkload.c) is one user who thinks uniform "
     "0..2x mean before each hot reserve and waits for the answer; offered ~ N / (mean think + mean "
     "latency); shed users retry after their next think, not after Retry-After"
 )
@@ -65,12 +65,10 @@ class LoadPoint:
     all_p50_ms: float | None = None
     all_max_ms: float | None = None
     other_rps: float = 0.0  # answers neither served nor shed (should be 0)
-    probe_served: int = 0  # samples behind served_p50/p99
-    probe_shed: int = 0  # samples behind shed_p50/p99
     statuses: dict[str, int] = field(default_factory=dict)
     # CPU used during the point, in cores (CPU seconds per second): who had the 2 cores.
     cpu_gateway: float = 0.0  # the uvicorn workers
-    cpu_wrk: float = 0.0  # the load generator (crowd and probe)
+    cpu_generator: float = 0.0  # the load generator (bench/thinkload.c)
     cpu_postgres: float = 0.0
 
 
@@ -157,80 +155,70 @@ def _postgres_pids(bench: Bench) -> list[int]:
     return [postmaster, *_children(postmaster)]
 
 
-def measure(bench: Bench, url: str, users: int, mean_think: float, seconds: int, probes: int = PROBES) -> LoadPoint:
-    """One point: the crowd (wrk, `users` connections) and, beside it, the probe."""
+THINKLOAD = HERE / "thinkload.c"
+
+
+def thinkload_binary(bench: Bench) -> str:
+    """bench/thinkload.c compiled (once per run) into the run's temporary directory."""
+    binary = Path(bench.tmp) / "thinkload"
+    if not binary.exists():
+        cc = shutil.which("cc") or shutil.which("gcc")
+        if cc is None:
+            raise SystemExit("bench/thinkload.c needs a C compiler: `make bench` installs gcc (Debian)")
+        subprocess.run([cc, "-O2", "-o", str(binary), str(THINKLOAD)], check=True)
+    return str(binary)
+
+
+def measure(bench: Bench, url: str, users: int, mean_think: float, seconds: int) -> LoadPoint:
+    """One point: `users` users (bench/thinkload.c, one connection each) for `seconds`; every
+    answer's latency is kept, so served and shed percentiles are over all of them."""
     gateway_pids, postgres_pids = _gateway_pids(url), _postgres_pids(bench)
-    cpu_before = (_cpu(gateway_pids), _cpu(postgres_pids), resource.getrusage(resource.RUSAGE_CHILDREN))
-    think_max_ms = str(int(mean_think * 2000))
-    env = {**os.environ, "BENCH_WRK_DIR": str(HERE / "wrk"), "TOKENS_FILE": str(bench.tokens),
-           "HOT_TICKET_TYPE": HOT, "THINK_MAX_MS": think_max_ms}  # fmt: skip
-    crowd_cmd = ["wrk", "-t", "2", "-c", str(users), "-d", f"{seconds}s", "--timeout", "10s", "--latency",
-                 "-s", str(HERE / "wrk" / "reserve_think.lua"), url]  # fmt: skip
-    crowd = subprocess.Popen(crowd_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    probe = None
-    if probes:
-        probe_cmd = ["wrk", "-t", str(probes), "-c", str(probes), "-d", f"{seconds}s", "--timeout", "10s",
-                     "-s", str(HERE / "wrk" / "probe_think.lua"), url]  # fmt: skip
-        probe = subprocess.Popen(probe_cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-    out = crowd.communicate()[0]
-    samples: dict[str, list[float]] = {}
-    if probe is not None:
-        for line in probe.communicate()[0].splitlines():
-            if line.startswith("sample "):
-                _, status, ms = line.split()
-                samples.setdefault(status, []).append(float(ms))
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # the two wrk, waited for
+    cpu_before = (_cpu(gateway_pids), _cpu(postgres_pids))
+    host, port = url.split("://", 1)[1].rsplit(":", 1)
+    samples_file = Path(bench.tmp) / "thinkload-samples.txt"
+    body = '{"ticket_type_id": "' + HOT + '", "quantity": 1}'
+    cmd = [thinkload_binary(bench), "-a", host, "-p", port, "-c", str(users), "-d", str(seconds),
+           "-t", str(int(mean_think * 2000)), "-T", "10000", "-f", str(bench.tokens), "-m", "POST",
+           "-u", "/bookings/reserve", "-b", body, "-o", str(samples_file)]  # fmt: skip
+    run = subprocess.run(cmd, capture_output=True, text=True)
     cpu_gateway, cpu_postgres = _cpu(gateway_pids) - cpu_before[0], _cpu(postgres_pids) - cpu_before[1]
-    cpu_wrk = after.ru_utime + after.ru_stime - cpu_before[2].ru_utime - cpu_before[2].ru_stime
-    summary = wrk_summary(out)
-    statuses = _statuses(out)
-    if crowd.returncode != 0 or summary is None or statuses is None:
-        raise SystemExit(f"wrk failed ({users} users, {think_label(mean_think)}):\n{out[-2000:]}")
+    summary = next((json.loads(x) for x in run.stdout.splitlines() if x.startswith('{"thinkload"')), None)
+    if run.returncode != 0 or summary is None:
+        raise SystemExit(f"thinkload failed ({users} users, {think_label(mean_think)}):\n{run.stderr[-2000:]}")
+    by_status: dict[str, list[float]] = {}
+    with samples_file.open() as f:
+        for line in f:
+            status, us, _ = line.split()
+            by_status.setdefault(status, []).append(int(us) / 1000)
+    samples_file.unlink()
     duration = summary["duration_us"] / 1e6
-    # The probe's answers count in the rates too: they are users of the same gateway.
-    for status, values in samples.items():
-        statuses[status] = statuses.get(status, 0) + len(values)
-    served = sum(n for s, n in statuses.items() if s in SERVED)
-    shed = statuses.get(SHED, 0)
-    other = sum(statuses.values()) - served - shed
-    lat = summary["latency_us"]
+    served_ms = [v for s in SERVED for v in by_status.get(s, [])]
+    shed_ms = by_status.get(SHED, [])
+    every_ms = [v for values in by_status.values() for v in values]
     err = summary["errors"]
-    served_ms = [v for s in SERVED for v in samples.get(s, [])]
-    shed_ms = samples.get(SHED, [])
-    mean_latency = lat["mean"] / 1e6
+    mean_latency = sum(every_ms) / len(every_ms) / 1000 if every_ms else 0.0
     return LoadPoint(
         label=think_label(mean_think),
-        users=users + probes,
-        offered_rps=(users + probes) / (mean_think + mean_latency) if mean_think + mean_latency > 0 else None,
-        served_rps=served / duration,
-        shed_rps=shed / duration,
+        users=users,
+        offered_rps=users / (mean_think + mean_latency) if mean_think + mean_latency > 0 else None,
+        served_rps=len(served_ms) / duration,
+        shed_rps=len(shed_ms) / duration,
         served_p50_ms=_pct(served_ms, 50),
         served_p99_ms=_pct(served_ms, 99),
         shed_p50_ms=_pct(shed_ms, 50),
         shed_p99_ms=_pct(shed_ms, 99),
-        all_p99_ms=lat["p99"] / 1000,
-        socket_errors=int(err["connect"] + err["read"] + err["write"] + err["timeout"]),
+        all_p99_ms=_pct(every_ms, 99),
+        socket_errors=sum(int(err[k]) for k in ("connect", "read", "write", "timeout", "status")),
         mean_think_s=mean_think,
         seconds=duration,
-        all_p50_ms=lat["p50"] / 1000,
-        all_max_ms=lat["max"] / 1000,
-        other_rps=other / duration,
-        probe_served=len(served_ms),
-        probe_shed=len(shed_ms),
-        statuses=statuses,
+        all_p50_ms=_pct(every_ms, 50),
+        all_max_ms=max(every_ms, default=None),
+        other_rps=(len(every_ms) - len(served_ms) - len(shed_ms)) / duration,
+        statuses={k: len(v) for k, v in by_status.items()},
         cpu_gateway=cpu_gateway / duration,
-        cpu_wrk=cpu_wrk / duration,
+        cpu_generator=summary["cpu_s"] / duration,
         cpu_postgres=cpu_postgres / duration,
     )
-
-
-def _statuses(output: str) -> dict[str, int] | None:
-    import json
-
-    for line in reversed(output.splitlines()):
-        if line.startswith('{"statuses":'):
-            return {str(k): int(v) for k, v in json.loads(line)["statuses"].items()}
-    return None
 
 
 def run_overload(bench: Bench, url: str, seconds: int, sweep: tuple[float, ...] = SWEEP_MEAN_THINK) -> OverloadResult:
@@ -242,25 +230,25 @@ def run_overload(bench: Bench, url: str, seconds: int, sweep: tuple[float, ...] 
     from bench.__main__ import _raise_file_limits
 
     _raise_file_limits()  # 10,000 connections on this side too
-    hot = measure(bench, url, HOT_CONNECTIONS, 0.0, seconds, probes=0)
+    hot = measure(bench, url, HOT_CONNECTIONS, 0.0, seconds)
     hot.label = f"hot reserve, {HOT_CONNECTIONS} connections, no think"
     print(format_point(hot), flush=True)
     bench.check_invariants(f"overload: {hot.label}")
     points = []
     for mean in sweep:
-        points.append(measure(bench, url, USERS - PROBES, mean, seconds))
+        points.append(measure(bench, url, USERS, mean, seconds))
         print(format_point(points[-1]), flush=True)
         bench.check_invariants(f"overload: {points[-1].label}")
     overload = next((p for p in points if p.mean_think_s == OVERLOAD_MEAN_THINK), None)
     if overload is None:
-        overload = measure(bench, url, USERS - PROBES, OVERLOAD_MEAN_THINK, seconds)
+        overload = measure(bench, url, USERS, OVERLOAD_MEAN_THINK, seconds)
         bench.check_invariants(f"overload: {overload.label}")
     return OverloadResult(hot.served_rps, overload, points, MODEL, hot)
 
 
 HEADER = (
     "| load | users | offered/s | served/s | shed/s | served p50 / p99 ms | shed p50 / p99 ms "
-    "| all p50 / p99 / max ms | socket errors | CPU cores: gateway / wrk / PostgreSQL |"
+    "| all p50 / p99 / max ms | socket errors | CPU cores: gateway / generator / PostgreSQL |"
 )
 
 
@@ -271,10 +259,10 @@ def format_point(p: LoadPoint) -> str:
     offered = "-" if p.offered_rps is None else f"{p.offered_rps:,.0f}"
     return (
         f"| {p.label} | {p.users:,} | {offered} | {p.served_rps:,.0f} | {p.shed_rps:,.0f} "
-        f"| {f(p.served_p50_ms)} / {f(p.served_p99_ms)} (n={p.probe_served}) "
-        f"| {f(p.shed_p50_ms)} / {f(p.shed_p99_ms)} (n={p.probe_shed}) "
+        f"| {f(p.served_p50_ms)} / {f(p.served_p99_ms)} "
+        f"| {f(p.shed_p50_ms)} / {f(p.shed_p99_ms)} "
         f"| {f(p.all_p50_ms)} / {f(p.all_p99_ms)} / {f(p.all_max_ms)} | {p.socket_errors} "
-        f"| {p.cpu_gateway:.2f} / {p.cpu_wrk:.2f} / {p.cpu_postgres:.2f} |"
+        f"| {p.cpu_gateway:.2f} / {p.cpu_generator:.2f} / {p.cpu_postgres:.2f} |"
         + (f" other answers {p.other_rps:,.1f}/s" if p.other_rps else "")
     )
 
