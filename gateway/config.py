@@ -187,8 +187,9 @@ class Settings(_Settings):
     # Refuse too while the event loop runs more than this late (sampled every 20 ms). 0: off, the
     # default: with the garbage collector tuned (GATEWAY_GC_GEN0) the standing-queue test sufficed.
     shed_loop_lag_ms: float = Field(0, ge=0, le=10000, allow_inf_nan=False, validation_alias=_env("SHED_LOOP_LAG_MS"))
-    # After a refusal, the connection is not read for this long (Retry-After says 1 s): a client
-    # that asks again at once waits in its socket buffer instead of costing another refusal.
+    # A client that asks again at once after a refusal (within 50 ms, gateway/serving.py
+    # QUICK_COMEBACK) is refused and its connection not read for this long (Retry-After says 1 s):
+    # it waits in its socket buffer instead of costing another refusal.
     # Measured: 1000 users clicking without pause, refused when the machine stalled, came straight
     # back: 1,180-25,600 refusals/s and served down to 1,183/s; with 250 ms, 48-172 refusals/s.
     # Short, so a user who does wait less than Retry-After is not held long. 0: off.
@@ -394,8 +395,11 @@ class ServerSettings(_Settings):
     # out of every collection, the young generation collected every this many allocations (Python:
     # 700), its elders 10x less often. With thousands of connections and requests alive, Python's
     # defaults stop the loop for tens of ms many times a second (issue 10: loop lag p99 160 ms at
-    # 1000 connections; 40 ms so). 0: Python's defaults.
-    gc_gen0_threshold: int = Field(50000, ge=0, le=10_000_000, validation_alias=_env("GATEWAY_GC_GEN0"))
+    # 1000 connections; 40 ms so). Above what the requests in flight keep alive (up to MAX_IN_FLIGHT
+    # x ~50 objects): at 50000, 10,000 users thinking 0-2 s kept ~45,000 young objects alive, so
+    # every collection walked them all, found nothing (collected 0) and stopped the loop 20-150 ms;
+    # 200000: shed p99 23 ms (was 120-260), served p99 287 ms. 0: Python's defaults.
+    gc_gen0_threshold: int = Field(200_000, ge=0, le=10_000_000, validation_alias=_env("GATEWAY_GC_GEN0"))
 
     # Connections a worker accepts each time the shared listening socket is ready (gateway/serving.py
     # GatewayLoop; asyncio's own batch is the whole backlog, so one worker took most of a burst).

@@ -90,6 +90,12 @@ _gc_tuned: list[bool] = []
 
 END_OF_HEAD = b"\r\n\r\n"
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
+# After a refusal (503 busy, Retry-After: 1), a request on the same connection within this many
+# seconds is a client asking again at once: it is refused too (if the process is still over its
+# bound) and the connection is then not read for SHED_PAUSE_MS. A user who comes back later, as
+# a person thinking does, is never held: the pause delayed every comeback within SHED_PAUSE_MS,
+# and those answers were the shed p99 of the overload bench (~255 ms, issue 10).
+QUICK_COMEBACK = 0.05
 
 
 class GatewayLoop(asyncio.SelectorEventLoop):
@@ -127,6 +133,7 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self._head_tail = b""  # the last bytes seen of the head, to find a terminator split across reads
         self._head_timer: asyncio.TimerHandle | None = None
         self._shedding = False  # the message being read was refused: drop its body
+        self._refused_at = self._resumed_at = -1e9  # loop time of the last refusal, and of the end of its pause
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -192,16 +199,22 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         )  # a client waiting for 100-continue may or may not send its body now: close instead
         self.transport.write(GATE.response_bytes(self.server_state.default_headers, keep_alive))
         GATE.refused()
+        # A client that asks again at once, ignoring Retry-After: back within QUICK_COMEBACK of its
+        # last refusal, or already waiting when the last pause ended.
+        now = self.loop.time()
+        quick = now - self._refused_at < QUICK_COMEBACK or now - self._resumed_at < QUICK_COMEBACK
+        self._refused_at = now
         if keep_alive:
             self._shedding = True  # the body, if any, is read and dropped; then the next request
-            if GATE.pause > 0:  # ... but not before SHED_PAUSE_MS: a client that ignores Retry-After
-                self.transport.pause_reading()  # and asks again at once waits in its socket, costing nothing
+            if GATE.pause > 0 and quick:  # ... but not before SHED_PAUSE_MS: it waits in its socket,
+                self.transport.pause_reading()  # costing nothing, instead of another refusal at once
                 self.loop.call_later(GATE.pause, self._resume_after_refusal)
         else:
             self.transport.close()
         return True
 
     def _resume_after_refusal(self) -> None:
+        self._resumed_at = self.loop.time()
         if not self.transport.is_closing():
             self.transport.resume_reading()
 
