@@ -278,10 +278,20 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
             assert b"retry-after: 1\r\n" in transport.written and b'"code": "busy"' in transport.written
             assert protocol.cycle is not None and protocol.cycle.scope["path"] == "/healthz"  # only the probe's
             assert len(state.tasks) == 1  # the probe's task; none for the refused reserve
+            assert not transport.paused  # a first refusal: whatever comes next is read at once
+            await asyncio.sleep(0.01)
+            assert calls == ["/healthz"] and transport.written.endswith(b"ok") and not transport.closed
+            # Asked again at once (within QUICK_COMEBACK of the refusal, ignoring Retry-After):
+            # refused, and the connection is not read for SHED_PAUSE_MS.
+            protocol.data_received(request)
+            assert transport.written.count(b"HTTP/1.1 503 ") == 2
             assert transport.paused  # not read again at once (what was already read is handled)
             await asyncio.sleep(0.2)
             assert not transport.paused
-            assert calls == ["/healthz"] and transport.written.endswith(b"ok") and not transport.closed
+            # Back later (as a user who thought): refused while still over the bound, not held.
+            protocol.data_received(request)
+            assert transport.written.count(b"HTTP/1.1 503 ") == 3
+            assert not transport.paused
             GATE.in_flight = 0  # room again: the same connection is served
             protocol.data_received(request)
             await asyncio.sleep(0.05)
