@@ -12,7 +12,7 @@ another ASGI server): one `Gate` per process, so both count the same requests in
 
 The bound adapts (`Gate.judge`, every TARGET_INTERVAL): when even the quickest request of the
 interval took longer than SHED_TARGET_MS, or the oldest request waiting for a database connection
-had waited longer than that at every sample of the interval (the turnstile: the quickest request
+had waited longer than that at every sample for DB_QUEUE_PERSIST (the turnstile: the quickest request
 may be a cached read that never queues), a queue stands in the process (CoDel's test: a burst that
 drains within the interval does not count), and the bound drops to 90% of what is in flight;
 otherwise it grows back by a tenth, up to MAX_IN_FLIGHT, the hard cap. By Little's law the wait
@@ -44,6 +44,10 @@ RETRY_AFTER_SECONDS = 1
 LOG_EVERY_SECONDS = 10.0
 LAG_TICK_SECONDS = 0.02  # how often the loop's lateness is sampled (50 timer callbacks a second)
 TARGET_INTERVAL = 0.1  # seconds: the window of the standing-queue test (SHED_TARGET_MS)
+# The database queue stands when its oldest waiter has been older than the target at every sample
+# for this long: a short stall of the database (a checkpoint's fsyncs on a busy disk) is waited
+# out, not refused; a database that cannot keep up is refused within a second or so.
+DB_QUEUE_PERSIST = 0.5
 MIN_LIMIT = 64  # requests in flight the adaptive bound never goes below (a reserve batch is 50)
 ADMITTED = "gateway.admitted"  # scope key: the protocol counted this request already
 
@@ -101,7 +105,7 @@ class Gate:
         # Queues inside the process that the standing-queue test also reads: each gives how long
         # its oldest waiter has waited at loop time `now` (the database turnstiles, gateway/db.py).
         self.queues: list[Callable[[float], float]] = []
-        self._queue_least = float("inf")  # the least of those waits sampled in this interval, seconds
+        self._queue_over_since: float | None = None  # since when every sample was over the target
 
     def configure(self, max_in_flight: int, max_lag_ms: float, target_ms: float = 0.0, pause_ms: float = 0.0) -> None:
         self.max_in_flight = max_in_flight
@@ -133,15 +137,15 @@ class Gate:
         flight (never below MIN_LIMIT, enough to fill a coalesced reserve batch); otherwise it grows
         back by a tenth, up to MAX_IN_FLIGHT. Gradual both ways: refusing everything for an interval
         emptied the process, the next interval admitted a burst, and served fell to a few hundred/s."""
-        if self.queues:  # sampled at every call (each lag tick, 20 ms), judged on the interval's least
-            wait = max(age(now) for age in self.queues)
-            if wait < self._queue_least:
-                self._queue_least = wait
+        if self.queues:  # sampled at every call (each lag tick, 20 ms)
+            if max(age(now) for age in self.queues) <= self.target:
+                self._queue_over_since = None
+            elif self._queue_over_since is None:
+                self._queue_over_since = now
         if now < self._interval_ends:
             return
         self._interval_ends = now + TARGET_INTERVAL
         quickest, self._quickest = self._quickest, float("inf")
-        queue_least, self._queue_least = self._queue_least, float("inf")
         if self.target <= 0:
             return
         if quickest == float("inf"):
@@ -151,10 +155,11 @@ class Gate:
         # The quickest request may be a cached read that never waits for the database while the
         # database routes queue for seconds (measured in the crowd bench: the bound never moved
         # with 800 requests waiting 1-2 s for a connection). So a database queue whose oldest
-        # waiter was older than the target at every sample of the interval is a standing queue
-        # too: CoDel's test where the queue is. The least sample, not the last: a stall that
-        # clears within the interval (a checkpoint, an autovacuum pass) refuses nobody.
-        standing = standing or self.target < queue_least < float("inf")  # inf: no queue sampled
+        # waiter was older than the target at every sample for DB_QUEUE_PERSIST is a standing
+        # queue too: CoDel's test where the queue is. Every sample, not the last: a stall that
+        # clears sooner (a checkpoint, an autovacuum pass) refuses nobody.
+        over_since = self._queue_over_since
+        standing = standing or (over_since is not None and now - over_since >= DB_QUEUE_PERSIST)
         if standing:
             self.limit = max(min(MIN_LIMIT, self.max_in_flight), min(self.limit, int(self.in_flight * 0.9)))
         elif self.limit < self.max_in_flight:
