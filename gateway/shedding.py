@@ -45,8 +45,9 @@ LOG_EVERY_SECONDS = 10.0
 LAG_TICK_SECONDS = 0.02  # how often the loop's lateness is sampled (50 timer callbacks a second)
 TARGET_INTERVAL = 0.1  # seconds: the window of the standing-queue test (SHED_TARGET_MS)
 # The database queue stands when its oldest waiter has been older than the target at every sample
-# for this long: a short stall of the database (a checkpoint's fsyncs on a busy disk) is waited
-# out, not refused; a database that cannot keep up is refused within a second or so.
+# for this long: a short stall of the database (the soak at half capacity had several, which a
+# 100 ms window answered with 1,214 x 503) is waited out, not refused; a database that cannot
+# keep up is refused once its queue has stood that long.
 DB_QUEUE_PERSIST = 0.5
 MIN_LIMIT = 64  # requests in flight the adaptive bound never goes below (a reserve batch is 50)
 ADMITTED = "gateway.admitted"  # scope key: the protocol counted this request already
