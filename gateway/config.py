@@ -189,8 +189,8 @@ class Settings(_Settings):
     # Refuse too while the event loop runs more than this late (sampled every 20 ms). 0: off, the
     # default: with the garbage collector tuned (GATEWAY_GC_GEN0) the standing-queue test sufficed.
     shed_loop_lag_ms: float = Field(0, ge=0, le=10000, allow_inf_nan=False, validation_alias=_env("SHED_LOOP_LAG_MS"))
-    # A client that asks again at once after a refusal (within 50 ms, gateway/serving.py
-    # QUICK_COMEBACK) is refused and its connection not read for this long (Retry-After says 1 s):
+    # A client that asks again at once after a refusal (within 50 ms plus the loop's lag,
+    # gateway/serving.py QUICK_COMEBACK) is refused and its connection not read for this long (Retry-After says 1 s):
     # it waits in its socket buffer instead of costing another refusal.
     # Measured: 1000 users clicking without pause, refused when the machine stalled, came straight
     # back: 1,180-25,600 refusals/s and served down to 1,183/s; with 250 ms, 48-172 refusals/s.

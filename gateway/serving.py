@@ -91,10 +91,11 @@ _gc_tuned: list[bool] = []
 END_OF_HEAD = b"\r\n\r\n"
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 # After a refusal (503 busy, Retry-After: 1), a request on the same connection within this many
-# seconds is a client asking again at once: it is refused too (if the process is still over its
-# bound) and the connection is then not read for SHED_PAUSE_MS. A user who comes back later, as
-# a person thinking does, is never held: the pause delayed every comeback within SHED_PAUSE_MS,
-# and those answers were the shed p99 of the overload bench (~255 ms, issue 10).
+# seconds (plus the loop's current lateness: a loop running late reads every comeback late) is a
+# client asking again at once: it is refused too (if the process is still over its bound) and the
+# connection is then not read for SHED_PAUSE_MS. A user who comes back later, as a person
+# thinking does, is never held: the pause delayed every comeback within SHED_PAUSE_MS, and those
+# answers were the shed p99 of the overload bench (~255 ms, issue 10).
 QUICK_COMEBACK = 0.05
 
 
@@ -200,9 +201,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol, asyncio.BufferedProtocol):
         self.transport.write(GATE.response_bytes(self.server_state.default_headers, keep_alive))
         GATE.refused()
         # A client that asks again at once, ignoring Retry-After: back within QUICK_COMEBACK of its
-        # last refusal, or already waiting when the last pause ended.
+        # last refusal, or already waiting when the last pause ended (give or take the loop's lag).
         now = self.loop.time()
-        quick = now - self._refused_at < QUICK_COMEBACK or now - self._resumed_at < QUICK_COMEBACK
+        soon = QUICK_COMEBACK + GATE.lag
+        quick = now - self._refused_at < soon or now - self._resumed_at < soon
         self._refused_at = now
         if keep_alive:
             self._shedding = True  # the body, if any, is read and dropped; then the next request

@@ -292,6 +292,16 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
             protocol.data_received(request)
             assert transport.written.count(b"HTTP/1.1 503 ") == 3
             assert not transport.paused
+            # A loop running late reads every comeback late: within QUICK_COMEBACK plus its lag
+            # is still "at once" (10,000 clients hammering made the loop ~100 ms late).
+            await asyncio.sleep(0.1)
+            GATE.lag = 0.2
+            protocol.data_received(request)
+            assert transport.written.count(b"HTTP/1.1 503 ") == 4
+            assert transport.paused
+            GATE.lag = 0.0
+            await asyncio.sleep(0.1)
+            assert not transport.paused
             GATE.in_flight = 0  # room again: the same connection is served
             protocol.data_received(request)
             await asyncio.sleep(0.05)
@@ -300,6 +310,7 @@ def test_the_protocol_refuses_before_any_asgi_cycle_or_task() -> None:
         finally:
             GATE.configure(saved[0], saved[1] * 1000, saved[2] * 1000, saved[3] * 1000)
             GATE.in_flight = 0
+            GATE.lag = 0.0
             protocol.connection_lost(None)
 
     asyncio.run(scenario())
