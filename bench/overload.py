@@ -1,13 +1,15 @@
 """The issue-10 `overload` bench: the hot reserve offered more than the gateway can serve, and what
 load shedding (gateway/shedding.py) makes of it: the rate served and shed, and the latency of each.
 
-Load model (every point): bench/thinkload.c, one keep-alive connection per user; each user waits
-a think time drawn uniform 0..2x mean before every request after the first and sends the next
-only after the answer: a closed loop per user, so the offered rate is about
-users / (mean think + mean response time); a shed user ignores Retry-After and comes back after
-its next think time. A request's clock starts when it is written: think time is not latency.
-Every user's first request is sent at once (a burst, as at an onsale's opening). Every answer's
-latency is kept, so the served and shed percentiles are over all answers of the point.
+Load model (every point): bench/thinkload.c, one keep-alive connection per user, all opened
+before the clock starts; each user waits a think time drawn uniform 0..2x mean before every
+request, the first included (as wrk's delay() does), and sends the next only after the answer: a
+closed loop per user, so the offered rate is about users / (mean think + mean response time); a
+shed user ignores Retry-After and comes back after its next think time. A request's clock starts
+when it is written: think time is not latency. Without think time (the reference) every user's
+first request goes at once. Every answer's latency is kept, so the served and shed percentiles
+are over all answers of the point. The gateway's and PostgreSQL's CPU include the connection
+phase (10,000 accepts) and are divided by the clocked seconds: a slight overstatement.
 
 Why not wrk here: its delay() timers are a list walked on every turn of its event loop, which
 with 10,000 thinking users cost 0.6-0.8 of the machine's 2 cores at the overload point (90 us
