@@ -867,6 +867,12 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
+def _c_compiler() -> str | None:
+    from bench.overload import c_compiler  # bench.overload imports this module
+
+    return c_compiler()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_SECONDS", 10)))
@@ -950,7 +956,7 @@ def main() -> None:
             "and `--only lb-compare --lb-hot-driver flowgen`."
         )
     needs_cc = args.only in (None, "crowd") and "overload" in args.crowd_parts
-    if needs_cc and shutil.which("cc") is None and shutil.which("gcc") is None:
+    if needs_cc and _c_compiler() is None:
         raise SystemExit(
             "the overload bench compiles bench/thinkload.c and needs a C compiler: `make bench` installs gcc "
             "(scripts/install-system-deps gcc libc6-dev), or run `apt-get install gcc libc6-dev`; "

@@ -160,11 +160,16 @@ def _postgres_pids(bench: Bench) -> list[int]:
 THINKLOAD = HERE / "thinkload.c"
 
 
+def c_compiler() -> str | None:
+    """The C compiler that builds bench/thinkload.c, or None."""
+    return shutil.which("cc") or shutil.which("gcc")
+
+
 def thinkload_binary(bench: Bench) -> str:
     """bench/thinkload.c compiled (once per run) into the run's temporary directory."""
     binary = Path(bench.tmp) / "thinkload"
     if not binary.exists():
-        cc = shutil.which("cc") or shutil.which("gcc")
+        cc = c_compiler()
         if cc is None:
             raise SystemExit("bench/thinkload.c needs a C compiler: `make bench` installs gcc (Debian)")
         subprocess.run([cc, "-O2", "-o", str(binary), str(THINKLOAD)], check=True)

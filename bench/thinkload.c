@@ -477,26 +477,16 @@ int main(int argc, char **argv) {
             }
             if (events[k].events & (EPOLLIN | EPOLLERR | EPOLLHUP)) readable(i, now_ms);
         }
-        /* The wheel: every slot from the last visit to now; a user due later (a lap on) stays. */
+        /* The wheel: every slot from the last visit to now. Every user in a slot is due: think
+         * times are shorter than a lap, and schedule() never files into a visited slot. */
         while (wheel_pos <= now_ms) {
-            int slot = (int)(wheel_pos++ % WHEEL), i = wheel[slot], keep = -1;
+            int slot = (int)(wheel_pos++ % WHEEL), i = wheel[slot];
             wheel[slot] = -1;
             while (i >= 0) {
                 int next = users[i].tnext;
-                if (users[i].due_ms <= now_ms) {
-                    users[i].tnext = -1;
-                    click(i, now_ms);
-                } else {
-                    users[i].tnext = keep;
-                    keep = i;
-                }
+                users[i].tnext = -1;
+                click(i, now_ms);
                 i = next;
-            }
-            if (keep >= 0) { /* put back, after whatever click() scheduled here */
-                int last = keep;
-                while (users[last].tnext >= 0) last = users[last].tnext;
-                users[last].tnext = wheel[slot];
-                wheel[slot] = keep;
             }
         }
         if (now_ms >= next_sweep) { /* timeouts, once a second */
